@@ -1,0 +1,550 @@
+package authz
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
+)
+
+// memRecords is an in-memory Records for tests; fail makes every lookup
+// fail as a store outage would.
+type memRecords struct {
+	tokens    map[string]*record.Token
+	users     map[string]*record.User
+	groups    map[string]*record.Group
+	providers map[string]*record.Provider
+	fail      error
+	lookups   int
+}
+
+func get[V any](m *memRecords, recs map[string]*V, name string) (*V, error) {
+	m.lookups++
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	if v, ok := recs[name]; ok {
+		return v, nil
+	}
+	return nil, fmt.Errorf("%q: %w", name, record.ErrNotFound)
+}
+
+func (m *memRecords) Token(_ context.Context, id string) (*record.Token, error) {
+	return get(m, m.tokens, id)
+}
+func (m *memRecords) User(_ context.Context, n string) (*record.User, error) {
+	return get(m, m.users, n)
+}
+func (m *memRecords) Group(_ context.Context, n string) (*record.Group, error) {
+	return get(m, m.groups, n)
+}
+func (m *memRecords) Provider(_ context.Context, n string) (*record.Provider, error) {
+	return get(m, m.providers, n)
+}
+
+var testNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+const (
+	openaiKey    = "sk-test-openai-0123456789"
+	anthropicKey = "sk-ant-test-0123456789"
+)
+
+type fixture struct {
+	ring    *token.Keyring
+	records *memRecords
+	tokens  map[string]string // name → token string
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	ring, err := token.NewKeyring([]token.SigningKey{{ID: 1, Secret: bytes.Repeat([]byte{9}, 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{ring: ring, tokens: map[string]string{}, records: &memRecords{
+		tokens: map[string]*record.Token{},
+		users: map[string]*record.User{
+			"alice": {Name: "alice", Groups: []string{"eng", "gone", "off", "byok", "nobyok", "gpt", "narrow"}},
+			"bob":   {Name: "bob", Disabled: true, Groups: []string{"eng"}},
+			"carol": {Name: "carol", Groups: []string{}},
+		},
+		groups: map[string]*record.Group{
+			"eng":    {Name: "eng"},
+			"off":    {Name: "off", Disabled: true},
+			"byok":   {Name: "byok"},
+			"nobyok": {Name: "nobyok", DisableCustomKeys: true},
+			"gpt":    {Name: "gpt", Models: []string{"gpt-4o*", "o3"}},
+			"narrow": {Name: "narrow", Providers: []string{"anthropic"}},
+		},
+		providers: map[string]*record.Provider{
+			"openai":    {Name: "openai", Kind: record.KindOpenAI, Keys: []record.Key{{ID: "k1", Secret: openaiKey}}},
+			"anthropic": {Name: "anthropic", Kind: record.KindAnthropic, Keys: []record.Key{{ID: "a1", Secret: anthropicKey}}},
+			"azure":     {Name: "azure", Kind: record.KindAzure, Keys: []record.Key{{ID: "z1", Secret: "azure-secret-1"}}},
+			"gemini":    {Name: "gemini", Kind: record.KindGemini, Keys: []record.Key{{ID: "g1", Secret: "gemini-secret-1"}}},
+			"custom":    {Name: "custom", Kind: record.KindCustom, Header: "x-internal-auth", ValueTemplate: "Token {key}", Keys: []record.Key{{ID: "c1", Secret: "custom-secret-1"}}},
+			"empty":     {Name: "empty", Kind: record.KindOpenAI},
+		},
+	}}
+	add := func(name, user, group string, mod func(*record.Token)) {
+		m, err := ring.Mint()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &record.Token{ID: m.ID, Hash: m.Hash, User: user, Group: group, Name: name, Created: testNow.Add(-time.Hour)}
+		if mod != nil {
+			mod(rec)
+		}
+		f.records.tokens[m.ID] = rec
+		f.tokens[name] = m.Token
+	}
+	add("ok", "alice", "eng", nil)
+	add("expired", "alice", "eng", func(r *record.Token) { r.Expires = testNow.Add(-time.Second) })
+	add("future", "alice", "eng", func(r *record.Token) { r.Expires = testNow.Add(time.Hour) })
+	add("revoked", "alice", "eng", func(r *record.Token) { r.Revoked = true })
+	add("wronghash", "alice", "eng", func(r *record.Token) { r.Hash[0] ^= 1 })
+	add("nouser", "dave", "eng", nil)
+	add("disabled-user", "bob", "eng", nil)
+	add("not-permitted", "carol", "eng", nil)
+	add("gone", "alice", "gone", nil)
+	add("off", "alice", "off", nil)
+	add("byok", "alice", "byok", nil)
+	add("nobyok", "alice", "nobyok", nil)
+	add("gpt", "alice", "gpt", nil)
+	add("narrow", "alice", "narrow", nil)
+	// A token minted by another server's key: well formed, never verifies.
+	other, _ := token.NewKeyring([]token.SigningKey{{ID: 1, Secret: bytes.Repeat([]byte{7}, 32)}})
+	m, _ := other.Mint()
+	f.tokens["foreign"] = m.Token
+	// Signed by our key but never stored.
+	m, _ = ring.Mint()
+	f.tokens["unknown"] = m.Token
+	return f
+}
+
+func (f *fixture) server(t testing.TB, opts Options) *Server {
+	t.Helper()
+	if opts.Sources == nil {
+		opts.Sources = []Source{{Header: "authorization"}, {Header: "x-api-key"}, {Header: "x-goog-api-key"}, {Header: "api-key"}, {Query: "key"}}
+	}
+	if opts.ModelHeader == "" {
+		opts.ModelHeader = "x-ai-eg-model"
+	}
+	opts.Now = func() time.Time { return testNow }
+	a, err := NewAuthorizer(f.records, f.ring, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewServer(a, ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func checkRequest(headers map[string]string, path, provider string) *authv3.CheckRequest {
+	if path == "" {
+		path = "/v1/chat/completions"
+	}
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "POST", Path: path, Host: "llm.mesh", Headers: headers,
+		}},
+	}}
+	if provider != "" {
+		req.Attributes.ContextExtensions = map[string]string{"provider": provider}
+	}
+	return req
+}
+
+func bearerHeader(tok string) map[string]string {
+	return map[string]string{"authorization": "Bearer " + tok}
+}
+
+func TestDecide(t *testing.T) {
+	f := newFixture(t)
+	tok := func(name string) map[string]string { return bearerHeader(f.tokens[name]) }
+	tests := map[string]struct {
+		opts     Options
+		headers  map[string]string
+		path     string
+		provider string
+		host     string
+		want     Reason
+		wantKey  string
+	}{
+		"allowed bearer":             {headers: tok("ok"), provider: "openai", want: ReasonAllowed, wantKey: "k1"},
+		"allowed x-api-key":          {headers: map[string]string{"x-api-key": f.tokens["ok"]}, provider: "anthropic", want: ReasonAllowed, wantKey: "a1"},
+		"allowed x-goog-api-key":     {headers: map[string]string{"x-goog-api-key": f.tokens["ok"]}, provider: "gemini", want: ReasonAllowed, wantKey: "g1"},
+		"allowed api-key":            {headers: map[string]string{"api-key": f.tokens["ok"]}, provider: "azure", want: ReasonAllowed, wantKey: "z1"},
+		"allowed query key":          {headers: map[string]string{}, path: "/v1beta/models/g:generateContent?alt=sse&key=" + f.tokens["ok"], provider: "gemini", want: ReasonAllowed, wantKey: "g1"},
+		"allowed lower-case bearer":  {headers: map[string]string{"authorization": "bearer " + f.tokens["ok"]}, provider: "openai", want: ReasonAllowed},
+		"allowed not yet expired":    {headers: tok("future"), provider: "openai", want: ReasonAllowed},
+		"provider from host":         {opts: Options{Hosts: map[string]string{"api.openai.com": "openai"}}, headers: tok("ok"), host: "API.openai.com:443", want: ReasonAllowed, wantKey: "k1"},
+		"model allowed by prefix":    {headers: map[string]string{"authorization": "Bearer " + f.tokens["gpt"], "x-ai-eg-model": "gpt-4o-mini"}, provider: "openai", want: ReasonAllowed},
+		"model allowed exactly":      {headers: map[string]string{"authorization": "Bearer " + f.tokens["gpt"], "x-ai-eg-model": "o3"}, provider: "openai", want: ReasonAllowed},
+		"missing credential":         {headers: map[string]string{}, provider: "openai", want: ReasonMissingCredential},
+		"empty bearer":               {headers: map[string]string{"authorization": "Bearer "}, provider: "openai", want: ReasonMissingCredential},
+		"malformed token":            {headers: bearerHeader(f.tokens["ok"][:40]), provider: "openai", want: ReasonMalformedToken},
+		"forged token":               {headers: tok("foreign"), provider: "openai", want: ReasonInvalidToken},
+		"unknown token":              {headers: tok("unknown"), provider: "openai", want: ReasonInvalidToken},
+		"hash mismatch":              {headers: tok("wronghash"), provider: "openai", want: ReasonInvalidToken},
+		"expired token":              {headers: tok("expired"), provider: "openai", want: ReasonTokenExpired},
+		"revoked token":              {headers: tok("revoked"), provider: "openai", want: ReasonTokenRevoked},
+		"user deleted":               {headers: tok("nouser"), provider: "openai", want: ReasonUserDeleted},
+		"user disabled":              {headers: tok("disabled-user"), provider: "openai", want: ReasonUserDisabled},
+		"group not permitted":        {headers: tok("not-permitted"), provider: "openai", want: ReasonGroupNotPermitted},
+		"group deleted":              {headers: tok("gone"), provider: "openai", want: ReasonGroupDeleted},
+		"group disabled":             {headers: tok("off"), provider: "openai", want: ReasonGroupDisabled},
+		"unknown provider":           {headers: tok("ok"), host: "example.com", want: ReasonUnknownProvider},
+		"provider not allowed":       {headers: tok("narrow"), provider: "openai", want: ReasonProviderNotAllowed},
+		"model not allowed":          {headers: map[string]string{"authorization": "Bearer " + f.tokens["gpt"], "x-ai-eg-model": "gpt-3.5-turbo"}, provider: "openai", want: ReasonModelNotAllowed},
+		"model missing":              {headers: tok("gpt"), provider: "openai", want: ReasonModelNotAllowed},
+		"no provider key":            {headers: tok("ok"), provider: "empty", want: ReasonNoProviderKey},
+		"provider record missing":    {headers: tok("ok"), provider: "nowhere", want: ReasonNoProviderKey},
+		"custom key alone allowed":   {headers: bearerHeader("sk-client-own-key"), provider: "openai", want: ReasonCustomKey},
+		"custom key alone forbidden": {opts: Options{DisableCustomKeys: true}, headers: bearerHeader("sk-client-own-key"), provider: "openai", want: ReasonCustomKeyForbidden},
+		"custom key with token":      {headers: map[string]string{"authorization": "Bearer " + f.tokens["byok"], "x-api-key": "sk-ant-own"}, provider: "anthropic", want: ReasonCustomKey},
+		"custom key group forbids":   {headers: map[string]string{"authorization": "Bearer " + f.tokens["nobyok"], "x-api-key": "sk-ant-own"}, provider: "anthropic", want: ReasonCustomKeyForbidden},
+		"custom key global forbids":  {opts: Options{DisableCustomKeys: true}, headers: map[string]string{"authorization": "Bearer " + f.tokens["byok"], "x-api-key": "sk-ant-own"}, provider: "anthropic", want: ReasonCustomKeyForbidden},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := f.server(t, tc.opts)
+			req := checkRequest(tc.headers, tc.path, tc.provider)
+			if tc.host != "" {
+				req.Attributes.Request.Http.Host = tc.host
+			}
+			r := Request{Headers: tc.headers, Path: req.Attributes.Request.Http.Path, Host: req.Attributes.Request.Http.Host, ContextExtensions: req.Attributes.ContextExtensions}
+			d := s.authorizer.Decide(context.Background(), &r)
+			if d.Reason != tc.want {
+				t.Fatalf("reason %q, want %q (err %v)", d.Reason, tc.want, d.Err)
+			}
+			if tc.wantKey != "" && (d.Key == nil || d.Key.ID != tc.wantKey) {
+				t.Fatalf("key %v, want %s", d.Key, tc.wantKey)
+			}
+		})
+	}
+}
+
+func TestEveryReasonHasAResponse(t *testing.T) {
+	r, err := newResponder([]Source{{Header: "authorization"}}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, reason := range Reasons() {
+		resp := r.respond(&Decision{Reason: reason}, nil)
+		denied := resp.GetDeniedResponse()
+		if denied == nil {
+			t.Fatalf("%s: not a denial", reason)
+		}
+		if got := int(denied.GetStatus().GetCode()); got != reason.HTTPStatus() || got < 400 {
+			t.Errorf("%s: status %d, want %d", reason, got, reason.HTTPStatus())
+		}
+		var body errorBody
+		if err := json.Unmarshal([]byte(denied.Body), &body); err != nil {
+			t.Fatalf("%s: body %q: %v", reason, denied.Body, err)
+		}
+		if body.Error.Code != reason || body.Error.Message == "" || body.Error.Type == "" {
+			t.Errorf("%s: body %+v", reason, body)
+		}
+		h := headerMap(denied.Headers)
+		if h["content-type"] != "application/json" {
+			t.Errorf("%s: content-type %q", reason, h["content-type"])
+		}
+		if _, ok := h["www-authenticate"]; ok != (reason.HTTPStatus() == 401) {
+			t.Errorf("%s: www-authenticate present=%v", reason, ok)
+		}
+		if resp.GetStatus().GetCode() == 0 {
+			t.Errorf("%s: gRPC status OK on a denial", reason)
+		}
+	}
+}
+
+func headerMap(opts []*corev3.HeaderValueOption) map[string]string {
+	m := map[string]string{}
+	for _, o := range opts {
+		m[o.GetHeader().GetKey()] = o.GetHeader().GetValue()
+	}
+	return m
+}
+
+func TestAllowedResponsePerConvention(t *testing.T) {
+	f := newFixture(t)
+	allSources := []string{"authorization", "x-api-key", "x-goog-api-key", "api-key"}
+	tests := map[string]struct {
+		provider   string
+		header     string
+		value      string
+		wantKeyID  string
+		anthropicV bool
+	}{
+		"openai":    {"openai", "authorization", "Bearer " + openaiKey, "k1", false},
+		"anthropic": {"anthropic", "x-api-key", anthropicKey, "a1", true},
+		"azure":     {"azure", "api-key", "azure-secret-1", "z1", false},
+		"gemini":    {"gemini", "x-goog-api-key", "gemini-secret-1", "g1", false},
+		"custom":    {"custom", "x-internal-auth", "Token custom-secret-1", "c1", false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := f.server(t, Options{})
+			headers := bearerHeader(f.tokens["ok"])
+			headers["x-keyward-user"] = "mallory"
+			resp, err := s.Check(context.Background(), checkRequest(headers, "/v1/x", tc.provider))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ok := resp.GetOkResponse()
+			if ok == nil {
+				t.Fatalf("not allowed: %v", resp)
+			}
+			for _, h := range ok.Headers {
+				want := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+				if h.Header.Key == "anthropic-version" {
+					want = corev3.HeaderValueOption_ADD_IF_ABSENT
+				}
+				if h.AppendAction != want {
+					t.Errorf("header %s: append action %v, want %v", h.Header.Key, h.AppendAction, want)
+				}
+			}
+			got := headerMap(ok.Headers)
+			if got[tc.header] != tc.value {
+				t.Errorf("%s = %q, want %q", tc.header, got[tc.header], tc.value)
+			}
+			if _, has := got["anthropic-version"]; has != tc.anthropicV {
+				t.Errorf("anthropic-version present=%v", has)
+			}
+			rec := f.records.tokens[strings.TrimPrefix(f.tokens["ok"], "")[3:19]]
+			if got[HeaderUser] != "alice" || got[HeaderGroup] != "eng" || got[HeaderTokenID] != rec.ID {
+				t.Errorf("identity headers %v", got)
+			}
+			removed := map[string]bool{}
+			for _, h := range ok.HeadersToRemove {
+				removed[h] = true
+			}
+			for _, h := range allSources {
+				if h != tc.header && !removed[h] {
+					t.Errorf("credential header %s not removed", h)
+				}
+			}
+			if removed[tc.header] {
+				t.Errorf("the provider header %s is also removed", tc.header)
+			}
+			if len(ok.QueryParametersToRemove) != 1 || ok.QueryParametersToRemove[0] != "key" {
+				t.Errorf("query parameters removed: %v", ok.QueryParametersToRemove)
+			}
+			md := resp.DynamicMetadata.AsMap()
+			want := map[string]any{"user": "alice", "group": "eng", "token_id": rec.ID, "provider": tc.provider, "key_id": tc.wantKeyID}
+			for k, v := range want {
+				if md[k] != v {
+					t.Errorf("metadata %s = %v, want %v", k, md[k], v)
+				}
+			}
+			if len(md) != len(want) {
+				t.Errorf("metadata %v has extra fields", md)
+			}
+			// A second identical request shares the cached response (the
+			// client's own x-keyward-user is overwritten either way).
+			delete(headers, "x-keyward-user")
+			again, _ := s.Check(context.Background(), checkRequest(headers, "/v1/x", tc.provider))
+			again2, _ := s.Check(context.Background(), checkRequest(headers, "/v1/x", tc.provider))
+			if again != again2 {
+				t.Error("allowed response not reused")
+			}
+		})
+	}
+}
+
+func TestForeignIdentityHeadersRemoved(t *testing.T) {
+	f := newFixture(t)
+	s := f.server(t, Options{})
+	headers := bearerHeader(f.tokens["ok"])
+	headers["x-keyward-admin"] = "true"
+	resp, _ := s.Check(context.Background(), checkRequest(headers, "", "openai"))
+	ok := resp.GetOkResponse()
+	if ok == nil || !contains(ok.HeadersToRemove, "x-keyward-admin") {
+		t.Fatalf("x-keyward-admin not removed: %v", resp)
+	}
+	// The custom-key passthrough strips claimed identities too.
+	resp, _ = s.Check(context.Background(), checkRequest(map[string]string{"authorization": "Bearer sk-own", "x-keyward-user": "root", "x-keyward-role": "admin"}, "", "openai"))
+	ok = resp.GetOkResponse()
+	for _, h := range []string{HeaderUser, HeaderGroup, HeaderTokenID, "x-keyward-role"} {
+		if ok == nil || !contains(ok.HeadersToRemove, h) {
+			t.Fatalf("passthrough does not remove %s: %v", h, resp)
+		}
+	}
+	if len(ok.Headers) != 0 {
+		t.Fatalf("passthrough sets headers: %v", ok.Headers)
+	}
+}
+
+func TestCustomKeyWithTokenKeepsClientKey(t *testing.T) {
+	f := newFixture(t)
+	s := f.server(t, Options{})
+	resp, _ := s.Check(context.Background(), checkRequest(map[string]string{"authorization": "Bearer " + f.tokens["byok"], "x-api-key": "sk-ant-own"}, "", "anthropic"))
+	ok := resp.GetOkResponse()
+	if ok == nil {
+		t.Fatalf("denied: %v", resp)
+	}
+	if !contains(ok.HeadersToRemove, "authorization") || contains(ok.HeadersToRemove, "x-api-key") {
+		t.Fatalf("removes %v: want the token's header only", ok.HeadersToRemove)
+	}
+	if _, set := headerMap(ok.Headers)["x-api-key"]; set {
+		t.Fatal("overwrote the client's own key")
+	}
+	if resp.DynamicMetadata.AsMap()["custom_key"] != true {
+		t.Fatal("metadata does not say custom_key")
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestKeysSpreadAcrossRequests(t *testing.T) {
+	f := newFixture(t)
+	f.records.providers["openai"] = &record.Provider{Name: "openai", Kind: record.KindOpenAI, Keys: []record.Key{{ID: "k1", Secret: "s1"}, {ID: "k2", Secret: "s2"}, {ID: "k3", Secret: "s3"}}}
+	s := f.server(t, Options{})
+	seen := map[any]int{}
+	for range 30 {
+		resp, _ := s.Check(context.Background(), checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"))
+		seen[resp.DynamicMetadata.AsMap()["key_id"]]++
+	}
+	if len(seen) != 3 || seen["k1"] != 10 {
+		t.Fatalf("keys used %v, want 10 each of k1..k3", seen)
+	}
+}
+
+func TestRandomTokensNeverLookedUp(t *testing.T) {
+	f := newFixture(t)
+	s := f.server(t, Options{})
+	for _, tok := range []string{f.tokens["foreign"], f.tokens["ok"][:30], "kw_" + strings.Repeat("A", 64), "kw_"} {
+		s.Check(context.Background(), checkRequest(bearerHeader(tok), "", "openai"))
+	}
+	if f.records.lookups != 0 {
+		t.Fatalf("%d store lookups for forged tokens", f.records.lookups)
+	}
+}
+
+func TestStoreFailureIs503(t *testing.T) {
+	f := newFixture(t)
+	f.records.fail = errors.New("vault: connection refused")
+	var logs bytes.Buffer
+	a, _ := NewAuthorizer(f.records, f.ring, Options{Sources: []Source{{Header: "authorization"}}})
+	s, _ := NewServer(a, ServerOptions{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	resp, err := s.Check(context.Background(), checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"))
+	if err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 503 {
+		t.Fatalf("got %v, %v; want a 503 denial", resp, err)
+	}
+	if !strings.Contains(logs.String(), "connection refused") || strings.Contains(logs.String(), f.tokens["ok"]) {
+		t.Fatalf("log: %s", logs.String())
+	}
+}
+
+func TestMalformedRequestsNeverError(t *testing.T) {
+	f := newFixture(t)
+	s := f.server(t, Options{})
+	for _, req := range []*authv3.CheckRequest{nil, {}, {Attributes: &authv3.AttributeContext{}}, checkRequest(nil, "?", "")} {
+		resp, err := s.Check(context.Background(), req)
+		if err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
+			t.Fatalf("req %v: %v, %v", req, resp, err)
+		}
+	}
+}
+
+func TestDenialLogHasNoSecrets(t *testing.T) {
+	f := newFixture(t)
+	var logs bytes.Buffer
+	a, _ := NewAuthorizer(f.records, f.ring, Options{Sources: []Source{{Header: "authorization"}, {Query: "key"}}, DisableCustomKeys: true, ModelHeader: "m"})
+	s, _ := NewServer(a, ServerOptions{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	secrets := []string{f.tokens["expired"], "sk-client-own-secret", f.tokens["foreign"]}
+	s.Check(context.Background(), checkRequest(bearerHeader(secrets[0]), "", "openai"))
+	s.Check(context.Background(), checkRequest(bearerHeader(secrets[1]), "/v1/x?key="+secrets[1], "openai"))
+	s.Check(context.Background(), checkRequest(map[string]string{}, "/v1/x?key="+secrets[2], "openai"))
+	out := logs.String()
+	for _, want := range []string{`"reason":"token_expired"`, `"reason":"custom_key_forbidden"`, `"reason":"invalid_token"`, `"user":"alice"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
+		}
+	}
+	for _, secret := range append(secrets, openaiKey) {
+		if strings.Contains(out, secret) || strings.Contains(out, secret[3:20]) {
+			t.Fatalf("log contains a secret:\n%s", out)
+		}
+	}
+}
+
+func TestQueryParam(t *testing.T) {
+	tests := []struct {
+		path, name, want string
+		ok               bool
+	}{
+		{"/x", "key", "", false},
+		{"/x?key=abc", "key", "abc", true},
+		{"/x?a=1&key=abc&key=def", "key", "abc", true},
+		{"/x?akey=1&keys=2", "key", "", false},
+		{"/x?k%65y=abc", "key", "abc", true},
+		{"/x?key=a%2Bb", "key", "a+b", true},
+		{"/x?key=%zz", "key", "%zz", true},
+		{"/x?key", "key", "", true},
+		{"/x?key=abc#frag", "key", "abc", true},
+	}
+	for _, tc := range tests {
+		got, ok := queryParam(tc.path, tc.name)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("queryParam(%q, %q) = %q, %v; want %q, %v", tc.path, tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func FuzzFindCredentials(f *testing.F) {
+	sources := []Source{{Header: "authorization"}, {Header: "x-api-key"}, {Query: "key"}}
+	f.Add("Bearer kw_abc", "sk-x", "/v1?key=kw_y&a=b")
+	f.Add("", "", "?")
+	f.Add("Basic dXNlcg==", "kw_", "/%zz?key=%")
+	f.Fuzz(func(t *testing.T, auth, apiKey, path string) {
+		got := findCredentials(sources, map[string]string{"authorization": auth, "x-api-key": apiKey}, path)
+		if got.tokenAt >= 0 && !token.LooksLikeToken(got.token) {
+			t.Fatalf("token %q without prefix", got.token)
+		}
+		if got.tokenAt >= 0 && got.tokenAt == got.customAt {
+			t.Fatal("one source is both token and custom key")
+		}
+		if got.customKey != (got.customAt >= 0) {
+			t.Fatal("customKey and customAt disagree")
+		}
+	})
+}
+
+func BenchmarkCheckAllowed(b *testing.B) {
+	f := newFixture(b)
+	s := f.server(b, Options{})
+	req := checkRequest(map[string]string{
+		"authorization": "Bearer " + f.tokens["ok"], "content-type": "application/json", "user-agent": "OpenAI/Python 1.99.0",
+		"accept": "application/json", "x-request-id": "6f1c2a1e-0000-4000-8000-000000000000", "x-forwarded-proto": "http",
+		"x-stainless-lang": "python", "x-stainless-os": "Linux", "content-length": "96",
+	}, "/v1/chat/completions", "openai")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, _ := s.Check(ctx, req)
+		if resp.GetOkResponse() == nil {
+			b.Fatal("denied")
+		}
+	}
+}

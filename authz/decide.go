@@ -1,0 +1,247 @@
+// Package authz decides whether an LLM request may go through and with
+// which provider key, and turns that decision into Envoy's ext_authz
+// answer.
+//
+// The decision (Decide) is a pure function of the request, the live records
+// and the configuration: it knows nothing of gRPC or of where records are
+// stored. Records come through the small Records interface, backed by
+// in-memory caches, so a decision does no I/O when caches are warm. Server is
+// the thin gRPC shell that converts a CheckRequest into a Request and a
+// Decision into a CheckResponse.
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
+)
+
+// Records are the live records the decision reads. Implementations return
+// an error wrapping record.ErrNotFound for a record that does not exist;
+// any other error means the store could not answer.
+type Records interface {
+	Token(ctx context.Context, id string) (*record.Token, error)
+	User(ctx context.Context, name string) (*record.User, error)
+	Group(ctx context.Context, name string) (*record.Group, error)
+	Provider(ctx context.Context, name string) (*record.Provider, error)
+}
+
+// Verifier checks a token's format and signature without I/O, returning its
+// id and the hash of its secret (see token.Keyring).
+type Verifier interface {
+	Verify(tok string) (id string, secretHash [32]byte, err error)
+}
+
+// Options configure an Authorizer.
+type Options struct {
+	// Sources are where client credentials are looked for, in order.
+	Sources []Source
+	// ModelHeader names the request header that carries the model.
+	ModelHeader string
+	// DisableCustomKeys refuses every client-supplied provider key.
+	DisableCustomKeys bool
+	// Hosts maps a request host (lower case, no port) to a provider name,
+	// for routes that carry no provider context extension.
+	Hosts map[string]string
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// ProviderExtension is the context_extensions key that names the provider
+// on an Envoy route.
+const ProviderExtension = "provider"
+
+// Authorizer makes decisions. It is safe for concurrent use.
+type Authorizer struct {
+	opts     Options
+	records  Records
+	verifier Verifier
+	// next spreads requests across a provider's keys.
+	next atomic.Uint64
+}
+
+// NewAuthorizer returns an Authorizer over records and verifier.
+func NewAuthorizer(records Records, verifier Verifier, opts Options) (*Authorizer, error) {
+	if len(opts.Sources) == 0 {
+		return nil, errors.New("authz: no credential sources")
+	}
+	for i, s := range opts.Sources {
+		if (s.Header == "") == (s.Query == "") || s.Header != strings.ToLower(s.Header) {
+			return nil, fmt.Errorf("authz: sources[%d]: want exactly one of a lower-case header or a query parameter", i)
+		}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Authorizer{opts: opts, records: records, verifier: verifier}, nil
+}
+
+// Request is what a decision looks at: the parts of Envoy's CheckRequest
+// that matter, by reference (nothing is copied).
+type Request struct {
+	// Headers are the request headers, names in lower case.
+	Headers map[string]string
+	// Path is the request path with its query string.
+	Path string
+	// Host is the request's :authority.
+	Host string
+	// ContextExtensions are the route's ext_authz context extensions.
+	ContextExtensions map[string]string
+}
+
+// Decision is the outcome of a check. For a denial only Reason (and Err)
+// are set; the record fields are filled as far as the check got, for the
+// audit log.
+type Decision struct {
+	Reason Reason
+	// Err is the underlying error of a store or internal failure, for the
+	// log; never shown to the client.
+	Err     error
+	TokenID string
+	Token   *record.Token
+	Group   *record.Group
+	// ProviderName is the route's provider; Provider its record, when the
+	// request goes out on a server-held key.
+	ProviderName string
+	Provider     *record.Provider
+	// Key is the server-held key to send; nil when the client's own key
+	// passes through (ReasonCustomKey).
+	Key *record.Key
+	// Model is the model the request names, if any.
+	Model string
+
+	found found
+}
+
+// Decide checks the request and picks the key it goes out with.
+func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
+	f := findCredentials(a.opts.Sources, req.Headers, req.Path)
+	d := Decision{found: f, Model: req.Headers[a.opts.ModelHeader]}
+	if f.tokenAt < 0 {
+		switch {
+		case !f.customKey:
+			d.Reason = ReasonMissingCredential
+		case a.opts.DisableCustomKeys:
+			d.Reason = ReasonCustomKeyForbidden
+		default:
+			// No keyward token: the client's own key goes through
+			// untouched and nothing is asserted about who sent it.
+			d.Reason = ReasonCustomKey
+		}
+		return d
+	}
+	d.Reason = a.decideToken(ctx, req, &d)
+	return d
+}
+
+func (a *Authorizer) decideToken(ctx context.Context, req *Request, d *Decision) Reason {
+	id, hash, err := a.verifier.Verify(d.found.token)
+	switch {
+	case errors.Is(err, token.ErrMalformed):
+		return ReasonMalformedToken
+	case err != nil:
+		// Forged or signed by a key this server does not hold: never
+		// looked up, so random tokens cost no store traffic.
+		return ReasonInvalidToken
+	}
+	d.TokenID = id
+
+	// Stage one: the token itself.
+	t, r := lookup(ctx, d, a.records.Token, id, ReasonInvalidToken)
+	if t == nil {
+		return r
+	}
+	if !token.HashEqual(hash, t.Hash) {
+		return ReasonInvalidToken
+	}
+	d.Token = t
+	switch {
+	case t.Revoked:
+		return ReasonTokenRevoked
+	case t.Expired(a.opts.Now()):
+		return ReasonTokenExpired
+	}
+
+	// Stage two: is the token's user, and its group, still live?
+	u, r := lookup(ctx, d, a.records.User, t.User, ReasonUserDeleted)
+	if u == nil {
+		return r
+	}
+	switch {
+	case u.Disabled:
+		return ReasonUserDisabled
+	case !u.MayUse(t.Group):
+		return ReasonGroupNotPermitted
+	}
+	g, r := lookup(ctx, d, a.records.Group, t.Group, ReasonGroupDeleted)
+	if g == nil {
+		return r
+	}
+	d.Group = g
+	if g.Disabled {
+		return ReasonGroupDisabled
+	}
+
+	// Policy: provider and model.
+	name := a.providerName(req)
+	if name == "" {
+		return ReasonUnknownProvider
+	}
+	d.ProviderName = name
+	if !g.AllowsProvider(name) {
+		return ReasonProviderNotAllowed
+	}
+	if !g.AllowsModel(d.Model) {
+		return ReasonModelNotAllowed
+	}
+	if d.found.customKey {
+		if a.opts.DisableCustomKeys || g.DisableCustomKeys {
+			return ReasonCustomKeyForbidden
+		}
+		return ReasonCustomKey
+	}
+	p, r := lookup(ctx, d, a.records.Provider, name, ReasonNoProviderKey)
+	if p == nil {
+		return r
+	}
+	d.Provider = p
+	if len(p.Keys) == 0 {
+		return ReasonNoProviderKey
+	}
+	d.Key = &p.Keys[a.next.Add(1)%uint64(len(p.Keys))]
+	return ReasonAllowed
+}
+
+// lookup loads one record. A record that is gone yields the reason
+// notFound; any other failure is store_unavailable (fail closed, 503).
+func lookup[V any](ctx context.Context, d *Decision, load func(context.Context, string) (*V, error), name string, notFound Reason) (*V, Reason) {
+	v, err := load(ctx, name)
+	switch {
+	case err == nil:
+		return v, ""
+	case errors.Is(err, record.ErrNotFound):
+		return nil, notFound
+	default:
+		d.Err = err
+		return nil, ReasonStoreUnavailable
+	}
+}
+
+// providerName is the route's provider: its context extension, else the
+// configured host mapping.
+func (a *Authorizer) providerName(req *Request) string {
+	if p := req.ContextExtensions[ProviderExtension]; p != "" {
+		return p
+	}
+	host := req.Host
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		host = host[:i]
+	}
+	return a.opts.Hosts[strings.ToLower(host)]
+}

@@ -1,0 +1,116 @@
+package authz
+
+// Reason is a stable code for the outcome of a check. It is the "code" of
+// the JSON error body, the audit log's reason and a metric label, so it
+// never changes once released.
+type Reason string
+
+// The reasons. ReasonAllowed is the only one that lets a request through.
+const (
+	ReasonAllowed   Reason = "allowed"
+	ReasonCustomKey Reason = "allowed_custom_key"
+
+	// 401: no usable keyward credential.
+	ReasonMissingCredential Reason = "missing_credential"
+	ReasonMalformedToken    Reason = "malformed_token"
+	ReasonInvalidToken      Reason = "invalid_token"
+	ReasonTokenExpired      Reason = "token_expired"
+	ReasonTokenRevoked      Reason = "token_revoked"
+
+	// 403: a valid token that policy refuses.
+	ReasonUserDeleted        Reason = "user_deleted"
+	ReasonUserDisabled       Reason = "user_disabled"
+	ReasonGroupDeleted       Reason = "group_deleted"
+	ReasonGroupDisabled      Reason = "group_disabled"
+	ReasonGroupNotPermitted  Reason = "group_not_permitted"
+	ReasonUnknownProvider    Reason = "unknown_provider"
+	ReasonProviderNotAllowed Reason = "provider_not_allowed"
+	ReasonModelNotAllowed    Reason = "model_not_allowed"
+	ReasonCustomKeyForbidden Reason = "custom_key_forbidden"
+
+	// 503: keyward cannot serve the request now.
+	ReasonNoProviderKey    Reason = "no_provider_key"
+	ReasonStoreUnavailable Reason = "store_unavailable"
+	ReasonInternal         Reason = "internal_error"
+)
+
+// Reasons lists every denial reason, for tests, docs and metric setup.
+func Reasons() []Reason {
+	return []Reason{
+		ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked,
+		ReasonUserDeleted, ReasonUserDisabled, ReasonGroupDeleted, ReasonGroupDisabled, ReasonGroupNotPermitted,
+		ReasonUnknownProvider, ReasonProviderNotAllowed, ReasonModelNotAllowed, ReasonCustomKeyForbidden,
+		ReasonNoProviderKey, ReasonStoreUnavailable, ReasonInternal,
+	}
+}
+
+// Allowed reports whether the reason lets the request through.
+func (r Reason) Allowed() bool { return r == ReasonAllowed || r == ReasonCustomKey }
+
+// HTTPStatus is the status the client gets for a denial.
+func (r Reason) HTTPStatus() int {
+	switch r {
+	case ReasonAllowed, ReasonCustomKey:
+		return 200
+	case ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked:
+		return 401
+	case ReasonNoProviderKey, ReasonStoreUnavailable, ReasonInternal:
+		return 503
+	default:
+		return 403
+	}
+}
+
+// errorType is the OpenAI-style error "type" for the reason's status.
+func (r Reason) errorType() string {
+	switch r.HTTPStatus() {
+	case 401:
+		return "authentication_error"
+	case 403:
+		return "permission_error"
+	default:
+		return "service_unavailable"
+	}
+}
+
+// Message is the human-readable text of the JSON error body. It states
+// what is wrong without echoing anything the client sent.
+func (r Reason) Message() string {
+	switch r {
+	case ReasonMissingCredential:
+		return "No API key provided. Send your keyward token as a Bearer token or in x-api-key."
+	case ReasonMalformedToken:
+		return "The keyward token is malformed (truncated or mistyped)."
+	case ReasonInvalidToken:
+		return "The keyward token is not valid."
+	case ReasonTokenExpired:
+		return "The keyward token has expired."
+	case ReasonTokenRevoked:
+		return "The keyward token has been revoked."
+	case ReasonUserDeleted:
+		return "The token's user no longer exists."
+	case ReasonUserDisabled:
+		return "The token's user is disabled."
+	case ReasonGroupDeleted:
+		return "The token's group no longer exists."
+	case ReasonGroupDisabled:
+		return "The token's group is disabled."
+	case ReasonGroupNotPermitted:
+		return "The token's user may no longer use the token's group."
+	case ReasonUnknownProvider:
+		return "No LLM provider is configured for this route."
+	case ReasonProviderNotAllowed:
+		return "The token's group may not use this provider."
+	case ReasonModelNotAllowed:
+		return "The token's group may not use this model (or the request does not name one)."
+	case ReasonCustomKeyForbidden:
+		return "Provider keys supplied by clients are not allowed here; use a keyward token."
+	case ReasonNoProviderKey:
+		return "No key is available for this provider."
+	case ReasonStoreUnavailable:
+		return "keyward cannot reach its record store."
+	case ReasonInternal:
+		return "keyward failed to check this request."
+	}
+	return string(r)
+}

@@ -1,0 +1,136 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"golang.org/x/time/rate"
+)
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	// ResponseCacheSize bounds the cache of built allowed responses.
+	// Default 10000.
+	ResponseCacheSize int
+	// Log receives audit events (denials) and errors. Default: discard.
+	Log *slog.Logger
+	// DenyLogRate and DenyLogBurst bound how many denials per second are
+	// logged one by one, so that a flood of bad tokens cannot flood the
+	// log; the rest are counted and reported with the next logged denial.
+	// Defaults 100 per second, burst 200.
+	DenyLogRate  rate.Limit
+	DenyLogBurst int
+}
+
+// Server is the Envoy ext_authz v3 gRPC service: a thin shell that turns a
+// CheckRequest into a Request, asks the Authorizer and answers with the
+// matching CheckResponse. Client input never becomes a gRPC error.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+	authorizer *Authorizer
+	responder  *responder
+	log        *slog.Logger
+	denyLog    *rate.Limiter
+	suppressed atomic.Int64
+}
+
+var _ authv3.AuthorizationServer = (*Server)(nil)
+
+// NewServer returns a Server over a.
+func NewServer(a *Authorizer, opts ServerOptions) (*Server, error) {
+	if opts.ResponseCacheSize == 0 {
+		opts.ResponseCacheSize = 10_000
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.DenyLogRate == 0 {
+		opts.DenyLogRate, opts.DenyLogBurst = 100, 200
+	}
+	r, err := newResponder(a.opts.Sources, opts.ResponseCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("authz: response cache: %w", err)
+	}
+	return &Server{
+		authorizer: a,
+		responder:  r,
+		log:        opts.Log,
+		denyLog:    rate.NewLimiter(opts.DenyLogRate, opts.DenyLogBurst),
+	}, nil
+}
+
+// Check answers one ext_authz check.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
+	defer func() {
+		// Fail closed. The panic value is not logged: it could hold
+		// request data; its type and the stack locate the bug.
+		if p := recover(); p != nil {
+			s.log.Error("panic in check", "panic_type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
+			resp, err = s.responder.denied[ReasonInternal], nil
+		}
+	}()
+	attrs := req.GetAttributes()
+	http := attrs.GetRequest().GetHttp()
+	r := Request{
+		Headers:           http.GetHeaders(),
+		Path:              http.GetPath(),
+		Host:              http.GetHost(),
+		ContextExtensions: attrs.GetContextExtensions(),
+	}
+	d := s.authorizer.Decide(ctx, &r)
+	if !d.Reason.Allowed() {
+		s.audit(req, &d)
+	}
+	return s.responder.respond(&d, r.Headers), nil
+}
+
+// audit logs a denial as a structured event: who, what, why; never a
+// credential or the query string (which may hold one).
+func (s *Server) audit(req *authv3.CheckRequest, d *Decision) {
+	if !s.denyLog.Allow() {
+		s.suppressed.Add(1)
+		return
+	}
+	http := req.GetAttributes().GetRequest().GetHttp()
+	path, _, _ := strings.Cut(http.GetPath(), "?")
+	attrs := []slog.Attr{
+		slog.String("event", "authz.deny"),
+		slog.String("reason", string(d.Reason)),
+		slog.Int("status", d.Reason.HTTPStatus()),
+		slog.String("method", http.GetMethod()),
+		slog.String("host", http.GetHost()),
+		slog.String("path", path),
+		slog.String("source", req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()),
+	}
+	if id := http.GetHeaders()["x-request-id"]; id != "" {
+		attrs = append(attrs, slog.String("request_id", id))
+	}
+	if d.TokenID != "" {
+		attrs = append(attrs, slog.String("token_id", d.TokenID))
+	}
+	if d.Token != nil {
+		attrs = append(attrs, slog.String("user", d.Token.User), slog.String("group", d.Token.Group))
+	}
+	if d.ProviderName != "" {
+		attrs = append(attrs, slog.String("provider", d.ProviderName))
+	}
+	if d.Model != "" {
+		attrs = append(attrs, slog.String("model", d.Model))
+	}
+	if d.Err != nil {
+		attrs = append(attrs, slog.String("err", d.Err.Error()))
+	}
+	if n := s.suppressed.Swap(0); n > 0 {
+		attrs = append(attrs, slog.Int64("suppressed_before", n))
+	}
+	level := slog.LevelInfo
+	if d.Reason.HTTPStatus() == 503 {
+		level = slog.LevelWarn
+	}
+	s.log.LogAttrs(context.Background(), level, "request denied", attrs...)
+}

@@ -1,0 +1,350 @@
+// Package config reads keyward's process configuration: a YAML file, then
+// KEYWARD_* environment variables on top. It is parsed and validated once;
+// every error names the field (as written in YAML) and what is wrong with it.
+//
+// The configuration says how keyward runs (addresses, where the store is,
+// where clients put credentials, how routes map to providers). The records
+// keyward serves (providers and their keys, groups, users, tokens) live in
+// the store.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/keyward/keyward/record"
+)
+
+// Config is keyward's validated process configuration.
+type Config struct {
+	// Listen is the ext_authz gRPC address. Default 127.0.0.1:9191;
+	// env KEYWARD_LISTEN.
+	Listen string `yaml:"listen"`
+	// Store says where records live.
+	Store Store `yaml:"store"`
+	// Credentials lists where clients may put their credential, in the
+	// order they are looked at. Default: authorization (Bearer),
+	// x-api-key, x-goog-api-key, api-key, and the query parameter key.
+	Credentials []Source `yaml:"credentials"`
+	// ModelHeader is the request header that names the model, e.g. set by
+	// Envoy AI Gateway. Default x-ai-eg-model.
+	ModelHeader string `yaml:"model_header"`
+	// DisableCustomKeys refuses every client-supplied provider key: every
+	// call goes out on a server-held key. Default false; env
+	// KEYWARD_DISABLE_CUSTOM_KEYS.
+	DisableCustomKeys bool `yaml:"disable_custom_keys"`
+	// Routes maps requests to providers when the Envoy route carries no
+	// provider context extension, and tells envoy-config where each
+	// provider is.
+	Routes []Route `yaml:"routes"`
+	// Envoy configures the bootstrap printed by keyward envoy-config.
+	Envoy Envoy `yaml:"envoy"`
+	// Cache sizes the record caches.
+	Cache Cache `yaml:"cache"`
+	// LogLevel is debug, info, warn or error. Default info; env
+	// KEYWARD_LOG_LEVEL.
+	LogLevel string `yaml:"log_level"`
+	// ShutdownGrace is how long serve waits for in-flight checks on
+	// SIGTERM. Default 10s.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+}
+
+// Store locates the embedded file store.
+type Store struct {
+	// File is the YAML record file (providers, groups, users, tokens),
+	// relative to the configuration file. Default keyward-store.yaml; env
+	// KEYWARD_STORE_FILE.
+	File string `yaml:"file"`
+	// EnvFile is an optional .env file with provider keys, relative to the
+	// configuration file. Variables already in the environment win.
+	EnvFile string `yaml:"env_file"`
+	// PollInterval is how often the files are checked for changes.
+	// Default 500ms.
+	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
+// Source is one place a client credential may be: exactly one of Header or
+// Query.
+type Source struct {
+	// Header is a request header name. For "authorization" the value must
+	// be "Bearer <credential>".
+	Header string `yaml:"header,omitempty"`
+	// Query is a query parameter name.
+	Query string `yaml:"query,omitempty"`
+}
+
+// Route maps requests to a provider.
+type Route struct {
+	// Provider is the provider record's name.
+	Provider string `yaml:"provider"`
+	// Hosts are request hosts (:authority, without port) that mean this
+	// provider, e.g. api.openai.com for mesh egress.
+	Hosts []string `yaml:"hosts"`
+	// PathPrefix is the listener path that envoy-config routes to this
+	// provider, e.g. /openai/. It is stripped before forwarding.
+	PathPrefix string `yaml:"path_prefix"`
+	// Upstream is the provider's base URL for envoy-config, e.g.
+	// https://api.openai.com.
+	Upstream string `yaml:"upstream"`
+}
+
+// Envoy configures keyward envoy-config.
+type Envoy struct {
+	// Listen is Envoy's LLM listener. Default 127.0.0.1:10000.
+	Listen string `yaml:"listen"`
+	// Admin is Envoy's admin listener; empty for none. Default
+	// 127.0.0.1:9901.
+	Admin string `yaml:"admin"`
+	// AuthzAddress is how Envoy reaches keyward. Default: Listen of keyward.
+	AuthzAddress string `yaml:"authz_address"`
+	// AuthzTimeout bounds each check. Default 500ms.
+	AuthzTimeout time.Duration `yaml:"authz_timeout"`
+}
+
+// Cache sizes the record caches.
+type Cache struct {
+	// Size is the number of entries per record kind. Default 100000.
+	Size int `yaml:"size"`
+	// TTL is how long a loaded record is trusted. Default 30s.
+	TTL time.Duration `yaml:"ttl"`
+}
+
+const defaultStoreFile = "keyward-store.yaml"
+
+// DefaultCredentials is where clients' credentials are looked for when the
+// configuration names none: the headers of the OpenAI, Anthropic, Gemini and
+// Azure SDKs, and Gemini's ?key=.
+func DefaultCredentials() []Source {
+	return []Source{
+		{Header: "authorization"}, {Header: "x-api-key"}, {Header: "x-goog-api-key"},
+		{Header: "api-key"}, {Query: "key"},
+	}
+}
+
+// Default returns the configuration used when no file is given.
+func Default() *Config {
+	c := &Config{}
+	c.applyDefaults()
+	return c
+}
+
+// Load reads the file at path (none when path is empty), applies the
+// environment, fills defaults and validates. Relative store paths are made
+// relative to the file's folder.
+func Load(path string, getenv func(string) string) (*Config, error) {
+	c := &Config{}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		if c, err = Parse(data); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if path != "" {
+		// Paths in the file are relative to the file; paths from the
+		// environment are relative to the working directory.
+		dir := filepath.Dir(path)
+		setDefault(&c.Store.File, defaultStoreFile)
+		c.Store.File = relativeTo(dir, c.Store.File)
+		c.Store.EnvFile = relativeTo(dir, c.Store.EnvFile)
+	}
+	if err := c.applyEnv(getenv); err != nil {
+		return nil, err
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		if path != "" {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML strictly: an unknown field is an error.
+func Parse(data []byte) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) applyEnv(getenv func(string) string) error {
+	if v := getenv("KEYWARD_LISTEN"); v != "" {
+		c.Listen = v
+	}
+	if v := getenv("KEYWARD_STORE_FILE"); v != "" {
+		c.Store.File = v
+	}
+	if v := getenv("KEYWARD_LOG_LEVEL"); v != "" {
+		c.LogLevel = v
+	}
+	if v := getenv("KEYWARD_DISABLE_CUSTOM_KEYS"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("KEYWARD_DISABLE_CUSTOM_KEYS: %q is not true or false", v)
+		}
+		c.DisableCustomKeys = b
+	}
+	return nil
+}
+
+func (c *Config) applyDefaults() {
+	setDefault(&c.Listen, "127.0.0.1:9191")
+	setDefault(&c.Store.File, defaultStoreFile)
+	setDefault(&c.Store.PollInterval, 500*time.Millisecond)
+	if len(c.Credentials) == 0 {
+		c.Credentials = DefaultCredentials()
+	}
+	for i := range c.Credentials {
+		c.Credentials[i].Header = strings.ToLower(c.Credentials[i].Header)
+	}
+	setDefault(&c.ModelHeader, "x-ai-eg-model")
+	c.ModelHeader = strings.ToLower(c.ModelHeader)
+	setDefault(&c.Envoy.Listen, "127.0.0.1:10000")
+	setDefault(&c.Envoy.Admin, "127.0.0.1:9901")
+	setDefault(&c.Envoy.AuthzAddress, c.Listen)
+	setDefault(&c.Envoy.AuthzTimeout, 500*time.Millisecond)
+	setDefault(&c.Cache.Size, 100_000)
+	setDefault(&c.Cache.TTL, 30*time.Second)
+	setDefault(&c.LogLevel, "info")
+	setDefault(&c.ShutdownGrace, 10*time.Second)
+	for i := range c.Routes {
+		for j, h := range c.Routes[i].Hosts {
+			c.Routes[i].Hosts[j] = strings.ToLower(h)
+		}
+	}
+}
+
+// Validate checks every field and reports all problems at once, each
+// prefixed with the field's YAML path.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	checkAddr := func(field, addr string) {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			bad(field, "%q is not host:port", addr)
+		}
+	}
+	checkAddr("listen", c.Listen)
+	checkAddr("envoy.listen", c.Envoy.Listen)
+	checkAddr("envoy.authz_address", c.Envoy.AuthzAddress)
+	if c.Envoy.Admin != "" {
+		checkAddr("envoy.admin", c.Envoy.Admin)
+	}
+	if c.Store.PollInterval < 10*time.Millisecond {
+		bad("store.poll_interval", "%s is too short (at least 10ms)", c.Store.PollInterval)
+	}
+	if c.Envoy.AuthzTimeout <= 0 {
+		bad("envoy.authz_timeout", "must be positive")
+	}
+	if c.Cache.Size < 1 {
+		bad("cache.size", "must be at least 1")
+	}
+	if c.Cache.TTL <= 0 {
+		bad("cache.ttl", "must be positive")
+	}
+	if c.ShutdownGrace < 0 {
+		bad("shutdown_grace", "must not be negative")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		bad("log_level", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	if !validHeaderName(c.ModelHeader) {
+		bad("model_header", "%q is not a header name", c.ModelHeader)
+	}
+	for i, s := range c.Credentials {
+		field := fmt.Sprintf("credentials[%d]", i)
+		switch {
+		case (s.Header == "") == (s.Query == ""):
+			bad(field, "set exactly one of header or query")
+		case s.Header != "" && !validHeaderName(s.Header):
+			bad(field+".header", "%q is not a header name", s.Header)
+		case s.Header != "" && strings.HasPrefix(s.Header, "x-keyward-"):
+			bad(field+".header", "x-keyward-* headers are keyward's own")
+		}
+	}
+	seenPrefix := map[string]int{}
+	seenHost := map[string]int{}
+	for i, r := range c.Routes {
+		field := fmt.Sprintf("routes[%d]", i)
+		if err := record.ValidateName("provider", r.Provider); err != nil {
+			bad(field+".provider", "%v", err)
+		}
+		for j, h := range r.Hosts {
+			if h == "" || strings.ContainsAny(h, "/: ") {
+				bad(fmt.Sprintf("%s.hosts[%d]", field, j), "%q is not a host name (no scheme, port or path)", h)
+			}
+			if k, dup := seenHost[h]; dup {
+				bad(fmt.Sprintf("%s.hosts[%d]", field, j), "%q is already routed by routes[%d]", h, k)
+			}
+			seenHost[h] = i
+		}
+		if r.PathPrefix != "" {
+			if !strings.HasPrefix(r.PathPrefix, "/") || !strings.HasSuffix(r.PathPrefix, "/") {
+				bad(field+".path_prefix", "%q must start and end with /", r.PathPrefix)
+			}
+			if k, dup := seenPrefix[r.PathPrefix]; dup {
+				bad(field+".path_prefix", "%q is already used by routes[%d]", r.PathPrefix, k)
+			}
+			seenPrefix[r.PathPrefix] = i
+		}
+		if r.Upstream != "" {
+			u, err := url.Parse(r.Upstream)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(field+".upstream", "%q is not an http(s) URL", r.Upstream)
+			}
+		}
+		if (r.PathPrefix == "") != (r.Upstream == "") {
+			bad(field, "path_prefix and upstream go together (both for envoy-config, or neither)")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validHeaderName accepts lower-case HTTP token characters, as Envoy
+// presents header names to ext_authz.
+func validHeaderName(h string) bool {
+	if h == "" {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.!#$%&'*+^`|~", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+func setDefault[T comparable](field *T, value T) {
+	var zero T
+	if *field == zero {
+		*field = value
+	}
+}
+
+func relativeTo(dir, path string) string {
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(dir, path)
+}

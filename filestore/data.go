@@ -1,0 +1,230 @@
+package filestore
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
+)
+
+// Data is the content of the store file, as written in YAML. It mirrors the
+// Vault layout: providers, groups, users, tokens and system signing keys.
+type Data struct {
+	Providers   map[string]*ProviderData `yaml:"providers,omitempty"`
+	Groups      map[string]*GroupData    `yaml:"groups,omitempty"`
+	Users       map[string]*UserData     `yaml:"users,omitempty"`
+	Tokens      map[string]*TokenData    `yaml:"tokens,omitempty"`
+	SigningKeys []SigningKeyData         `yaml:"signing_keys,omitempty"`
+}
+
+// ProviderData is a provider record. Keys name environment variables; the
+// keys themselves never sit in this file.
+type ProviderData struct {
+	Kind             record.Kind `yaml:"kind"`
+	Header           string      `yaml:"header,omitempty"`
+	ValueTemplate    string      `yaml:"value_template,omitempty"`
+	AnthropicVersion string      `yaml:"anthropic_version,omitempty"`
+	Keys             []KeyData   `yaml:"keys"`
+}
+
+// KeyData names the environment variable that holds one provider key.
+type KeyData struct {
+	ID  string `yaml:"id"`
+	Env string `yaml:"env"`
+}
+
+// GroupData is a group record.
+type GroupData struct {
+	Disabled          bool     `yaml:"disabled,omitempty"`
+	Providers         []string `yaml:"providers,omitempty"`
+	Models            []string `yaml:"models,omitempty"`
+	DisableCustomKeys bool     `yaml:"disable_custom_keys,omitempty"`
+}
+
+// UserData is a user record.
+type UserData struct {
+	Role     record.Role `yaml:"role,omitempty"`
+	Disabled bool        `yaml:"disabled,omitempty"`
+	Groups   []string    `yaml:"groups,omitempty"`
+}
+
+// TokenData is a token record: the SHA-256 of the token's secret, never the
+// token.
+type TokenData struct {
+	User    string     `yaml:"user"`
+	Group   string     `yaml:"group"`
+	Name    string     `yaml:"name,omitempty"`
+	Hash    string     `yaml:"hash"`
+	Created time.Time  `yaml:"created"`
+	Expires *time.Time `yaml:"expires,omitempty"`
+	Revoked bool       `yaml:"revoked,omitempty"`
+}
+
+// SigningKeyData is one token signing key, base64-encoded.
+type SigningKeyData struct {
+	ID     uint8  `yaml:"id"`
+	Secret string `yaml:"secret"`
+}
+
+// parseData decodes the store file strictly: unknown fields are errors, so
+// a typo (disable: true) cannot silently leave a group enabled.
+func parseData(raw []byte) (*Data, error) {
+	d := &Data{}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(d); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Data) marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString("# keyward store file: providers, groups, users, token hashes and signing keys.\n" +
+		"# Written by `keyward user|group|token`; hand edits are picked up while keyward serves.\n")
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(d); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// snapshot is an immutable, validated view of the store, with provider
+// keys resolved from the environment.
+type snapshot struct {
+	providers   map[string]*record.Provider
+	groups      map[string]*record.Group
+	users       map[string]*record.User
+	tokens      map[string]*record.Token
+	signingKeys []token.SigningKey
+	// missingEnv lists environment variables that provider keys name but
+	// that are not set, for a warning (names only).
+	missingEnv []string
+}
+
+// build validates d and resolves it into a snapshot. Every error names the
+// record and field.
+func (d *Data) build(getenv func(string) string) (*snapshot, error) {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	s := &snapshot{
+		providers: make(map[string]*record.Provider, len(d.Providers)),
+		groups:    make(map[string]*record.Group, len(d.Groups)),
+		users:     make(map[string]*record.User, len(d.Users)),
+		tokens:    make(map[string]*record.Token, len(d.Tokens)),
+	}
+	for name, p := range d.Providers {
+		field := "providers." + name
+		if err := record.ValidateName("provider", name); err != nil {
+			bad(field, "%v", err)
+		}
+		if p == nil {
+			bad(field, "empty record")
+			continue
+		}
+		rp := &record.Provider{Name: name, Kind: p.Kind, Header: strings.ToLower(p.Header), ValueTemplate: p.ValueTemplate, AnthropicVersion: p.AnthropicVersion}
+		if err := rp.ValidateConvention(); err != nil {
+			bad(field, "%v", err)
+		}
+		seen := map[string]bool{}
+		for i, k := range p.Keys {
+			kf := fmt.Sprintf("%s.keys[%d]", field, i)
+			if k.ID == "" || seen[k.ID] {
+				bad(kf+".id", "must be set and unique within the provider")
+			}
+			seen[k.ID] = true
+			if k.Env == "" {
+				bad(kf+".env", "must name the environment variable that holds the key")
+				continue
+			}
+			v := getenv(k.Env)
+			if v == "" {
+				s.missingEnv = append(s.missingEnv, k.Env)
+				continue
+			}
+			rp.Keys = append(rp.Keys, record.Key{ID: k.ID, Secret: v})
+		}
+		s.providers[name] = rp
+	}
+	for name, g := range d.Groups {
+		field := "groups." + name
+		if err := record.ValidateName("group", name); err != nil {
+			bad(field, "%v", err)
+		}
+		if g == nil {
+			g = &GroupData{}
+		}
+		s.groups[name] = &record.Group{Name: name, Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys}
+	}
+	for name, u := range d.Users {
+		field := "users." + name
+		if err := record.ValidateName("user", name); err != nil {
+			bad(field, "%v", err)
+		}
+		if u == nil {
+			u = &UserData{}
+		}
+		role := u.Role
+		if role == "" {
+			role = record.RoleUser
+		}
+		if role != record.RoleUser && role != record.RoleAdmin {
+			bad(field+".role", "%q is not user or admin", u.Role)
+		}
+		s.users[name] = &record.User{Name: name, Role: role, Disabled: u.Disabled, Groups: u.Groups}
+	}
+	for id, t := range d.Tokens {
+		field := "tokens." + id
+		if !token.ValidID(id) {
+			bad(field, "not a token id")
+		}
+		if t == nil {
+			bad(field, "empty record")
+			continue
+		}
+		rt := &record.Token{ID: id, User: t.User, Group: t.Group, Name: t.Name, Created: t.Created, Revoked: t.Revoked}
+		if t.Expires != nil {
+			rt.Expires = *t.Expires
+		}
+		if h, err := hex.DecodeString(t.Hash); err != nil || len(h) != len(rt.Hash) {
+			bad(field+".hash", "must be 64 hex digits (SHA-256)")
+		} else {
+			copy(rt.Hash[:], h)
+		}
+		if t.User == "" {
+			bad(field+".user", "must be set")
+		}
+		if t.Group == "" {
+			bad(field+".group", "must be set")
+		}
+		s.tokens[id] = rt
+	}
+	for i, k := range d.SigningKeys {
+		secret, err := base64.StdEncoding.DecodeString(k.Secret)
+		if err != nil || len(secret) < token.KeySize {
+			bad(fmt.Sprintf("signing_keys[%d].secret", i), "must be base64 of at least %d bytes", token.KeySize)
+			continue
+		}
+		s.signingKeys = append(s.signingKeys, token.SigningKey{ID: k.ID, Secret: secret})
+	}
+	slices.Sort(s.missingEnv)
+	// Sorting makes the report stable whatever the map order was.
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return s, errors.Join(errs...)
+}

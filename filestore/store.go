@@ -1,0 +1,309 @@
+// Package filestore is keyward's embedded store: one YAML file of providers,
+// groups, users, token hashes and signing keys, with provider keys read from
+// environment variables or a .env file. It is for a first run and for single
+// node use without Vault; it offers the same reads as the Vault store, and
+// picks up changes to either file while keyward serves.
+//
+// Writers (the CLI) lock the file, re-read it, change it and replace it
+// atomically, so concurrent commands lose nothing and a reader never sees a
+// half-written file.
+package filestore
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
+)
+
+// Store is the file-backed record store. Reads are served from an
+// in-memory snapshot and never touch the disk.
+type Store struct {
+	path    string
+	envPath string
+	getenv  func(string) string
+	snap    atomic.Pointer[snapshot]
+
+	mu sync.Mutex // serialises reloads
+	// stamp identifies the files' versions at the last load.
+	stamp string
+}
+
+// Open loads the store file at path (a missing file is an empty store,
+// created by the first write) and the optional .env file at envPath.
+// Variables already in the process environment (getenv) win over .env.
+func Open(path, envPath string, getenv func(string) string) (*Store, error) {
+	s := &Store{path: path, envPath: envPath, getenv: getenv}
+	if _, err := s.reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Path returns the store file's path.
+func (s *Store) Path() string { return s.path }
+
+// reload reads both files, and swaps in a new snapshot if they changed. It
+// reports whether it did.
+func (s *Store) reload() (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stamp := fileStamp(s.path) + "|" + fileStamp(s.envPath)
+	if stamp == s.stamp && s.snap.Load() != nil {
+		return false, nil
+	}
+	raw, err := readOptional(s.path)
+	if err != nil {
+		return false, fmt.Errorf("read store: %w", err)
+	}
+	env, err := readOptional(s.envPath)
+	if err != nil {
+		return false, fmt.Errorf("read env file: %w", err)
+	}
+	snap, err := s.parse(raw, env)
+	if err != nil {
+		return false, err
+	}
+	s.snap.Store(snap)
+	s.stamp = stamp
+	return true, nil
+}
+
+// fileStamp identifies a file's version without reading it: writers
+// replace the file by rename (a new inode) and editors change its mtime.
+func fileStamp(path string) string {
+	if path == "" {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "missing"
+	}
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf("%d/%d/%d", ino, fi.Size(), fi.ModTime().UnixNano())
+}
+
+func (s *Store) parse(raw, env []byte) (*snapshot, error) {
+	vars, err := ParseEnv(env)
+	if err != nil {
+		return nil, fmt.Errorf("env file %s: %w", s.envPath, err)
+	}
+	getenv := func(k string) string {
+		if v := s.getenv(k); v != "" {
+			return v
+		}
+		return vars[k]
+	}
+	d, err := parseData(raw)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.path, err)
+	}
+	snap, err := d.build(getenv)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.path, err)
+	}
+	return snap, nil
+}
+
+func readOptional(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// Watch checks the files every interval and reloads them when they change,
+// calling onChange after each successful reload. A file that fails to
+// parse is reported to log and the last good snapshot stays in force.
+// Watch returns when ctx is done.
+func (s *Store) Watch(ctx context.Context, interval time.Duration, log *slog.Logger, onChange func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		changed, err := s.reload()
+		if err != nil {
+			if err.Error() != lastErr {
+				log.Error("store reload failed; keeping the last good records", "err", err)
+				lastErr = err.Error()
+			}
+			continue
+		}
+		lastErr = ""
+		if changed {
+			s.WarnMissing(log)
+			log.Info("store reloaded", "file", s.path)
+			onChange()
+		}
+	}
+}
+
+// WarnMissing logs the environment variables that provider keys name but
+// that are not set (names only, never values).
+func (s *Store) WarnMissing(log *slog.Logger) {
+	if m := s.snap.Load().missingEnv; len(m) > 0 {
+		log.Warn("provider keys not set in the environment", "variables", m)
+	}
+}
+
+// Token returns the token record with the given id.
+func (s *Store) Token(_ context.Context, id string) (*record.Token, error) {
+	return find(s.snap.Load().tokens, "token", id)
+}
+
+// User returns the named user.
+func (s *Store) User(_ context.Context, name string) (*record.User, error) {
+	return find(s.snap.Load().users, "user", name)
+}
+
+// Group returns the named group.
+func (s *Store) Group(_ context.Context, name string) (*record.Group, error) {
+	return find(s.snap.Load().groups, "group", name)
+}
+
+// Provider returns the named provider with its keys.
+func (s *Store) Provider(_ context.Context, name string) (*record.Provider, error) {
+	return find(s.snap.Load().providers, "provider", name)
+}
+
+// SigningKeys returns the token signing keys.
+func (s *Store) SigningKeys(context.Context) ([]token.SigningKey, error) {
+	return s.snap.Load().signingKeys, nil
+}
+
+func find[V any](m map[string]*V, kind, name string) (*V, error) {
+	if v, ok := m[name]; ok {
+		return v, nil
+	}
+	return nil, fmt.Errorf("%s %q: %w", kind, name, record.ErrNotFound)
+}
+
+// Update changes the store file under an exclusive lock: it re-reads the
+// file, applies change to its data, validates the result and replaces the
+// file atomically. Nothing is written when change or validation fails.
+func (s *Store) Update(_ context.Context, change func(*Data) error) error {
+	unlock, err := lockFile(s.path + ".lock")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	raw, err := readOptional(s.path)
+	if err != nil {
+		return fmt.Errorf("read store: %w", err)
+	}
+	d, err := parseData(raw)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", s.path, err)
+	}
+	if err := change(d); err != nil {
+		return err
+	}
+	if _, err := d.build(func(string) string { return "" }); err != nil {
+		return err
+	}
+	out, err := d.marshal()
+	if err != nil {
+		return fmt.Errorf("encode store: %w", err)
+	}
+	if bytes.Equal(out, raw) {
+		return nil
+	}
+	if err := writeAtomic(s.path, out); err != nil {
+		return err
+	}
+	_, err = s.reload()
+	return err
+}
+
+// Read returns a copy of the store file's data as it is on disk now.
+func (s *Store) Read(context.Context) (*Data, error) {
+	raw, err := readOptional(s.path)
+	if err != nil {
+		return nil, fmt.Errorf("read store: %w", err)
+	}
+	return parseData(raw)
+}
+
+// EnsureSigningKey adds a random token signing key if the store has none.
+func (s *Store) EnsureSigningKey(ctx context.Context) error {
+	return s.Update(ctx, func(d *Data) error {
+		if len(d.SigningKeys) > 0 {
+			return nil
+		}
+		k, err := token.NewSigningKey(1)
+		if err != nil {
+			return err
+		}
+		d.SigningKeys = append(d.SigningKeys, SigningKeyData{ID: k.ID, Secret: base64.StdEncoding.EncodeToString(k.Secret)})
+		return nil
+	})
+}
+
+// HashString encodes a token hash for the store file.
+func HashString(h [32]byte) string { return hex.EncodeToString(h[:]) }
+
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write store: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write store: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write store: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write store: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write store: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write store: %w", err)
+	}
+	return nil
+}
+
+func lockFile(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, fs.FileMode(0o600))
+	if err != nil {
+		return nil, fmt.Errorf("lock store: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock store: %w", err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}

@@ -1,0 +1,111 @@
+package filestore
+
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	"github.com/keyward/keyward/record"
+)
+
+// PutProvider creates or replaces a provider record. Its keys name
+// environment variables: the file never holds key material.
+func (s *Store) PutProvider(ctx context.Context, name string, p *ProviderData) error {
+	return s.Update(ctx, func(d *Data) error {
+		setEntry(&d.Providers, name, p)
+		return nil
+	})
+}
+
+// DeleteProvider removes a provider record.
+func (s *Store) DeleteProvider(ctx context.Context, name string) error {
+	return s.Update(ctx, func(d *Data) error { return deleteEntry(d.Providers, "provider", name) })
+}
+
+// PutGroup creates or replaces a group.
+func (s *Store) PutGroup(ctx context.Context, g *record.Group) error {
+	return s.Update(ctx, func(d *Data) error {
+		setEntry(&d.Groups, g.Name, &GroupData{Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys})
+		return nil
+	})
+}
+
+// DeleteGroup removes a group. Its tokens stay, and are denied.
+func (s *Store) DeleteGroup(ctx context.Context, name string) error {
+	return s.Update(ctx, func(d *Data) error { return deleteEntry(d.Groups, "group", name) })
+}
+
+// PutUser creates or replaces a user.
+func (s *Store) PutUser(ctx context.Context, u *record.User) error {
+	return s.Update(ctx, func(d *Data) error {
+		setEntry(&d.Users, u.Name, &UserData{Role: u.Role, Disabled: u.Disabled, Groups: u.Groups})
+		return nil
+	})
+}
+
+// DeleteUser removes a user and every token they own.
+func (s *Store) DeleteUser(ctx context.Context, name string) error {
+	return s.Update(ctx, func(d *Data) error {
+		if err := deleteEntry(d.Users, "user", name); err != nil {
+			return err
+		}
+		maps.DeleteFunc(d.Tokens, func(_ string, t *TokenData) bool { return t != nil && t.User == name })
+		return nil
+	})
+}
+
+// PutToken creates or replaces a token record.
+func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
+	return s.Update(ctx, func(d *Data) error {
+		td := &TokenData{User: t.User, Group: t.Group, Name: t.Name, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked}
+		if !t.Expires.IsZero() {
+			e := t.Expires.UTC()
+			td.Expires = &e
+		}
+		setEntry(&d.Tokens, t.ID, td)
+		return nil
+	})
+}
+
+// DeleteToken removes a token record.
+func (s *Store) DeleteToken(ctx context.Context, id string) error {
+	return s.Update(ctx, func(d *Data) error { return deleteEntry(d.Tokens, "token", id) })
+}
+
+// Tokens lists the token records, from the loaded snapshot.
+func (s *Store) Tokens(context.Context) ([]*record.Token, error) {
+	return values(s.snap.Load().tokens), nil
+}
+
+// Users lists the users.
+func (s *Store) Users(context.Context) ([]*record.User, error) {
+	return values(s.snap.Load().users), nil
+}
+
+// Groups lists the groups.
+func (s *Store) Groups(context.Context) ([]*record.Group, error) {
+	return values(s.snap.Load().groups), nil
+}
+
+func values[V any](m map[string]*V) []*V {
+	out := make([]*V, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+func setEntry[V any](m *map[string]*V, name string, v *V) {
+	if *m == nil {
+		*m = map[string]*V{}
+	}
+	(*m)[name] = v
+}
+
+func deleteEntry[V any](m map[string]*V, kind, name string) error {
+	if _, ok := m[name]; !ok {
+		return fmt.Errorf("%s %q: %w", kind, name, record.ErrNotFound)
+	}
+	delete(m, name)
+	return nil
+}
