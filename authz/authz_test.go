@@ -309,11 +309,7 @@ func TestAllowedResponsePerConvention(t *testing.T) {
 				t.Fatalf("not allowed: %v", resp)
 			}
 			for _, h := range ok.Headers {
-				want := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-				if h.Header.Key == "anthropic-version" {
-					want = corev3.HeaderValueOption_ADD_IF_ABSENT
-				}
-				if h.AppendAction != want {
+				if want := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD; h.AppendAction != want {
 					t.Errorf("header %s: append action %v, want %v", h.Header.Key, h.AppendAction, want)
 				}
 			}
@@ -362,6 +358,25 @@ func TestAllowedResponsePerConvention(t *testing.T) {
 				t.Error("allowed response not reused")
 			}
 		})
+	}
+}
+
+func TestAnthropicVersionOnlyWhenAbsent(t *testing.T) {
+	f := newFixture(t)
+	s := f.server(t, Options{})
+	for _, tc := range []struct {
+		client string
+		want   bool
+	}{{"", true}, {"2099-01-01", false}, {"", true}} {
+		headers := map[string]string{"x-api-key": f.tokens["ok"]}
+		if tc.client != "" {
+			headers["anthropic-version"] = tc.client
+		}
+		resp, _ := s.Check(context.Background(), checkRequest(headers, "", "anthropic"))
+		v, set := headerMap(resp.GetOkResponse().GetHeaders())["anthropic-version"]
+		if set != tc.want || set && v != record.DefaultAnthropicVersion {
+			t.Errorf("client sent %q: keyward sets %q (%v)", tc.client, v, set)
+		}
 	}
 }
 

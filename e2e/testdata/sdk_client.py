@@ -1,0 +1,49 @@
+"""Calls keyward through Envoy with an official SDK and prints one JSON line.
+
+Usage: sdk_client.py MODE   (env KW_BASE: Envoy's URL, KW_TOKEN: the API key)
+MODE: openai, openai-stream, anthropic, anthropic-stream.
+The output says what the SDK returned or which exception it raised; the Go
+test asserts on it. Retries are off so a denial surfaces at once.
+"""
+import json
+import os
+import sys
+
+import anthropic
+import openai
+
+mode = sys.argv[1]
+base = os.environ["KW_BASE"]
+key = os.environ["KW_TOKEN"]
+out = {"mode": mode}
+try:
+    if mode.startswith("openai"):
+        client = openai.OpenAI(base_url=base + "/openai/v1", api_key=key, max_retries=0)
+        messages = [{"role": "user", "content": "Say hello."}]
+        if mode == "openai":
+            r = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            out["text"] = r.choices[0].message.content
+        else:
+            chunks = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
+            out["text"] = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        client = anthropic.Anthropic(base_url=base + "/anthropic", api_key=key, max_retries=0)
+        messages = [{"role": "user", "content": "Say hello."}]
+        if mode == "anthropic":
+            r = client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=messages)
+            out["text"] = "".join(b.text for b in r.content if b.type == "text")
+        else:
+            with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64, messages=messages) as s:
+                out["text"] = "".join(s.text_stream)
+    out["ok"] = True
+except (openai.APIStatusError, anthropic.APIStatusError) as e:
+    out["error"] = type(e).__name__
+    out["status"] = e.status_code
+    body = e.body if isinstance(e.body, dict) else {}
+    err = body.get("error", body) if isinstance(body, dict) else {}
+    out["code"] = err.get("code") if isinstance(err, dict) else None
+    out["message"] = str(e)
+except Exception as e:  # noqa: BLE001 - the test reports anything else
+    out["error"] = type(e).__name__
+    out["message"] = str(e)
+print(json.dumps(out))

@@ -1,0 +1,306 @@
+// Command loadtest measures keyward's ext_authz server against a floor: an
+// allow-everything ext_authz server with the same gRPC setup, so that what
+// remains is keyward's own cost. It generates a store (100,000 tokens over
+// 1,000 groups by default), starts `keyward serve` and the floor as child
+// processes on ports the kernel picks, drives each with concurrent Check
+// calls over shared connections (as Envoy multiplexes over few HTTP/2
+// connections), and reports throughput, latency percentiles, keyward's
+// resident memory and PASS/MISS against the targets. The last line of
+// output is the same figures as one JSON object.
+//
+//	go build -o bin/keyward ./cmd/keyward
+//	go run ./internal/cmd/loadtest -keyward bin/keyward [-duration 10s] [-strict]
+//
+// or scripts/load.sh, which does both. Exit status: 0 when the run worked,
+// whether or not the targets were met (a miss is a figure to report); 3
+// instead with -strict when a target was missed; 1 when the run did not
+// work (a server failed to start or crashed, a call failed, or keyward
+// denied a valid token); 2 for bad flags.
+//
+// The load generator shares the machine with the server under test, so
+// the absolute figures say little; the ratios to the floor are the result.
+// Linux only: ports and memory are read from /proc.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+)
+
+// Exit statuses.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+	// exitMissed means a target was missed and -strict was given.
+	exitMissed = 3
+)
+
+// errMissed is returned by run when a target was missed under -strict.
+var errMissed = errors.New("targets missed")
+
+func main() {
+	os.Exit(mainStatus(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func mainStatus(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(args) > 0 && args[0] == allowServerCmd {
+		if err := serveAllow(ctx, args[1:], stderr); err != nil {
+			fmt.Fprintln(stderr, "loadtest allow-server:", err)
+			return exitFailed
+		}
+		return exitOK
+	}
+	opts, err := parseOptions(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "loadtest:", err)
+		return exitUsage
+	}
+	err = run(ctx, opts, stdout, stderr)
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errMissed):
+		fmt.Fprintln(stderr, "loadtest:", err)
+		return exitMissed
+	default:
+		fmt.Fprintln(stderr, "loadtest: FAILED:", err)
+		return exitFailed
+	}
+}
+
+// options are the command-line settings.
+type options struct {
+	keyward string
+	fixture fixtureSpec
+	sample  int
+	load    loadSpec
+	strict  bool
+	keepDir bool
+}
+
+func parseOptions(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: loadtest [flags]\n\nLoad-tests keyward serve against an allow-everything ext_authz floor.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.keyward, "keyward", "", "keyward `binary`; default: keyward next to this program, else on $PATH")
+	fs.IntVar(&o.fixture.tokens, "tokens", 100_000, "tokens in the generated store")
+	fs.IntVar(&o.fixture.groups, "groups", 1_000, "groups the tokens are spread over")
+	fs.IntVar(&o.fixture.users, "users", 1_000, "users owning the tokens (each a member of several groups)")
+	fs.IntVar(&o.sample, "sample", 10_000, "distinct tokens the load cycles through, drawn at random from the store")
+	fs.IntVar(&o.load.concurrency, "concurrency", 32, "goroutines calling Check in a loop")
+	fs.IntVar(&o.load.conns, "conns", 1, "gRPC connections the goroutines share")
+	fs.DurationVar(&o.load.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each measured phase")
+	fs.DurationVar(&o.load.duration, "duration", 10*time.Second, "measured phase per server run")
+	fs.BoolVar(&o.strict, "strict", false, fmt.Sprintf("exit %d when a target is missed", exitMissed))
+	fs.BoolVar(&o.keepDir, "keep", false, "keep the generated config and store (the folder is printed)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	switch {
+	case o.fixture.tokens < 1 || o.fixture.groups < 1 || o.fixture.users < 1:
+		return nil, errors.New("-tokens, -groups and -users must be at least 1")
+	case o.sample < 1:
+		return nil, errors.New("-sample must be at least 1")
+	case o.load.concurrency < 1 || o.load.conns < 1:
+		return nil, errors.New("-concurrency and -conns must be at least 1")
+	case o.load.duration <= 0 || o.load.warmup < 0:
+		return nil, errors.New("-duration must be positive and -warmup not negative")
+	}
+	o.sample = min(o.sample, o.fixture.tokens)
+	return o, nil
+}
+
+// keywardPath finds the keyward binary: the flag, else a keyward beside
+// this program (scripts/load.sh builds both into one folder), else $PATH.
+func keywardPath(flagValue string) (string, error) {
+	if flagValue != "" {
+		return filepath.Abs(flagValue)
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "keyward")
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("keyward"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("no keyward binary: pass -keyward PATH (scripts/load.sh builds one)")
+}
+
+// Startup bounds: keyward parses and validates the whole store before it
+// listens, which for 100k tokens takes seconds on a small machine.
+const (
+	floorStartTimeout   = 10 * time.Second
+	keywardStartTimeout = 40 * time.Second
+	stopGrace           = 3 * time.Second
+	memSampleInterval   = 100 * time.Millisecond
+)
+
+// run performs the whole load test and prints the report to stdout and
+// progress to stderr.
+func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
+	progress := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "loadtest: "+format+"\n", args...)
+	}
+	kwPath, err := keywardPath(o.keyward)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary for the floor server: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "keyward-load-")
+	if err != nil {
+		return fmt.Errorf("temp dir: %w", err)
+	}
+	if o.keepDir {
+		progress("keeping %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+
+	t0 := time.Now()
+	fix, err := writeFixture(ctx, dir, o.fixture)
+	if err != nil {
+		return err
+	}
+	progress("store: %d tokens, %d groups, %d users, %.1f MiB, written in %s",
+		o.fixture.tokens, o.fixture.groups, o.fixture.users, mib(uint64(fix.storeBytes)), time.Since(t0).Round(time.Millisecond))
+	reqs := checkRequests(fix.tokens[:o.sample])
+
+	env := childEnv()
+	floor, err := startChild("floor", self, []string{allowServerCmd, "-listen", "127.0.0.1:0"}, env)
+	if err != nil {
+		return err
+	}
+	defer floor.stop(stopGrace)
+	kw, err := startChild("keyward", kwPath, []string{"serve", "-config", fix.configPath}, env)
+	if err != nil {
+		return err
+	}
+	defer kw.stop(stopGrace)
+
+	t0 = time.Now()
+	floorAddr, err := floor.waitReady(ctx, floorStartTimeout)
+	if err != nil {
+		return err
+	}
+	kwAddr, err := kw.waitReady(ctx, keywardStartTimeout)
+	if err != nil {
+		return err
+	}
+	progress("servers ready in %s: keyward %s (pid %d), floor %s (pid %d)",
+		time.Since(t0).Round(time.Millisecond), kwAddr, kw.pid(), floorAddr, floor.pid())
+	idle, err := readMem(kw.pid())
+	if err != nil {
+		return kw.failure(err)
+	}
+
+	m := &measurement{opts: o, fix: fix, idle: idle}
+	servers := map[string]*server{"floor": {floor, floorAddr}, "keyward": {kw, kwAddr}}
+	if err := m.measure(ctx, progress, reqs, servers); err != nil {
+		return err
+	}
+	rep := m.report()
+	rep.print(stdout)
+	if err := rep.failure(); err != nil {
+		return err
+	}
+	if o.strict && !rep.AllPass {
+		return errMissed
+	}
+	return nil
+}
+
+// server is a ready child and its address.
+type server struct {
+	*child
+	addr string
+}
+
+// measurement collects the phases of one run.
+type measurement struct {
+	opts    *options
+	fix     *fixture
+	idle    memStatus
+	floors  []*result
+	keyward *result
+	kwMem   memStatus
+	memErr  error
+}
+
+// order is the sequence of measured phases: the floor before and after
+// keyward, merged, so that drift of a noisy machine over the run shows in
+// the floor's spread rather than in the ratio.
+var order = []string{"floor", "keyward", "floor"}
+
+// measure runs the phases of order, each with its own warm-up and its own
+// connections, and samples keyward's memory during its measured phase.
+func (m *measurement) measure(ctx context.Context, progress func(string, ...any), reqs []*authv3.CheckRequest, servers map[string]*server) error {
+	for i, name := range order {
+		srv := servers[name]
+		progress("run %d/%d: %s, %d workers over %d conn(s), warm-up %s, measured %s",
+			i+1, len(order), name, m.opts.load.concurrency, m.opts.load.conns, m.opts.load.warmup, m.opts.load.duration)
+		l, err := newLoader(srv.addr, m.opts.load, reqs)
+		if err != nil {
+			return srv.failure(err)
+		}
+		var onMeasure func() func()
+		if name == "keyward" {
+			onMeasure = func() func() {
+				s := sampleMem(ctx, srv.pid(), memSampleInterval)
+				return func() { m.kwMem, m.memErr = s.stop() }
+			}
+		}
+		r, err := l.run(ctx, onMeasure)
+		l.close()
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: %w", ctx.Err())
+		}
+		select {
+		case <-srv.exited:
+			return srv.failure(errors.New("exited during the load"))
+		default:
+		}
+		if err != nil {
+			return srv.failure(err)
+		}
+		progress("  %s: %.0f checks/s, p50 %s, p99 %s, %d denied, %d errors",
+			name, r.throughput(), r.hist.quantile(0.5), r.hist.quantile(0.99), r.denied, r.errors)
+		if name == "keyward" {
+			m.keyward = r
+		} else {
+			m.floors = append(m.floors, r)
+		}
+	}
+	if m.memErr != nil {
+		return servers["keyward"].failure(fmt.Errorf("memory sampling: %w", m.memErr))
+	}
+	return nil
+}
