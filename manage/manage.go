@@ -45,7 +45,7 @@ func CreateToken(ctx context.Context, st Store, req TokenRequest, now time.Time)
 	}
 	u, err := st.User(ctx, req.User)
 	if err != nil {
-		return "", nil, fmt.Errorf("user %q: %w", req.User, err)
+		return "", nil, err
 	}
 	if u.Disabled {
 		return "", nil, fmt.Errorf("%w: user %q is disabled", ErrInvalid, req.User)
@@ -55,7 +55,7 @@ func CreateToken(ctx context.Context, st Store, req TokenRequest, now time.Time)
 	}
 	g, err := st.Group(ctx, req.Group)
 	if err != nil {
-		return "", nil, fmt.Errorf("group %q: %w", req.Group, err)
+		return "", nil, err
 	}
 	if g.Disabled {
 		return "", nil, fmt.Errorf("%w: group %q is disabled", ErrInvalid, req.Group)
@@ -87,7 +87,7 @@ func CreateToken(ctx context.Context, st Store, req TokenRequest, now time.Time)
 func RevokeToken(ctx context.Context, st Store, id string) error {
 	t, err := st.Token(ctx, id)
 	if err != nil {
-		return fmt.Errorf("token %q: %w", id, err)
+		return err
 	}
 	if t.Revoked {
 		return nil

@@ -105,7 +105,7 @@ func (e *env) table(header string, rows [][]string) {
 }
 
 func sub(args []string, usage string) (string, []string, error) {
-	if len(args) == 0 {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return "", nil, fmt.Errorf("want a subcommand: %s", usage)
 	}
 	return args[0], args[1:], nil

@@ -76,6 +76,7 @@ type service struct {
 	store    recordStore
 	records  *cache.Records
 	verifier *token.Verifier
+	authz    *authz.Server
 	grpc     *grpc.Server
 	health   *health.Server
 }
@@ -108,15 +109,14 @@ func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service,
 	if err != nil {
 		return nil, err
 	}
-	authzServer, err := authz.NewServer(a, authz.ServerOptions{Log: log})
-	if err != nil {
+	if s.authz, err = authz.NewServer(a, authz.ServerOptions{Log: log}); err != nil {
 		return nil, err
 	}
 	s.grpc = grpc.NewServer(
 		// Envoy keeps its connection to keyward open and may ping it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	authv3.RegisterAuthorizationServer(s.grpc, authzServer)
+	authv3.RegisterAuthorizationServer(s.grpc, s.authz)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil

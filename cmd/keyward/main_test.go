@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/filestore"
+)
+
+// cli runs keyward commands in process against one configuration.
+type cli struct {
+	t      testing.TB
+	config string
+	env    map[string]string
+}
+
+func newCLI(t testing.TB) *cli {
+	dir := t.TempDir()
+	c := &cli{t: t, config: filepath.Join(dir, "keyward.yaml"), env: map[string]string{"OPENAI_KEY": "sk-cli-test-key-000"}}
+	if err := os.WriteFile(c.config, []byte("store:\n  file: store.yaml\nroutes:\n  - {provider: openai, path_prefix: /openai/, upstream: 'https://api.openai.com'}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *cli) run(args ...string) (stdout, stderr string, err error) {
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), append(args, "-config", c.config), &out, &errOut, func(k string) string { return c.env[k] })
+	return out.String(), errOut.String(), err
+}
+
+func (c *cli) must(args ...string) string {
+	c.t.Helper()
+	out, stderr, err := c.run(args...)
+	if err != nil {
+		c.t.Fatalf("keyward %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return out
+}
+
+func TestCLI(t *testing.T) {
+	c := newCLI(t)
+	c.must("provider", "set", "openai", "-kind", "openai", "-key", "k1=OPENAI_KEY")
+	c.must("group", "add", "eng", "-providers", "openai", "-models", "gpt-4o*")
+	c.must("user", "add", "alice", "-groups", "eng")
+	tok := strings.TrimSpace(c.must("token", "create", "-user", "alice", "-group", "eng", "-name", "ci", "-expires", "1h"))
+	if !strings.HasPrefix(tok, "kw_") || len(tok) != 67 {
+		t.Fatalf("token %q", tok)
+	}
+	list := c.must("token", "list")
+	if !strings.Contains(list, tok[3:19]) || strings.Contains(list, tok[19:]) || !strings.Contains(list, "active") {
+		t.Fatalf("token list:\n%s", list)
+	}
+	c.must("token", "revoke", tok[3:19])
+	if list := c.must("token", "list", "-user", "alice"); !strings.Contains(list, "revoked") {
+		t.Fatalf("after revoke:\n%s", list)
+	}
+	c.must("group", "set", "eng", "-disabled") // flags after the name work
+	if l := c.must("group", "list"); !strings.Contains(l, "disabled") || !strings.Contains(l, "gpt-4o*") {
+		t.Fatalf("group set kept other fields? %s", l)
+	}
+	if l := c.must("provider", "list"); !strings.Contains(l, "k1(OPENAI_KEY:set)") || strings.Contains(l, "sk-cli-test-key") {
+		t.Fatalf("provider list:\n%s", l)
+	}
+	c.must("user", "delete", "alice")
+	if l := c.must("token", "list"); strings.Contains(l, tok[3:19]) {
+		t.Fatalf("deleting the user left their tokens:\n%s", l)
+	}
+
+	errs := map[string][]string{
+		"may not use group":   {"token", "create", "-user", "carol", "-group", "eng"},
+		`user "nobody"`:       {"token", "create", "-user", "nobody", "-group", "eng"},
+		"exists":              {"group", "add", "eng"},
+		"role":                {"user", "add", "dave", "-role", "root"},
+		"want one user name":  {"user", "add"},
+		"ID=ENV_VAR":          {"provider", "set", "x", "-kind", "openai", "-key", "sk-raw-key"},
+		"kind":                {"provider", "set", "x", "-kind", "bogus"},
+		"unknown command":     {"frobnicate"},
+		"unknown subcommand":  {"token", "mint"},
+		"want -user and":      {"token", "create"},
+		"not found":           {"token", "revoke", "AAAAAAAAAAAAAAAA"},
+		"must be 1-63":        {"group", "add", "bad/name"},
+		"disabled":            {"token", "create", "-user", "bob", "-group", "eng"},
+		"want a subcommand":   {"user"},
+		"unexpected argument": {"envoy-config", "extra"},
+	}
+	c.must("user", "add", "bob", "-groups", "eng")
+	c.must("user", "add", "carol")
+	for want, args := range errs {
+		_, stderr, err := c.run(args...)
+		if err == nil || !strings.Contains(err.Error()+stderr, want) {
+			t.Errorf("keyward %v: err %v, want it to mention %q", args, err, want)
+		}
+	}
+}
+
+func TestEnvoyConfigCommand(t *testing.T) {
+	c := newCLI(t)
+	out := c.must("envoy-config")
+	for _, want := range []string{"envoy.filters.http.ext_authz", "provider_openai", "prefix: /openai/", "port_value: 9191"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("envoy-config lacks %q", want)
+		}
+	}
+}
+
+func TestBadConfigNamesTheField(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile(c.config, []byte("listen: nowhere\ncache:\n  ttl: -1s\n"), 0o600)
+	_, _, err := c.run("serve")
+	if err == nil || !strings.Contains(err.Error(), "listen:") || !strings.Contains(err.Error(), "cache.ttl:") {
+		t.Fatalf("serve with a bad config: %v", err)
+	}
+	os.WriteFile(c.config, []byte("listen_addr: 127.0.0.1:1\n"), 0o600)
+	if _, _, err := c.run("serve"); err == nil || !strings.Contains(err.Error(), "listen_addr") {
+		t.Fatalf("unknown field: %v", err)
+	}
+	c.env["KEYWARD_DISABLE_CUSTOM_KEYS"] = "sometimes"
+	os.WriteFile(c.config, nil, 0o600)
+	if _, _, err := c.run("serve"); err == nil || !strings.Contains(err.Error(), "KEYWARD_DISABLE_CUSTOM_KEYS") {
+		t.Fatalf("bad env: %v", err)
+	}
+}
+
+// benchService is the whole serving path of a real configuration: the file
+// store, the record caches, the keyring, the decision and the responder.
+func benchService(b *testing.B) (*service, string) {
+	c := newCLI(b)
+	c.must("provider", "set", "openai", "-kind", "openai", "-key", "k1=OPENAI_KEY")
+	c.must("group", "add", "eng", "-providers", "openai")
+	c.must("user", "add", "alice", "-groups", "eng")
+	tok := strings.TrimSpace(c.must("token", "create", "-user", "alice", "-group", "eng"))
+	cfg, err := config.Load(c.config, func(k string) string { return c.env[k] })
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := filestore.Open(cfg.Store.File, "", func(k string) string { return c.env[k] })
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := newService(cfg, st, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return svc, tok
+}
+
+func sdkRequest(tok string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "POST", Path: "/v1/chat/completions", Host: "127.0.0.1:10000",
+			Headers: map[string]string{
+				":authority": "127.0.0.1:10000", ":method": "POST", ":path": "/v1/chat/completions",
+				"authorization": "Bearer " + tok, "content-type": "application/json", "user-agent": "OpenAI/Python 3.54.0",
+				"accept": "application/json", "x-request-id": "6f1c2a1e-0000-4000-8000-000000000000", "x-forwarded-proto": "http",
+				"x-stainless-lang": "python", "x-stainless-os": "Linux", "content-length": "96",
+			},
+		}},
+		ContextExtensions: map[string]string{"provider": "openai"},
+	}}
+}
+
+// BenchmarkCheck measures the Check handler (decision and response) for an
+// allowed request with warm caches: the target is at most 2µs and 10
+// allocations.
+func BenchmarkCheck(b *testing.B) {
+	svc, tok := benchService(b)
+	req := sdkRequest(tok)
+	ctx := context.Background()
+	if resp, _ := svc.authz.Check(ctx, req); resp.GetOkResponse() == nil {
+		b.Fatalf("denied: %v", resp)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		svc.authz.Check(ctx, req)
+	}
+}
+
+// BenchmarkCheckParallel is BenchmarkCheck from GOMAXPROCS goroutines.
+func BenchmarkCheckParallel(b *testing.B) {
+	svc, tok := benchService(b)
+	req := sdkRequest(tok)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			svc.authz.Check(ctx, req)
+		}
+	})
+}
+
+// BenchmarkCheckDenied is a forged token: rejected before any lookup.
+func BenchmarkCheckDenied(b *testing.B) {
+	svc, tok := benchService(b)
+	req := sdkRequest(tok[:20] + strings.Repeat("A", len(tok)-20))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		svc.authz.Check(ctx, req)
+	}
+}

