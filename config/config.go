@@ -121,7 +121,10 @@ type Cache struct {
 	TTL time.Duration `yaml:"ttl"`
 }
 
-const defaultStoreFile = "keyward-store.yaml"
+const (
+	defaultStoreFile  = "keyward-store.yaml"
+	defaultEnvoyAdmin = "127.0.0.1:9901"
+)
 
 // DefaultCredentials is where clients' credentials are looked for when the
 // configuration names none: the headers of the OpenAI, Anthropic, Gemini and
@@ -135,16 +138,23 @@ func DefaultCredentials() []Source {
 
 // Default returns the configuration used when no file is given.
 func Default() *Config {
-	c := &Config{}
+	c := newConfig()
 	c.applyDefaults()
 	return c
+}
+
+// newConfig returns a Config holding the defaults that an explicit empty
+// value overrides, so they are set before decoding rather than by
+// applyDefaults: envoy.admin: "" means no admin listener.
+func newConfig() *Config {
+	return &Config{Envoy: Envoy{Admin: defaultEnvoyAdmin}}
 }
 
 // Load reads the file at path (none when path is empty), applies the
 // environment, fills defaults and validates. Relative store paths are made
 // relative to the file's folder.
 func Load(path string, getenv func(string) string) (*Config, error) {
-	c := &Config{}
+	c := newConfig()
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -177,7 +187,7 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 
 // Parse decodes YAML strictly: an unknown field is an error.
 func Parse(data []byte) (*Config, error) {
-	c := &Config{}
+	c := newConfig()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
@@ -219,7 +229,6 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.ModelHeader, "x-ai-eg-model")
 	c.ModelHeader = strings.ToLower(c.ModelHeader)
 	setDefault(&c.Envoy.Listen, "127.0.0.1:10000")
-	setDefault(&c.Envoy.Admin, "127.0.0.1:9901")
 	setDefault(&c.Envoy.AuthzAddress, c.Listen)
 	setDefault(&c.Envoy.AuthzTimeout, 500*time.Millisecond)
 	setDefault(&c.Cache.Size, 100_000)

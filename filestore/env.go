@@ -44,8 +44,8 @@ func unquote(v string) (string, error) {
 	}
 	switch q := v[0]; q {
 	case '\'', '"':
-		end := strings.LastIndexByte(v, q)
-		if end == 0 {
+		end := closingQuote(v, q)
+		if end < 0 {
 			return "", fmt.Errorf("unterminated %c quote", q)
 		}
 		if rest := strings.TrimSpace(v[end+1:]); rest != "" && rest[0] != '#' {
@@ -62,6 +62,21 @@ func unquote(v string) (string, error) {
 		v = strings.TrimSpace(v[:i])
 	}
 	return v, nil
+}
+
+// closingQuote returns the index of the quote that closes the one at v[0],
+// or -1: the first q after it, skipping backslash escapes inside double
+// quotes. The first, not the last: a later quote may sit in a comment.
+func closingQuote(v string, q byte) int {
+	for i := 1; i < len(v); i++ {
+		switch {
+		case v[i] == q:
+			return i
+		case v[i] == '\\' && q == '"':
+			i++
+		}
+	}
+	return -1
 }
 
 func validEnvName(s string) bool {

@@ -72,6 +72,11 @@ func (s *Store) reload() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read env file: %w", err)
 	}
+	if fileStamp(s.path)+"|"+fileStamp(s.envPath) != stamp {
+		// Written to while we read (an editor saving in place): this
+		// may be half a file. The next poll reads it whole.
+		return false, nil
+	}
 	snap, err := s.parse(raw, env)
 	if err != nil {
 		return false, err

@@ -1,0 +1,638 @@
+package config_test
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/config"
+)
+
+// env returns a getenv backed by a map, so that tests never read the
+// process environment.
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+// writeConfig writes data as keyward.yaml in a fresh folder and returns its
+// path.
+func writeConfig(t *testing.T, data string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keyward.yaml")
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// problems splits a Load or Validate error into its lines, with Load's
+// "config <path>: " prefix removed from the first.
+func problems(err error, path string) []string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "config "+path+": ")
+	msg = strings.TrimPrefix(msg, "config: ")
+	return strings.Split(msg, "\n")
+}
+
+// hasField reports whether one of the lines is about field, i.e. starts with
+// "field: ".
+func hasField(lines []string, field string) bool {
+	for _, l := range lines {
+		if strings.HasPrefix(l, field+": ") {
+			return true
+		}
+	}
+	return false
+}
+
+func wantDefaults(t *testing.T, c *config.Config) {
+	t.Helper()
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen", c.Listen, "127.0.0.1:9191"},
+		{"store.file", c.Store.File, "keyward-store.yaml"},
+		{"store.env_file", c.Store.EnvFile, ""},
+		{"store.poll_interval", c.Store.PollInterval, 500 * time.Millisecond},
+		{"credentials", c.Credentials, config.DefaultCredentials()},
+		{"model_header", c.ModelHeader, "x-ai-eg-model"},
+		{"disable_custom_keys", c.DisableCustomKeys, false},
+		{"routes", len(c.Routes), 0},
+		{"envoy.listen", c.Envoy.Listen, "127.0.0.1:10000"},
+		{"envoy.admin", c.Envoy.Admin, "127.0.0.1:9901"},
+		{"envoy.authz_address", c.Envoy.AuthzAddress, "127.0.0.1:9191"},
+		{"envoy.authz_timeout", c.Envoy.AuthzTimeout, 500 * time.Millisecond},
+		{"cache.size", c.Cache.Size, 100_000},
+		{"cache.ttl", c.Cache.TTL, 30 * time.Second},
+		{"log_level", c.LogLevel, "info"},
+		{"shutdown_grace", c.ShutdownGrace, 10 * time.Second},
+	}
+	for _, ch := range checks {
+		if !reflect.DeepEqual(ch.got, ch.want) {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+}
+
+func TestDefault(t *testing.T) {
+	c := config.Default()
+	wantDefaults(t, c)
+	if err := c.Validate(); err != nil {
+		t.Errorf("Default().Validate() = %v", err)
+	}
+}
+
+func TestLoadNoFileEmptyEnvironment(t *testing.T) {
+	c, err := config.Load("", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDefaults(t, c)
+}
+
+func TestLoadEmptyFile(t *testing.T) {
+	path := writeConfig(t, "# nothing set\n")
+	c, err := config.Load(path, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The store file is the default one, next to the configuration.
+	if want := filepath.Join(filepath.Dir(path), "keyward-store.yaml"); c.Store.File != want {
+		t.Errorf("store.file = %q, want %q", c.Store.File, want)
+	}
+	c.Store.File = "keyward-store.yaml"
+	wantDefaults(t, c)
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := config.Load(filepath.Join(t.TempDir(), "absent.yaml"), env(nil))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Load(missing) = %v, want a not-exist error", err)
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	path := writeConfig(t, `
+listen: 127.0.0.1:7001
+store:
+  file: /var/lib/keyward/store.yaml
+  env_file: keys.env
+  poll_interval: 2s
+credentials:
+  - header: Authorization
+  - query: key
+model_header: X-Model
+disable_custom_keys: true
+routes:
+  - provider: openai
+    hosts: [API.OpenAI.com]
+    path_prefix: /openai/
+    upstream: https://api.openai.com
+  - provider: anthropic
+    hosts: [api.anthropic.com]
+envoy:
+  listen: 0.0.0.0:10001
+  admin: 127.0.0.1:9902
+  authz_address: keyward:9191
+  authz_timeout: 250ms
+cache:
+  size: 10
+  ttl: 1m
+log_level: debug
+shutdown_grace: 3s
+`)
+	c, err := config.Load(path, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &config.Config{
+		Listen: "127.0.0.1:7001",
+		Store: config.Store{
+			File:         "/var/lib/keyward/store.yaml",
+			EnvFile:      filepath.Join(filepath.Dir(path), "keys.env"),
+			PollInterval: 2 * time.Second,
+		},
+		Credentials:       []config.Source{{Header: "authorization"}, {Query: "key"}},
+		ModelHeader:       "x-model",
+		DisableCustomKeys: true,
+		Routes: []config.Route{
+			{Provider: "openai", Hosts: []string{"api.openai.com"}, PathPrefix: "/openai/", Upstream: "https://api.openai.com"},
+			{Provider: "anthropic", Hosts: []string{"api.anthropic.com"}},
+		},
+		Envoy: config.Envoy{
+			Listen: "0.0.0.0:10001", Admin: "127.0.0.1:9902",
+			AuthzAddress: "keyward:9191", AuthzTimeout: 250 * time.Millisecond,
+		},
+		Cache:         config.Cache{Size: 10, TTL: time.Minute},
+		LogLevel:      "debug",
+		ShutdownGrace: 3 * time.Second,
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("Load:\n got %+v\nwant %+v", c, want)
+	}
+}
+
+// TestValidationErrors checks that each problem is reported under its
+// field's YAML path.
+func TestValidationErrors(t *testing.T) {
+	tests := map[string]struct {
+		yaml   string
+		fields []string
+	}{
+		"listen":              {yaml: "listen: nope\nenvoy: {authz_address: 127.0.0.1:1}\n", fields: []string{"listen"}},
+		"listen without port": {yaml: "listen: '127.0.0.1:'\nenvoy: {authz_address: 127.0.0.1:1}\n", fields: []string{"listen"}},
+		"authz address follows listen": {
+			yaml: "listen: nope\n", fields: []string{"listen", "envoy.authz_address"},
+		},
+		"envoy.listen":         {yaml: "envoy: {listen: 10000}\n", fields: []string{"envoy.listen"}},
+		"envoy.authz_address":  {yaml: "envoy: {authz_address: keyward}\n", fields: []string{"envoy.authz_address"}},
+		"envoy.admin":          {yaml: "envoy: {admin: localhost}\n", fields: []string{"envoy.admin"}},
+		"store.poll_interval":  {yaml: "store: {poll_interval: 5ms}\n", fields: []string{"store.poll_interval"}},
+		"envoy.authz_timeout":  {yaml: "envoy: {authz_timeout: -1s}\n", fields: []string{"envoy.authz_timeout"}},
+		"cache.size":           {yaml: "cache: {size: -1}\n", fields: []string{"cache.size"}},
+		"cache.ttl":            {yaml: "cache: {ttl: -5s}\n", fields: []string{"cache.ttl"}},
+		"shutdown_grace":       {yaml: "shutdown_grace: -1s\n", fields: []string{"shutdown_grace"}},
+		"log_level":            {yaml: "log_level: verbose\n", fields: []string{"log_level"}},
+		"model_header":         {yaml: "model_header: x model\n", fields: []string{"model_header"}},
+		"model_header colon":   {yaml: "model_header: 'x-model:'\n", fields: []string{"model_header"}},
+		"credentials[i] empty": {yaml: "credentials: [{header: authorization}, {}]\n", fields: []string{"credentials[1]"}},
+		"credentials[i] both": {
+			yaml: "credentials: [{header: authorization, query: key}]\n", fields: []string{"credentials[0]"},
+		},
+		"credentials[i].header": {
+			yaml: "credentials: [{header: authorization}, {header: 'x api key'}]\n", fields: []string{"credentials[1].header"},
+		},
+		"credentials[i].header keyward's own": {
+			yaml: "credentials: [{header: X-Keyward-Token}]\n", fields: []string{"credentials[0].header"},
+		},
+		"routes[i].provider": {
+			yaml: "routes: [{provider: openai}, {provider: 'bad name'}]\n", fields: []string{"routes[1].provider"},
+		},
+		"routes[i].provider missing": {yaml: "routes: [{hosts: [a.example]}]\n", fields: []string{"routes[0].provider"}},
+		"routes[i].hosts[j] port": {
+			yaml: "routes: [{provider: openai, hosts: [api.openai.com, 'api.openai.com:443']}]\n", fields: []string{"routes[0].hosts[1]"},
+		},
+		"routes[i].hosts[j] scheme": {
+			yaml: "routes: [{provider: openai, hosts: ['https://api.openai.com']}]\n", fields: []string{"routes[0].hosts[0]"},
+		},
+		"routes[i].hosts[j] empty": {
+			yaml: "routes: [{provider: openai, hosts: ['']}]\n", fields: []string{"routes[0].hosts[0]"},
+		},
+		"routes[i].hosts[j] duplicate": {
+			yaml:   "routes: [{provider: a, hosts: [x.example]}, {provider: b, hosts: [X.example]}]\n",
+			fields: []string{"routes[1].hosts[0]"},
+		},
+		"routes[i].path_prefix": {
+			yaml:   "routes: [{provider: openai, path_prefix: openai, upstream: 'https://api.openai.com'}]\n",
+			fields: []string{"routes[0].path_prefix"},
+		},
+		"routes[i].path_prefix duplicate": {
+			yaml: "routes: [{provider: a, path_prefix: /x/, upstream: 'https://a.example'}," +
+				" {provider: b, path_prefix: /x/, upstream: 'https://b.example'}]\n",
+			fields: []string{"routes[1].path_prefix"},
+		},
+		"routes[i].upstream scheme": {
+			yaml:   "routes: [{provider: openai, path_prefix: /openai/, upstream: 'ftp://api.openai.com'}]\n",
+			fields: []string{"routes[0].upstream"},
+		},
+		"routes[i].upstream no host": {
+			yaml:   "routes: [{provider: openai, path_prefix: /openai/, upstream: 'https:///v1'}]\n",
+			fields: []string{"routes[0].upstream"},
+		},
+		"path_prefix without upstream": {
+			yaml: "routes: [{provider: openai, path_prefix: /openai/}]\n", fields: []string{"routes[0]"},
+		},
+		"upstream without path_prefix": {
+			yaml: "routes: [{provider: a}, {provider: openai, upstream: 'https://api.openai.com'}]\n", fields: []string{"routes[1]"},
+		},
+		"several at once": {
+			yaml: "listen: nope\nenvoy: {authz_address: 127.0.0.1:1, authz_timeout: -1s}\ncache: {size: -3, ttl: -1s}\n" +
+				"log_level: loud\nroutes: [{provider: '-x', path_prefix: y}]\n",
+			fields: []string{
+				"listen", "envoy.authz_timeout", "cache.size", "cache.ttl", "log_level",
+				"routes[0].provider", "routes[0].path_prefix", "routes[0]",
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			path := writeConfig(t, tc.yaml)
+			_, err := config.Load(path, env(nil))
+			if err == nil {
+				t.Fatalf("Load(%q) succeeded, want errors for %v", tc.yaml, tc.fields)
+			}
+			lines := problems(err, path)
+			for _, f := range tc.fields {
+				if !hasField(lines, f) {
+					t.Errorf("error does not name %s:\n%v", f, err)
+				}
+			}
+			if len(lines) != len(tc.fields) {
+				t.Errorf("got %d problems, want %d:\n%v", len(lines), len(tc.fields), err)
+			}
+			if !strings.HasPrefix(err.Error(), "config "+path+": ") {
+				t.Errorf("error does not name the file: %v", err)
+			}
+		})
+	}
+}
+
+// TestValidateDirect checks Validate on values built in Go, where the
+// defaults have not been applied.
+func TestValidateDirect(t *testing.T) {
+	tests := map[string]struct {
+		mutate func(*config.Config)
+		fields []string
+	}{
+		"default":         {mutate: func(*config.Config) {}},
+		"no admin":        {mutate: func(c *config.Config) { c.Envoy.Admin = "" }},
+		"zero poll":       {mutate: func(c *config.Config) { c.Store.PollInterval = 0 }, fields: []string{"store.poll_interval"}},
+		"zero timeout":    {mutate: func(c *config.Config) { c.Envoy.AuthzTimeout = 0 }, fields: []string{"envoy.authz_timeout"}},
+		"zero cache size": {mutate: func(c *config.Config) { c.Cache.Size = 0 }, fields: []string{"cache.size"}},
+		"zero ttl":        {mutate: func(c *config.Config) { c.Cache.TTL = 0 }, fields: []string{"cache.ttl"}},
+		"zero grace":      {mutate: func(c *config.Config) { c.ShutdownGrace = 0 }},
+		"upper-case model header": {
+			mutate: func(c *config.Config) { c.ModelHeader = "X-Model" }, fields: []string{"model_header"},
+		},
+		"empty model header": {mutate: func(c *config.Config) { c.ModelHeader = "" }, fields: []string{"model_header"}},
+		"empty log level":    {mutate: func(c *config.Config) { c.LogLevel = "" }, fields: []string{"log_level"}},
+		"everything empty": {
+			mutate: func(c *config.Config) { *c = config.Config{} },
+			fields: []string{
+				"listen", "envoy.listen", "envoy.authz_address", "store.poll_interval", "envoy.authz_timeout",
+				"cache.size", "cache.ttl", "log_level", "model_header",
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := config.Default()
+			tc.mutate(c)
+			err := c.Validate()
+			if len(tc.fields) == 0 {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want errors for %v", tc.fields)
+			}
+			lines := problems(err, "")
+			for _, f := range tc.fields {
+				if !hasField(lines, f) {
+					t.Errorf("error does not name %s:\n%v", f, err)
+				}
+			}
+			if len(lines) != len(tc.fields) {
+				t.Errorf("got %d problems, want %d:\n%v", len(lines), len(tc.fields), err)
+			}
+		})
+	}
+}
+
+func TestParseStrict(t *testing.T) {
+	tests := map[string]struct {
+		yaml string
+		want []string // substrings of the error
+	}{
+		"unknown top-level field": {yaml: "listen: 127.0.0.1:1\nlisten_addr: x\n", want: []string{"line 2", "listen_addr"}},
+		"unknown nested field":    {yaml: "store:\n  file: s.yaml\n  fil: t.yaml\n", want: []string{"line 3", "fil"}},
+		"unknown route field":     {yaml: "routes:\n  - provider: a\n    host: [x]\n", want: []string{"line 3", "host"}},
+		"wrong type":              {yaml: "cache:\n  size: lots\n", want: []string{"line 2"}},
+		"duration without unit":   {yaml: "shutdown_grace: 10\n", want: []string{"line 1"}},
+		"not a mapping":           {yaml: "- listen\n", want: []string{"line 1"}},
+		"syntax":                  {yaml: "listen: [\n", want: []string{"yaml"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if _, err := config.Parse([]byte(tc.yaml)); err == nil {
+				t.Fatalf("Parse succeeded, want an error")
+			}
+			path := writeConfig(t, tc.yaml)
+			_, err := config.Load(path, env(nil))
+			if err == nil {
+				t.Fatalf("Load succeeded, want an error")
+			}
+			for _, w := range append(tc.want, path) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseEmpty(t *testing.T) {
+	for _, in := range []string{"", "\n", "# comment\n", "---\n", "~\n"} {
+		c, err := config.Parse([]byte(in))
+		if err != nil {
+			t.Errorf("Parse(%q) = %v", in, err)
+			continue
+		}
+		if c == nil {
+			t.Errorf("Parse(%q) returned nil config", in)
+		}
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	tests := map[string]struct {
+		file    string // configuration file content; none when empty
+		env     map[string]string
+		check   func(t *testing.T, c *config.Config)
+		wantErr string
+	}{
+		"KEYWARD_LISTEN": {
+			env: map[string]string{"KEYWARD_LISTEN": "127.0.0.1:7777"},
+			check: func(t *testing.T, c *config.Config) {
+				if c.Listen != "127.0.0.1:7777" || c.Envoy.AuthzAddress != "127.0.0.1:7777" {
+					t.Errorf("listen = %q, authz_address = %q", c.Listen, c.Envoy.AuthzAddress)
+				}
+			},
+		},
+		"KEYWARD_LISTEN over the file": {
+			file: "listen: 127.0.0.1:1000\n",
+			env:  map[string]string{"KEYWARD_LISTEN": "127.0.0.1:2000"},
+			check: func(t *testing.T, c *config.Config) {
+				if c.Listen != "127.0.0.1:2000" {
+					t.Errorf("listen = %q", c.Listen)
+				}
+			},
+		},
+		"KEYWARD_LISTEN invalid": {
+			env:     map[string]string{"KEYWARD_LISTEN": "localhost"},
+			wantErr: "listen: ",
+		},
+		"KEYWARD_STORE_FILE": {
+			env: map[string]string{"KEYWARD_STORE_FILE": "/srv/store.yaml"},
+			check: func(t *testing.T, c *config.Config) {
+				if c.Store.File != "/srv/store.yaml" {
+					t.Errorf("store.file = %q", c.Store.File)
+				}
+			},
+		},
+		"KEYWARD_LOG_LEVEL": {
+			file: "log_level: error\n",
+			env:  map[string]string{"KEYWARD_LOG_LEVEL": "debug"},
+			check: func(t *testing.T, c *config.Config) {
+				if c.LogLevel != "debug" {
+					t.Errorf("log_level = %q", c.LogLevel)
+				}
+			},
+		},
+		"KEYWARD_LOG_LEVEL invalid": {
+			env:     map[string]string{"KEYWARD_LOG_LEVEL": "chatty"},
+			wantErr: "log_level: ",
+		},
+		"KEYWARD_DISABLE_CUSTOM_KEYS true": {
+			env: map[string]string{"KEYWARD_DISABLE_CUSTOM_KEYS": "true"},
+			check: func(t *testing.T, c *config.Config) {
+				if !c.DisableCustomKeys {
+					t.Error("disable_custom_keys = false")
+				}
+			},
+		},
+		"KEYWARD_DISABLE_CUSTOM_KEYS 0 over the file": {
+			file: "disable_custom_keys: true\n",
+			env:  map[string]string{"KEYWARD_DISABLE_CUSTOM_KEYS": "0"},
+			check: func(t *testing.T, c *config.Config) {
+				if c.DisableCustomKeys {
+					t.Error("disable_custom_keys = true")
+				}
+			},
+		},
+		"KEYWARD_DISABLE_CUSTOM_KEYS invalid": {
+			env:     map[string]string{"KEYWARD_DISABLE_CUSTOM_KEYS": "yes please"},
+			wantErr: "KEYWARD_DISABLE_CUSTOM_KEYS",
+		},
+		"unrelated variables are ignored": {
+			env: map[string]string{"KEYWARD_CACHE_SIZE": "x", "LISTEN": "x"},
+			check: func(t *testing.T, c *config.Config) {
+				wantDefaults(t, c)
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			path := ""
+			if tc.file != "" {
+				path = writeConfig(t, tc.file)
+			}
+			c, err := config.Load(path, env(tc.env))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Load() = %v, want an error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestStorePaths(t *testing.T) {
+	tests := map[string]struct {
+		yaml        string
+		env         map[string]string
+		wantFile    string // relative to the configuration's folder when it starts with "@"
+		wantEnvFile string
+	}{
+		"defaults": {
+			yaml: "", wantFile: "@keyward-store.yaml", wantEnvFile: "",
+		},
+		"relative to the file": {
+			yaml: "store: {file: data/store.yaml, env_file: .env}\n", wantFile: "@data/store.yaml", wantEnvFile: "@.env",
+		},
+		"absolute stays": {
+			yaml: "store: {file: /srv/store.yaml, env_file: /srv/keys.env}\n", wantFile: "/srv/store.yaml", wantEnvFile: "/srv/keys.env",
+		},
+		"env stays relative to the working dir": {
+			yaml:     "store: {file: data/store.yaml}\n",
+			env:      map[string]string{"KEYWARD_STORE_FILE": "run/store.yaml"},
+			wantFile: "run/store.yaml",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			path := writeConfig(t, tc.yaml)
+			dir := filepath.Dir(path)
+			resolve := func(p string) string {
+				if rest, ok := strings.CutPrefix(p, "@"); ok {
+					return filepath.Join(dir, rest)
+				}
+				return p
+			}
+			c, err := config.Load(path, env(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := resolve(tc.wantFile); c.Store.File != want {
+				t.Errorf("store.file = %q, want %q", c.Store.File, want)
+			}
+			if want := resolve(tc.wantEnvFile); c.Store.EnvFile != want {
+				t.Errorf("store.env_file = %q, want %q", c.Store.EnvFile, want)
+			}
+		})
+	}
+}
+
+func TestStorePathsRelativeConfigPath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.Mkdir("etc", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join("etc", "keyward.yaml"), []byte("store: {file: s.yaml}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(filepath.Join("etc", "keyward.yaml"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join("etc", "s.yaml"); c.Store.File != want {
+		t.Errorf("store.file = %q, want %q", c.Store.File, want)
+	}
+}
+
+// TestEnvoyAdmin checks that envoy.admin defaults when absent and that an
+// explicit empty value turns the admin listener off, as documented.
+func TestEnvoyAdmin(t *testing.T) {
+	tests := map[string]struct {
+		yaml string
+		want string
+	}{
+		"absent":           {yaml: "", want: "127.0.0.1:9901"},
+		"envoy without it": {yaml: "envoy: {listen: 127.0.0.1:10000}\n", want: "127.0.0.1:9901"},
+		"empty envoy":      {yaml: "envoy:\n", want: "127.0.0.1:9901"},
+		"set":              {yaml: "envoy: {admin: 127.0.0.1:9000}\n", want: "127.0.0.1:9000"},
+		"off":              {yaml: "envoy: {admin: ''}\n", want: ""},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			c, err := config.Load(writeConfig(t, tc.yaml), env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Envoy.Admin != tc.want {
+				t.Errorf("envoy.admin = %q, want %q", c.Envoy.Admin, tc.want)
+			}
+		})
+	}
+}
+
+func TestHeaderNamesLowerCased(t *testing.T) {
+	path := writeConfig(t, `
+credentials:
+  - header: X-API-Key
+  - header: Authorization
+  - query: Key
+model_header: X-AI-EG-Model
+routes:
+  - provider: openai
+    hosts: [API.OPENAI.COM]
+`)
+	c, err := config.Load(path, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCreds := []config.Source{{Header: "x-api-key"}, {Header: "authorization"}, {Query: "Key"}}
+	if !reflect.DeepEqual(c.Credentials, wantCreds) {
+		t.Errorf("credentials = %+v, want %+v", c.Credentials, wantCreds)
+	}
+	if c.ModelHeader != "x-ai-eg-model" {
+		t.Errorf("model_header = %q", c.ModelHeader)
+	}
+	if h := c.Routes[0].Hosts[0]; h != "api.openai.com" {
+		t.Errorf("routes[0].hosts[0] = %q", h)
+	}
+}
+
+func TestDefaultCredentialsFresh(t *testing.T) {
+	// Each call returns a new slice: a caller changing one must not change
+	// the defaults of the next configuration.
+	a := config.DefaultCredentials()
+	a[0].Header = "changed"
+	if b := config.DefaultCredentials(); b[0].Header != "authorization" {
+		t.Errorf("DefaultCredentials()[0] = %q after a caller changed its copy", b[0].Header)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	seeds := []string{
+		"",
+		"listen: 127.0.0.1:9191\n",
+		"store: {file: s.yaml, env_file: .env, poll_interval: 1s}\n",
+		"credentials: [{header: Authorization}, {query: key}, {}]\n",
+		"routes: [{provider: openai, hosts: [a.example, 'b:1'], path_prefix: /o/, upstream: 'https://a.example'}]\n",
+		"envoy: {listen: ':1', admin: '', authz_address: x, authz_timeout: -1s}\n",
+		"cache: {size: -1, ttl: 1h}\nlog_level: debug\nshutdown_grace: 0s\n",
+		"model_header: 'X Y'\ndisable_custom_keys: yes\n",
+		"listen: &a x\nenvoy: {listen: *a}\n",
+		"--- \n...\n",
+		"[1, 2",
+		"routes: !!map {}\n",
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := config.Parse(data)
+		if err != nil {
+			return
+		}
+		if c == nil {
+			t.Fatal("Parse returned nil config and nil error")
+		}
+		_ = c.Validate()
+	})
+}

@@ -1,0 +1,905 @@
+package filestore_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/filestore"
+	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
+)
+
+// env returns a getenv backed by a map, so that tests never read the
+// process environment.
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+// storePath returns the path of a store file, not yet created, in a fresh
+// folder.
+func storePath(t *testing.T) string {
+	t.Helper()
+	return filepath.Join(t.TempDir(), "keyward-store.yaml")
+}
+
+func open(t *testing.T, path, envPath string, vars map[string]string) *filestore.Store {
+	t.Helper()
+	st, err := filestore.Open(path, envPath, env(vars))
+	if err != nil {
+		t.Fatalf("Open(%s): %v", path, err)
+	}
+	return st
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// newToken returns a token record with a real id and hash.
+func newToken(t *testing.T, user, group string) *record.Token {
+	t.Helper()
+	k, err := token.NewSigningKey(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := token.NewKeyring([]token.SigningKey{k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ring.Mint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &record.Token{
+		ID: m.ID, Hash: m.Hash, User: user, Group: group, Name: "laptop",
+		Created: time.Now().Truncate(time.Microsecond),
+	}
+}
+
+// syncBuffer is a log destination that the Watch goroutine and the test
+// may use at the same time.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newLogger() (*slog.Logger, *syncBuffer) {
+	buf := &syncBuffer{}
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
+// waitFor polls cond until it holds or a few seconds pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestOpenMissingFile(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	st := open(t, path, filepath.Join(filepath.Dir(path), "absent.env"), nil)
+	if st.Path() != path {
+		t.Errorf("Path() = %q, want %q", st.Path(), path)
+	}
+	for name, list := range map[string]func() (int, error){
+		"Groups": func() (int, error) { v, err := st.Groups(ctx); return len(v), err },
+		"Users":  func() (int, error) { v, err := st.Users(ctx); return len(v), err },
+		"Tokens": func() (int, error) { v, err := st.Tokens(ctx); return len(v), err },
+		"SigningKeys": func() (int, error) {
+			v, err := st.SigningKeys(ctx)
+			return len(v), err
+		},
+	} {
+		if n, err := list(); err != nil || n != 0 {
+			t.Errorf("%s() = %d records, %v; want none", name, n, err)
+		}
+	}
+	d, err := st.Read(ctx)
+	if err != nil || !reflect.DeepEqual(d, &filestore.Data{}) {
+		t.Errorf("Read() = %+v, %v; want empty data", d, err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("Open created the store file: %v", err)
+	}
+}
+
+func TestNotFound(t *testing.T) {
+	ctx := t.Context()
+	st := open(t, storePath(t), "", nil)
+	if err := st.PutGroup(ctx, &record.Group{Name: "team"}); err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		get  func() error
+		want string
+	}{
+		"token":    {get: func() error { _, err := st.Token(ctx, "AAAAAAAAAAAAAAAA"); return err }, want: `token "AAAAAAAAAAAAAAAA"`},
+		"user":     {get: func() error { _, err := st.User(ctx, "ann"); return err }, want: `user "ann"`},
+		"group":    {get: func() error { _, err := st.Group(ctx, "other"); return err }, want: `group "other"`},
+		"provider": {get: func() error { _, err := st.Provider(ctx, "openai"); return err }, want: `provider "openai"`},
+		"delete token": {
+			get: func() error { return st.DeleteToken(ctx, "AAAAAAAAAAAAAAAA") }, want: `token "AAAAAAAAAAAAAAAA"`,
+		},
+		"delete user":     {get: func() error { return st.DeleteUser(ctx, "ann") }, want: `user "ann"`},
+		"delete group":    {get: func() error { return st.DeleteGroup(ctx, "other") }, want: `group "other"`},
+		"delete provider": {get: func() error { return st.DeleteProvider(ctx, "openai") }, want: `provider "openai"`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := tc.get()
+			if !errors.Is(err, record.ErrNotFound) {
+				t.Fatalf("err = %v, want record.ErrNotFound", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not name %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRecordsRoundTrip(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	vars := map[string]string{"OPENAI_KEY_1": "sk-one", "OPENAI_KEY_2": "sk-two", "GW_KEY": "gw-secret"}
+	st := open(t, path, "", vars)
+
+	providers := map[string]*filestore.ProviderData{
+		"openai":    {Kind: record.KindOpenAI, Keys: []filestore.KeyData{{ID: "k1", Env: "OPENAI_KEY_1"}, {ID: "k2", Env: "OPENAI_KEY_2"}}},
+		"anthropic": {Kind: record.KindAnthropic, AnthropicVersion: "2024-01-01", Keys: []filestore.KeyData{}},
+		"gateway": {
+			Kind: record.KindCustom, Header: "X-Gateway-Key", ValueTemplate: "Token {key}",
+			Keys: []filestore.KeyData{{ID: "main", Env: "GW_KEY"}},
+		},
+	}
+	groups := []*record.Group{
+		{Name: "team", Providers: []string{"openai"}, Models: []string{"gpt-4o*"}, DisableCustomKeys: true},
+		{Name: "off", Disabled: true},
+	}
+	users := []*record.User{
+		{Name: "ann", Role: record.RoleAdmin, Groups: []string{"team"}},
+		{Name: "bob", Role: record.RoleUser, Disabled: true, Groups: []string{"team", "off"}},
+	}
+	tok := newToken(t, "ann", "team")
+	tok.Expires = tok.Created.Add(24 * time.Hour)
+	forever := newToken(t, "bob", "off")
+	forever.Revoked = true
+
+	for name, p := range providers {
+		if err := st.PutProvider(ctx, name, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, g := range groups {
+		if err := st.PutGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, u := range users {
+		if err := st.PutUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tk := range []*record.Token{tok, forever} {
+		if err := st.PutToken(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	raw := string(readFile(t, path))
+	for _, v := range vars {
+		if strings.Contains(raw, v) {
+			t.Errorf("store file holds key material %q:\n%s", v, raw)
+		}
+	}
+
+	// Both the writing Store and a fresh one see the records.
+	for name, s := range map[string]*filestore.Store{"writer": st, "reopened": open(t, path, "", vars)} {
+		t.Run(name, func(t *testing.T) {
+			wantProviders := map[string]*record.Provider{
+				"openai":    {Name: "openai", Kind: record.KindOpenAI, Keys: []record.Key{{ID: "k1", Secret: "sk-one"}, {ID: "k2", Secret: "sk-two"}}},
+				"anthropic": {Name: "anthropic", Kind: record.KindAnthropic, AnthropicVersion: "2024-01-01"},
+				"gateway": {
+					Name: "gateway", Kind: record.KindCustom, Header: "x-gateway-key", ValueTemplate: "Token {key}",
+					Keys: []record.Key{{ID: "main", Secret: "gw-secret"}},
+				},
+			}
+			for name, want := range wantProviders {
+				got, err := s.Provider(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("Provider(%s) = %+v, want %+v", name, got, want)
+				}
+			}
+			for _, want := range groups {
+				got, err := s.Group(ctx, want.Name)
+				if err != nil || !reflect.DeepEqual(got, want) {
+					t.Errorf("Group(%s) = %+v, %v; want %+v", want.Name, got, err, want)
+				}
+			}
+			for _, want := range users {
+				got, err := s.User(ctx, want.Name)
+				if err != nil || !reflect.DeepEqual(got, want) {
+					t.Errorf("User(%s) = %+v, %v; want %+v", want.Name, got, err, want)
+				}
+			}
+			for _, want := range []*record.Token{tok, forever} {
+				got, err := s.Token(ctx, want.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Hash != want.Hash || got.User != want.User || got.Group != want.Group || got.Name != want.Name ||
+					got.Revoked != want.Revoked || !got.Created.Equal(want.Created) || !got.Expires.Equal(want.Expires) {
+					t.Errorf("Token(%s) = %+v, want %+v", want.ID, got, want)
+				}
+			}
+			if gs, _ := s.Groups(ctx); len(gs) != 2 {
+				t.Errorf("Groups() = %d records, want 2", len(gs))
+			}
+			if us, _ := s.Users(ctx); len(us) != 2 {
+				t.Errorf("Users() = %d records, want 2", len(us))
+			}
+			if ts, _ := s.Tokens(ctx); len(ts) != 2 {
+				t.Errorf("Tokens() = %d records, want 2", len(ts))
+			}
+		})
+	}
+
+	// Replacing a record keeps one of it.
+	if err := st.PutGroup(ctx, &record.Group{Name: "team", Models: []string{"o3"}}); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := open(t, path, "", vars).Group(ctx, "team"); err != nil || !reflect.DeepEqual(g.Models, []string{"o3"}) || g.DisableCustomKeys {
+		t.Errorf("replaced group = %+v, %v", g, err)
+	}
+
+	// Deletes go through the file as well.
+	deletes := []struct {
+		del func() error
+		get func(*filestore.Store) error
+	}{
+		{func() error { return st.DeleteProvider(ctx, "gateway") }, func(s *filestore.Store) error { _, err := s.Provider(ctx, "gateway"); return err }},
+		{func() error { return st.DeleteGroup(ctx, "off") }, func(s *filestore.Store) error { _, err := s.Group(ctx, "off"); return err }},
+		{func() error { return st.DeleteToken(ctx, tok.ID) }, func(s *filestore.Store) error { _, err := s.Token(ctx, tok.ID); return err }},
+		{func() error { return st.DeleteUser(ctx, "ann") }, func(s *filestore.Store) error { _, err := s.User(ctx, "ann"); return err }},
+	}
+	for i, d := range deletes {
+		if err := d.del(); err != nil {
+			t.Fatalf("delete %d: %v", i, err)
+		}
+		for name, s := range map[string]*filestore.Store{"writer": st, "reopened": open(t, path, "", vars)} {
+			if err := d.get(s); !errors.Is(err, record.ErrNotFound) {
+				t.Errorf("delete %d, %s: read after delete = %v, want ErrNotFound", i, name, err)
+			}
+		}
+	}
+	// The group's token stays (and is denied elsewhere).
+	if _, err := open(t, path, "", vars).Token(ctx, forever.ID); err != nil {
+		t.Errorf("token of a deleted group: %v", err)
+	}
+}
+
+func TestDeleteUserRemovesTokens(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	st := open(t, path, "", nil)
+	for _, u := range []string{"ann", "bob"} {
+		if err := st.PutUser(ctx, &record.User{Name: u, Role: record.RoleUser}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ann1, ann2, bob := newToken(t, "ann", "g"), newToken(t, "ann", "h"), newToken(t, "bob", "g")
+	for _, tk := range []*record.Token{ann1, ann2, bob} {
+		if err := st.PutToken(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.DeleteUser(ctx, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	re := open(t, path, "", nil)
+	for _, tk := range []*record.Token{ann1, ann2} {
+		if _, err := re.Token(ctx, tk.ID); !errors.Is(err, record.ErrNotFound) {
+			t.Errorf("ann's token %s: %v, want ErrNotFound", tk.ID, err)
+		}
+	}
+	if _, err := re.Token(ctx, bob.ID); err != nil {
+		t.Errorf("bob's token: %v", err)
+	}
+	if _, err := re.User(ctx, "bob"); err != nil {
+		t.Errorf("bob: %v", err)
+	}
+}
+
+func TestTokenYAML(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	st := open(t, path, "", nil)
+	loc := time.FixedZone("UTC+2", 2*60*60)
+	created := time.Date(2025, 3, 1, 12, 30, 45, 123456789, loc)
+	expires := created.Add(90 * 24 * time.Hour)
+	tk := &record.Token{
+		ID: "abcdefghijklmnop", Hash: sha256.Sum256([]byte("secret part")), User: "ann", Group: "team",
+		Created: created, Expires: expires,
+	}
+	if err := st.PutToken(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	raw := string(readFile(t, path))
+	for _, want := range []string{
+		filestore.HashString(tk.Hash),
+		"created: 2025-03-01T10:30:45.123456789Z",
+		"expires: 2025-05-30T10:30:45.123456789Z",
+	} {
+		if !strings.Contains(raw, want) {
+			t.Errorf("store file does not contain %q:\n%s", want, raw)
+		}
+	}
+	d, err := st.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := d.Tokens[tk.ID]
+	if td == nil || td.Hash != filestore.HashString(tk.Hash) || td.Expires == nil || !td.Expires.Equal(expires) || !td.Created.Equal(created) {
+		t.Errorf("Read() token = %+v", td)
+	}
+	got, err := open(t, path, "", nil).Token(ctx, tk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Hash != tk.Hash || !got.Created.Equal(created) || !got.Expires.Equal(expires) {
+		t.Errorf("Token() = %+v, want hash %x, created %v, expires %v", got, tk.Hash, created, expires)
+	}
+
+	// No expiry stays none.
+	tk.Expires = time.Time{}
+	if err := st.PutToken(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(readFile(t, path)), "expires") {
+		t.Error("a token without expiry was written with one")
+	}
+	if got, err := open(t, path, "", nil).Token(ctx, tk.ID); err != nil || !got.Expires.IsZero() {
+		t.Errorf("Token() = %+v, %v; want no expiry", got, err)
+	}
+}
+
+func TestUpdateFailureWritesNothing(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	st := open(t, path, "", nil)
+	if err := st.PutGroup(ctx, &record.Group{Name: "team"}); err != nil {
+		t.Fatal(err)
+	}
+	before := readFile(t, path)
+	statBefore, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errChange := errors.New("changed my mind")
+	tests := map[string]struct {
+		update func() error
+		want   string // substring of the error
+	}{
+		"bad group name": {update: func() error { return st.PutGroup(ctx, &record.Group{Name: "bad name"}) }, want: "groups.bad name"},
+		"bad user name":  {update: func() error { return st.PutUser(ctx, &record.User{Name: "-ann"}) }, want: "users.-ann"},
+		"bad role": {
+			update: func() error { return st.PutUser(ctx, &record.User{Name: "ann", Role: "root"}) }, want: "users.ann.role",
+		},
+		"bad provider kind": {
+			update: func() error { return st.PutProvider(ctx, "x", &filestore.ProviderData{Kind: "openia"}) }, want: "providers.x",
+		},
+		"key without env": {
+			update: func() error {
+				return st.PutProvider(ctx, "openai", &filestore.ProviderData{Kind: record.KindOpenAI, Keys: []filestore.KeyData{{ID: "k1"}}})
+			},
+			want: "providers.openai.keys[0].env",
+		},
+		"duplicate key id": {
+			update: func() error {
+				return st.PutProvider(ctx, "openai", &filestore.ProviderData{
+					Kind: record.KindOpenAI, Keys: []filestore.KeyData{{ID: "k", Env: "A"}, {ID: "k", Env: "B"}},
+				})
+			},
+			want: "providers.openai.keys[1].id",
+		},
+		"bad token id": {
+			update: func() error { return st.PutToken(ctx, &record.Token{ID: "short", User: "a", Group: "g"}) }, want: "tokens.short",
+		},
+		"token without user": {
+			update: func() error { return st.PutToken(ctx, &record.Token{ID: "AAAAAAAAAAAAAAAA", Group: "g"}) },
+			want:   "tokens.AAAAAAAAAAAAAAAA.user",
+		},
+		"bad token hash": {
+			update: func() error {
+				return st.Update(ctx, func(d *filestore.Data) error {
+					d.Tokens = map[string]*filestore.TokenData{"AAAAAAAAAAAAAAAA": {User: "a", Group: "g", Hash: "abc"}}
+					return nil
+				})
+			},
+			want: "tokens.AAAAAAAAAAAAAAAA.hash",
+		},
+		"short signing key": {
+			update: func() error {
+				return st.Update(ctx, func(d *filestore.Data) error {
+					d.SigningKeys = append(d.SigningKeys, filestore.SigningKeyData{ID: 1, Secret: base64.StdEncoding.EncodeToString([]byte("short"))})
+					return nil
+				})
+			},
+			want: "signing_keys[0].secret",
+		},
+		"change fails": {
+			update: func() error {
+				return st.Update(ctx, func(d *filestore.Data) error {
+					delete(d.Groups, "team")
+					return errChange
+				})
+			},
+			want: errChange.Error(),
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := tc.update()
+			if err == nil {
+				t.Fatal("update succeeded, want an error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+			if after := readFile(t, path); !bytes.Equal(after, before) {
+				t.Errorf("store file changed:\n%s", after)
+			}
+			statAfter, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !os.SameFile(statBefore, statAfter) || !statAfter.ModTime().Equal(statBefore.ModTime()) {
+				t.Error("store file was rewritten")
+			}
+			if _, err := st.Group(ctx, "team"); err != nil {
+				t.Errorf("loaded records changed: %v", err)
+			}
+		})
+	}
+	if errors.Is(tests["change fails"].update(), errChange) == false {
+		t.Error("Update does not return the change's error")
+	}
+	left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".keyward-store.yaml.*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+}
+
+func TestUpdateNoChangeKeepsFile(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	st := open(t, path, "", nil)
+	g := &record.Group{Name: "team", Models: []string{"a"}}
+	if err := st.PutGroup(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutGroup(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Error("an update that changed nothing replaced the file")
+	}
+}
+
+func TestFileMode(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	// A file made readable by others by hand is tightened by the next write.
+	writeFile(t, path, "groups:\n  old: {}\n")
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := open(t, path, "", nil)
+	if err := st.PutGroup(ctx, &record.Group{Name: "team"}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("store file mode = %v, want 0600", fi.Mode().Perm())
+	}
+	fresh := storePath(t)
+	if err := open(t, fresh, "", nil).EnsureSigningKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("new store file: %v, %v; want mode 0600", fi.Mode(), err)
+	}
+}
+
+func TestProviderKeysFromEnvironment(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "store.yaml")
+	envPath := filepath.Join(dir, ".env")
+	writeFile(t, path, `providers:
+  openai:
+    kind: openai
+    keys:
+      - {id: both, env: KEY_BOTH}
+      - {id: proc, env: KEY_PROC}
+      - {id: file, env: KEY_FILE}
+      - {id: none, env: KEY_NONE}
+`)
+	writeFile(t, envPath, "KEY_BOTH=from-file\nKEY_FILE=file-only\nKEY_PROC=\n")
+	proc := map[string]string{"KEY_BOTH": "from-process", "KEY_PROC": "process-only"}
+	st := open(t, path, envPath, proc)
+	p, err := st.Provider(ctx, "openai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []record.Key{{ID: "both", Secret: "from-process"}, {ID: "proc", Secret: "process-only"}, {ID: "file", Secret: "file-only"}}
+	if !reflect.DeepEqual(p.Keys, want) {
+		t.Errorf("keys = %#v, want %#v", p.Keys, want)
+	}
+
+	// Without the .env file only the process environment counts.
+	p, err = open(t, path, "", proc).Provider(ctx, "openai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Keys) != 2 {
+		t.Errorf("keys without .env = %v, want both and proc", p.Keys)
+	}
+}
+
+func TestBrokenEnvFile(t *testing.T) {
+	dir := t.TempDir()
+	envPath := filepath.Join(dir, ".env")
+	writeFile(t, envPath, "GOOD=1\nKEY=\""+secret+"\n")
+	_, err := filestore.Open(filepath.Join(dir, "store.yaml"), envPath, env(nil))
+	if err == nil {
+		t.Fatal("Open succeeded with a broken .env file")
+	}
+	if !strings.Contains(err.Error(), envPath) || !strings.Contains(err.Error(), "line 2 (KEY)") {
+		t.Errorf("error %q does not name the file and line", err)
+	}
+	if strings.Contains(err.Error(), secret) {
+		t.Errorf("error %q contains the value", err)
+	}
+}
+
+func TestWarnMissing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "store.yaml")
+	envPath := filepath.Join(dir, ".env")
+	writeFile(t, path, `providers:
+  openai:
+    kind: openai
+    keys: [{id: a, env: KEY_SET}, {id: b, env: KEY_MISSING_B}]
+  anthropic:
+    kind: anthropic
+    keys: [{id: a, env: KEY_IN_FILE}, {id: b, env: KEY_MISSING_A}]
+`)
+	writeFile(t, envPath, "KEY_IN_FILE="+secret+"\n")
+	st := open(t, path, envPath, map[string]string{"KEY_SET": secret + "-proc"})
+	log, buf := newLogger()
+	st.WarnMissing(log)
+	out := buf.String()
+	for _, want := range []string{"level=WARN", "KEY_MISSING_A", "KEY_MISSING_B"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log does not contain %q:\n%s", want, out)
+		}
+	}
+	if strings.Index(out, "KEY_MISSING_A") > strings.Index(out, "KEY_MISSING_B") {
+		t.Errorf("missing variables are not sorted:\n%s", out)
+	}
+	for _, leak := range []string{secret, "KEY_SET", "KEY_IN_FILE"} {
+		if strings.Contains(out, leak) {
+			t.Errorf("log contains %q:\n%s", leak, out)
+		}
+	}
+
+	// Nothing missing, nothing logged.
+	writeFile(t, envPath, "KEY_IN_FILE=x\nKEY_MISSING_A=y\nKEY_MISSING_B=z\n")
+	log, buf = newLogger()
+	open(t, path, envPath, map[string]string{"KEY_SET": "w"}).WarnMissing(log)
+	if buf.String() != "" {
+		t.Errorf("WarnMissing logged with every key set:\n%s", buf)
+	}
+}
+
+func TestStrictStoreFile(t *testing.T) {
+	tests := map[string]struct {
+		yaml string
+		want []string // substrings of the error
+	}{
+		"unknown group field": {
+			yaml: "groups:\n  team:\n    disable: true\n", want: []string{"line 3", "disable", "GroupData"},
+		},
+		"unknown top-level field": {yaml: "group:\n  team: {}\n", want: []string{"line 1", "group"}},
+		"unknown token field": {
+			yaml: "tokens:\n  AAAAAAAAAAAAAAAA:\n    user: a\n    group: g\n    hash: x\n    expiry: 2025-01-01T00:00:00Z\n",
+			want: []string{"line 6", "expiry"},
+		},
+		"unknown key field": {
+			yaml: "providers:\n  openai:\n    kind: openai\n    keys: [{id: a, env: A, secret: x}]\n",
+			want: []string{"line 4", "secret"},
+		},
+		"wrong type":   {yaml: "groups:\n  team:\n    disabled: maybe\n", want: []string{"line 3"}},
+		"syntax error": {yaml: "groups: [\n", want: []string{"yaml"}},
+		"bad name and record": {
+			yaml: "providers:\n  open ai: {kind: openai}\n  empty:\nusers:\n  ann: {role: root}\n",
+			want: []string{"providers.open ai", "providers.empty: empty record", "users.ann.role"},
+		},
+		"bad token": {
+			yaml: "tokens:\n  nope:\n    user: a\n    group: g\n    hash: " + strings.Repeat("0", 64) + "\n",
+			want: []string{"tokens.nope: not a token id"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			path := storePath(t)
+			writeFile(t, path, tc.yaml)
+			_, err := filestore.Open(path, "", env(nil))
+			if err == nil {
+				t.Fatal("Open succeeded, want an error")
+			}
+			for _, w := range append(tc.want, path) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestUpdateOnBrokenFile(t *testing.T) {
+	path := storePath(t)
+	st := open(t, path, "", nil)
+	broken := "groups:\n  team:\n    disable: true\n"
+	writeFile(t, path, broken)
+	err := st.PutGroup(t.Context(), &record.Group{Name: "other"})
+	if err == nil || !strings.Contains(err.Error(), "disable") {
+		t.Fatalf("PutGroup on a broken file = %v, want an error naming the field", err)
+	}
+	if got := string(readFile(t, path)); got != broken {
+		t.Errorf("broken file was rewritten:\n%s", got)
+	}
+}
+
+func TestNullRecords(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	writeFile(t, path, "groups:\n  team:\nusers:\n  ann:\n")
+	st := open(t, path, "", nil)
+	if g, err := st.Group(ctx, "team"); err != nil || g.Name != "team" || g.Disabled {
+		t.Errorf("Group(team) = %+v, %v", g, err)
+	}
+	if u, err := st.User(ctx, "ann"); err != nil || u.Role != record.RoleUser {
+		t.Errorf("User(ann) = %+v, %v; want role user", u, err)
+	}
+}
+
+func TestEnsureSigningKey(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	st := open(t, path, "", nil)
+	for i := range 3 {
+		if err := st.EnsureSigningKey(ctx); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	keys, err := st.SigningKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 || len(keys[0].Secret) < token.KeySize {
+		t.Fatalf("SigningKeys() = %d keys, want one of %d bytes", len(keys), token.KeySize)
+	}
+	first := readFile(t, path)
+
+	// Another process sees the key and adds none.
+	other := open(t, path, "", nil)
+	if err := other.EnsureSigningKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, path); !bytes.Equal(got, first) {
+		t.Errorf("second EnsureSigningKey changed the file:\n%s", got)
+	}
+	d, err := other.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.SigningKeys) != 1 {
+		t.Fatalf("file holds %d signing keys, want 1", len(d.SigningKeys))
+	}
+	okeys, _ := other.SigningKeys(ctx)
+	if len(okeys) != 1 || okeys[0].ID != keys[0].ID || !bytes.Equal(okeys[0].Secret, keys[0].Secret) {
+		t.Error("a reopened store reads a different signing key")
+	}
+	if _, err := token.NewKeyring(okeys); err != nil {
+		t.Errorf("the stored key does not make a keyring: %v", err)
+	}
+}
+
+// TestConcurrentWriters runs writers as concurrent CLI processes would: each
+// with its own Store on the same file. The file lock keeps every write.
+func TestConcurrentWriters(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			st, err := filestore.Open(path, "", env(nil))
+			if err != nil {
+				errs <- err
+				return
+			}
+			if err := st.PutGroup(ctx, &record.Group{Name: fmt.Sprintf("group-%02d", i)}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	gs, err := open(t, path, "", nil).Groups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, g := range gs {
+		names = append(names, g.Name)
+	}
+	slices.Sort(names)
+	if len(names) != n {
+		t.Errorf("final file has %d groups, want %d: %v", len(names), n, names)
+	}
+}
+
+func TestWatch(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "store.yaml")
+	envPath := filepath.Join(dir, ".env")
+	writeFile(t, envPath, "OPENAI_KEY=sk-old\n")
+	st := open(t, path, envPath, nil)
+
+	log, logs := newLogger()
+	var changes atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		st.Watch(ctx, 20*time.Millisecond, log, func() { changes.Add(1) })
+	}()
+	hasGroup := func(name string) bool {
+		_, err := st.Group(ctx, name)
+		return err == nil
+	}
+	changedSince := func(n int32) func() bool { return func() bool { return changes.Load() > n } }
+
+	// A write through another Store (another process).
+	other := open(t, path, envPath, nil)
+	if err := other.PutGroup(ctx, &record.Group{Name: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the other Store's group", func() bool { return hasGroup("first") })
+	waitFor(t, "onChange after the other Store's write", changedSince(0))
+
+	// A hand edit, written in place.
+	n := changes.Load()
+	writeFile(t, path, `groups:
+  first: {}
+  second:
+    models: [gpt-4o]
+providers:
+  openai:
+    kind: openai
+    keys: [{id: k1, env: OPENAI_KEY}]
+`)
+	waitFor(t, "the hand-edited group", func() bool { return hasGroup("second") })
+	waitFor(t, "onChange after the hand edit", changedSince(n))
+	key := func() string {
+		p, err := st.Provider(ctx, "openai")
+		if err != nil || len(p.Keys) != 1 {
+			return ""
+		}
+		return p.Keys[0].Secret
+	}
+	if got := key(); got != "sk-old" {
+		t.Errorf("provider key = %q, want sk-old", got)
+	}
+
+	// A new key in the .env file.
+	n = changes.Load()
+	writeFile(t, envPath, "# rotated\nOPENAI_KEY=sk-newer\n")
+	waitFor(t, "the rotated key", func() bool { return key() == "sk-newer" })
+	waitFor(t, "onChange after the .env change", changedSince(n))
+
+	// A broken file is logged once and the last good records stay.
+	n = changes.Load()
+	writeFile(t, path, "groups: [\n")
+	waitFor(t, "the reload error in the log", func() bool { return strings.Contains(logs.String(), "store reload failed") })
+	time.Sleep(100 * time.Millisecond) // a few more polls
+	if !hasGroup("second") || key() != "sk-newer" {
+		t.Error("a broken file replaced the last good records")
+	}
+	if got := changes.Load(); got != n {
+		t.Errorf("onChange called %d times for a broken file", got-n)
+	}
+	if c := strings.Count(logs.String(), "store reload failed"); c != 1 {
+		t.Errorf("the same error was logged %d times, want once", c)
+	}
+
+	// Fixed again, it is picked up.
+	writeFile(t, path, "groups:\n  third: {}\n")
+	waitFor(t, "the fixed file", func() bool { return hasGroup("third") && !hasGroup("second") })
+	waitFor(t, "onChange after the fix", changedSince(n))
+	if strings.Contains(logs.String(), "sk-") {
+		t.Errorf("the log holds a key:\n%s", logs)
+	}
+
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Watch did not return after its context was cancelled")
+	}
+}
