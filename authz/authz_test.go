@@ -563,3 +563,24 @@ func BenchmarkCheckAllowed(b *testing.B) {
 		}
 	}
 }
+
+// panicRecords panics with a value that must not reach the log.
+type panicRecords struct{ memRecords }
+
+func (panicRecords) Token(context.Context, string) (*record.Token, error) {
+	panic("secret-in-panic-value sk-live-0000")
+}
+
+func TestPanicFailsClosed(t *testing.T) {
+	f := newFixture(t)
+	var logs bytes.Buffer
+	a, _ := NewAuthorizer(&panicRecords{}, f.ring, Options{Sources: []Source{{Header: "authorization"}}})
+	s, _ := NewServer(a, ServerOptions{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	resp, err := s.Check(context.Background(), checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"))
+	if err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 503 || !strings.Contains(resp.GetDeniedResponse().GetBody(), `"internal_error"`) {
+		t.Fatalf("got %v, %v; want a 503 internal_error denial", resp, err)
+	}
+	if !strings.Contains(logs.String(), "panic in check") || strings.Contains(logs.String(), "sk-live-0000") {
+		t.Fatalf("log: %s", logs.String())
+	}
+}

@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/envoy/envoytest"
 	"github.com/keyward/keyward/filestore"
 )
 
@@ -205,5 +207,20 @@ func BenchmarkCheckDenied(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		svc.authz.Check(ctx, req)
+	}
+}
+
+// TestExampleConfigValidates runs the reference configuration through
+// envoy-config and the real Envoy's validate mode.
+func TestExampleConfigValidates(t *testing.T) {
+	bin := envoytest.Binary(t)
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"envoy-config", "-config", "../../examples/keyward.yaml"}, &out, &errOut, func(string) string { return "" }); err != nil {
+		t.Fatalf("envoy-config: %v\n%s", err, errOut.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if msg, err := envoytest.Validate(ctx, bin, out.Bytes()); err != nil {
+		t.Fatalf("envoy --mode validate: %v\n%s", err, msg)
 	}
 }
