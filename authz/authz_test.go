@@ -13,6 +13,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
@@ -167,6 +168,25 @@ func checkRequest(headers map[string]string, path, provider string) *authv3.Chec
 	return req
 }
 
+// check calls s.Check and decodes the answer (see Unpack).
+func check(t testing.TB, s *Server, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	t.Helper()
+	resp, err := s.Check(context.Background(), req)
+	if err != nil {
+		return resp, err
+	}
+	return mustUnpack(t, resp), nil
+}
+
+func mustUnpack(t testing.TB, resp *authv3.CheckResponse) *authv3.CheckResponse {
+	t.Helper()
+	out, err := Unpack(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func bearerHeader(tok string) map[string]string {
 	return map[string]string{"authorization": "Bearer " + tok}
 }
@@ -243,7 +263,7 @@ func TestEveryReasonHasAResponse(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, reason := range Reasons() {
-		resp := r.respond(&Decision{Reason: reason}, nil)
+		resp := mustUnpack(t, r.respond(&Decision{Reason: reason}, nil))
 		denied := resp.GetDeniedResponse()
 		if denied == nil {
 			t.Fatalf("%s: not a denial", reason)
@@ -300,7 +320,7 @@ func TestAllowedResponsePerConvention(t *testing.T) {
 			s := f.server(t, Options{})
 			headers := bearerHeader(f.tokens["ok"])
 			headers["x-keyward-user"] = "mallory"
-			resp, err := s.Check(context.Background(), checkRequest(headers, "/v1/x", tc.provider))
+			resp, err := check(t, s, checkRequest(headers, "/v1/x", tc.provider))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -354,6 +374,9 @@ func TestAllowedResponsePerConvention(t *testing.T) {
 			delete(headers, "x-keyward-user")
 			again, _ := s.Check(context.Background(), checkRequest(headers, "/v1/x", tc.provider))
 			again2, _ := s.Check(context.Background(), checkRequest(headers, "/v1/x", tc.provider))
+			if !proto.Equal(mustUnpack(t, again), resp) {
+				t.Error("the cached answer differs from the first one")
+			}
 			if again != again2 {
 				t.Error("allowed response not reused")
 			}
@@ -372,7 +395,7 @@ func TestAnthropicVersionOnlyWhenAbsent(t *testing.T) {
 		if tc.client != "" {
 			headers["anthropic-version"] = tc.client
 		}
-		resp, _ := s.Check(context.Background(), checkRequest(headers, "", "anthropic"))
+		resp, _ := check(t, s, checkRequest(headers, "", "anthropic"))
 		v, set := headerMap(resp.GetOkResponse().GetHeaders())["anthropic-version"]
 		if set != tc.want || set && v != record.DefaultAnthropicVersion {
 			t.Errorf("client sent %q: keyward sets %q (%v)", tc.client, v, set)
@@ -385,13 +408,13 @@ func TestForeignIdentityHeadersRemoved(t *testing.T) {
 	s := f.server(t, Options{})
 	headers := bearerHeader(f.tokens["ok"])
 	headers["x-keyward-admin"] = "true"
-	resp, _ := s.Check(context.Background(), checkRequest(headers, "", "openai"))
+	resp, _ := check(t, s, checkRequest(headers, "", "openai"))
 	ok := resp.GetOkResponse()
 	if ok == nil || !contains(ok.HeadersToRemove, "x-keyward-admin") {
 		t.Fatalf("x-keyward-admin not removed: %v", resp)
 	}
 	// The custom-key passthrough strips claimed identities too.
-	resp, _ = s.Check(context.Background(), checkRequest(map[string]string{"authorization": "Bearer sk-own", "x-keyward-user": "root", "x-keyward-role": "admin"}, "", "openai"))
+	resp, _ = check(t, s, checkRequest(map[string]string{"authorization": "Bearer sk-own", "x-keyward-user": "root", "x-keyward-role": "admin"}, "", "openai"))
 	ok = resp.GetOkResponse()
 	for _, h := range []string{HeaderUser, HeaderGroup, HeaderTokenID, "x-keyward-role"} {
 		if ok == nil || !contains(ok.HeadersToRemove, h) {
@@ -406,7 +429,7 @@ func TestForeignIdentityHeadersRemoved(t *testing.T) {
 func TestCustomKeyWithTokenKeepsClientKey(t *testing.T) {
 	f := newFixture(t)
 	s := f.server(t, Options{})
-	resp, _ := s.Check(context.Background(), checkRequest(map[string]string{"authorization": "Bearer " + f.tokens["byok"], "x-api-key": "sk-ant-own"}, "", "anthropic"))
+	resp, _ := check(t, s, checkRequest(map[string]string{"authorization": "Bearer " + f.tokens["byok"], "x-api-key": "sk-ant-own"}, "", "anthropic"))
 	ok := resp.GetOkResponse()
 	if ok == nil {
 		t.Fatalf("denied: %v", resp)
@@ -437,7 +460,7 @@ func TestKeysSpreadAcrossRequests(t *testing.T) {
 	s := f.server(t, Options{})
 	seen := map[any]int{}
 	for range 30 {
-		resp, _ := s.Check(context.Background(), checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"))
+		resp, _ := check(t, s, checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"))
 		seen[resp.DynamicMetadata.AsMap()["key_id"]]++
 	}
 	if len(seen) != 3 || seen["k1"] != 10 {
@@ -449,7 +472,7 @@ func TestRandomTokensNeverLookedUp(t *testing.T) {
 	f := newFixture(t)
 	s := f.server(t, Options{})
 	for _, tok := range []string{f.tokens["foreign"], f.tokens["ok"][:30], "kw_" + strings.Repeat("A", 64), "kw_"} {
-		s.Check(context.Background(), checkRequest(bearerHeader(tok), "", "openai"))
+		check(t, s, checkRequest(bearerHeader(tok), "", "openai"))
 	}
 	if f.records.lookups != 0 {
 		t.Fatalf("%d store lookups for forged tokens", f.records.lookups)
@@ -462,7 +485,7 @@ func TestStoreFailureIs503(t *testing.T) {
 	var logs bytes.Buffer
 	a, _ := NewAuthorizer(f.records, f.ring, Options{Sources: []Source{{Header: "authorization"}}})
 	s, _ := NewServer(a, ServerOptions{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
-	resp, err := s.Check(context.Background(), checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"))
+	resp, err := check(t, s, checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"))
 	if err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 503 {
 		t.Fatalf("got %v, %v; want a 503 denial", resp, err)
 	}
@@ -475,7 +498,7 @@ func TestMalformedRequestsNeverError(t *testing.T) {
 	f := newFixture(t)
 	s := f.server(t, Options{})
 	for _, req := range []*authv3.CheckRequest{nil, {}, {Attributes: &authv3.AttributeContext{}}, checkRequest(nil, "?", "")} {
-		resp, err := s.Check(context.Background(), req)
+		resp, err := check(t, s, req)
 		if err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
 			t.Fatalf("req %v: %v, %v", req, resp, err)
 		}
@@ -488,9 +511,9 @@ func TestDenialLogHasNoSecrets(t *testing.T) {
 	a, _ := NewAuthorizer(f.records, f.ring, Options{Sources: []Source{{Header: "authorization"}, {Query: "key"}}, DisableCustomKeys: true, ModelHeader: "m"})
 	s, _ := NewServer(a, ServerOptions{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
 	secrets := []string{f.tokens["expired"], "sk-client-own-secret", f.tokens["foreign"]}
-	s.Check(context.Background(), checkRequest(bearerHeader(secrets[0]), "", "openai"))
-	s.Check(context.Background(), checkRequest(bearerHeader(secrets[1]), "/v1/x?key="+secrets[1], "openai"))
-	s.Check(context.Background(), checkRequest(map[string]string{}, "/v1/x?key="+secrets[2], "openai"))
+	check(t, s, checkRequest(bearerHeader(secrets[0]), "", "openai"))
+	check(t, s, checkRequest(bearerHeader(secrets[1]), "/v1/x?key="+secrets[1], "openai"))
+	check(t, s, checkRequest(map[string]string{}, "/v1/x?key="+secrets[2], "openai"))
 	out := logs.String()
 	for _, want := range []string{`"reason":"token_expired"`, `"reason":"custom_key_forbidden"`, `"reason":"invalid_token"`, `"user":"alice"`} {
 		if !strings.Contains(out, want) {
@@ -576,7 +599,7 @@ func TestPanicFailsClosed(t *testing.T) {
 	var logs bytes.Buffer
 	a, _ := NewAuthorizer(&panicRecords{}, f.ring, Options{Sources: []Source{{Header: "authorization"}}})
 	s, _ := NewServer(a, ServerOptions{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
-	resp, err := s.Check(context.Background(), checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"))
+	resp, err := check(t, s, checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"))
 	if err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 503 || !strings.Contains(resp.GetDeniedResponse().GetBody(), `"internal_error"`) {
 		t.Fatalf("got %v, %v; want a 503 internal_error denial", resp, err)
 	}

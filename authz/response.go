@@ -2,6 +2,8 @@ package authz
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -10,6 +12,8 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/keyward/keyward/record"
@@ -30,49 +34,69 @@ const (
 const MetadataNamespace = "envoy.filters.http.ext_authz"
 
 // responder turns decisions into CheckResponses. Denials are built once per
-// reason; an allowed answer is built once per (token, provider, key) and
-// reused while those records stay the same, so the hot path allocates
-// almost nothing. Responses are never modified after they are built, which
-// is what makes sharing them between concurrent checks safe.
+// reason. An allowed answer is built once per (token record, key record) and
+// reused: records are immutable, so a changed record is a new pointer and
+// gets a new answer. The parts that depend only on the provider key (its
+// header, the removals, its metadata) are built once per key and shared by
+// every token's answer. Responses are never modified after they are built,
+// which is what makes sharing them between concurrent checks safe.
 type responder struct {
 	sources []Source
 	denied  map[Reason]*authv3.CheckResponse
-	allowed *lru.Cache[allowKey, *allowEntry]
+	allowed *lru.Cache[allowKey, *authv3.CheckResponse]
+	keys    *lru.Cache[keyPartsKey, *keyParts]
 	// passthrough is the answer for a client's own key without a token.
 	passthrough *authv3.CheckResponse
 }
 
 type allowKey struct {
-	tokenID, provider, keyID string
-	custom                   bool
-	tokenAt                  int
+	token *record.Token
+	// key is nil when the client's own key goes through.
+	key      *record.Key
+	provider string
+	tokenAt  int
 	// clientVersion: the client sent its own anthropic-version.
 	clientVersion bool
 }
 
-// allowEntry remembers which records a response was built from: records are
-// immutable, so a changed record is a different pointer and a rebuild.
-type allowEntry struct {
-	token *record.Token
-	key   *record.Key
-	resp  *authv3.CheckResponse
+type keyPartsKey struct {
+	provider      *record.Provider
+	key           *record.Key
+	clientVersion bool
 }
 
+// keyParts is what every answer that sends one provider key shares.
+type keyParts struct {
+	headers       []*corev3.HeaderValueOption
+	remove, query []string
+	provider, key *structpb.Value
+}
+
+// keyPartsCacheSize bounds the shared per-key parts: providers times keys,
+// a handful each.
+const keyPartsCacheSize = 1024
+
 func newResponder(sources []Source, cacheSize int) (*responder, error) {
-	allowed, err := lru.New[allowKey, *allowEntry](cacheSize)
+	allowed, err := lru.New[allowKey, *authv3.CheckResponse](cacheSize)
 	if err != nil {
 		return nil, err
 	}
-	r := &responder{sources: sources, allowed: allowed, denied: map[Reason]*authv3.CheckResponse{}}
-	for _, reason := range Reasons() {
-		r.denied[reason] = deniedResponse(reason)
+	keys, err := lru.New[keyPartsKey, *keyParts](keyPartsCacheSize)
+	if err != nil {
+		return nil, err
 	}
-	r.passthrough = r.build(&Decision{Reason: ReasonCustomKey, found: found{tokenAt: -1, customAt: 0, customKey: true}}, nil, false)
-	return r, nil
+	r := &responder{sources: sources, allowed: allowed, keys: keys, denied: map[Reason]*authv3.CheckResponse{}}
+	for _, reason := range Reasons() {
+		if r.denied[reason], err = pack(deniedResponse(reason)); err != nil {
+			return nil, err
+		}
+	}
+	r.passthrough, err = pack(r.build(&Decision{Reason: ReasonCustomKey, found: found{tokenAt: -1, customAt: 0, customKey: true}}, nil, false))
+	return r, err
 }
 
 // respond returns the CheckResponse for d. requestHeaders are consulted
-// only to remove client-supplied x-keyward-* headers.
+// only for client-supplied x-keyward-* and anthropic-version headers.
 func (r *responder) respond(d *Decision, requestHeaders map[string]string) *authv3.CheckResponse {
 	if !d.Reason.Allowed() {
 		if resp, ok := r.denied[d.Reason]; ok {
@@ -90,16 +114,43 @@ func (r *responder) respond(d *Decision, requestHeaders map[string]string) *auth
 	if d.Token == nil {
 		return r.passthrough
 	}
-	k := allowKey{tokenID: d.TokenID, provider: d.ProviderName, custom: d.Key == nil, tokenAt: d.found.tokenAt, clientVersion: clientVersion}
-	if d.Key != nil {
-		k.keyID = d.Key.ID
-	}
-	if e, ok := r.allowed.Get(k); ok && e.token == d.Token && e.key == d.Key {
-		return e.resp
+	k := allowKey{token: d.Token, key: d.Key, provider: d.ProviderName, tokenAt: d.found.tokenAt, clientVersion: clientVersion}
+	if resp, ok := r.allowed.Get(k); ok {
+		return resp
 	}
 	resp := r.build(d, nil, clientVersion)
-	r.allowed.Add(k, &allowEntry{token: d.Token, key: d.Key, resp: resp})
+	if packed, err := pack(resp); err == nil {
+		resp = packed
+	}
+	r.allowed.Add(k, resp)
 	return resp
+}
+
+// pack returns a CheckResponse that carries resp's wire encoding as unknown
+// fields. protobuf writes unknown fields out verbatim, so on the wire the
+// two are the same bytes, but the packed form is a few hundred bytes where
+// the message tree is kilobytes, and gRPC's marshal becomes a copy. This is
+// what lets keyward cache an answer per active token cheaply. Decode a
+// packed response with Unpack to read its fields.
+func pack(resp *authv3.CheckResponse) (*authv3.CheckResponse, error) {
+	raw, err := proto.Marshal(resp)
+	if err != nil {
+		return nil, fmt.Errorf("authz: encode response: %w", err)
+	}
+	packed := &authv3.CheckResponse{}
+	packed.ProtoReflect().SetUnknown(protoreflect.RawFields(raw))
+	return packed, nil
+}
+
+// Unpack returns resp with its fields readable: the Server's answers may be
+// packed (see pack), which only their wire encoding shows.
+func Unpack(resp *authv3.CheckResponse) (*authv3.CheckResponse, error) {
+	raw, err := proto.Marshal(resp)
+	if err != nil {
+		return nil, err
+	}
+	out := &authv3.CheckResponse{}
+	return out, proto.Unmarshal(raw, out)
 }
 
 // hasForeignIdentityHeader reports whether the client sent an x-keyward-*
@@ -126,51 +177,38 @@ func isForeignIdentityHeader(name string) bool {
 // ADD_IF_ABSENT, which Envoy 1.40 applied as an overwrite in our tests.
 func (r *responder) build(d *Decision, requestHeaders map[string]string, clientVersion bool) *authv3.CheckResponse {
 	ok := &authv3.OkHttpResponse{}
-	meta := map[string]*structpb.Value{}
+	meta := make(map[string]*structpb.Value, 5)
 	if d.Token != nil {
-		ok.Headers = append(ok.Headers,
+		ok.Headers = []*corev3.HeaderValueOption{
 			setHeader(HeaderUser, d.Token.User),
 			setHeader(HeaderGroup, d.Token.Group),
-			setHeader(HeaderTokenID, d.TokenID))
+			setHeader(HeaderTokenID, d.TokenID),
+		}
 		meta["user"] = structpb.NewStringValue(d.Token.User)
 		meta["group"] = structpb.NewStringValue(d.Token.Group)
 		meta["token_id"] = structpb.NewStringValue(d.TokenID)
 	} else {
-		ok.HeadersToRemove = append(ok.HeadersToRemove, HeaderUser, HeaderGroup, HeaderTokenID)
-	}
-	if d.ProviderName != "" {
-		meta["provider"] = structpb.NewStringValue(d.ProviderName)
+		ok.HeadersToRemove = []string{HeaderUser, HeaderGroup, HeaderTokenID}
 	}
 	switch {
 	case d.Key != nil:
-		name, value := authHeader(d.Provider, d.Key.Secret)
-		ok.Headers = append(ok.Headers, setHeader(name, value))
-		if d.Provider.Kind == record.KindAnthropic && !clientVersion {
-			version := d.Provider.AnthropicVersion
-			if version == "" {
-				version = record.DefaultAnthropicVersion
-			}
-			ok.Headers = append(ok.Headers, setHeader("anthropic-version", version))
-		}
-		meta["key_id"] = structpb.NewStringValue(d.Key.ID)
-		// Every client credential goes, except the header just set.
-		for _, s := range r.sources {
-			if s.Header != "" && s.Header != name {
-				ok.HeadersToRemove = append(ok.HeadersToRemove, s.Header)
-			}
-			if s.Query != "" {
-				ok.QueryParametersToRemove = append(ok.QueryParametersToRemove, s.Query)
-			}
-		}
+		p := r.keyParts(d.Provider, d.Key, clientVersion)
+		ok.Headers = append(ok.Headers, p.headers...)
+		// Clipped: appending below must copy, not write into the
+		// shared array.
+		ok.HeadersToRemove = slices.Clip(p.remove)
+		ok.QueryParametersToRemove = p.query
+		meta["provider"], meta["key_id"] = p.provider, p.key
 	case d.found.tokenAt >= 0:
 		// The client's own key passes through; only the keyward token,
 		// which the provider must never see, is removed.
+		meta["provider"] = structpb.NewStringValue(d.ProviderName)
 		meta["custom_key"] = structpb.NewBoolValue(true)
 		s := r.sources[d.found.tokenAt]
 		if s.Header != "" {
 			ok.HeadersToRemove = append(ok.HeadersToRemove, s.Header)
 		} else {
-			ok.QueryParametersToRemove = append(ok.QueryParametersToRemove, s.Query)
+			ok.QueryParametersToRemove = []string{s.Query}
 		}
 	default:
 		meta["custom_key"] = structpb.NewBoolValue(true)
@@ -185,6 +223,38 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string, clientV
 		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
 		DynamicMetadata: &structpb.Struct{Fields: meta},
 	}
+}
+
+// keyParts returns the parts shared by every answer that sends key.
+func (r *responder) keyParts(p *record.Provider, key *record.Key, clientVersion bool) *keyParts {
+	k := keyPartsKey{provider: p, key: key, clientVersion: clientVersion}
+	if parts, ok := r.keys.Get(k); ok {
+		return parts
+	}
+	name, value := authHeader(p, key.Secret)
+	parts := &keyParts{
+		headers:  []*corev3.HeaderValueOption{setHeader(name, value)},
+		provider: structpb.NewStringValue(p.Name),
+		key:      structpb.NewStringValue(key.ID),
+	}
+	if p.Kind == record.KindAnthropic && !clientVersion {
+		version := p.AnthropicVersion
+		if version == "" {
+			version = record.DefaultAnthropicVersion
+		}
+		parts.headers = append(parts.headers, setHeader("anthropic-version", version))
+	}
+	// Every client credential goes, except the header just set.
+	for _, s := range r.sources {
+		if s.Header != "" && s.Header != name {
+			parts.remove = append(parts.remove, s.Header)
+		}
+		if s.Query != "" {
+			parts.query = append(parts.query, s.Query)
+		}
+	}
+	r.keys.Add(k, parts)
+	return parts
 }
 
 // authHeader is the provider's convention for carrying key.

@@ -67,6 +67,10 @@ type Store struct {
 	// relative to the configuration file. Default keyward-store.yaml; env
 	// KEYWARD_STORE_FILE.
 	File string `yaml:"file"`
+	// TokensFile is the token file (token hashes, one JSON record per
+	// line, written by the CLI), relative to the configuration file.
+	// Default: File with its extension replaced by .tokens.jsonl.
+	TokensFile string `yaml:"tokens_file"`
 	// EnvFile is an optional .env file with provider keys, relative to the
 	// configuration file. Variables already in the environment win.
 	EnvFile string `yaml:"env_file"`
@@ -170,6 +174,7 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 		dir := filepath.Dir(path)
 		setDefault(&c.Store.File, defaultStoreFile)
 		c.Store.File = relativeTo(dir, c.Store.File)
+		c.Store.TokensFile = relativeTo(dir, c.Store.TokensFile)
 		c.Store.EnvFile = relativeTo(dir, c.Store.EnvFile)
 	}
 	if err := c.applyEnv(getenv); err != nil {

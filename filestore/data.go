@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -17,14 +19,16 @@ import (
 	"github.com/keyward/keyward/token"
 )
 
-// Data is the content of the store file, as written in YAML. It mirrors the
-// Vault layout: providers, groups, users, tokens and system signing keys.
+// Data is the content of the store: the YAML store file (providers,
+// groups, users, signing keys) and the token file (one JSON record per
+// line). Together they mirror the Vault layout.
 type Data struct {
 	Providers   map[string]*ProviderData `yaml:"providers,omitempty"`
 	Groups      map[string]*GroupData    `yaml:"groups,omitempty"`
 	Users       map[string]*UserData     `yaml:"users,omitempty"`
-	Tokens      map[string]*TokenData    `yaml:"tokens,omitempty"`
 	SigningKeys []SigningKeyData         `yaml:"signing_keys,omitempty"`
+	// Tokens live in the token file, keyed here by token id.
+	Tokens map[string]*TokenData `yaml:"-"`
 }
 
 // ProviderData is a provider record. Keys name environment variables; the
@@ -61,13 +65,19 @@ type UserData struct {
 // TokenData is a token record: the SHA-256 of the token's secret, never the
 // token.
 type TokenData struct {
-	User    string     `yaml:"user"`
-	Group   string     `yaml:"group"`
-	Name    string     `yaml:"name,omitempty"`
-	Hash    string     `yaml:"hash"`
-	Created time.Time  `yaml:"created"`
-	Expires *time.Time `yaml:"expires,omitempty"`
-	Revoked bool       `yaml:"revoked,omitempty"`
+	User    string     `json:"user"`
+	Group   string     `json:"group"`
+	Name    string     `json:"name,omitempty"`
+	Hash    string     `json:"hash"`
+	Created time.Time  `json:"created"`
+	Expires *time.Time `json:"expires,omitempty"`
+	Revoked bool       `json:"revoked,omitempty"`
+}
+
+// tokenLine is one line of the token file.
+type tokenLine struct {
+	ID string `json:"id"`
+	TokenData
 }
 
 // SigningKeyData is one token signing key, base64-encoded.
@@ -76,22 +86,91 @@ type SigningKeyData struct {
 	Secret string `yaml:"secret"`
 }
 
-// parseData decodes the store file strictly: unknown fields are errors, so
-// a typo (disable: true) cannot silently leave a group enabled.
-func parseData(raw []byte) (*Data, error) {
+// parseData decodes the store file and the token file strictly: unknown
+// fields are errors, so a typo (disable: true) cannot silently leave a
+// group enabled.
+func parseData(raw, tokens []byte) (*Data, error) {
 	d := &Data{}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(d); err != nil && !errors.Is(err, io.EOF) {
+		if strings.Contains(err.Error(), "field tokens not found") {
+			return nil, fmt.Errorf("%w (token records now live in the token file beside the store file, one JSON record per line)", err)
+		}
 		return nil, err
+	}
+	var err error
+	if d.Tokens, err = parseTokens(tokens); err != nil {
+		return nil, &tokenFileError{err}
 	}
 	return d, nil
 }
 
+// tokenFileError marks an error in the token file, so that it is reported
+// with that file's path rather than the store file's.
+type tokenFileError struct{ err error }
+
+func (e *tokenFileError) Error() string { return e.err.Error() }
+func (e *tokenFileError) Unwrap() error { return e.err }
+
+// parseTokens decodes the token file: JSON, one record per line, because
+// it holds up to hundreds of thousands of records written by the CLI, and a
+// YAML mapping that large decodes in quadratic time. Blank lines are
+// skipped; errors give the line number.
+func parseTokens(raw []byte) (map[string]*TokenData, error) {
+	tokens := make(map[string]*TokenData, bytes.Count(raw, []byte("\n")))
+	for n := 1; len(raw) > 0; n++ {
+		var line []byte
+		line, raw, _ = bytes.Cut(raw, []byte("\n"))
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var t tokenLine
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&t); err != nil {
+			return nil, fmt.Errorf("token file line %d: %w", n, err)
+		}
+		if dec.More() {
+			return nil, fmt.Errorf("token file line %d: more than one record", n)
+		}
+		// More misses a stray ] or } after the record.
+		if len(bytes.TrimSpace(line[dec.InputOffset():])) > 0 {
+			return nil, fmt.Errorf("token file line %d: text after the record", n)
+		}
+		if _, dup := tokens[t.ID]; dup {
+			return nil, fmt.Errorf("token file line %d: token %q listed twice", n, t.ID)
+		}
+		tokens[t.ID] = &t.TokenData
+	}
+	return tokens, nil
+}
+
+// marshalTokens writes the token file, oldest first so that diffs stay
+// small.
+func (d *Data) marshalTokens() ([]byte, error) {
+	ids := slices.Collect(maps.Keys(d.Tokens))
+	slices.SortFunc(ids, func(a, b string) int {
+		if c := d.Tokens[a].Created.Compare(d.Tokens[b].Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, id := range ids {
+		if err := enc.Encode(tokenLine{ID: id, TokenData: *d.Tokens[id]}); err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
+}
+
 func (d *Data) marshal() ([]byte, error) {
 	var buf bytes.Buffer
-	buf.WriteString("# keyward store file: providers, groups, users, token hashes and signing keys.\n" +
-		"# Written by `keyward user|group|token`; hand edits are picked up while keyward serves.\n")
+	buf.WriteString("# keyward store file: providers, groups, users and token signing keys.\n" +
+		"# Written by `keyward provider|group|user`; hand edits are picked up while keyward serves.\n" +
+		"# Token records are in the token file beside it.\n")
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
 	if err := enc.Encode(d); err != nil {
@@ -189,6 +268,16 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 		}
 		s.users[name] = &record.User{Name: name, Role: role, Disabled: u.Disabled, Groups: u.Groups}
 	}
+	// Token records repeat a few user and group names many times: share
+	// one copy of each.
+	intern := map[string]string{}
+	share := func(s string) string {
+		if v, ok := intern[s]; ok {
+			return v
+		}
+		intern[s] = s
+		return s
+	}
 	for id, t := range d.Tokens {
 		field := "tokens." + id
 		if !token.ValidID(id) {
@@ -198,7 +287,7 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 			bad(field, "empty record")
 			continue
 		}
-		rt := &record.Token{ID: id, User: t.User, Group: t.Group, Name: t.Name, Created: t.Created, Revoked: t.Revoked}
+		rt := &record.Token{ID: id, User: share(t.User), Group: share(t.Group), Name: t.Name, Created: t.Created, Revoked: t.Revoked}
 		if t.Expires != nil {
 			rt.Expires = *t.Expires
 		}

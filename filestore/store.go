@@ -1,8 +1,9 @@
-// Package filestore is keyward's embedded store: one YAML file of providers,
-// groups, users, token hashes and signing keys, with provider keys read from
-// environment variables or a .env file. It is for a first run and for single
-// node use without Vault; it offers the same reads as the Vault store, and
-// picks up changes to either file while keyward serves.
+// Package filestore is keyward's embedded store: a YAML file of providers,
+// groups, users and signing keys that people edit, a token file of token
+// hashes (one JSON record per line) that the CLI writes, and provider keys
+// read from environment variables or a .env file. It is for a first run and
+// for single node use without Vault; it offers the same reads as the Vault
+// store, and picks up changes to any of the files while keyward serves.
 //
 // Writers (the CLI) lock the file, re-read it, change it and replace it
 // atomically, so concurrent commands lose nothing and a reader never sees a
@@ -14,11 +15,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -31,59 +34,106 @@ import (
 // Store is the file-backed record store. Reads are served from an
 // in-memory snapshot and never touch the disk.
 type Store struct {
-	path    string
-	envPath string
-	getenv  func(string) string
-	snap    atomic.Pointer[snapshot]
+	opts Options
+	snap atomic.Pointer[snapshot]
 
 	mu sync.Mutex // serialises reloads
 	// stamp identifies the files' versions at the last load.
 	stamp string
 }
 
-// Open loads the store file at path (a missing file is an empty store,
-// created by the first write) and the optional .env file at envPath.
-// Variables already in the process environment (getenv) win over .env.
-func Open(path, envPath string, getenv func(string) string) (*Store, error) {
-	s := &Store{path: path, envPath: envPath, getenv: getenv}
+// Options locate a Store's files.
+type Options struct {
+	// Path is the YAML store file. A missing file is an empty store,
+	// created by the first write.
+	Path string
+	// TokensPath is the token file. Default: Path with its extension
+	// replaced by ".tokens.jsonl".
+	TokensPath string
+	// EnvPath is an optional .env file with provider keys.
+	EnvPath string
+	// Getenv reads the process environment, which wins over EnvPath.
+	// Default os.Getenv.
+	Getenv func(string) string
+}
+
+// DefaultTokensPath is where the token file of the store file at path is
+// when Options.TokensPath is empty.
+func DefaultTokensPath(path string) string {
+	return strings.TrimSuffix(path, filepath.Ext(path)) + ".tokens.jsonl"
+}
+
+// Open loads the store.
+func Open(opts Options) (*Store, error) {
+	if opts.TokensPath == "" {
+		opts.TokensPath = DefaultTokensPath(opts.Path)
+	}
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
+	s := &Store{opts: opts}
 	if _, err := s.reload(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
+// wrapParse names the file a parse error is in.
+func (s *Store) wrapParse(err error) error {
+	var te *tokenFileError
+	if errors.As(err, &te) {
+		return fmt.Errorf("%s: %w", s.opts.TokensPath, te.err)
+	}
+	return fmt.Errorf("store %s: %w", s.opts.Path, err)
+}
+
 // Path returns the store file's path.
-func (s *Store) Path() string { return s.path }
+func (s *Store) Path() string { return s.opts.Path }
+
+// stamps identifies the versions of all three files.
+func (s *Store) stamps() string {
+	return fileStamp(s.opts.Path) + "|" + fileStamp(s.opts.TokensPath) + "|" + fileStamp(s.opts.EnvPath)
+}
 
 // reload reads both files, and swaps in a new snapshot if they changed. It
 // reports whether it did.
 func (s *Store) reload() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	stamp := fileStamp(s.path) + "|" + fileStamp(s.envPath)
+	stamp := s.stamps()
 	if stamp == s.stamp && s.snap.Load() != nil {
 		return false, nil
 	}
-	raw, err := readOptional(s.path)
+	raw, tokens, err := s.readFiles()
 	if err != nil {
-		return false, fmt.Errorf("read store: %w", err)
+		return false, err
 	}
-	env, err := readOptional(s.envPath)
+	env, err := readOptional(s.opts.EnvPath)
 	if err != nil {
 		return false, fmt.Errorf("read env file: %w", err)
 	}
-	if fileStamp(s.path)+"|"+fileStamp(s.envPath) != stamp {
+	if s.stamps() != stamp {
 		// Written to while we read (an editor saving in place): this
 		// may be half a file. The next poll reads it whole.
 		return false, nil
 	}
-	snap, err := s.parse(raw, env)
+	snap, err := s.parse(raw, tokens, env)
 	if err != nil {
 		return false, err
 	}
 	s.snap.Store(snap)
 	s.stamp = stamp
 	return true, nil
+}
+
+func (s *Store) readFiles() (raw, tokens []byte, err error) {
+	if raw, err = readOptional(s.opts.Path); err != nil {
+		return nil, nil, fmt.Errorf("read store: %w", err)
+	}
+	if tokens, err = readOptional(s.opts.TokensPath); err != nil {
+		return nil, nil, fmt.Errorf("read token file: %w", err)
+	}
+	return raw, tokens, nil
 }
 
 // fileStamp identifies a file's version without reading it: writers
@@ -103,24 +153,24 @@ func fileStamp(path string) string {
 	return fmt.Sprintf("%d/%d/%d", ino, fi.Size(), fi.ModTime().UnixNano())
 }
 
-func (s *Store) parse(raw, env []byte) (*snapshot, error) {
+func (s *Store) parse(raw, tokens, env []byte) (*snapshot, error) {
 	vars, err := ParseEnv(env)
 	if err != nil {
-		return nil, fmt.Errorf("env file %s: %w", s.envPath, err)
+		return nil, fmt.Errorf("env file %s: %w", s.opts.EnvPath, err)
 	}
 	getenv := func(k string) string {
-		if v := s.getenv(k); v != "" {
+		if v := s.opts.Getenv(k); v != "" {
 			return v
 		}
 		return vars[k]
 	}
-	d, err := parseData(raw)
+	d, err := parseData(raw, tokens)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", s.path, err)
+		return nil, s.wrapParse(err)
 	}
 	snap, err := d.build(getenv)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", s.path, err)
+		return nil, fmt.Errorf("store %s: %w", s.opts.Path, err)
 	}
 	return snap, nil
 }
@@ -161,7 +211,7 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration, log *slog.Log
 		lastErr = ""
 		if changed {
 			s.WarnMissing(log)
-			log.Info("store reloaded", "file", s.path)
+			log.Info("store reloaded", "file", s.opts.Path, "tokens", len(s.snap.Load().tokens))
 			onChange()
 		}
 	}
@@ -211,18 +261,25 @@ func find[V any](m map[string]*V, kind, name string) (*V, error) {
 // file, applies change to its data, validates the result and replaces the
 // file atomically. Nothing is written when change or validation fails.
 func (s *Store) Update(_ context.Context, change func(*Data) error) error {
-	unlock, err := lockFile(s.path + ".lock")
+	unlock, err := lockFile(s.opts.Path + ".lock")
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	raw, err := readOptional(s.path)
+	raw, tokens, err := s.readFiles()
 	if err != nil {
-		return fmt.Errorf("read store: %w", err)
+		return err
 	}
-	d, err := parseData(raw)
+	d, err := parseData(raw, tokens)
 	if err != nil {
-		return fmt.Errorf("store %s: %w", s.path, err)
+		return s.wrapParse(err)
+	}
+	// The store file is compared as it would be written, not as it is on
+	// disk, so that a hand-edited file keeps its comments and layout until
+	// its own records change.
+	oldRaw, err := d.marshal()
+	if err != nil {
+		return fmt.Errorf("encode store: %w", err)
 	}
 	if err := change(d); err != nil {
 		return err
@@ -230,27 +287,41 @@ func (s *Store) Update(_ context.Context, change func(*Data) error) error {
 	if _, err := d.build(func(string) string { return "" }); err != nil {
 		return err
 	}
-	out, err := d.marshal()
+	newRaw, err := d.marshal()
 	if err != nil {
 		return fmt.Errorf("encode store: %w", err)
 	}
-	if bytes.Equal(out, raw) {
-		return nil
+	newTokens, err := d.marshalTokens()
+	if err != nil {
+		return fmt.Errorf("encode tokens: %w", err)
 	}
-	if err := writeAtomic(s.path, out); err != nil {
-		return err
+	// Only what changed is written, so that the other file keeps its
+	// stamp and serving processes do not re-read it.
+	if !bytes.Equal(newTokens, tokens) {
+		if err := writeAtomic(s.opts.TokensPath, newTokens); err != nil {
+			return err
+		}
+	}
+	if !bytes.Equal(newRaw, oldRaw) {
+		if err := writeAtomic(s.opts.Path, newRaw); err != nil {
+			return err
+		}
 	}
 	_, err = s.reload()
 	return err
 }
 
-// Read returns a copy of the store file's data as it is on disk now.
+// Read returns the store's data as it is on disk now.
 func (s *Store) Read(context.Context) (*Data, error) {
-	raw, err := readOptional(s.path)
+	raw, tokens, err := s.readFiles()
 	if err != nil {
-		return nil, fmt.Errorf("read store: %w", err)
+		return nil, err
 	}
-	return parseData(raw)
+	d, err := parseData(raw, tokens)
+	if err != nil {
+		return nil, s.wrapParse(err)
+	}
+	return d, nil
 }
 
 // EnsureSigningKey adds a random token signing key if the store has none.

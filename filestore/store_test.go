@@ -36,9 +36,11 @@ func storePath(t *testing.T) string {
 	return filepath.Join(t.TempDir(), "keyward-store.yaml")
 }
 
+// open opens the store file at path, with its token file at the default
+// place beside it.
 func open(t *testing.T, path, envPath string, vars map[string]string) *filestore.Store {
 	t.Helper()
-	st, err := filestore.Open(path, envPath, env(vars))
+	st, err := filestore.Open(filestore.Options{Path: path, EnvPath: envPath, Getenv: env(vars)})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
@@ -139,11 +141,13 @@ func TestOpenMissingFile(t *testing.T) {
 		}
 	}
 	d, err := st.Read(ctx)
-	if err != nil || !reflect.DeepEqual(d, &filestore.Data{}) {
+	if err != nil || len(d.Providers)+len(d.Groups)+len(d.Users)+len(d.Tokens)+len(d.SigningKeys) != 0 {
 		t.Errorf("Read() = %+v, %v; want empty data", d, err)
 	}
-	if _, err := os.Stat(path); !os.IsNotExist(err) {
-		t.Errorf("Open created the store file: %v", err)
+	for _, p := range []string{path, filestore.DefaultTokensPath(path)} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("Open created %s: %v", p, err)
+		}
 	}
 }
 
@@ -230,9 +234,19 @@ func TestRecordsRoundTrip(t *testing.T) {
 	}
 
 	raw := string(readFile(t, path))
+	tokens := string(readFile(t, filestore.DefaultTokensPath(path)))
 	for _, v := range vars {
-		if strings.Contains(raw, v) {
-			t.Errorf("store file holds key material %q:\n%s", v, raw)
+		if strings.Contains(raw+tokens, v) {
+			t.Errorf("store or token file holds key material %q:\n%s\n%s", v, raw, tokens)
+		}
+	}
+	// Token records are in the token file only.
+	for _, tk := range []*record.Token{tok, forever} {
+		if strings.Contains(raw, tk.ID) || strings.Contains(raw, filestore.HashString(tk.Hash)) {
+			t.Errorf("store file holds token %s:\n%s", tk.ID, raw)
+		}
+		if !strings.Contains(tokens, `"id":"`+tk.ID+`"`) {
+			t.Errorf("token file does not hold token %s:\n%s", tk.ID, tokens)
 		}
 	}
 
@@ -356,29 +370,27 @@ func TestDeleteUserRemovesTokens(t *testing.T) {
 	}
 }
 
-func TestTokenYAML(t *testing.T) {
+func TestTokenFileFormat(t *testing.T) {
 	ctx := t.Context()
 	path := storePath(t)
+	tokensPath := filestore.DefaultTokensPath(path)
 	st := open(t, path, "", nil)
 	loc := time.FixedZone("UTC+2", 2*60*60)
 	created := time.Date(2025, 3, 1, 12, 30, 45, 123456789, loc)
 	expires := created.Add(90 * 24 * time.Hour)
 	tk := &record.Token{
 		ID: "abcdefghijklmnop", Hash: sha256.Sum256([]byte("secret part")), User: "ann", Group: "team",
-		Created: created, Expires: expires,
+		Name: "laptop", Created: created, Expires: expires, Revoked: true,
 	}
 	if err := st.PutToken(ctx, tk); err != nil {
 		t.Fatal(err)
 	}
-	raw := string(readFile(t, path))
-	for _, want := range []string{
-		filestore.HashString(tk.Hash),
-		"created: 2025-03-01T10:30:45.123456789Z",
-		"expires: 2025-05-30T10:30:45.123456789Z",
-	} {
-		if !strings.Contains(raw, want) {
-			t.Errorf("store file does not contain %q:\n%s", want, raw)
-		}
+	// One JSON object on one line, times in UTC.
+	raw := readFile(t, tokensPath)
+	want := `{"id":"abcdefghijklmnop","user":"ann","group":"team","name":"laptop","hash":"` + filestore.HashString(tk.Hash) +
+		`","created":"2025-03-01T10:30:45.123456789Z","expires":"2025-05-30T10:30:45.123456789Z","revoked":true}` + "\n"
+	if string(raw) != want {
+		t.Errorf("token file =\n%s\nwant\n%s", raw, want)
 	}
 	d, err := st.Read(ctx)
 	if err != nil {
@@ -392,34 +404,46 @@ func TestTokenYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Hash != tk.Hash || !got.Created.Equal(created) || !got.Expires.Equal(expires) {
-		t.Errorf("Token() = %+v, want hash %x, created %v, expires %v", got, tk.Hash, created, expires)
+	if got.Hash != tk.Hash || !got.Created.Equal(created) || !got.Expires.Equal(expires) || !got.Revoked || got.Name != "laptop" {
+		t.Errorf("Token() = %+v, want hash %x, created %v, expires %v, revoked", got, tk.Hash, created, expires)
 	}
 
-	// No expiry stays none.
-	tk.Expires = time.Time{}
+	// No expiry stays none, and unset fields are left out.
+	tk.Expires, tk.Name, tk.Revoked = time.Time{}, "", false
 	if err := st.PutToken(ctx, tk); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(readFile(t, path)), "expires") {
-		t.Error("a token without expiry was written with one")
+	for _, field := range []string{"expires", "name", "revoked"} {
+		if strings.Contains(string(readFile(t, tokensPath)), `"`+field+`"`) {
+			t.Errorf("a token without %s was written with one:\n%s", field, readFile(t, tokensPath))
+		}
 	}
-	if got, err := open(t, path, "", nil).Token(ctx, tk.ID); err != nil || !got.Expires.IsZero() {
-		t.Errorf("Token() = %+v, %v; want no expiry", got, err)
+	if got, err := open(t, path, "", nil).Token(ctx, tk.ID); err != nil || !got.Expires.IsZero() || got.Revoked {
+		t.Errorf("Token() = %+v, %v; want no expiry, not revoked", got, err)
 	}
 }
 
 func TestUpdateFailureWritesNothing(t *testing.T) {
 	ctx := t.Context()
 	path := storePath(t)
+	tokensPath := filestore.DefaultTokensPath(path)
 	st := open(t, path, "", nil)
 	if err := st.PutGroup(ctx, &record.Group{Name: "team"}); err != nil {
 		t.Fatal(err)
 	}
-	before := readFile(t, path)
-	statBefore, err := os.Stat(path)
-	if err != nil {
+	if err := st.PutToken(ctx, newToken(t, "ann", "team")); err != nil {
 		t.Fatal(err)
+	}
+	files := []string{path, tokensPath}
+	before := map[string][]byte{}
+	statBefore := map[string]os.FileInfo{}
+	for _, p := range files {
+		before[p] = readFile(t, p)
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		statBefore[p] = fi
 	}
 	errChange := errors.New("changed my mind")
 	tests := map[string]struct {
@@ -458,11 +482,39 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 		"bad token hash": {
 			update: func() error {
 				return st.Update(ctx, func(d *filestore.Data) error {
-					d.Tokens = map[string]*filestore.TokenData{"AAAAAAAAAAAAAAAA": {User: "a", Group: "g", Hash: "abc"}}
+					d.Tokens["AAAAAAAAAAAAAAAA"] = &filestore.TokenData{User: "a", Group: "g", Hash: "abc"}
 					return nil
 				})
 			},
 			want: "tokens.AAAAAAAAAAAAAAAA.hash",
+		},
+		"token without group": {
+			update: func() error {
+				return st.Update(ctx, func(d *filestore.Data) error {
+					d.Tokens["AAAAAAAAAAAAAAAA"] = &filestore.TokenData{User: "a", Hash: strings.Repeat("0", 64)}
+					return nil
+				})
+			},
+			want: "tokens.AAAAAAAAAAAAAAAA.group",
+		},
+		"nil token": {
+			update: func() error {
+				return st.Update(ctx, func(d *filestore.Data) error {
+					d.Tokens["AAAAAAAAAAAAAAAA"] = nil
+					return nil
+				})
+			},
+			want: "tokens.AAAAAAAAAAAAAAAA: empty record",
+		},
+		"tokens and group fail together": {
+			update: func() error {
+				return st.Update(ctx, func(d *filestore.Data) error {
+					clear(d.Tokens)
+					d.Groups["bad name"] = &filestore.GroupData{}
+					return nil
+				})
+			},
+			want: "groups.bad name",
 		},
 		"short signing key": {
 			update: func() error {
@@ -492,15 +544,17 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
-			if after := readFile(t, path); !bytes.Equal(after, before) {
-				t.Errorf("store file changed:\n%s", after)
-			}
-			statAfter, err := os.Stat(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !os.SameFile(statBefore, statAfter) || !statAfter.ModTime().Equal(statBefore.ModTime()) {
-				t.Error("store file was rewritten")
+			for _, p := range files {
+				if after := readFile(t, p); !bytes.Equal(after, before[p]) {
+					t.Errorf("%s changed:\n%s", p, after)
+				}
+				statAfter, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !os.SameFile(statBefore[p], statAfter) || !statAfter.ModTime().Equal(statBefore[p].ModTime()) {
+					t.Errorf("%s was rewritten", p)
+				}
 			}
 			if _, err := st.Group(ctx, "team"); err != nil {
 				t.Errorf("loaded records changed: %v", err)
@@ -510,7 +564,7 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 	if errors.Is(tests["change fails"].update(), errChange) == false {
 		t.Error("Update does not return the change's error")
 	}
-	left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".keyward-store.yaml.*"))
+	left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".keyward-store.*"))
 	if len(left) != 0 {
 		t.Errorf("temporary files left behind: %v", left)
 	}
@@ -519,52 +573,104 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 func TestUpdateNoChangeKeepsFile(t *testing.T) {
 	ctx := t.Context()
 	path := storePath(t)
+	tokensPath := filestore.DefaultTokensPath(path)
 	st := open(t, path, "", nil)
 	g := &record.Group{Name: "team", Models: []string{"a"}}
+	tk := newToken(t, "ann", "team")
 	if err := st.PutGroup(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	before, err := os.Stat(path)
-	if err != nil {
+	if err := st.PutToken(ctx, tk); err != nil {
 		t.Fatal(err)
 	}
+	before := statFiles(t, path, tokensPath)
 	if err := st.PutGroup(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	after, err := os.Stat(path)
-	if err != nil {
+	if err := st.PutToken(ctx, tk); err != nil {
 		t.Fatal(err)
 	}
-	if !os.SameFile(before, after) {
-		t.Error("an update that changed nothing replaced the file")
+	if err := st.EnsureSigningKey(ctx); err != nil {
+		t.Fatal(err)
 	}
+	if err := st.EnsureSigningKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := statFiles(t, path, tokensPath)
+	if !os.SameFile(before[tokensPath], after[tokensPath]) {
+		t.Error("updates that changed no token replaced the token file")
+	}
+	// The first EnsureSigningKey added a key; the file holds it.
+	if os.SameFile(before[path], after[path]) {
+		t.Error("the store file was not written with the new signing key")
+	}
+	again := statFiles(t, path, tokensPath)
+	if err := st.PutGroup(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	if now := statFiles(t, path, tokensPath); !os.SameFile(again[path], now[path]) {
+		t.Error("an update that changed nothing replaced the store file")
+	}
+}
+
+// statFiles stats each path.
+func statFiles(t *testing.T, paths ...string) map[string]os.FileInfo {
+	t.Helper()
+	out := map[string]os.FileInfo{}
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[p] = fi
+	}
+	return out
 }
 
 func TestFileMode(t *testing.T) {
 	ctx := t.Context()
 	path := storePath(t)
-	// A file made readable by others by hand is tightened by the next write.
+	tokensPath := filestore.DefaultTokensPath(path)
+	// Files made readable by others by hand are tightened by the next write.
 	writeFile(t, path, "groups:\n  old: {}\n")
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
+	writeFile(t, tokensPath, "")
+	for _, p := range []string{path, tokensPath} {
+		if err := os.Chmod(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	st := open(t, path, "", nil)
 	if err := st.PutGroup(ctx, &record.Group{Name: "team"}); err != nil {
 		t.Fatal(err)
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
+	if err := st.PutToken(ctx, newToken(t, "ann", "team")); err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("store file mode = %v, want 0600", fi.Mode().Perm())
+	for _, p := range []string{path, tokensPath} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode = %v, want 0600", p, fi.Mode().Perm())
+		}
 	}
 	fresh := storePath(t)
-	if err := open(t, fresh, "", nil).EnsureSigningKey(ctx); err != nil {
+	st = open(t, fresh, "", nil)
+	if err := st.EnsureSigningKey(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("new store file: %v, %v; want mode 0600", fi.Mode(), err)
+	if err := st.PutToken(ctx, newToken(t, "ann", "team")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{fresh, filestore.DefaultTokensPath(fresh)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("new file %s mode = %v, want 0600", p, fi.Mode().Perm())
+		}
 	}
 }
 
@@ -608,7 +714,7 @@ func TestBrokenEnvFile(t *testing.T) {
 	dir := t.TempDir()
 	envPath := filepath.Join(dir, ".env")
 	writeFile(t, envPath, "GOOD=1\nKEY=\""+secret+"\n")
-	_, err := filestore.Open(filepath.Join(dir, "store.yaml"), envPath, env(nil))
+	_, err := filestore.Open(filestore.Options{Path: filepath.Join(dir, "store.yaml"), EnvPath: envPath, Getenv: env(nil)})
 	if err == nil {
 		t.Fatal("Open succeeded with a broken .env file")
 	}
@@ -669,10 +775,13 @@ func TestStrictStoreFile(t *testing.T) {
 			yaml: "groups:\n  team:\n    disable: true\n", want: []string{"line 3", "disable", "GroupData"},
 		},
 		"unknown top-level field": {yaml: "group:\n  team: {}\n", want: []string{"line 1", "group"}},
-		"unknown token field": {
-			yaml: "tokens:\n  AAAAAAAAAAAAAAAA:\n    user: a\n    group: g\n    hash: x\n    expiry: 2025-01-01T00:00:00Z\n",
-			want: []string{"line 6", "expiry"},
+		// Tokens are in the token file: a tokens key left in the store
+		// file (hand-copied from an older one) must not be ignored.
+		"tokens key": {
+			yaml: "groups:\n  g: {}\ntokens:\n  AAAAAAAAAAAAAAAA:\n    user: a\n    group: g\n    hash: " + strings.Repeat("0", 64) + "\n",
+			want: []string{"line 3", "field tokens not found"},
 		},
+		"empty tokens key": {yaml: "tokens: {}\n", want: []string{"line 1", "tokens"}},
 		"unknown key field": {
 			yaml: "providers:\n  openai:\n    kind: openai\n    keys: [{id: a, env: A, secret: x}]\n",
 			want: []string{"line 4", "secret"},
@@ -683,16 +792,12 @@ func TestStrictStoreFile(t *testing.T) {
 			yaml: "providers:\n  open ai: {kind: openai}\n  empty:\nusers:\n  ann: {role: root}\n",
 			want: []string{"providers.open ai", "providers.empty: empty record", "users.ann.role"},
 		},
-		"bad token": {
-			yaml: "tokens:\n  nope:\n    user: a\n    group: g\n    hash: " + strings.Repeat("0", 64) + "\n",
-			want: []string{"tokens.nope: not a token id"},
-		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			path := storePath(t)
 			writeFile(t, path, tc.yaml)
-			_, err := filestore.Open(path, "", env(nil))
+			_, err := filestore.Open(filestore.Options{Path: path, Getenv: env(nil)})
 			if err == nil {
 				t.Fatal("Open succeeded, want an error")
 			}
@@ -775,21 +880,32 @@ func TestEnsureSigningKey(t *testing.T) {
 }
 
 // TestConcurrentWriters runs writers as concurrent CLI processes would: each
-// with its own Store on the same file. The file lock keeps every write.
+// with its own Store on the same files, half of them writing groups (the
+// store file) and half tokens (the token file). The file lock keeps every
+// write.
 func TestConcurrentWriters(t *testing.T) {
 	ctx := t.Context()
 	path := storePath(t)
 	const n = 20
+	toks := make([]*record.Token, n)
+	for i := range toks {
+		toks[i] = newToken(t, "ann", "team")
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
-			st, err := filestore.Open(path, "", env(nil))
+			st, err := filestore.Open(filestore.Options{Path: path, Getenv: env(nil)})
 			if err != nil {
 				errs <- err
 				return
 			}
-			if err := st.PutGroup(ctx, &record.Group{Name: fmt.Sprintf("group-%02d", i)}); err != nil {
+			if i%2 == 0 {
+				err = st.PutGroup(ctx, &record.Group{Name: fmt.Sprintf("group-%02d", i)})
+			} else {
+				err = st.PutToken(ctx, toks[i])
+			}
+			if err != nil {
 				errs <- err
 			}
 		})
@@ -799,7 +915,8 @@ func TestConcurrentWriters(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	gs, err := open(t, path, "", nil).Groups(ctx)
+	st := open(t, path, "", nil)
+	gs, err := st.Groups(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -808,8 +925,13 @@ func TestConcurrentWriters(t *testing.T) {
 		names = append(names, g.Name)
 	}
 	slices.Sort(names)
-	if len(names) != n {
-		t.Errorf("final file has %d groups, want %d: %v", len(names), n, names)
+	if len(names) != n/2 {
+		t.Errorf("final file has %d groups, want %d: %v", len(names), n/2, names)
+	}
+	for i := 1; i < n; i += 2 {
+		if _, err := st.Token(ctx, toks[i].ID); err != nil {
+			t.Errorf("token %d: %v", i, err)
+		}
 	}
 }
 
@@ -818,6 +940,7 @@ func TestWatch(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "store.yaml")
+	tokensPath := filestore.DefaultTokensPath(path)
 	envPath := filepath.Join(dir, ".env")
 	writeFile(t, envPath, "OPENAI_KEY=sk-old\n")
 	st := open(t, path, envPath, nil)
@@ -892,6 +1015,45 @@ providers:
 	writeFile(t, path, "groups:\n  third: {}\n")
 	waitFor(t, "the fixed file", func() bool { return hasGroup("third") && !hasGroup("second") })
 	waitFor(t, "onChange after the fix", changedSince(n))
+
+	// A token written by another Store (the CLI) is picked up.
+	hasToken := func(id string) bool {
+		_, err := st.Token(ctx, id)
+		return err == nil
+	}
+	tk := newToken(t, "ann", "third")
+	n = changes.Load()
+	if err := other.PutToken(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the other Store's token", func() bool { return hasToken(tk.ID) })
+	waitFor(t, "onChange after the token write", changedSince(n))
+
+	// A broken token file is logged and the last good tokens stay.
+	n = changes.Load()
+	writeFile(t, tokensPath, "{\"id\":\n")
+	waitFor(t, "the token file error in the log", func() bool { return strings.Contains(logs.String(), "token file line 1") })
+	time.Sleep(100 * time.Millisecond)
+	if !hasToken(tk.ID) {
+		t.Error("a broken token file replaced the last good tokens")
+	}
+	if got := changes.Load(); got != n {
+		t.Errorf("onChange called %d times for a broken token file", got-n)
+	}
+
+	if _, err := other.Read(ctx); err == nil || !strings.Contains(err.Error(), "token file line 1") {
+		t.Errorf("Read of a broken token file = %v, want the line", err)
+	}
+
+	// Revoked by hand in the token file.
+	line := fmt.Sprintf(`{"id":%q,"user":"ann","group":"third","hash":%q,"created":"2025-01-01T00:00:00Z","revoked":true}`+"\n",
+		tk.ID, filestore.HashString(tk.Hash))
+	writeFile(t, tokensPath, line)
+	waitFor(t, "the hand-revoked token", func() bool {
+		got, err := st.Token(ctx, tk.ID)
+		return err == nil && got.Revoked
+	})
+	waitFor(t, "onChange after the token file fix", changedSince(n))
 	if strings.Contains(logs.String(), "sk-") {
 		t.Errorf("the log holds a key:\n%s", logs)
 	}

@@ -12,9 +12,9 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/envoy/envoytest"
-	"github.com/keyward/keyward/filestore"
 )
 
 // cli runs keyward commands in process against one configuration.
@@ -144,7 +144,7 @@ func benchService(b *testing.B) (*service, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	st, err := filestore.Open(cfg.Store.File, "", func(k string) string { return c.env[k] })
+	st, err := openStore(cfg, func(k string) string { return c.env[k] })
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -177,13 +177,22 @@ func BenchmarkCheck(b *testing.B) {
 	svc, tok := benchService(b)
 	req := sdkRequest(tok)
 	ctx := context.Background()
-	if resp, _ := svc.authz.Check(ctx, req); resp.GetOkResponse() == nil {
+	if resp, _ := svc.authz.Check(ctx, req); mustDecode(b, resp).GetOkResponse() == nil {
 		b.Fatalf("denied: %v", resp)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
 		svc.authz.Check(ctx, req)
 	}
+}
+
+func mustDecode(t testing.TB, resp *authv3.CheckResponse) *authv3.CheckResponse {
+	t.Helper()
+	out, err := authz.Unpack(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // BenchmarkCheckParallel is BenchmarkCheck from GOMAXPROCS goroutines.

@@ -81,7 +81,13 @@ func (c *command) store() (*filestore.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return filestore.Open(cfg.Store.File, cfg.Store.EnvFile, c.e.getenv)
+	return openStore(cfg, c.e.getenv)
+}
+
+func openStore(cfg *config.Config, getenv func(string) string) (*filestore.Store, error) {
+	return filestore.Open(filestore.Options{
+		Path: cfg.Store.File, TokensPath: cfg.Store.TokensFile, EnvPath: cfg.Store.EnvFile, Getenv: getenv,
+	})
 }
 
 // list splits a comma-separated flag value; "" is the empty list.

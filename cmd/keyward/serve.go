@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -35,7 +36,7 @@ func (e *env) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	log := newLogger(e, cfg.LogLevel)
-	st, err := filestore.Open(cfg.Store.File, cfg.Store.EnvFile, e.getenv)
+	st, err := openStore(cfg, e.getenv)
 	if err != nil {
 		return err
 	}
@@ -47,6 +48,9 @@ func (e *env) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Parsing a large store leaves garbage many times the size of the
+	// records; hand it back to the OS now rather than at the GC's leisure.
+	debug.FreeOSMemory()
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -143,6 +147,7 @@ func (s *service) changed() {
 	if err := s.loadKeyring(context.Background()); err != nil {
 		s.log.Error("token signing keys unusable; keeping the previous ones", "err", err)
 	}
+	debug.FreeOSMemory()
 }
 
 // run serves on lis until ctx is done, then drains: health turns

@@ -20,6 +20,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// errNotReady means a child did not report SERVING in time.
+var errNotReady = errors.New("not ready in time")
+
 // child is a server process under test. Its owner must call stop.
 type child struct {
 	name   string
@@ -106,7 +109,10 @@ func (c *child) waitReady(ctx context.Context, timeout time.Duration) (string, e
 		case <-c.exited:
 			return "", c.failure(errors.New("exited before it was ready"))
 		case <-ctx.Done():
-			return "", c.failure(fmt.Errorf("not ready after %s: %w", timeout, lastErr))
+			if err := ctx.Err(); !errors.Is(err, context.DeadlineExceeded) {
+				return "", err // interrupted
+			}
+			return "", c.failure(fmt.Errorf("%w (%s): %w", errNotReady, timeout, lastErr))
 		case <-tick.C:
 		}
 		if addr == "" {

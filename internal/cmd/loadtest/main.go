@@ -23,6 +23,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -91,8 +92,12 @@ type options struct {
 	fixture fixtureSpec
 	sample  int
 	load    loadSpec
+	rounds  int
 	strict  bool
 	keepDir bool
+	// startTimeout bounds keyward's start-up: it loads and validates the
+	// whole store before it listens.
+	startTimeout time.Duration
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -112,7 +117,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.load.conns, "conns", 1, "gRPC connections the goroutines share")
 	fs.DurationVar(&o.load.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each measured phase")
 	fs.DurationVar(&o.load.duration, "duration", 10*time.Second, "measured phase per server run")
+	fs.IntVar(&o.rounds, "rounds", 1, "keyward runs, each between two floor runs (floor, keyward, floor, ...)")
 	fs.BoolVar(&o.strict, "strict", false, fmt.Sprintf("exit %d when a target is missed", exitMissed))
+	fs.DurationVar(&o.startTimeout, "start-timeout", 30*time.Second, "how long keyward may take to load the store and report SERVING")
 	fs.BoolVar(&o.keepDir, "keep", false, "keep the generated config and store (the folder is printed)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -125,10 +132,10 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-tokens, -groups and -users must be at least 1")
 	case o.sample < 1:
 		return nil, errors.New("-sample must be at least 1")
-	case o.load.concurrency < 1 || o.load.conns < 1:
-		return nil, errors.New("-concurrency and -conns must be at least 1")
-	case o.load.duration <= 0 || o.load.warmup < 0:
-		return nil, errors.New("-duration must be positive and -warmup not negative")
+	case o.load.concurrency < 1 || o.load.conns < 1 || o.rounds < 1:
+		return nil, errors.New("-concurrency, -conns and -rounds must be at least 1")
+	case o.load.duration <= 0 || o.load.warmup < 0 || o.startTimeout <= 0:
+		return nil, errors.New("-duration and -start-timeout must be positive and -warmup not negative")
 	}
 	o.sample = min(o.sample, o.fixture.tokens)
 	return o, nil
@@ -138,7 +145,14 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 // this program (scripts/load.sh builds both into one folder), else $PATH.
 func keywardPath(flagValue string) (string, error) {
 	if flagValue != "" {
-		return filepath.Abs(flagValue)
+		p, err := filepath.Abs(flagValue)
+		if err != nil {
+			return "", fmt.Errorf("-keyward: %w", err)
+		}
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("-keyward: %w", err)
+		}
+		return p, nil
 	}
 	if self, err := os.Executable(); err == nil {
 		p := filepath.Join(filepath.Dir(self), "keyward")
@@ -152,13 +166,10 @@ func keywardPath(flagValue string) (string, error) {
 	return "", errors.New("no keyward binary: pass -keyward PATH (scripts/load.sh builds one)")
 }
 
-// Startup bounds: keyward parses and validates the whole store before it
-// listens, which for 100k tokens takes seconds on a small machine.
 const (
-	floorStartTimeout   = 10 * time.Second
-	keywardStartTimeout = 40 * time.Second
-	stopGrace           = 3 * time.Second
-	memSampleInterval   = 100 * time.Millisecond
+	floorStartTimeout = 10 * time.Second
+	stopGrace         = 3 * time.Second
+	memSampleInterval = 100 * time.Millisecond
 )
 
 // run performs the whole load test and prints the report to stdout and
@@ -195,6 +206,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	reqs := checkRequests(fix.tokens[:o.sample])
 
 	env := childEnv()
+	t0 = time.Now()
 	floor, err := startChild("floor", self, []string{allowServerCmd, "-listen", "127.0.0.1:0"}, env)
 	if err != nil {
 		return err
@@ -206,23 +218,27 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	defer kw.stop(stopGrace)
 
-	t0 = time.Now()
 	floorAddr, err := floor.waitReady(ctx, floorStartTimeout)
 	if err != nil {
 		return err
 	}
-	kwAddr, err := kw.waitReady(ctx, keywardStartTimeout)
+	kwAddr, err := kw.waitReady(ctx, o.startTimeout)
+	if errors.Is(err, errNotReady) {
+		return fmt.Errorf("%w\n(keyward loads and validates the whole store, %d tokens, before it listens; -start-timeout waits longer)", err, o.fixture.tokens)
+	}
 	if err != nil {
 		return err
 	}
-	progress("servers ready in %s: keyward %s (pid %d), floor %s (pid %d)",
-		time.Since(t0).Round(time.Millisecond), kwAddr, kw.pid(), floorAddr, floor.pid())
+	// Both started together; keyward is the slow one.
+	startup := time.Since(t0)
+	progress("servers ready: keyward %s (pid %d) after %s, floor %s (pid %d)",
+		kwAddr, kw.pid(), startup.Round(time.Millisecond), floorAddr, floor.pid())
 	idle, err := readMem(kw.pid())
 	if err != nil {
 		return kw.failure(err)
 	}
 
-	m := &measurement{opts: o, fix: fix, idle: idle}
+	m := &measurement{opts: o, fix: fix, idle: idle, startup: startup, order: runOrder(o.rounds), runs: map[string][]*result{}}
 	servers := map[string]*server{"floor": {floor, floorAddr}, "keyward": {kw, kwAddr}}
 	if err := m.measure(ctx, progress, reqs, servers); err != nil {
 		return err
@@ -246,27 +262,36 @@ type server struct {
 
 // measurement collects the phases of one run.
 type measurement struct {
-	opts    *options
-	fix     *fixture
-	idle    memStatus
-	floors  []*result
-	keyward *result
+	opts  *options
+	fix   *fixture
+	idle  memStatus
+	order []string
+	// runs holds each server's measured runs, in order.
+	runs    map[string][]*result
 	kwMem   memStatus
 	memErr  error
+	startup time.Duration
 }
 
-// order is the sequence of measured phases: the floor before and after
-// keyward, merged, so that drift of a noisy machine over the run shows in
-// the floor's spread rather than in the ratio.
-var order = []string{"floor", "keyward", "floor"}
+// runOrder is the sequence of measured runs: the floor before and after
+// each keyward run, rounds times, so that drift of a noisy machine over
+// the run hits both servers alike and shows in the spread of the runs.
+// Runs of one server are merged.
+func runOrder(rounds int) []string {
+	order := []string{"floor"}
+	for range rounds {
+		order = append(order, "keyward", "floor")
+	}
+	return order
+}
 
-// measure runs the phases of order, each with its own warm-up and its own
-// connections, and samples keyward's memory during its measured phase.
+// measure runs the phases of m.order, each with its own warm-up and its
+// own connections, and samples keyward's memory during its measured phases.
 func (m *measurement) measure(ctx context.Context, progress func(string, ...any), reqs []*authv3.CheckRequest, servers map[string]*server) error {
-	for i, name := range order {
+	for i, name := range m.order {
 		srv := servers[name]
 		progress("run %d/%d: %s, %d workers over %d conn(s), warm-up %s, measured %s",
-			i+1, len(order), name, m.opts.load.concurrency, m.opts.load.conns, m.opts.load.warmup, m.opts.load.duration)
+			i+1, len(m.order), name, m.opts.load.concurrency, m.opts.load.conns, m.opts.load.warmup, m.opts.load.duration)
 		l, err := newLoader(srv.addr, m.opts.load, reqs)
 		if err != nil {
 			return srv.failure(err)
@@ -275,7 +300,11 @@ func (m *measurement) measure(ctx context.Context, progress func(string, ...any)
 		if name == "keyward" {
 			onMeasure = func() func() {
 				s := sampleMem(ctx, srv.pid(), memSampleInterval)
-				return func() { m.kwMem, m.memErr = s.stop() }
+				return func() {
+					mem, err := s.stop()
+					m.kwMem.rss, m.kwMem.hwm = max(m.kwMem.rss, mem.rss), max(m.kwMem.hwm, mem.hwm)
+					m.memErr = cmp.Or(m.memErr, err)
+				}
 			}
 		}
 		r, err := l.run(ctx, onMeasure)
@@ -291,13 +320,9 @@ func (m *measurement) measure(ctx context.Context, progress func(string, ...any)
 		if err != nil {
 			return srv.failure(err)
 		}
-		progress("  %s: %.0f checks/s, p50 %s, p99 %s, %d denied, %d errors",
-			name, r.throughput(), r.hist.quantile(0.5), r.hist.quantile(0.99), r.denied, r.errors)
-		if name == "keyward" {
-			m.keyward = r
-		} else {
-			m.floors = append(m.floors, r)
-		}
+		progress("  %s: %.0f checks/s, p50 %s, p99 %s, %d denied, %d errors", name, r.throughput(),
+			r.hist.quantile(0.5).Round(time.Microsecond), r.hist.quantile(0.99).Round(time.Microsecond), r.denied, r.errors)
+		m.runs[name] = append(m.runs[name], r)
 	}
 	if m.memErr != nil {
 		return servers["keyward"].failure(fmt.Errorf("memory sampling: %w", m.memErr))

@@ -66,18 +66,21 @@ type report struct {
 	WarmupS     float64 `json:"warmup_s"`
 	DurationS   float64 `json:"duration_s"`
 	CPUs        int     `json:"cpus"`
-	// Order lists the measured runs; Floor merges the floor runs, whose
-	// own throughputs are in FloorRuns.
-	Order     []string  `json:"order"`
-	Floor     figures   `json:"floor"`
-	FloorRuns []float64 `json:"floor_runs_checks_per_sec"`
-	Keyward   figures   `json:"keyward"`
+	// Order lists the measured runs. Floor and Keyward merge each
+	// server's runs, whose own throughputs are in FloorRuns and
+	// KeywardRuns.
+	Order       []string  `json:"order"`
+	Floor       figures   `json:"floor"`
+	FloorRuns   []float64 `json:"floor_runs_checks_per_sec"`
+	Keyward     figures   `json:"keyward"`
+	KeywardRuns []float64 `json:"keyward_runs_checks_per_sec"`
 
 	ThroughputRatio float64 `json:"throughput_ratio"`
 	P99Ratio        float64 `json:"p99_ratio"`
 	MaxRSSBytes     uint64  `json:"keyward_max_rss_bytes"`
 	HWMBytes        uint64  `json:"keyward_hwm_bytes"`
 	IdleRSSBytes    uint64  `json:"keyward_idle_rss_bytes"`
+	StartS          float64 `json:"keyward_start_s"`
 
 	Targets struct {
 		ThroughputRatioMin float64 `json:"throughput_ratio_min"`
@@ -99,16 +102,12 @@ func (m *measurement) report() *report {
 		StoreBytes: m.fix.storeBytes, Sample: o.sample,
 		Concurrency: o.load.concurrency, Conns: o.load.conns,
 		WarmupS: o.load.warmup.Seconds(), DurationS: o.load.duration.Seconds(),
-		CPUs: runtime.NumCPU(), Order: order,
+		CPUs: runtime.NumCPU(), Order: m.order,
 		MaxRSSBytes: m.kwMem.rss, HWMBytes: m.kwMem.hwm, IdleRSSBytes: m.idle.rss,
+		StartS: m.startup.Seconds(),
 	}
-	floor := &result{}
-	for _, f := range m.floors {
-		floor.merge(f)
-		r.FloorRuns = append(r.FloorRuns, f.throughput())
-	}
-	r.Floor = figuresOf(floor)
-	r.Keyward = figuresOf(m.keyward)
+	r.Floor, r.FloorRuns = merged(m.runs["floor"])
+	r.Keyward, r.KeywardRuns = merged(m.runs["keyward"])
 	r.ThroughputRatio = ratio(r.Keyward.ChecksPerSec, r.Floor.ChecksPerSec)
 	r.P99Ratio = ratio(r.Keyward.P99Us, r.Floor.P99Us)
 
@@ -120,6 +119,18 @@ func (m *measurement) report() *report {
 	r.Pass.RSS = r.MaxRSSBytes <= targetRSSBytes
 	r.AllPass = r.Pass.Throughput && r.Pass.P99 && r.Pass.RSS
 	return r
+}
+
+// merged returns the figures of runs taken together, and each run's
+// throughput.
+func merged(runs []*result) (figures, []float64) {
+	all := &result{}
+	perRun := make([]float64, len(runs))
+	for i, r := range runs {
+		all.merge(r)
+		perRun[i] = r.throughput()
+	}
+	return figuresOf(all), perRun
 }
 
 func ratio(a, b float64) float64 {
@@ -140,16 +151,12 @@ func verdict(ok bool) string {
 
 // print writes the human-readable report, then the JSON line.
 func (r *report) print(w io.Writer) {
-	fmt.Fprintf(w, "\nkeyward load test: %d tokens over %d groups and %d users (store %.1f MiB); %d sampled tokens;\n",
-		r.Tokens, r.Groups, r.Users, mib(uint64(r.StoreBytes)), r.Sample)
+	fmt.Fprintf(w, "\nkeyward load test: %d tokens over %d groups and %d users (store %.1f MiB, keyward ready after %.1fs); %d sampled tokens;\n",
+		r.Tokens, r.Groups, r.Users, mib(uint64(r.StoreBytes)), r.StartS, r.Sample)
 	fmt.Fprintf(w, "%d workers over %d gRPC conn(s); warm-up %gs, measured %gs per run; %d CPUs shared by load and server\n",
 		r.Concurrency, r.Conns, r.WarmupS, r.DurationS, r.CPUs)
-	runs := make([]string, len(r.FloorRuns))
-	for i, t := range r.FloorRuns {
-		runs[i] = fmt.Sprintf("%.0f", t)
-	}
-	fmt.Fprintf(w, "order: %s; the floor row merges its %d runs (%s checks/s)\n\n",
-		strings.Join(r.Order, " → "), len(r.FloorRuns), strings.Join(runs, " and "))
+	fmt.Fprintf(w, "order: %s; each row merges that server's runs (floor %s, keyward %s checks/s)\n\n",
+		strings.Join(r.Order, " → "), formatRuns(r.FloorRuns), formatRuns(r.KeywardRuns))
 
 	fmt.Fprintf(w, "%-8s %10s %10s %10s %10s %9s %8s %7s\n", "server", "checks/s", "p50 µs", "p99 µs", "p99.9 µs", "answers", "denied", "errors")
 	for _, row := range []struct {
@@ -194,6 +201,14 @@ func (r *report) failure() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func formatRuns(runs []float64) string {
+	parts := make([]string, len(runs))
+	for i, t := range runs {
+		parts[i] = fmt.Sprintf("%.0f", t)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // formatCounts lists counts largest first.

@@ -63,16 +63,17 @@ func writeFixture(ctx context.Context, dir string, spec fixtureSpec) (*fixture, 
 	if err := os.WriteFile(f.configPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
-	st, err := filestore.Open(f.storePath, "", os.Getenv)
+	st, err := filestore.Open(filestore.Options{Path: f.storePath, Getenv: func(string) string { return "" }})
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err
 	}
-	// One Update writes the whole store: each Update re-reads, validates
-	// and rewrites the file, which for 100k tokens costs seconds.
+	now := time.Now().UTC()
 	err = st.Update(ctx, func(d *filestore.Data) error {
 		fill(d, spec, key)
-		now := time.Now().UTC()
 		for i := range spec.tokens {
+			if i%10_000 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
 			m, err := ring.Mint()
 			if err != nil {
 				return err
@@ -92,11 +93,13 @@ func writeFixture(ctx context.Context, dir string, spec fixtureSpec) (*fixture, 
 	if err != nil {
 		return nil, fmt.Errorf("write store: %w", err)
 	}
-	fi, err := os.Stat(f.storePath)
-	if err != nil {
-		return nil, fmt.Errorf("store size: %w", err)
+	for _, p := range []string{f.storePath, filestore.DefaultTokensPath(f.storePath)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("store size: %w", err)
+		}
+		f.storeBytes += fi.Size()
 	}
-	f.storeBytes = fi.Size()
 	rand.Shuffle(len(f.tokens), func(i, j int) { f.tokens[i], f.tokens[j] = f.tokens[j], f.tokens[i] })
 	return f, nil
 }

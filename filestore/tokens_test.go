@@ -1,0 +1,345 @@
+package filestore_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/filestore"
+	"github.com/keyward/keyward/record"
+)
+
+const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// tokenLine is a valid token file line for id.
+func tokenLine(id, user, group string) string {
+	return fmt.Sprintf(`{"id":%q,"user":%q,"group":%q,"hash":%q,"created":"2025-01-01T00:00:00Z"}`+"\n", id, user, group, zeroHash)
+}
+
+func TestDefaultTokensPath(t *testing.T) {
+	tests := map[string]string{
+		"keyward-store.yaml":         "keyward-store.tokens.jsonl",
+		"/etc/keyward/store.yml":     "/etc/keyward/store.tokens.jsonl",
+		"store":                      "store.tokens.jsonl",
+		"a.b/store":                  "a.b/store.tokens.jsonl",
+		"dir/my.store.yaml":          "dir/my.store.tokens.jsonl",
+		"/var/lib/keyward/.hidden":   "/var/lib/keyward/.tokens.jsonl",
+		"relative/dir/keyward.yaml":  "relative/dir/keyward.tokens.jsonl",
+		"store.tokens.jsonl.yaml":    "store.tokens.jsonl.tokens.jsonl",
+		"/srv/keyward/store.d/x.yml": "/srv/keyward/store.d/x.tokens.jsonl",
+	}
+	for in, want := range tests {
+		if got := filestore.DefaultTokensPath(in); got != want {
+			t.Errorf("DefaultTokensPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestTokensPathOption(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "store.yaml")
+	tokensPath := filepath.Join(dir, "elsewhere", "tokens.jsonl")
+	if err := os.Mkdir(filepath.Dir(tokensPath), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	opts := filestore.Options{Path: path, TokensPath: tokensPath, Getenv: env(nil)}
+	st, err := filestore.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := newToken(t, "ann", "team")
+	if err := st.PutToken(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readFile(t, tokensPath)), tk.ID) {
+		t.Errorf("token not written to %s", tokensPath)
+	}
+	if _, err := os.Stat(filestore.DefaultTokensPath(path)); !os.IsNotExist(err) {
+		t.Errorf("token file written at the default path too: %v", err)
+	}
+	re, err := filestore.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := re.Token(ctx, tk.ID); err != nil {
+		t.Errorf("reopened with the same TokensPath: %v", err)
+	}
+	if _, err := open(t, path, "", nil).Token(ctx, tk.ID); err == nil {
+		t.Error("a store opened with the default token path sees the token")
+	}
+}
+
+// TestTokenFileRoundTrip writes tokens through Update and reads them back
+// through Read, a reopened Store and the writing Store.
+func TestTokenFileRoundTrip(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	st := open(t, path, "", nil)
+	expires := time.Date(2026, 1, 1, 0, 0, 0, 5e8, time.UTC)
+	want := map[string]*filestore.TokenData{
+		"AAAAAAAAAAAAAAAA": {User: "ann", Group: "team", Name: "laptop", Hash: zeroHash, Created: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), Expires: &expires, Revoked: true},
+		"BBBBBBBBBBBBBBBB": {User: "ann", Group: "other", Hash: strings.Repeat("ab", 32), Created: time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)},
+		"CCCCCCCCCCCCCCCC": {User: "bob", Group: "team", Name: `quote " and <tag> & ünïcode`, Hash: strings.Repeat("f", 64)},
+	}
+	if err := st.Update(ctx, func(d *filestore.Data) error {
+		d.Tokens = map[string]*filestore.TokenData{}
+		for id, td := range want {
+			c := *td
+			d.Tokens[id] = &c
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(t *testing.T, got map[string]*filestore.TokenData) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Errorf("got %d tokens, want %d", len(got), len(want))
+		}
+		for id, w := range want {
+			g := got[id]
+			if g == nil {
+				t.Errorf("token %s missing", id)
+				continue
+			}
+			if g.User != w.User || g.Group != w.Group || g.Name != w.Name || g.Hash != w.Hash || g.Revoked != w.Revoked ||
+				!g.Created.Equal(w.Created) || (g.Expires == nil) != (w.Expires == nil) || g.Expires != nil && !g.Expires.Equal(*w.Expires) {
+				t.Errorf("token %s = %+v, want %+v", id, g, w)
+			}
+		}
+	}
+	d, err := st.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, d.Tokens)
+	if n := bytes.Count(readFile(t, filestore.DefaultTokensPath(path)), []byte("\n")); n != len(want) {
+		t.Errorf("token file has %d lines, want %d", n, len(want))
+	}
+	for name, s := range map[string]*filestore.Store{"writer": st, "reopened": open(t, path, "", nil)} {
+		for id, w := range want {
+			got, err := s.Token(ctx, id)
+			if err != nil {
+				t.Errorf("%s: Token(%s): %v", name, id, err)
+				continue
+			}
+			if got.User != w.User || got.Name != w.Name || got.Revoked != w.Revoked || filestore.HashString(got.Hash) != w.Hash {
+				t.Errorf("%s: Token(%s) = %+v, want %+v", name, id, got, w)
+			}
+		}
+	}
+
+	// Revoke one and delete another, through Update.
+	if err := st.Update(ctx, func(d *filestore.Data) error {
+		d.Tokens["BBBBBBBBBBBBBBBB"].Revoked = true
+		delete(d.Tokens, "CCCCCCCCCCCCCCCC")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want["BBBBBBBBBBBBBBBB"].Revoked = true
+	delete(want, "CCCCCCCCCCCCCCCC")
+	d, err = open(t, path, "", nil).Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, d.Tokens)
+	if got, err := st.Token(ctx, "BBBBBBBBBBBBBBBB"); err != nil || !got.Revoked {
+		t.Errorf("revoked token = %+v, %v", got, err)
+	}
+
+	// Deleting the last token leaves an empty token file, which is an
+	// empty set of tokens.
+	if err := st.Update(ctx, func(d *filestore.Data) error { clear(d.Tokens); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if b := readFile(t, filestore.DefaultTokensPath(path)); len(b) != 0 {
+		t.Errorf("token file after deleting every token = %q", b)
+	}
+	if ts, err := open(t, path, "", nil).Tokens(ctx); err != nil || len(ts) != 0 {
+		t.Errorf("Tokens() = %v, %v; want none", ts, err)
+	}
+}
+
+func TestTokenFileErrors(t *testing.T) {
+	a := tokenLine("AAAAAAAAAAAAAAAA", "ann", "team")
+	tests := map[string]struct {
+		tokens string
+		want   []string // substrings of the error
+	}{
+		"bad json":      {tokens: a + "\n{\"id\": \"BBBBBBBBBBBBBBBB\",\n", want: []string{"token file line 3", "unexpected EOF"}},
+		"unknown field": {tokens: "\n" + strings.Replace(a, `"user"`, `"owner"`, 1), want: []string{"token file line 2", `unknown field "owner"`}},
+		"duplicate id":  {tokens: a + tokenLine("BBBBBBBBBBBBBBBB", "ann", "team") + a, want: []string{"token file line 3", `"AAAAAAAAAAAAAAAA" listed twice`}},
+		"two on a line": {tokens: strings.TrimSuffix(a, "\n") + " " + tokenLine("BBBBBBBBBBBBBBBB", "ann", "team"), want: []string{"token file line 1", "more than one record"}},
+		"yaml tokens":   {tokens: "AAAAAAAAAAAAAAAA:\n  user: ann\n", want: []string{"token file line 1"}},
+		"bad id":        {tokens: tokenLine("nope", "ann", "team"), want: []string{"tokens.nope: not a token id"}},
+		"no user":       {tokens: tokenLine("AAAAAAAAAAAAAAAA", "", "team"), want: []string{"tokens.AAAAAAAAAAAAAAAA.user: must be set"}},
+		"bad hash": {
+			tokens: strings.Replace(a, zeroHash, "xyz", 1),
+			want:   []string{"tokens.AAAAAAAAAAAAAAAA.hash: must be 64 hex digits"},
+		},
+		"null record": {tokens: a + "null\n", want: []string{"tokens.: not a token id"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			path := storePath(t)
+			writeFile(t, filestore.DefaultTokensPath(path), tc.tokens)
+			_, err := filestore.Open(filestore.Options{Path: path, Getenv: env(nil)})
+			if err == nil {
+				t.Fatal("Open succeeded, want an error")
+			}
+			// Parse errors name the token file, validation errors the
+			// store file: both start with the store's base name.
+			for _, w := range append(tc.want, strings.TrimSuffix(path, ".yaml")) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestTokenFileBlankLines(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	writeFile(t, filestore.DefaultTokensPath(path), "\n"+tokenLine("AAAAAAAAAAAAAAAA", "ann", "team")+"\n  \r\n"+
+		strings.TrimSuffix(tokenLine("BBBBBBBBBBBBBBBB", "bob", "team"), "\n")+"\r\n\n")
+	st := open(t, path, "", nil)
+	ts, err := st.Tokens(ctx)
+	if err != nil || len(ts) != 2 {
+		t.Fatalf("Tokens() = %d tokens, %v; want 2", len(ts), err)
+	}
+	if tk, err := st.Token(ctx, "BBBBBBBBBBBBBBBB"); err != nil || tk.User != "bob" {
+		t.Errorf("Token(BBBBBBBBBBBBBBBB) = %+v, %v", tk, err)
+	}
+}
+
+func TestUpdateOnBrokenTokenFile(t *testing.T) {
+	path := storePath(t)
+	tokensPath := filestore.DefaultTokensPath(path)
+	st := open(t, path, "", nil)
+	if err := st.PutGroup(t.Context(), &record.Group{Name: "team"}); err != nil {
+		t.Fatal(err)
+	}
+	yamlBefore := readFile(t, path)
+	broken := tokenLine("AAAAAAAAAAAAAAAA", "ann", "team") + `{"id":"BBBBBBBBBBBBBBBB","expiry":"x"}` + "\n"
+	writeFile(t, tokensPath, broken)
+	err := st.PutGroup(t.Context(), &record.Group{Name: "other"})
+	if err == nil || !strings.Contains(err.Error(), "token file line 2") {
+		t.Fatalf("PutGroup with a broken token file = %v, want an error naming the line", err)
+	}
+	if got := string(readFile(t, tokensPath)); got != broken {
+		t.Errorf("broken token file was rewritten:\n%s", got)
+	}
+	if got := readFile(t, path); !bytes.Equal(got, yamlBefore) {
+		t.Errorf("store file was written despite the broken token file:\n%s", got)
+	}
+}
+
+// unchanged reports an error if the file at path was replaced or modified
+// since before was taken.
+func unchanged(t *testing.T, what, path string, before os.FileInfo, content []byte) {
+	t.Helper()
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("%s: %s was written (inode or mtime changed)", what, path)
+	}
+	if got := readFile(t, path); !bytes.Equal(got, content) {
+		t.Errorf("%s: %s changed:\n%s", what, path, got)
+	}
+}
+
+// TestUpdateWritesOnlyChangedFile checks that a write touches only the file
+// whose records changed, so that a serving process does not re-read (and a
+// person does not see rewritten) the other one.
+func TestUpdateWritesOnlyChangedFile(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	tokensPath := filestore.DefaultTokensPath(path)
+	st := open(t, path, "", nil)
+	if err := st.EnsureSigningKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutGroup(ctx, &record.Group{Name: "team"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutToken(ctx, newToken(t, "ann", "team")); err != nil {
+		t.Fatal(err)
+	}
+
+	// A group change leaves the token file alone.
+	fi := statFiles(t, path, tokensPath)
+	tokens := readFile(t, tokensPath)
+	yaml := readFile(t, path)
+	if err := st.PutGroup(ctx, &record.Group{Name: "team", Models: []string{"gpt-4o"}}); err != nil {
+		t.Fatal(err)
+	}
+	unchanged(t, "PutGroup", tokensPath, fi[tokensPath], tokens)
+	if bytes.Equal(readFile(t, path), yaml) {
+		t.Error("PutGroup did not write the store file")
+	}
+
+	// A new token leaves the store file alone.
+	fi = statFiles(t, path, tokensPath)
+	yaml = readFile(t, path)
+	tk := newToken(t, "ann", "team")
+	if err := st.PutToken(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	unchanged(t, "PutToken", path, fi[path], yaml)
+	if !strings.Contains(string(readFile(t, tokensPath)), tk.ID) {
+		t.Error("PutToken did not write the token file")
+	}
+	// So does revoking and deleting one.
+	tk.Revoked = true
+	if err := st.PutToken(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteToken(ctx, tk.ID); err != nil {
+		t.Fatal(err)
+	}
+	unchanged(t, "revoke and delete", path, fi[path], yaml)
+}
+
+// TestUpdateKeepsHandEditedStoreFile checks that a write that changes only
+// tokens does not rewrite a store file a person wrote, with its comments
+// and layout.
+func TestUpdateKeepsHandEditedStoreFile(t *testing.T) {
+	ctx := t.Context()
+	path := storePath(t)
+	hand := `# Our providers and teams. Ask #platform before changing.
+providers:
+  openai: {kind: openai, keys: [{id: k1, env: OPENAI_KEY}]}  # rotated monthly
+groups:
+  team:
+    models: [gpt-4o]
+users:
+  ann: {role: admin, groups: [team]}
+signing_keys:
+  - {id: 1, secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=}
+`
+	writeFile(t, path, hand)
+	fi := statFiles(t, path)[path]
+	st := open(t, path, "", nil)
+	// keyward serve calls this at every start.
+	if err := st.EnsureSigningKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unchanged(t, "EnsureSigningKey with a key", path, fi, []byte(hand))
+	if err := st.PutToken(ctx, newToken(t, "ann", "team")); err != nil {
+		t.Fatal(err)
+	}
+	unchanged(t, "PutToken", path, fi, []byte(hand))
+	if err := st.PutGroup(ctx, &record.Group{Name: "team", Models: []string{"gpt-4o"}}); err != nil {
+		t.Fatal(err)
+	}
+	unchanged(t, "PutGroup with the same group", path, fi, []byte(hand))
+}
