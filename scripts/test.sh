@@ -25,7 +25,9 @@ staticcheck ./...
 
 step "fuzzing every parser (${FUZZTIME:=5s} each)"
 while read -r pkg target; do
-  go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >/dev/null
+  if ! out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1); then
+    echo "$out"; echo "fuzz $target ($pkg): FAILED"; exit 1
+  fi
   echo "fuzz $target ($pkg): ok"
 done < <(grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
   pkg="./$(dirname "${f#./}")"
