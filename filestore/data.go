@@ -182,13 +182,16 @@ func (d *Data) marshal() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// maxTokenName bounds a token's name (what it is for).
+const maxTokenName = 256
+
 // snapshot is an immutable, validated view of the store, with provider
 // keys resolved from the environment.
 type snapshot struct {
 	providers   map[string]*record.Provider
 	groups      map[string]*record.Group
 	users       map[string]*record.User
-	tokens      map[string]*record.Token
+	tokens      *tokenTable
 	signingKeys []token.SigningKey
 	// missingEnv lists environment variables that provider keys name but
 	// that are not set, for a warning (names only).
@@ -206,7 +209,7 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 		providers: make(map[string]*record.Provider, len(d.Providers)),
 		groups:    make(map[string]*record.Group, len(d.Groups)),
 		users:     make(map[string]*record.User, len(d.Users)),
-		tokens:    make(map[string]*record.Token, len(d.Tokens)),
+		tokens:    newTokenTable(len(d.Tokens)),
 	}
 	for name, p := range d.Providers {
 		field := "providers." + name
@@ -268,26 +271,17 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 		}
 		s.users[name] = &record.User{Name: name, Role: role, Disabled: u.Disabled, Groups: u.Groups}
 	}
-	// Token records repeat a few user and group names many times: share
-	// one copy of each.
-	intern := map[string]string{}
-	share := func(s string) string {
-		if v, ok := intern[s]; ok {
-			return v
-		}
-		intern[s] = s
-		return s
-	}
 	for id, t := range d.Tokens {
 		field := "tokens." + id
-		if !token.ValidID(id) {
+		raw, ok := token.ParseID(id)
+		if !ok {
 			bad(field, "not a token id")
 		}
 		if t == nil {
 			bad(field, "empty record")
 			continue
 		}
-		rt := &record.Token{ID: id, User: share(t.User), Group: share(t.Group), Name: t.Name, Created: t.Created, Revoked: t.Revoked}
+		rt := &record.Token{ID: id, User: t.User, Group: t.Group, Name: t.Name, Created: t.Created, Revoked: t.Revoked}
 		if t.Expires != nil {
 			rt.Expires = *t.Expires
 		}
@@ -302,8 +296,12 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 		if t.Group == "" {
 			bad(field+".group", "must be set")
 		}
-		s.tokens[id] = rt
+		if len(t.Name) > maxTokenName {
+			bad(field+".name", "longer than %d bytes", maxTokenName)
+		}
+		s.tokens.add(raw, rt)
 	}
+	s.tokens.done()
 	for i, k := range d.SigningKeys {
 		secret, err := base64.StdEncoding.DecodeString(k.Secret)
 		if err != nil || len(secret) < token.KeySize {

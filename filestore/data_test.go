@@ -3,12 +3,14 @@ package filestore
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
+
+	"github.com/keyward/keyward/token"
 )
 
 const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -137,13 +139,16 @@ func TestMarshalTokensOrder(t *testing.T) {
 	}
 }
 
-// TestBuildInternsTokenNames checks that the snapshot keeps one copy of a
-// user or group name however many tokens repeat it.
-func TestBuildInternsTokenNames(t *testing.T) {
+// TestTokenTable checks that token records survive the compact table and
+// that the table gives the garbage collector nothing to scan.
+func TestTokenTable(t *testing.T) {
 	var lines strings.Builder
-	for _, id := range []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB", "CCCCCCCCCCCCCCCC"} {
+	ids := []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB", "CCCCCCCCCCCCCCCC"}
+	for _, id := range ids {
 		lines.WriteString(tokenRecord(id) + "\n")
 	}
+	lines.WriteString(`{"id":"DDDDDDDDDDDDDDDD","user":"bo","group":"g2","name":"ci runner","hash":"` + strings.Repeat("ab", 32) +
+		`","created":"2026-01-02T03:04:05.000000006Z","expires":"2027-01-01T00:00:00Z","revoked":true}` + "\n")
 	d, err := parseData(nil, []byte(lines.String()))
 	if err != nil {
 		t.Fatal(err)
@@ -152,17 +157,56 @@ func TestBuildInternsTokenNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b, c := s.tokens["AAAAAAAAAAAAAAAA"], s.tokens["BBBBBBBBBBBBBBBB"], s.tokens["CCCCCCCCCCCCCCCC"]
-	for _, o := range []string{b.User, c.User} {
-		if unsafe.StringData(o) != unsafe.StringData(a.User) {
-			t.Error("tokens of one user hold separate copies of the user name")
+	for id, want := range d.Tokens {
+		got, ok := s.tokens.get(id)
+		if !ok {
+			t.Fatalf("token %s missing", id)
+		}
+		if got.ID != id || got.User != want.User || got.Group != want.Group || got.Name != want.Name ||
+			!got.Created.Equal(want.Created) || got.Revoked != want.Revoked || hexString(got.Hash) != want.Hash {
+			t.Errorf("token %s: got %+v, want %+v", id, got, want)
+		}
+		if (want.Expires == nil) != got.Expires.IsZero() || want.Expires != nil && !got.Expires.Equal(*want.Expires) {
+			t.Errorf("token %s: expires %v, want %v", id, got.Expires, want.Expires)
 		}
 	}
-	for _, o := range []string{b.Group, c.Group} {
-		if unsafe.StringData(o) != unsafe.StringData(a.Group) {
-			t.Error("tokens of one group hold separate copies of the group name")
+	if _, ok := s.tokens.get("EEEEEEEEEEEEEEEE"); ok {
+		t.Error("found a token that is not there")
+	}
+	if _, ok := s.tokens.get("not-an-id"); ok {
+		t.Error("found a malformed id")
+	}
+	if len(s.tokens.all()) != 4 {
+		t.Errorf("all() = %d records", len(s.tokens.all()))
+	}
+	if len(s.tokens.names) != 4 { // users ann, bo; groups team, g2
+		t.Errorf("names %q: want each user and group once", s.tokens.names)
+	}
+	for _, typ := range []reflect.Type{reflect.TypeFor[token.RawID](), reflect.TypeFor[tokenEntry]()} {
+		if hasPointers(typ) {
+			t.Errorf("%v holds pointers: the GC would scan every token", typ)
 		}
 	}
+}
+
+func hexString(h [32]byte) string { return HashString(h) }
+
+func hasPointers(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Array:
+		return hasPointers(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if hasPointers(t.Field(i).Type) {
+				return true
+			}
+		}
+		return false
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return false
+	}
+	return true
 }
 
 // tokenFileErr is every error parseTokens may return.

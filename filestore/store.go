@@ -211,7 +211,7 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration, log *slog.Log
 		lastErr = ""
 		if changed {
 			s.WarnMissing(log)
-			log.Info("store reloaded", "file", s.opts.Path, "tokens", len(s.snap.Load().tokens))
+			log.Info("store reloaded", "file", s.opts.Path, "tokens", len(s.snap.Load().tokens.entries))
 			onChange()
 		}
 	}
@@ -227,7 +227,10 @@ func (s *Store) WarnMissing(log *slog.Logger) {
 
 // Token returns the token record with the given id.
 func (s *Store) Token(_ context.Context, id string) (*record.Token, error) {
-	return find(s.snap.Load().tokens, "token", id)
+	if t, ok := s.snap.Load().tokens.get(id); ok {
+		return t, nil
+	}
+	return nil, fmt.Errorf("token %q: %w", id, record.ErrNotFound)
 }
 
 // User returns the named user.

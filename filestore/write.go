@@ -74,7 +74,7 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 
 // Tokens lists the token records, from the loaded snapshot.
 func (s *Store) Tokens(context.Context) ([]*record.Token, error) {
-	return values(s.snap.Load().tokens), nil
+	return s.snap.Load().tokens.all(), nil
 }
 
 // Users lists the users.

@@ -38,7 +38,7 @@ step "benchmarks"
 go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:=1s}" ./authz/ ./token/ ./cache/ ./cmd/keyward/
 
 step "load: keyward vs an allow-everything ext_authz server"
-bash scripts/load.sh -duration "${LOADTIME:=5s}"
+bash scripts/load.sh -duration "${LOADTIME:=5s}" -rounds 2
 
 step "tests (race detector, end to end through Envoy)"
 go test -race -count=1 ./...

@@ -191,12 +191,8 @@ func LooksLikeToken(s string) bool {
 
 // ValidID reports whether id is shaped like a token id.
 func ValidID(id string) bool {
-	if len(id) != IDLen {
-		return false
-	}
-	var b [idLen]byte
-	n, err := encoding.Decode(b[:], []byte(id))
-	return err == nil && n == idLen
+	_, ok := ParseID(id)
+	return ok
 }
 
 func (k *ringKey) get() *scratch  { return k.scratch.Get().(*scratch) }
@@ -208,3 +204,19 @@ func (s *scratch) sign(msg []byte) []byte {
 	s.mac.Write(msg)
 	return s.mac.Sum(s.sum[:0])[:tagLen]
 }
+
+// RawID is a token id in binary form: a map key without pointers.
+type RawID [idLen]byte
+
+// ParseID decodes a token id string.
+func ParseID(id string) (RawID, bool) {
+	var raw RawID
+	if len(id) != IDLen {
+		return raw, false
+	}
+	n, err := encoding.Decode(raw[:], []byte(id))
+	return raw, err == nil && n == idLen
+}
+
+// String encodes the id as it appears in tokens.
+func (id RawID) String() string { return encoding.EncodeToString(id[:]) }

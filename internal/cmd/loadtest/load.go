@@ -131,7 +131,8 @@ type loader struct {
 func newLoader(addr string, spec loadSpec, reqs []*authv3.CheckRequest) (*loader, error) {
 	l := &loader{spec: spec, reqs: reqs}
 	for range spec.conns {
-		conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newVerdictCodec())))
 		if err != nil {
 			l.close()
 			return nil, fmt.Errorf("dial %s: %w", addr, err)
