@@ -145,6 +145,9 @@ func (a *Authorizer) decideToken(ctx context.Context, req *Request, d *Decision)
 	switch {
 	case errors.Is(err, token.ErrMalformed):
 		return ReasonMalformedToken
+	case errors.Is(err, token.ErrNotReady):
+		d.Err = err
+		return ReasonStoreUnavailable
 	case err != nil:
 		// Forged or signed by a key this server does not hold: never
 		// looked up, so random tokens cost no store traffic.

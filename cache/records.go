@@ -74,3 +74,20 @@ func (r *Records) Purge() {
 	r.groups.Purge()
 	r.providers.Purge()
 }
+
+// Invalidate drops one cached record. kind is token, user, group or
+// provider; any other kind drops everything, to be safe.
+func (r *Records) Invalidate(kind, name string) {
+	switch kind {
+	case "token":
+		r.tokens.Invalidate(name)
+	case "user":
+		r.users.Invalidate(name)
+	case "group":
+		r.groups.Invalidate(name)
+	case "provider":
+		r.providers.Invalidate(name)
+	default:
+		r.Purge()
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/vault"
 )
 
 // Config is keyward's validated process configuration.
@@ -49,6 +50,8 @@ type Config struct {
 	// provider context extension, and tells envoy-config where each
 	// provider is.
 	Routes []Route `yaml:"routes"`
+	// Vault configures the Vault/OpenBao store (store.kind: vault).
+	Vault vault.Config `yaml:"vault"`
 	// Envoy configures the bootstrap printed by keyward envoy-config.
 	Envoy Envoy `yaml:"envoy"`
 	// Cache sizes the record caches.
@@ -61,8 +64,11 @@ type Config struct {
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 }
 
-// Store locates the embedded file store.
+// Store says where records live.
 type Store struct {
+	// Kind is file (the embedded store, default) or vault (HashiCorp
+	// Vault or OpenBao, configured under vault:). Env KEYWARD_STORE.
+	Kind string `yaml:"kind"`
 	// File is the YAML record file (providers, groups, users, tokens),
 	// relative to the configuration file. Default keyward-store.yaml; env
 	// KEYWARD_STORE_FILE.
@@ -205,6 +211,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	if v := getenv("KEYWARD_LISTEN"); v != "" {
 		c.Listen = v
 	}
+	if v := getenv("KEYWARD_STORE"); v != "" {
+		c.Store.Kind = v
+	}
 	if v := getenv("KEYWARD_STORE_FILE"); v != "" {
 		c.Store.File = v
 	}
@@ -223,7 +232,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 
 func (c *Config) applyDefaults() {
 	setDefault(&c.Listen, "127.0.0.1:9191")
+	setDefault(&c.Store.Kind, "file")
 	setDefault(&c.Store.File, defaultStoreFile)
+	c.Vault = c.Vault.WithDefaults()
 	setDefault(&c.Store.PollInterval, 500*time.Millisecond)
 	if len(c.Credentials) == 0 {
 		c.Credentials = DefaultCredentials()
@@ -264,6 +275,15 @@ func (c *Config) Validate() error {
 	checkAddr("envoy.authz_address", c.Envoy.AuthzAddress)
 	if c.Envoy.Admin != "" {
 		checkAddr("envoy.admin", c.Envoy.Admin)
+	}
+	switch c.Store.Kind {
+	case "file", "": // "" only in configurations built in Go
+	case "vault":
+		if err := c.Vault.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		bad("store.kind", "%q is not file or vault", c.Store.Kind)
 	}
 	if c.Store.PollInterval < 10*time.Millisecond {
 		bad("store.poll_interval", "%s is too short (at least 10ms)", c.Store.PollInterval)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/vault"
 )
 
 // env returns a getenv backed by a map, so that tests never read the
@@ -154,6 +155,7 @@ shutdown_grace: 3s
 	want := &config.Config{
 		Listen: "127.0.0.1:7001",
 		Store: config.Store{
+			Kind:         "file",
 			File:         "/var/lib/keyward/store.yaml",
 			EnvFile:      filepath.Join(filepath.Dir(path), "keys.env"),
 			PollInterval: 2 * time.Second,
@@ -169,6 +171,7 @@ shutdown_grace: 3s
 			Listen: "0.0.0.0:10001", Admin: "127.0.0.1:9902",
 			AuthzAddress: "keyward:9191", AuthzTimeout: 250 * time.Millisecond,
 		},
+		Vault:         vault.Config{}.WithDefaults(),
 		Cache:         config.Cache{Size: 10, TTL: time.Minute},
 		LogLevel:      "debug",
 		ShutdownGrace: 3 * time.Second,

@@ -109,3 +109,9 @@ func deleteEntry[V any](m map[string]*V, kind, name string) error {
 	delete(m, name)
 	return nil
 }
+
+// Providers lists the providers with the keys their environment variables
+// hold now.
+func (s *Store) Providers(context.Context) ([]*record.Provider, error) {
+	return values(s.snap.Load().providers), nil
+}

@@ -69,7 +69,7 @@ func TestCLI(t *testing.T) {
 	if l := c.must("group", "list"); !strings.Contains(l, "disabled") || !strings.Contains(l, "gpt-4o*") {
 		t.Fatalf("group set kept other fields? %s", l)
 	}
-	if l := c.must("provider", "list"); !strings.Contains(l, "k1(OPENAI_KEY:set)") || strings.Contains(l, "sk-cli-test-key") {
+	if l := c.must("provider", "list"); !strings.Contains(l, "openai  openai  k1") || strings.Contains(l, "sk-cli-test-key") {
 		t.Fatalf("provider list:\n%s", l)
 	}
 	c.must("user", "delete", "alice")
@@ -150,6 +150,9 @@ func benchService(b *testing.B) (*service, string) {
 	}
 	svc, err := newService(cfg, st, slog.New(slog.DiscardHandler))
 	if err != nil {
+		b.Fatal(err)
+	}
+	if err := svc.loadKeyring(context.Background()); err != nil {
 		b.Fatal(err)
 	}
 	return svc, tok

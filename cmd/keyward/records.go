@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/keyward/keyward/filestore"
 	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/vault"
 )
 
 // command is a subcommand's flags plus the -config every command takes.
@@ -76,10 +76,45 @@ func (c *command) config() (*config.Config, error) {
 	return config.Load(path, c.e.getenv)
 }
 
-func (c *command) store() (*filestore.Store, error) {
+// adminStore is what the record commands need of a store; both the file
+// store and the Vault store are one.
+type adminStore interface {
+	manage.Store
+	EnsureSigningKey(ctx context.Context) error
+	PutGroup(ctx context.Context, g *record.Group) error
+	DeleteGroup(ctx context.Context, name string) error
+	PutUser(ctx context.Context, u *record.User) error
+	DeleteUser(ctx context.Context, name string) error
+	Users(ctx context.Context) ([]*record.User, error)
+	Groups(ctx context.Context) ([]*record.Group, error)
+	Tokens(ctx context.Context) ([]*record.Token, error)
+}
+
+var (
+	_ adminStore = (*filestore.Store)(nil)
+	_ adminStore = (*vault.Store)(nil)
+)
+
+func (c *command) store(ctx context.Context) (adminStore, error) {
 	cfg, err := c.config()
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Store.Kind == "vault" {
+		return openVault(ctx, cfg, c.e)
+	}
+	return openStore(cfg, c.e.getenv)
+}
+
+// fileStore is for the commands only the file store has: in Vault, the
+// security team writes provider records with Vault's own tools.
+func (c *command) fileStore() (*filestore.Store, error) {
+	cfg, err := c.config()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Store.Kind == "vault" {
+		return nil, fmt.Errorf("%s: providers live in Vault: write them with `vault kv put %s/providers/NAME kind=openai key_<id>=...` (see README)", c.Name(), cfg.Vault.Mount)
 	}
 	return openStore(cfg, c.e.getenv)
 }
@@ -88,6 +123,18 @@ func openStore(cfg *config.Config, getenv func(string) string) (*filestore.Store
 	return filestore.Open(filestore.Options{
 		Path: cfg.Store.File, TokensPath: cfg.Store.TokensFile, EnvPath: cfg.Store.EnvFile, Getenv: getenv,
 	})
+}
+
+// openVault logs in to Vault for one command.
+func openVault(ctx context.Context, cfg *config.Config, e *env) (*vault.Store, error) {
+	vs, err := vault.New(cfg.Vault, newLogger(e, "warn"), e.getenv)
+	if err != nil {
+		return nil, err
+	}
+	if err := vs.Start(ctx); err != nil {
+		return nil, err
+	}
+	return vs, nil
 }
 
 // list splits a comma-separated flag value; "" is the empty list.
@@ -134,7 +181,7 @@ func (e *env) tokenCmd(ctx context.Context, args []string) error {
 		} else if len(pos) > 0 || *user == "" || *group == "" {
 			return errors.New("token create: want -user and -group, and no other arguments")
 		}
-		st, err := c.store()
+		st, err := c.store(ctx)
 		if err != nil {
 			return err
 		}
@@ -153,7 +200,7 @@ func (e *env) tokenCmd(ctx context.Context, args []string) error {
 		if _, err := c.parse(args); err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.store(ctx)
 		if err != nil {
 			return err
 		}
@@ -174,7 +221,7 @@ func (e *env) tokenCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.store(ctx)
 		if err != nil {
 			return err
 		}
@@ -219,7 +266,7 @@ func (e *env) userCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.store(ctx)
 		if err != nil {
 			return err
 		}
@@ -253,7 +300,7 @@ func (e *env) userCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.store(ctx)
 		if err != nil {
 			return err
 		}
@@ -262,7 +309,7 @@ func (e *env) userCmd(ctx context.Context, args []string) error {
 		if _, err := c.parse(args); err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.store(ctx)
 		if err != nil {
 			return err
 		}
@@ -301,7 +348,7 @@ func (e *env) groupCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.store(ctx)
 		if err != nil {
 			return err
 		}
@@ -338,7 +385,7 @@ func (e *env) groupCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.store(ctx)
 		if err != nil {
 			return err
 		}
@@ -347,7 +394,7 @@ func (e *env) groupCmd(ctx context.Context, args []string) error {
 		if _, err := c.parse(args); err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.store(ctx)
 		if err != nil {
 			return err
 		}
@@ -402,7 +449,7 @@ func (e *env) providerCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.fileStore()
 		if err != nil {
 			return err
 		}
@@ -414,7 +461,7 @@ func (e *env) providerCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.fileStore()
 		if err != nil {
 			return err
 		}
@@ -423,35 +470,31 @@ func (e *env) providerCmd(ctx context.Context, args []string) error {
 		if _, err := c.parse(args); err != nil {
 			return err
 		}
-		st, err := c.store()
+		st, err := c.store(ctx)
 		if err != nil {
 			return err
 		}
-		d, err := st.Read(ctx)
+		lister, ok := st.(interface {
+			Providers(context.Context) ([]*record.Provider, error)
+		})
+		if !ok {
+			return errors.New("provider list: this store cannot list providers")
+		}
+		providers, err := lister.Providers(ctx)
 		if err != nil {
 			return err
 		}
+		slices.SortFunc(providers, func(a, b *record.Provider) int { return strings.Compare(a.Name, b.Name) })
 		var rows [][]string
-		for _, name := range slices.Sorted(maps.Keys(d.Providers)) {
-			p := d.Providers[name]
-			var ids []string
-			for _, k := range p.Keys {
-				loaded := "set"
-				if e.getenv(k.Env) == "" {
-					if prov, err := st.Provider(ctx, name); err != nil || !hasKey(prov, k.ID) {
-						loaded = "unset"
-					}
-				}
-				ids = append(ids, fmt.Sprintf("%s(%s:%s)", k.ID, k.Env, loaded))
+		for _, p := range providers {
+			ids := make([]string, len(p.Keys))
+			for i, k := range p.Keys {
+				ids[i] = k.ID // never the key
 			}
-			rows = append(rows, []string{name, string(p.Kind), strings.Join(ids, " ")})
+			rows = append(rows, []string{p.Name, string(p.Kind), strings.Join(ids, ","), fmt.Sprint(len(p.Keys))})
 		}
-		e.table("NAME\tKIND\tKEYS", rows)
+		e.table("NAME\tKIND\tKEY IDS\tKEYS AVAILABLE", rows)
 		return nil
 	}
 	return fmt.Errorf("provider: unknown subcommand %q (set, delete, list)", verb)
-}
-
-func hasKey(p *record.Provider, id string) bool {
-	return slices.ContainsFunc(p.Keys, func(k record.Key) bool { return k.ID == id })
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,8 +19,8 @@ import (
 	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/cache"
 	"github.com/keyward/keyward/config"
-	"github.com/keyward/keyward/filestore"
 	"github.com/keyward/keyward/token"
+	"github.com/keyward/keyward/vault"
 )
 
 func (e *env) serve(ctx context.Context, args []string) error {
@@ -36,15 +35,11 @@ func (e *env) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	log := newLogger(e, cfg.LogLevel)
-	st, err := openStore(cfg, e.getenv)
+	b, err := e.backend(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	if err := st.EnsureSigningKey(ctx); err != nil {
-		return err
-	}
-	st.WarnMissing(log)
-	svc, err := newService(cfg, st, log)
+	svc, err := newService(cfg, b.store, log)
 	if err != nil {
 		return err
 	}
@@ -55,9 +50,51 @@ func (e *env) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	log.Info("keyward serving", "listen", lis.Addr().String(), "store", cfg.Store.File,
+	log.Info("keyward serving", "listen", lis.Addr().String(), "store", cfg.Store.Kind,
 		"disable_custom_keys", cfg.DisableCustomKeys)
-	return svc.run(ctx, lis, st, cfg)
+	return svc.run(ctx, lis, b, cfg.ShutdownGrace)
+}
+
+// backend is a store as serving sees it: its reads, how to start it (the
+// service is ready once start has succeeded and the signing keys loaded),
+// and its change feed, which runs until its context is done.
+type backend struct {
+	store recordStore
+	start func(ctx context.Context) error
+	watch func(ctx context.Context, s *service)
+}
+
+func (e *env) backend(ctx context.Context, cfg *config.Config, log *slog.Logger) (*backend, error) {
+	if cfg.Store.Kind == "vault" {
+		vs, err := vault.New(cfg.Vault, log, e.getenv)
+		if err != nil {
+			return nil, err
+		}
+		return &backend{
+			store: vs,
+			start: vs.Start,
+			watch: func(ctx context.Context, s *service) { vs.Watch(ctx, s.records, s.keysChanged) },
+		}, nil
+	}
+	st, err := openStore(cfg, e.getenv)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.EnsureSigningKey(ctx); err != nil {
+		return nil, err
+	}
+	st.WarnMissing(log)
+	return &backend{
+		store: st,
+		start: func(context.Context) error { return nil },
+		watch: func(ctx context.Context, s *service) {
+			st.Watch(ctx, cfg.Store.PollInterval, log, func() {
+				s.records.Purge()
+				s.keysChanged()
+				debug.FreeOSMemory() // see serve
+			})
+		},
+	}, nil
 }
 
 func newLogger(e *env, level string) *slog.Logger {
@@ -86,14 +123,18 @@ type service struct {
 }
 
 func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service, error) {
-	records, err := cache.NewRecords(st, cache.Options{Size: cfg.Cache.Size, TTL: cfg.Cache.TTL})
+	opts := cache.Options{Size: cfg.Cache.Size, TTL: cfg.Cache.TTL}
+	if cfg.Store.Kind == "vault" {
+		// Fail static: while Vault is unreachable, records past their TTL
+		// keep serving this much longer.
+		opts.MaxStale = cfg.Vault.MaxStale
+		opts.LoadTimeout = cfg.Vault.Timeout
+	}
+	records, err := cache.NewRecords(st, opts)
 	if err != nil {
 		return nil, err
 	}
 	s := &service{log: log, store: st, records: records, verifier: &token.Verifier{}}
-	if err := s.loadKeyring(context.Background()); err != nil {
-		return nil, err
-	}
 	hosts := map[string]string{}
 	for _, r := range cfg.Routes {
 		for _, h := range r.Hosts {
@@ -127,10 +168,16 @@ func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service,
 }
 
 // loadKeyring (re)builds the token keyring from the store's signing keys.
+// A store without keys holds no valid token yet.
 func (s *service) loadKeyring(ctx context.Context) error {
 	keys, err := s.store.SigningKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("signing keys: %w", err)
+	}
+	if len(keys) == 0 {
+		s.log.Warn("the store holds no token signing keys yet: every token is refused until one is created (keyward token create makes one)")
+		s.verifier.Set(nil)
+		return nil
 	}
 	ring, err := token.NewKeyring(keys)
 	if err != nil {
@@ -140,29 +187,30 @@ func (s *service) loadKeyring(ctx context.Context) error {
 	return nil
 }
 
-// changed runs after the store reports new records: everything cached may
-// be out of date.
-func (s *service) changed() {
-	s.records.Purge()
+// keysChanged reloads the signing keys after the store reported a change.
+func (s *service) keysChanged() {
 	if err := s.loadKeyring(context.Background()); err != nil {
 		s.log.Error("token signing keys unusable; keeping the previous ones", "err", err)
 	}
-	debug.FreeOSMemory()
 }
 
-// run serves on lis until ctx is done, then drains: health turns
-// NOT_SERVING first so Envoy's health checks move away, in-flight checks
-// finish within the grace period, and the rest are cut.
-func (s *service) run(ctx context.Context, lis net.Listener, st *filestore.Store, cfg *config.Config) error {
+// run serves on lis until ctx is done. Health is NOT_SERVING until the
+// store has started and the signing keys are loaded (checks meanwhile get
+// 503, not 401). On shutdown health turns NOT_SERVING first so Envoy's
+// health checks move away, in-flight checks finish within grace, and the
+// rest are cut.
+func (s *service) run(ctx context.Context, lis net.Listener, b *backend, grace time.Duration) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	wg.Go(func() { st.Watch(watchCtx, cfg.Store.PollInterval, s.log, s.changed) })
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	s.setServing(false)
+	wg.Go(func() {
+		if s.becomeReady(bgCtx, b.start) {
+			b.watch(bgCtx, s)
+		}
+	})
 
-	for _, svc := range []string{"", authv3.Authorization_ServiceDesc.ServiceName} {
-		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
-	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(lis) }()
 	select {
@@ -170,20 +218,54 @@ func (s *service) run(ctx context.Context, lis net.Listener, st *filestore.Store
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	s.log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
+	s.log.Info("shutting down", "grace", grace.String())
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(cfg.ShutdownGrace):
+	case <-time.After(grace):
 		s.log.Warn("grace period over; closing remaining connections")
 		s.grpc.Stop()
 		<-done
 	}
-	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) && !strings.Contains(err.Error(), "closed") {
+	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// becomeReady starts the store and loads the signing keys, retrying with
+// backoff, then turns health SERVING. It reports false if ctx ended first.
+func (s *service) becomeReady(ctx context.Context, start func(context.Context) error) bool {
+	backoff := 250 * time.Millisecond
+	for {
+		err := start(ctx)
+		if err == nil {
+			err = s.loadKeyring(ctx)
+		}
+		if err == nil {
+			s.setServing(true)
+			s.log.Info("ready")
+			return true
+		}
+		s.log.Warn("store not ready; retrying", "err", err, "in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 15*time.Second)
+	}
+}
+
+func (s *service) setServing(on bool) {
+	status := healthpb.HealthCheckResponse_NOT_SERVING
+	if on {
+		status = healthpb.HealthCheckResponse_SERVING
+	}
+	for _, svc := range []string{"", authv3.Authorization_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(svc, status)
+	}
 }

@@ -1,0 +1,14 @@
+// Package vault is keyward's production store: HashiCorp Vault or OpenBao
+// KV v2, read through github.com/hashicorp/vault/api. It logs in (token,
+// AppRole or Kubernetes auth), keeps its token alive, reads and writes the
+// records of the layout below under one mount, and polls a change marker so
+// that a change made through keyward reaches every replica within a second
+// or two while an idle replica costs Vault a constant few requests per poll.
+//
+//	<mount>/providers/<provider>   kind, key_<id>..., header, value_template, anthropic_version
+//	<mount>/groups/<group>         providers, models, disable_custom_keys, disabled
+//	<mount>/users/<user>           role, groups, disabled
+//	<mount>/tokens/<token-id>      user, group, name, hash, created, expires, revoked
+//	<mount>/system/signing-keys    key_<id>: base64 token signing keys
+//	<mount>/system/changes         the change marker: seq and the latest changes
+package vault

@@ -1,0 +1,467 @@
+package vault
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
+	"github.com/hashicorp/vault/api/auth/kubernetes"
+)
+
+// Where credentials come from when the configuration names no file.
+const (
+	envToken        = "VAULT_TOKEN"
+	envSecretID     = "VAULT_APPROLE_SECRET_ID"
+	defaultJWTFile  = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+	maxSecretFile   = 64 << 10 // a token, role id, secret id or JWT is far smaller
+	maxLoginBackoff = 30 * time.Second
+)
+
+// authMethod is an api.AuthMethod with a name for logs. Each Login reads its
+// files again, so a credential the platform rotates (a projected service
+// account token, a token written by Vault Agent) is picked up at the next
+// login without a restart.
+type authMethod struct {
+	name  string
+	login func(ctx context.Context, client *api.Client) (*api.Secret, error)
+}
+
+var _ api.AuthMethod = (*authMethod)(nil)
+
+func (m *authMethod) Login(ctx context.Context, client *api.Client) (*api.Secret, error) {
+	return m.login(ctx, client)
+}
+
+func (m *authMethod) String() string { return m.name }
+
+// newAuthMethod checks cfg and returns the login it describes. Files are read
+// once here, so that a missing or empty file is a configuration error at
+// start, and again at every login. getenv is os.Getenv outside tests.
+// Errors name the offending field (vault.auth.<field>) and never carry a
+// secret.
+func newAuthMethod(cfg AuthConfig, getenv func(string) string) (api.AuthMethod, error) {
+	method := cfg.Method
+	if method == "" {
+		method = "token"
+	}
+	if err := checkUnused(cfg, method); err != nil {
+		return nil, err
+	}
+	switch method {
+	case "token":
+		return newTokenMethod(cfg, getenv)
+	case "approle":
+		return newAppRoleMethod(cfg, getenv)
+	case "kubernetes":
+		return newKubernetesMethod(cfg)
+	default:
+		return nil, fmt.Errorf("vault.auth.method: %q is not token, approle or kubernetes", cfg.Method)
+	}
+}
+
+// checkUnused rejects fields that belong to another method: they are a
+// mistake (a half-finished switch of methods), never intended.
+func checkUnused(cfg AuthConfig, method string) error {
+	fields := []struct {
+		name, value string
+		methods     []string
+	}{
+		{"mount_path", cfg.MountPath, []string{"approle", "kubernetes"}},
+		{"token_file", cfg.TokenFile, []string{"token"}},
+		{"role_id", cfg.RoleID, []string{"approle"}},
+		{"role_id_file", cfg.RoleIDFile, []string{"approle"}},
+		{"secret_id_file", cfg.SecretIDFile, []string{"approle"}},
+		{"role", cfg.Role, []string{"kubernetes"}},
+		{"jwt_file", cfg.JWTFile, []string{"kubernetes"}},
+	}
+	for _, f := range fields {
+		if f.value == "" {
+			continue
+		}
+		used := false
+		for _, m := range f.methods {
+			used = used || m == method
+		}
+		if !used {
+			// The value itself stays out: role_id and friends are credentials.
+			return fmt.Errorf("vault.auth.%s: not used by method %s (only by %s)",
+				f.name, method, strings.Join(f.methods, ", "))
+		}
+	}
+	return nil
+}
+
+func newTokenMethod(cfg AuthConfig, getenv func(string) string) (api.AuthMethod, error) {
+	var token func() (string, error)
+	if cfg.TokenFile != "" {
+		token = func() (string, error) { return readSecretFile("token_file", cfg.TokenFile) }
+	} else {
+		tok := strings.TrimSpace(getenv(envToken))
+		if tok == "" {
+			return nil, fmt.Errorf("vault.auth.token_file: no token: set token_file or $%s", envToken)
+		}
+		token = func() (string, error) { return tok, nil }
+	}
+	if _, err := token(); err != nil {
+		return nil, err
+	}
+	return &authMethod{name: "token", login: func(ctx context.Context, client *api.Client) (*api.Secret, error) {
+		tok, err := token()
+		if err != nil {
+			return nil, err
+		}
+		return tokenLogin(ctx, client, tok)
+	}}, nil
+}
+
+// tokenLogin "logs in" with a token Vault already issued: it asks Vault about
+// the token so that the LifetimeWatcher knows whether and when to renew it,
+// then sets it on client. The lookup runs on a clone so that a refused token
+// does not replace the client's working one.
+func tokenLogin(ctx context.Context, client *api.Client, token string) (*api.Secret, error) {
+	c, err := client.CloneWithHeaders()
+	if err != nil {
+		return nil, fmt.Errorf("token login: clone client: %w", err)
+	}
+	c.SetToken(token)
+	self, err := c.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("token login: look up the token (it needs the default policy's lookup-self): %w", err)
+	}
+	renewable, err := self.TokenIsRenewable()
+	if err != nil {
+		return nil, fmt.Errorf("token login: %w", err)
+	}
+	ttl, err := self.TokenTTL()
+	if err != nil {
+		return nil, fmt.Errorf("token login: %w", err)
+	}
+	accessor, _ := self.TokenAccessor() // for the record only
+	policies, _ := self.TokenPolicies()
+	client.SetToken(token)
+	return &api.Secret{Auth: &api.SecretAuth{
+		ClientToken:   token,
+		Accessor:      accessor,
+		Policies:      policies,
+		Renewable:     renewable,
+		LeaseDuration: int(ttl / time.Second),
+	}}, nil
+}
+
+// newAppRoleMethod reads the secret id itself rather than through
+// approle.SecretID{FromFile, FromEnv}: one reader trims every file the same
+// way, names the field in its errors and honours the injected getenv.
+func newAppRoleMethod(cfg AuthConfig, getenv func(string) string) (api.AuthMethod, error) {
+	var roleID func() (string, error)
+	switch {
+	case cfg.RoleIDFile != "":
+		roleID = func() (string, error) { return readSecretFile("role_id_file", cfg.RoleIDFile) }
+	case strings.TrimSpace(cfg.RoleID) != "":
+		id := strings.TrimSpace(cfg.RoleID)
+		roleID = func() (string, error) { return id, nil }
+	default:
+		return nil, fmt.Errorf("vault.auth.role_id: missing: set role_id or role_id_file")
+	}
+	var secretID func() (string, error)
+	if cfg.SecretIDFile != "" {
+		secretID = func() (string, error) { return readSecretFile("secret_id_file", cfg.SecretIDFile) }
+	} else {
+		id := strings.TrimSpace(getenv(envSecretID))
+		if id == "" {
+			return nil, fmt.Errorf("vault.auth.secret_id_file: missing: set secret_id_file or $%s", envSecretID)
+		}
+		secretID = func() (string, error) { return id, nil }
+	}
+	if _, err := roleID(); err != nil {
+		return nil, err
+	}
+	if _, err := secretID(); err != nil {
+		return nil, err
+	}
+	var opts []approle.LoginOption
+	if mount := mountPath(cfg); mount != "" {
+		opts = append(opts, approle.WithMountPath(mount))
+	}
+	return &authMethod{name: "approle", login: func(ctx context.Context, client *api.Client) (*api.Secret, error) {
+		rid, err := roleID()
+		if err != nil {
+			return nil, err
+		}
+		sid, err := secretID()
+		if err != nil {
+			return nil, err
+		}
+		a, err := approle.NewAppRoleAuth(rid, &approle.SecretID{FromString: sid}, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("approle login: %w", err)
+		}
+		return a.Login(ctx, client)
+	}}, nil
+}
+
+func newKubernetesMethod(cfg AuthConfig) (api.AuthMethod, error) {
+	if strings.TrimSpace(cfg.Role) == "" {
+		return nil, fmt.Errorf("vault.auth.role: missing: the Vault role keyward logs in as")
+	}
+	role := strings.TrimSpace(cfg.Role)
+	path := cfg.JWTFile
+	if path == "" {
+		path = defaultJWTFile
+	}
+	if _, err := readSecretFile("jwt_file", path); err != nil {
+		return nil, err
+	}
+	mount := mountPath(cfg)
+	return &authMethod{name: "kubernetes", login: func(ctx context.Context, client *api.Client) (*api.Secret, error) {
+		// Read on every login: Kubernetes rotates projected tokens (hourly
+		// by default), and the library would keep the first one forever.
+		jwt, err := readSecretFile("jwt_file", path)
+		if err != nil {
+			return nil, err
+		}
+		opts := []kubernetes.LoginOption{kubernetes.WithServiceAccountToken(jwt)}
+		if mount != "" {
+			opts = append(opts, kubernetes.WithMountPath(mount))
+		}
+		a, err := kubernetes.NewKubernetesAuth(role, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes login: %w", err)
+		}
+		return a.Login(ctx, client)
+	}}, nil
+}
+
+// mountPath returns the configured auth mount without surrounding slashes;
+// empty means the method's default.
+func mountPath(cfg AuthConfig) string { return strings.Trim(cfg.MountPath, "/ ") }
+
+// readSecretFile returns the trimmed content of a credential file; errors
+// name the field and the path, never the content.
+func readSecretFile(field, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("vault.auth.%s: %w", field, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return "", fmt.Errorf("vault.auth.%s: read %s: %w", field, path, err)
+	}
+	if len(b) > maxSecretFile {
+		return "", fmt.Errorf("vault.auth.%s: %s is larger than %d bytes", field, path, maxSecretFile)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("vault.auth.%s: %s is empty", field, path)
+	}
+	return s, nil
+}
+
+// tokenKeeper logs in and keeps the client's token valid: it renews with
+// api.LifetimeWatcher and logs in again when the token reaches its max TTL
+// or renewal fails, with backoff on login errors. It owns its goroutine.
+type tokenKeeper struct {
+	client *api.Client
+	method api.AuthMethod
+	name   string // of the method, for logs
+	log    *slog.Logger
+
+	// backoff is the wait after the n-th failed login in a row (n >= 1).
+	backoff func(n int) time.Duration
+	// minInterval spaces logins that follow each other without failure:
+	// a token handed out with a TTL below the watcher's grace period would
+	// otherwise make the keeper log in back to back.
+	minInterval time.Duration
+
+	kick     chan struct{} // relogin's request, buffered 1
+	logins   atomic.Int64
+	renewals atomic.Int64
+}
+
+func newTokenKeeper(client *api.Client, method api.AuthMethod, log *slog.Logger) *tokenKeeper {
+	name := fmt.Sprintf("%T", method)
+	if s, ok := method.(fmt.Stringer); ok {
+		name = s.String()
+	}
+	return &tokenKeeper{
+		client:      client,
+		method:      method,
+		name:        name,
+		log:         log,
+		backoff:     loginBackoff,
+		minInterval: time.Second,
+		kick:        make(chan struct{}, 1),
+	}
+}
+
+// loginBackoff doubles from 1s up to maxLoginBackoff, with jitter so that
+// replicas restarted together do not log in together.
+func loginBackoff(n int) time.Duration {
+	d := min(time.Second<<min(n-1, 5), maxLoginBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// login logs in once (used at start: the first login's error is returned to
+// the caller) and sets the token on the client.
+func (k *tokenKeeper) login(ctx context.Context) (*api.Secret, error) {
+	secret, err := k.client.Auth().Login(ctx, k.method)
+	if err != nil {
+		return nil, fmt.Errorf("vault login (%s): %w", k.name, err)
+	}
+	k.logins.Add(1)
+	k.log.Info("vault login", "method", k.name,
+		"ttl", time.Duration(secret.Auth.LeaseDuration)*time.Second,
+		"renewable", secret.Auth.Renewable)
+	return secret, nil
+}
+
+// run keeps the token alive until ctx is done, starting from secret (the
+// result of login; nil logs in first). It returns once ctx is done and its
+// watcher has stopped; a renewal request in flight then ends within the
+// client's timeout, as the api's renewal takes no context.
+func (k *tokenKeeper) run(ctx context.Context, secret *api.Secret) {
+	last := time.Now()
+	for {
+		if secret != nil {
+			k.watch(ctx, secret)
+		}
+		if !sleep(ctx, time.Until(last.Add(k.minInterval))) {
+			return
+		}
+		if secret = k.loginUntilDone(ctx); secret == nil {
+			return
+		}
+		last = time.Now()
+		select { // a request made for the old token is answered
+		case <-k.kick:
+		default:
+		}
+	}
+}
+
+// relogin asks run to log in again now, e.g. after Vault refused the token
+// (it was revoked, or Vault lost it): the LifetimeWatcher would otherwise
+// wait for the old token's expiry. It never blocks, repeated calls coalesce,
+// and run still spaces logins by minInterval.
+func (k *tokenKeeper) relogin() {
+	select {
+	case k.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loginUntilDone logs in, retrying with backoff; nil means ctx is done.
+func (k *tokenKeeper) loginUntilDone(ctx context.Context) *api.Secret {
+	for failures := 1; ; failures++ {
+		secret, err := k.login(ctx)
+		if err == nil {
+			return secret
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := k.backoff(failures)
+		k.log.Error("vault login failed", "method", k.name, "failures", failures, "retry_in", wait, "err", err)
+		if !sleep(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// watch renews secret's token until it is time to log in again or ctx is done.
+func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) {
+	if secret.Auth == nil || (!secret.Auth.Renewable && secret.Auth.LeaseDuration <= 0) {
+		// A token without TTL (root, or created with none) never expires:
+		// nothing to renew, and the watcher would return at once.
+		select {
+		case <-ctx.Done():
+		case <-k.kick:
+			k.log.Info("vault login requested", "method", k.name)
+		}
+		return
+	}
+	// Stop at the first renewal error and log in again at once: the
+	// watcher's default is to retry with a 10s initial backoff, which
+	// outlasts a short token, and a renewal refused because the token is
+	// past its max TTL only comes back when the token has less than a
+	// second left.
+	behavior := api.RenewBehaviorErrorOnErrors
+	if !secret.Auth.Renewable {
+		behavior = api.RenewBehaviorRenewDisabled // watch the TTL only
+	}
+	w, err := k.client.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: secret, RenewBehavior: behavior})
+	if err != nil {
+		k.log.Error("vault token watcher", "err", err)
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Go(w.Start)
+	defer wg.Wait()
+	defer w.Stop()
+	longest := secret.Auth.LeaseDuration
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.kick:
+			k.log.Info("vault login requested", "method", k.name)
+			return
+		case err := <-w.DoneCh():
+			if err != nil {
+				k.log.Warn("vault token renewal failed; logging in again", "method", k.name, "err", err)
+			} else {
+				k.log.Debug("vault token at the end of its lifetime; logging in again", "method", k.name)
+			}
+			return
+		case r := <-w.RenewCh():
+			k.renewals.Add(1)
+			lease := 0
+			if r.Secret != nil && r.Secret.Auth != nil {
+				lease = r.Secret.Auth.LeaseDuration
+			}
+			ttl := time.Duration(lease) * time.Second
+			k.log.Debug("vault token renewed", "method", k.name, "ttl", ttl)
+			if lease < longest {
+				// Vault capped the renewal: the token is in its last period
+				// before its max TTL. The watcher would renew on until its
+				// grace period, but Vault reports TTLs in whole seconds (a
+				// token with 0.2s left says 1s), so with short TTLs it can
+				// wake after the token is gone. A new token now costs one
+				// login per max TTL, as late would.
+				k.log.Debug("vault token reached its max TTL; logging in again", "method", k.name, "ttl", ttl)
+				return
+			}
+			longest = lease
+		}
+	}
+}
+
+// Logins returns how many logins succeeded (for tests and logs).
+func (k *tokenKeeper) Logins() int64 { return k.logins.Load() }
+
+// Renewals returns how many renewals succeeded (for tests and logs).
+func (k *tokenKeeper) Renewals() int64 { return k.renewals.Load() }
+
+// sleep waits d or until ctx is done, and reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,288 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
+)
+
+// Config configures the Vault store.
+type Config struct {
+	// Address is Vault's URL. Default $VAULT_ADDR (api.DefaultConfig also
+	// reads VAULT_CACERT and the other standard variables).
+	Address string `yaml:"address"`
+	// Mount is the KV v2 mount keyward's records live under. Default
+	// "keyward".
+	Mount string `yaml:"mount"`
+	// Namespace is the Vault Enterprise / OpenBao namespace, if any.
+	Namespace string `yaml:"namespace"`
+	// Auth says how keyward logs in.
+	Auth AuthConfig `yaml:"auth"`
+	// PollInterval is how often the change marker is read. Default 1s.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// Timeout bounds each request to Vault. Default 5s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxStale is how long past their TTL cached records keep serving
+	// while Vault cannot be reached (fail static). Default 10m.
+	MaxStale time.Duration `yaml:"max_stale"`
+}
+
+// WithDefaults returns c with its zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.Mount == "" {
+		c.Mount = "keyward"
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = time.Second
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.MaxStale == 0 {
+		c.MaxStale = 10 * time.Minute
+	}
+	if c.Auth.Method == "" {
+		c.Auth.Method = "token"
+	}
+	return c
+}
+
+// Store reads and writes keyward's records in Vault. Create it with New,
+// then Start it.
+type Store struct {
+	cfg      Config
+	log      *slog.Logger
+	client   *api.Client
+	kv       *api.KVv2
+	requests *countingTransport
+	method   api.AuthMethod
+	keeper   *tokenKeeper
+
+	// mu guards the poller's view of provider versions.
+	mu               sync.Mutex
+	providerVersions map[string]int
+}
+
+// New returns a store for cfg. It does not contact Vault: Start logs in.
+func New(cfg Config, log *slog.Logger, getenv func(string) string) (*Store, error) {
+	cfg = cfg.WithDefaults()
+	vc := api.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("vault: %w", vc.Error)
+	}
+	if cfg.Address != "" {
+		vc.Address = cfg.Address
+	}
+	vc.Timeout = cfg.Timeout
+	// No retries inside a request: a check waiting on Vault should fail
+	// over to its cached record at once; the poller tries again next tick.
+	vc.MaxRetries = 0
+	requests := &countingTransport{next: vc.HttpClient.Transport}
+	vc.HttpClient.Transport = requests
+	client, err := api.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	// The token comes from the auth method, never implicitly from the
+	// environment of whoever started keyward.
+	client.ClearToken()
+	if cfg.Namespace != "" {
+		client.SetNamespace(cfg.Namespace)
+	}
+	method, err := newAuthMethod(cfg.Auth, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{
+		cfg:              cfg,
+		log:              log,
+		client:           client,
+		kv:               client.KVv2(cfg.Mount),
+		requests:         requests,
+		method:           method,
+		keeper:           newTokenKeeper(client, method, log),
+		providerVersions: map[string]int{},
+	}, nil
+}
+
+// Start logs in and keeps the token alive in the background until ctx is
+// done. It returns the first login's error.
+func (s *Store) Start(ctx context.Context) error {
+	secret, err := s.keeper.login(ctx)
+	if err != nil {
+		return err
+	}
+	go s.keeper.run(ctx, secret)
+	return nil
+}
+
+// Requests returns how many HTTP requests the store has sent to Vault.
+func (s *Store) Requests() uint64 { return s.requests.n.Load() }
+
+// Client returns the underlying Vault client (for tests and tools).
+func (s *Store) Client() *api.Client { return s.client }
+
+// countingTransport counts requests, so that tests and the load tool can
+// show what keyward costs Vault.
+type countingTransport struct {
+	next http.RoundTripper
+	n    atomic.Uint64
+}
+
+func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.n.Add(1)
+	return t.next.RoundTrip(r)
+}
+
+// Record paths under the mount.
+const (
+	providersDir   = "providers/"
+	groupsDir      = "groups/"
+	usersDir       = "users/"
+	tokensDir      = "tokens/"
+	signingKeyPath = "system/signing-keys"
+	markerPath     = "system/changes"
+)
+
+// get reads one record; a missing one is record.ErrNotFound.
+func (s *Store) get(ctx context.Context, path string) (*api.KVSecret, error) {
+	sec, err := s.kv.Get(ctx, path)
+	switch {
+	case errors.Is(err, api.ErrSecretNotFound):
+		return nil, fmt.Errorf("%s: %w", path, record.ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("vault read %s: %w", path, err)
+	case sec == nil || sec.Data == nil:
+		return nil, fmt.Errorf("%s: %w", path, record.ErrNotFound)
+	}
+	return sec, nil
+}
+
+// checkName keeps names that become Vault paths plain.
+func checkName(kind, name string) error {
+	if err := record.ValidateName(kind, name); err != nil {
+		return fmt.Errorf("%w: %v", record.ErrNotFound, err)
+	}
+	return nil
+}
+
+// Token returns the token record with the given id.
+func (s *Store) Token(ctx context.Context, id string) (*record.Token, error) {
+	if !token.ValidID(id) {
+		return nil, fmt.Errorf("token %q: %w", id, record.ErrNotFound)
+	}
+	sec, err := s.get(ctx, tokensDir+id)
+	if err != nil {
+		return nil, err
+	}
+	return decodeToken(id, sec.Data)
+}
+
+// User returns the named user.
+func (s *Store) User(ctx context.Context, name string) (*record.User, error) {
+	if err := checkName("user", name); err != nil {
+		return nil, err
+	}
+	sec, err := s.get(ctx, usersDir+name)
+	if err != nil {
+		return nil, err
+	}
+	return decodeUser(name, sec.Data)
+}
+
+// Group returns the named group.
+func (s *Store) Group(ctx context.Context, name string) (*record.Group, error) {
+	if err := checkName("group", name); err != nil {
+		return nil, err
+	}
+	sec, err := s.get(ctx, groupsDir+name)
+	if err != nil {
+		return nil, err
+	}
+	return decodeGroup(name, sec.Data)
+}
+
+// Provider returns the named provider with its keys. The poller watches
+// the versions of the providers read here, so a key rotated directly in
+// Vault is picked up within a poll interval.
+func (s *Store) Provider(ctx context.Context, name string) (*record.Provider, error) {
+	if err := checkName("provider", name); err != nil {
+		return nil, err
+	}
+	sec, err := s.get(ctx, providersDir+name)
+	if err != nil {
+		if errors.Is(err, record.ErrNotFound) {
+			s.watchProvider(name, 0)
+		}
+		return nil, err
+	}
+	version := 0
+	if sec.VersionMetadata != nil {
+		version = sec.VersionMetadata.Version
+	}
+	s.watchProvider(name, version)
+	return decodeProvider(name, sec.Data)
+}
+
+func (s *Store) watchProvider(name string, version int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.providerVersions[name] = version
+}
+
+// SigningKeys returns the token signing keys.
+func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
+	sec, err := s.get(ctx, signingKeyPath)
+	if errors.Is(err, record.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeSigningKeys(sec.Data)
+}
+
+// Validate checks the configuration without contacting Vault; errors name
+// the field as written in keyward.yaml.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("vault.%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if err := record.ValidateName("mount", c.Mount); err != nil {
+		bad("mount", "%q is not a plain mount name", c.Mount)
+	}
+	if c.PollInterval < 50*time.Millisecond {
+		bad("poll_interval", "%s is too short (at least 50ms)", c.PollInterval)
+	}
+	if c.Timeout <= 0 {
+		bad("timeout", "must be positive")
+	}
+	if c.MaxStale < 0 {
+		bad("max_stale", "must not be negative")
+	}
+	switch c.Auth.Method {
+	case "token":
+	case "approle":
+		if c.Auth.RoleID == "" && c.Auth.RoleIDFile == "" {
+			bad("auth.role_id", "set role_id or role_id_file for approle")
+		}
+	case "kubernetes":
+		if c.Auth.Role == "" {
+			bad("auth.role", "set the Vault role for kubernetes auth")
+		}
+	default:
+		bad("auth.method", "%q is not token, approle or kubernetes", c.Auth.Method)
+	}
+	return errors.Join(errs...)
+}
