@@ -607,3 +607,23 @@ func TestPanicFailsClosed(t *testing.T) {
 		t.Fatalf("log: %s", logs.String())
 	}
 }
+
+// Before the signing keys are loaded (the store has not answered since
+// start-up) a token cannot be judged: 503, not 401.
+func TestNotReadyIs503(t *testing.T) {
+	f := newFixture(t)
+	a, _ := NewAuthorizer(f.records, &token.Verifier{}, Options{Sources: []Source{{Header: "authorization"}}})
+	s, _ := NewServer(a, ServerOptions{})
+	resp, err := check(t, s, checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"))
+	if err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 503 || !strings.Contains(resp.GetDeniedResponse().GetBody(), "store_unavailable") {
+		t.Fatalf("got %v, %v", resp, err)
+	}
+	// A store that holds no signing keys at all: no token can be valid.
+	var empty token.Verifier
+	empty.Set(nil)
+	a, _ = NewAuthorizer(f.records, &empty, Options{Sources: []Source{{Header: "authorization"}}})
+	s, _ = NewServer(a, ServerOptions{})
+	if resp, _ := check(t, s, checkRequest(bearerHeader(f.tokens["ok"]), "", "openai")); resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
+		t.Fatalf("no keys: %v", resp)
+	}
+}

@@ -28,6 +28,7 @@ const (
 	DefaultTTL         = 30 * time.Second
 	DefaultNegativeTTL = 5 * time.Second
 	DefaultLoadTimeout = 5 * time.Second
+	DefaultStaleWait   = 250 * time.Millisecond
 )
 
 // ErrInvalidOptions is wrapped by every error New returns for bad arguments;
@@ -59,6 +60,11 @@ type Options struct {
 	MaxStale time.Duration
 	// LoadTimeout bounds one load. Defaults to DefaultLoadTimeout (5s).
 	LoadTimeout time.Duration
+	// StaleWait bounds how long a Get waits for the refresh of an expired
+	// entry that MaxStale still allows to serve; past it, that entry is
+	// served and the refresh finishes in the background. Defaults to
+	// DefaultStaleWait (250ms), below Envoy's usual ext_authz timeout.
+	StaleWait time.Duration
 	// IsNotFound tells "the record is gone" apart from other loader
 	// errors. Such answers are cached as negative entries for NegativeTTL
 	// and replace a positive entry at once. Nil disables negative caching:
@@ -128,6 +134,7 @@ type entry[V any] struct {
 	loaded  time.Duration // clock reading when the load that produced it began
 	expires time.Duration // clock reading from which it is no longer fresh
 	seq     uint64        // the producing load's seq: a newer entry is never overwritten by an older load
+	retryAt time.Duration // a stale entry's next refresh is not tried before this
 }
 
 // keyFlight tracks the loads of one key that are running.
@@ -175,6 +182,7 @@ func (o Options) withDefaults() (Options, error) {
 		{"NegativeTTL", o.NegativeTTL},
 		{"MaxStale", o.MaxStale},
 		{"LoadTimeout", o.LoadTimeout},
+		{"StaleWait", o.StaleWait},
 	} {
 		if d.val < 0 {
 			return o, fmt.Errorf("%w: %s is negative (%v)", ErrInvalidOptions, d.name, d.val)
@@ -191,6 +199,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.LoadTimeout == 0 {
 		o.LoadTimeout = DefaultLoadTimeout
+	}
+	if o.StaleWait == 0 {
+		o.StaleWait = DefaultStaleWait
 	}
 	return o, nil
 }
@@ -260,21 +271,49 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 	sh.mu.Lock()
 	e, ok := sh.lru.Get(key)
 	sh.mu.Unlock()
-	if ok && c.clock() < e.expires {
-		if e.err != nil {
-			sh.negHits.Add(1)
-			var zero V
-			return zero, e.err
+	if ok {
+		now := c.clock()
+		if now < e.expires {
+			if e.err != nil {
+				sh.negHits.Add(1)
+				var zero V
+				return zero, e.err
+			}
+			sh.hits.Add(1)
+			return e.val, nil
 		}
-		sh.hits.Add(1)
-		return e.val, nil
+		if c.servableStale(e, now) {
+			if now < e.retryAt {
+				// A refresh failed a moment ago: don't make this
+				// check wait on the store again yet.
+				c.staleServes.Add(1)
+				return e.val, nil
+			}
+			sh.misses.Add(1)
+			return c.wait(ctx, key, e)
+		}
 	}
 	sh.misses.Add(1)
-	return c.wait(ctx, key)
+	return c.wait(ctx, key, nil)
 }
 
-// wait joins (or starts) the load of key and waits for it or for ctx.
-func (c *Cache[V]) wait(ctx context.Context, key string) (V, error) {
+// staleRetry is how long a stale entry is served without a new refresh
+// after a refresh failed.
+const staleRetry = time.Second
+
+// servableStale reports whether an expired positive entry may still be
+// served if its refresh fails: only when MaxStale allows, and not past
+// TTL+MaxStale.
+func (c *Cache[V]) servableStale(e *entry[V], now time.Duration) bool {
+	return c.opts.MaxStale > 0 && e.err == nil && now <= addSat(addSat(e.loaded, c.opts.TTL), c.opts.MaxStale)
+}
+
+// wait joins (or starts) the load of key and waits for it or for ctx. With
+// a fallback (an expired entry that may still be served), it waits at most
+// StaleWait and then serves the fallback, leaving the load to finish in
+// the background: a hanging store must not hold checks past Envoy's
+// timeout when a last-known-good record is at hand.
+func (c *Cache[V]) wait(ctx context.Context, key string, fallback *entry[V]) (V, error) {
 	// The key may be a slice of a larger string (a token id is part of the
 	// client's token): the maps and the LRU must not keep that alive.
 	key = strings.Clone(key)
@@ -289,6 +328,12 @@ func (c *Cache[V]) wait(ctx context.Context, key string) (V, error) {
 	if c.joined != nil {
 		c.joined()
 	}
+	var giveUp <-chan time.Time
+	if fallback != nil {
+		t := time.NewTimer(c.opts.StaleWait)
+		defer t.Stop()
+		giveUp = t.C
+	}
 	select {
 	case r := <-ch:
 		res := r.Val.(*result[V])
@@ -296,6 +341,9 @@ func (c *Cache[V]) wait(ctx context.Context, key string) (V, error) {
 			c.staleServes.Add(1)
 		}
 		return res.val, res.err
+	case <-giveUp:
+		c.staleServes.Add(1)
+		return fallback.val, nil
 	case <-ctx.Done():
 		return zero, fmt.Errorf("load %q: %w", key, context.Cause(ctx))
 	}
@@ -404,15 +452,16 @@ func (c *Cache[V]) staleValue(sh *shard[V], key string) *result[V] {
 		return nil
 	}
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	e, ok := sh.lru.Peek(key)
-	sh.mu.Unlock()
-	if !ok || e.err != nil {
-		return nil
-	}
 	now := c.clock()
-	if now > addSat(addSat(e.loaded, c.opts.TTL), c.opts.MaxStale) {
+	if !ok || e.err != nil || now > addSat(addSat(e.loaded, c.opts.TTL), c.opts.MaxStale) {
 		return nil
 	}
+	// Keep serving it, and hold off the next refresh for staleRetry.
+	retry := *e
+	retry.retryAt = addSat(now, staleRetry)
+	sh.lru.Add(key, &retry)
 	return &result[V]{val: e.val, stale: now >= e.expires}
 }
 

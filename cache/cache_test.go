@@ -647,3 +647,81 @@ func TestInvalidationIsNeverUndone(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestHangingStoreServesStaleFast: with a last-known-good value at hand, a
+// Get never waits more than StaleWait on a store that does not answer, and
+// after a failed refresh it does not ask again for a while.
+func TestHangingStoreServesStaleFast(t *testing.T) {
+	clock := newFakeClock()
+	var mu sync.Mutex
+	loads, hang := 0, false
+	release := make(chan struct{})
+	load := func(ctx context.Context, key string) (string, error) {
+		mu.Lock()
+		loads++
+		h := hang
+		mu.Unlock()
+		if h {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return "", errors.New("store unreachable")
+		}
+		return "v1", nil
+	}
+	c, err := New(load, Options{Now: clock.Now, TTL: time.Second, MaxStale: time.Minute, StaleWait: 30 * time.Millisecond, LoadTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if v, err := c.Get(ctx, "k"); v != "v1" || err != nil {
+		t.Fatalf("first Get: %q, %v", v, err)
+	}
+	mu.Lock()
+	hang = true
+	mu.Unlock()
+	clock.Advance(2 * time.Second)
+
+	start := time.Now()
+	v, err := c.Get(ctx, "k")
+	if took := time.Since(start); v != "v1" || err != nil || took > time.Second {
+		t.Fatalf("Get on a hanging store: %q, %v after %v; want the stale value within StaleWait", v, err, took)
+	}
+	close(release) // the background refresh now fails
+	waitUntil(t, func() bool { return c.Stats().LoadErrors == 1 })
+
+	mu.Lock()
+	before := loads
+	mu.Unlock()
+	for range 10 {
+		if v, err := c.Get(ctx, "k"); v != "v1" || err != nil {
+			t.Fatalf("Get after a failed refresh: %q, %v", v, err)
+		}
+	}
+	mu.Lock()
+	after := loads
+	mu.Unlock()
+	if after != before {
+		t.Fatalf("%d loads right after a failed refresh; want none for staleRetry", after-before)
+	}
+	// The store answers again: past the retry pause, a fresh load.
+	clock.Advance(2 * time.Minute)
+	mu.Lock()
+	hang = false
+	mu.Unlock()
+	if v, err := c.Get(ctx, "k"); v != "v1" || err != nil {
+		t.Fatalf("store back: %q, %v", v, err)
+	}
+}
+
+func waitUntil(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -639,3 +639,28 @@ func FuzzParse(f *testing.F) {
 		_ = c.Validate()
 	})
 }
+
+func TestVaultStoreConfig(t *testing.T) {
+	c, err := config.Parse([]byte("store: {kind: vault}\nvault: {address: 'http://127.0.0.1:8200', auth: {method: approle, role_id: r}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err = config.Load("", func(k string) string {
+		return map[string]string{"KEYWARD_STORE": "vault"}[k]
+	}); err != nil || c.Store.Kind != "vault" || c.Vault.Mount != "keyward" || c.Vault.PollInterval != time.Second {
+		t.Fatalf("env KEYWARD_STORE=vault: %+v, %v", c, err)
+	}
+	for in, want := range map[string]string{
+		"store: {kind: consul}\n":                                     "store.kind",
+		"store: {kind: vault}\nvault: {auth: {method: ldap}}\n":       "vault.auth.method",
+		"store: {kind: vault}\nvault: {auth: {method: kubernetes}}\n": "vault.auth.role",
+		"store: {kind: vault}\nvault: {poll_interval: 1ms}\n":         "vault.poll_interval",
+		"store: {kind: vault}\nvault: {mount: 'a b'}\n":               "vault.mount",
+	} {
+		path := filepath.Join(t.TempDir(), "k.yaml")
+		os.WriteFile(path, []byte(in), 0o600)
+		if _, err := config.Load(path, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %s", in, err, want)
+		}
+	}
+}
