@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +26,8 @@ import (
 
 	"github.com/keyward/keyward/envoy/envoytest"
 	"github.com/keyward/keyward/internal/fakeprovider"
+	"github.com/keyward/keyward/internal/testbin"
+	"github.com/keyward/keyward/internal/testlog"
 )
 
 // Provider keys the stack serves. Tests grep every output for them.
@@ -62,24 +63,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's output while tests read it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // stack is keyward + Envoy + the fake provider, set up in a temp dir.
 type stack struct {
 	t        *testing.T
@@ -90,7 +73,7 @@ type stack struct {
 	envoyURL string
 	authz    string
 	keyward  *exec.Cmd
-	logs     *syncBuffer
+	logs     *testlog.Buffer
 	exited   chan error
 }
 
@@ -102,7 +85,7 @@ type stackOptions struct {
 func newStack(t *testing.T, opts stackOptions) *stack {
 	t.Helper()
 	envoytest.Binary(t) // skips (or fails in CI) before any set-up when Envoy is missing
-	s := &stack{t: t, dir: t.TempDir(), provider: fakeprovider.New(), logs: &syncBuffer{}}
+	s := &stack{t: t, dir: t.TempDir(), provider: fakeprovider.New(), logs: &testlog.Buffer{}}
 	upstream := httptest.NewServer(s.provider)
 	t.Cleanup(upstream.Close)
 
@@ -312,7 +295,7 @@ func python(t *testing.T) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") == "true" || os.Getenv(envoytest.EnvRequire) == "1" {
+	if testbin.Required() {
 		t.Fatalf("no Python with the openai and anthropic SDKs at %s: run scripts/test.sh, which installs them", p)
 	}
 	t.Skip("no Python venv with the SDKs (run scripts/test.sh)")

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/filestore"
+	"github.com/keyward/keyward/internal/testlog"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
@@ -84,27 +85,8 @@ func newToken(t *testing.T, user, group string) *record.Token {
 	}
 }
 
-// syncBuffer is a log destination that the Watch goroutine and the test
-// may use at the same time.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newLogger() (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func newLogger() (*slog.Logger, *testlog.Buffer) {
+	buf := &testlog.Buffer{}
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 

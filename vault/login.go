@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -378,6 +379,15 @@ func (k *tokenKeeper) loginUntilDone(ctx context.Context) *api.Secret {
 }
 
 // watch renews secret's token until it is time to log in again or ctx is done.
+//
+// The api.LifetimeWatcher alone reacts late to a token's end, which matters
+// with short TTLs: it retries failed renewals with a 10s initial backoff;
+// the client retries the 500 Vault answers in the token's last second
+// ("past the max TTL") for a second or more; and a renewal refused with 403
+// (the token is gone: expired early, revoked, or Vault lost it) makes it
+// wait silently for the old lease to run out. So the watcher renews through
+// a clone of the client without retries, stops at the first error
+// (RenewBehaviorErrorOnErrors), and reports 403s here.
 func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) {
 	if secret.Auth == nil || (!secret.Auth.Renewable && secret.Auth.LeaseDuration <= 0) {
 		// A token without TTL (root, or created with none) never expires:
@@ -389,16 +399,26 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) {
 		}
 		return
 	}
-	// Stop at the first renewal error and log in again at once: the
-	// watcher's default is to retry with a 10s initial backoff, which
-	// outlasts a short token, and a renewal refused because the token is
-	// past its max TTL only comes back when the token has less than a
-	// second left.
+	refused := make(chan struct{}, 1)
+	renewer, err := k.client.CloneWithHeaders()
+	if err != nil {
+		k.log.Error("vault token renewal: clone client", "err", err)
+		return
+	}
+	renewer.SetMaxRetries(0)
+	renewer = renewer.WithResponseCallbacks(func(r *api.Response) {
+		if r.StatusCode == http.StatusForbidden {
+			select {
+			case refused <- struct{}{}:
+			default:
+			}
+		}
+	})
 	behavior := api.RenewBehaviorErrorOnErrors
 	if !secret.Auth.Renewable {
 		behavior = api.RenewBehaviorRenewDisabled // watch the TTL only
 	}
-	w, err := k.client.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: secret, RenewBehavior: behavior})
+	w, err := renewer.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: secret, RenewBehavior: behavior})
 	if err != nil {
 		k.log.Error("vault token watcher", "err", err)
 		return
@@ -408,6 +428,7 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) {
 	defer wg.Wait()
 	defer w.Stop()
 	longest := secret.Auth.LeaseDuration
+	renewed := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -415,6 +436,15 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) {
 		case <-k.kick:
 			k.log.Info("vault login requested", "method", k.name)
 			return
+		case <-refused:
+			if renewed {
+				k.log.Warn("vault token refused on renewal; logging in again", "method", k.name)
+				return
+			}
+			// Refused from the start: the token may not renew itself (no
+			// default policy). The watcher then keeps it until it expires;
+			// logging in again now would only repeat this.
+			k.log.Warn("vault token may not renew itself; using it until it expires", "method", k.name)
 		case err := <-w.DoneCh():
 			if err != nil {
 				k.log.Warn("vault token renewal failed; logging in again", "method", k.name, "err", err)
@@ -424,6 +454,7 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) {
 			return
 		case r := <-w.RenewCh():
 			k.renewals.Add(1)
+			renewed = true
 			lease := 0
 			if r.Secret != nil && r.Secret.Auth != nil {
 				lease = r.Secret.Auth.LeaseDuration
@@ -432,11 +463,7 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) {
 			k.log.Debug("vault token renewed", "method", k.name, "ttl", ttl)
 			if lease < longest {
 				// Vault capped the renewal: the token is in its last period
-				// before its max TTL. The watcher would renew on until its
-				// grace period, but Vault reports TTLs in whole seconds (a
-				// token with 0.2s left says 1s), so with short TTLs it can
-				// wake after the token is gone. A new token now costs one
-				// login per max TTL, as late would.
+				// before its max TTL, and renewing cannot extend it.
 				k.log.Debug("vault token reached its max TTL; logging in again", "method", k.name, "ttl", ttl)
 				return
 			}

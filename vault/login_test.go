@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/keyward/keyward/internal/testlog"
 	"github.com/keyward/keyward/vault/vaulttest"
 )
 
@@ -254,25 +254,7 @@ func (m *fakeMethod) Login(context.Context, *api.Client) (*api.Secret, error) {
 	return &api.Secret{Auth: &api.SecretAuth{ClientToken: "fake-" + string(rune('0'+m.calls))}}, nil
 }
 
-// lockedBuffer collects log lines from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func testLogger(buf *lockedBuffer) *slog.Logger {
+func testLogger(buf *testlog.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -296,7 +278,7 @@ func TestKeeperBacksOffAndRelogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	method := &fakeMethod{fails: 2}
 	k := newTokenKeeper(client, method, testLogger(&logs))
 	var mu sync.Mutex
@@ -364,7 +346,7 @@ func TestKeeperTokenFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := s.Client(t, "")
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	k := newTokenKeeper(client, method, testLogger(&logs))
 	ctx, cancel := context.WithCancel(t.Context())
 	secret, err := k.login(ctx)
@@ -439,7 +421,7 @@ func TestKeeperAppRole(t *testing.T) {
 	client, _ := api.NewClient(dcfg)
 	client.SetToken("")
 	defer func() { t.Log(dbg.out.String()) }()
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	k := newTokenKeeper(client, method, testLogger(&logs))
 	secret, err := k.login(ctx)
 	if err != nil {

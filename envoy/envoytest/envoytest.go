@@ -7,7 +7,6 @@ package envoytest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keyward/keyward/internal/testbin"
 )
 
 // Environment variables read by Binary.
@@ -27,7 +28,7 @@ const (
 	// EnvBinary names an explicit Envoy binary.
 	EnvBinary = "KEYWARD_ENVOY"
 	// EnvRequire set to "1" turns a missing Envoy into a test failure.
-	EnvRequire = "KEYWARD_REQUIRE_E2E"
+	EnvRequire = testbin.EnvRequire
 )
 
 // InstallHint says how to get the Envoy binary the tests expect.
@@ -42,10 +43,6 @@ const (
 	StopTimeout = 5 * time.Second
 )
 
-// venvBinary is where the project's setup installs Envoy, relative to the
-// module root.
-var venvBinary = filepath.Join(".tools", "venv", "bin", "envoy")
-
 // Binary returns the path of the envoy binary: $KEYWARD_ENVOY, else `envoy`
 // on PATH, else <module root>/.tools/venv/bin/envoy, the module root being
 // the first directory at or above the working directory that holds go.mod.
@@ -54,59 +51,7 @@ var venvBinary = filepath.Join(".tools", "venv", "bin", "envoy")
 // an executable always fails the test: it is a mistake, not an absence.
 func Binary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv(EnvBinary); p != "" {
-		if err := executable(p); err != nil {
-			t.Fatalf("envoytest: %s=%q: %v", EnvBinary, p, err)
-		}
-		return p
-	}
-	if p, err := exec.LookPath("envoy"); err == nil {
-		return p
-	}
-	if root, err := moduleRoot(); err == nil {
-		p := filepath.Join(root, venvBinary)
-		if executable(p) == nil {
-			return p
-		}
-	}
-	msg := "envoytest: envoy binary not found (" + EnvBinary + ", PATH, <module root>/" + venvBinary + "); " + InstallHint
-	if required() {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-func required() bool {
-	return os.Getenv(EnvRequire) == "1" || os.Getenv("CI") == "true"
-}
-
-func executable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
-		return errors.New("not an executable file")
-	}
-	return nil
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod at or above the working directory")
-		}
-		dir = parent
-	}
+	return testbin.Find(t, testbin.Program{Name: "envoy", EnvVar: EnvBinary, Install: InstallHint})
 }
 
 // FreeAddr returns "127.0.0.1:PORT" of a TCP port that was free a moment

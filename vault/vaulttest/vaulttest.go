@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/keyward/keyward/internal/testbin"
 )
 
 // Environment variables read by Binary.
@@ -36,7 +38,7 @@ const (
 	// EnvBinary names an explicit bao binary.
 	EnvBinary = "KEYWARD_BAO"
 	// EnvRequire set to "1" turns a missing bao into a test failure.
-	EnvRequire = "KEYWARD_REQUIRE_E2E"
+	EnvRequire = testbin.EnvRequire
 )
 
 // InstallHint says how to get the bao binary the tests expect.
@@ -53,10 +55,6 @@ const (
 	opTimeout = 10 * time.Second
 )
 
-// venvBinary is where the project's setup installs bao, relative to the
-// module root.
-var venvBinary = filepath.Join(".tools", "venv", "bin", "bao")
-
 // Binary returns the path of the bao binary: $KEYWARD_BAO, else `bao` on
 // PATH, else <module root>/.tools/venv/bin/bao, the module root being the
 // first directory at or above the working directory that holds go.mod. When
@@ -65,55 +63,7 @@ var venvBinary = filepath.Join(".tools", "venv", "bin", "bao")
 // executable always fails the test: it is a mistake, not an absence.
 func Binary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv(EnvBinary); p != "" {
-		if err := executable(p); err != nil {
-			t.Fatalf("vaulttest: %s=%q: %v", EnvBinary, p, err)
-		}
-		return p
-	}
-	if p, err := exec.LookPath("bao"); err == nil {
-		return p
-	}
-	if root, err := moduleRoot(); err == nil {
-		p := filepath.Join(root, venvBinary)
-		if executable(p) == nil {
-			return p
-		}
-	}
-	msg := "vaulttest: bao binary not found (" + EnvBinary + ", PATH, <module root>/" + venvBinary + "); " + InstallHint
-	if os.Getenv(EnvRequire) == "1" || os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-func executable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
-		return errors.New("not an executable file")
-	}
-	return nil
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod at or above the working directory")
-		}
-		dir = parent
-	}
+	return testbin.Find(t, testbin.Program{Name: "bao", EnvVar: EnvBinary, Install: InstallHint})
 }
 
 // Server is an OpenBao dev server started by Start.
