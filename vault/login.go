@@ -320,7 +320,7 @@ func (k *tokenKeeper) login(ctx context.Context) (*api.Secret, error) {
 	}
 	k.logins.Add(1)
 	k.log.Info("vault login", "method", k.name,
-		"ttl", time.Duration(secret.Auth.LeaseDuration)*time.Second,
+		"ttl", (time.Duration(secret.Auth.LeaseDuration) * time.Second).String(),
 		"renewable", secret.Auth.Renewable)
 	return secret, nil
 }
@@ -460,11 +460,11 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) {
 				lease = r.Secret.Auth.LeaseDuration
 			}
 			ttl := time.Duration(lease) * time.Second
-			k.log.Debug("vault token renewed", "method", k.name, "ttl", ttl)
+			k.log.Debug("vault token renewed", "method", k.name, "ttl", ttl.String())
 			if lease < longest {
 				// Vault capped the renewal: the token is in its last period
 				// before its max TTL, and renewing cannot extend it.
-				k.log.Debug("vault token reached its max TTL; logging in again", "method", k.name, "ttl", ttl)
+				k.log.Debug("vault token reached its max TTL; logging in again", "method", k.name, "ttl", ttl.String())
 				return
 			}
 			longest = lease
