@@ -3,7 +3,9 @@ package vault
 // AuthConfig says how keyward logs in to Vault. Method is "token",
 // "approle" or "kubernetes"; the other fields belong to one method each.
 // Secrets may come from files (preferred: rotated by the platform) or from
-// the environment.
+// the environment. Files are read at start, where a missing or empty one is
+// a configuration error, and again at every login, so a rotated credential
+// is used from the next login on.
 type AuthConfig struct {
 	// Method is token (default), approle or kubernetes.
 	Method string `yaml:"method"`

@@ -20,10 +20,16 @@ import (
 
 // Where credentials come from when the configuration names no file.
 const (
-	envToken        = "VAULT_TOKEN"
-	envSecretID     = "VAULT_APPROLE_SECRET_ID"
-	defaultJWTFile  = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-	maxSecretFile   = 64 << 10 // a token, role id, secret id or JWT is far smaller
+	envToken       = "VAULT_TOKEN"
+	envSecretID    = "VAULT_APPROLE_SECRET_ID"
+	defaultJWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+)
+
+const (
+	// maxSecretFile bounds a credential file: a token, role id, secret id
+	// or JWT is far smaller, and a mistaken path must not load a big file.
+	maxSecretFile = 64 << 10
+	// maxLoginBackoff caps the wait between failed logins.
 	maxLoginBackoff = 30 * time.Second
 )
 
@@ -371,7 +377,7 @@ func (k *tokenKeeper) loginUntilDone(ctx context.Context) *api.Secret {
 			return nil
 		}
 		wait := k.backoff(failures)
-		k.log.Error("vault login failed", "method", k.name, "failures", failures, "retry_in", wait, "err", err)
+		k.log.Error("vault login failed", "method", k.name, "failures", failures, "retry_in", wait.String(), "err", err)
 		if !sleep(ctx, wait) {
 			return nil
 		}

@@ -414,13 +414,7 @@ func TestKeeperAppRole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dcfg := api.DefaultConfig()
-	dcfg.Address = s.Addr
-	dbg := &dbgRT{rt: dcfg.HttpClient.Transport}
-	dcfg.HttpClient.Transport = dbg
-	client, _ := api.NewClient(dcfg)
-	client.SetToken("")
-	defer func() { t.Log(dbg.out.String()) }()
+	client := s.Client(t, "")
 	var logs testlog.Buffer
 	k := newTokenKeeper(client, method, testLogger(&logs))
 	secret, err := k.login(ctx)
@@ -473,6 +467,49 @@ func TestKeeperAppRole(t *testing.T) {
 	}
 	checkLogs(t, logs.String(), secrets...)
 	if failed > 0 {
-		t.Log(logs.String())
+		t.Logf("keeper log:\n%s", logs.String())
+	}
+}
+
+// TestKeeperReloginAfterRevoke revokes the keeper's token behind its back:
+// the next renewal is refused with 403 and the keeper logs in again at once
+// instead of waiting for the old lease to run out.
+func TestKeeperReloginAfterRevoke(t *testing.T) {
+	t.Parallel()
+	s := vaulttest.Start(t, "")
+	roleID, secretID := s.AppRole(t, "keyward", nil, 3*time.Second, time.Minute)
+	method, err := newAuthMethod(AuthConfig{Method: "approle", RoleID: roleID},
+		envOf(map[string]string{envSecretID: secretID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := s.Client(t, "")
+	var logs testlog.Buffer
+	k := newTokenKeeper(client, method, testLogger(&logs))
+	ctx, cancel := context.WithCancel(t.Context())
+	secret, err := k.login(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); k.run(ctx, secret) }()
+	defer func() { cancel(); <-done }()
+
+	waitFor(t, 3*time.Second, "the first renewal", func() bool { return k.Renewals() >= 1 })
+	revoked := client.Token()
+	if err := s.Client(t, s.RootToken).Auth().Token().RevokeTreeWithContext(ctx, revoked); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, 4*time.Second, "a login after the revocation", func() bool { return k.Logins() == 2 })
+	t.Logf("revoked: logged in again after %v", time.Since(start).Round(time.Millisecond))
+	if client.Token() == revoked {
+		t.Fatal("client still holds the revoked token")
+	}
+	if _, err := client.Auth().Token().LookupSelfWithContext(ctx); err != nil {
+		t.Fatalf("lookup-self with the new token: %v", err)
+	}
+	if !strings.Contains(logs.String(), "vault token refused on renewal") {
+		t.Errorf("logs lack the refused renewal:\n%s", logs.String())
 	}
 }

@@ -67,6 +67,8 @@ type Store struct {
 	requests *countingTransport
 	method   api.AuthMethod
 	keeper   *tokenKeeper
+	// background is the token keeper's goroutine.
+	background sync.WaitGroup
 
 	// mu guards the poller's view of provider versions.
 	mu               sync.Mutex
@@ -116,15 +118,19 @@ func New(cfg Config, log *slog.Logger, getenv func(string) string) (*Store, erro
 }
 
 // Start logs in and keeps the token alive in the background until ctx is
-// done. It returns the first login's error.
+// done (Wait waits for that). It returns the first login's error.
 func (s *Store) Start(ctx context.Context) error {
 	secret, err := s.keeper.login(ctx)
 	if err != nil {
 		return err
 	}
-	go s.keeper.run(ctx, secret)
+	s.background.Go(func() { s.keeper.run(ctx, secret) })
 	return nil
 }
+
+// Wait returns once the background work Start began has stopped (after
+// Start's ctx is done).
+func (s *Store) Wait() { s.background.Wait() }
 
 // Requests returns how many HTTP requests the store has sent to Vault.
 func (s *Store) Requests() uint64 { return s.requests.n.Load() }

@@ -57,6 +57,12 @@ func (s *Store) poll(ctx context.Context, w *watchState, inv Invalidator, onKeys
 		if ctx.Err() != nil {
 			return
 		}
+		if isForbidden(err) {
+			// Our token was revoked, or Vault lost it (a restart without
+			// its storage): log in again rather than wait for the
+			// renewal to notice.
+			s.keeper.relogin()
+		}
 		if !w.down {
 			w.down, w.downSince = true, time.Now()
 			s.log.Warn("vault unreachable; serving cached records within max_stale", "err", err, "max_stale", s.cfg.MaxStale.String())
@@ -118,6 +124,11 @@ func (s *Store) pollProviders(ctx context.Context, inv Invalidator) error {
 		}
 	}
 	return nil
+}
+
+func isForbidden(err error) bool {
+	var re *api.ResponseError
+	return errors.As(err, &re) && re.StatusCode == 403
 }
 
 func isNotFound(err error) bool {

@@ -73,7 +73,10 @@ func (e *env) backend(ctx context.Context, cfg *config.Config, log *slog.Logger)
 		return &backend{
 			store: vs,
 			start: vs.Start,
-			watch: func(ctx context.Context, s *service) { vs.Watch(ctx, s.records, s.keysChanged) },
+			watch: func(ctx context.Context, s *service) {
+				vs.Watch(ctx, s.records, s.keysChanged)
+				vs.Wait()
+			},
 		}, nil
 	}
 	st, err := openStore(cfg, e.getenv)

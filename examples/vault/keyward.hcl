@@ -15,8 +15,10 @@ path "keyward/data/*" {
   capabilities = ["read"]
 }
 
-# Listing and version metadata, to load all providers, groups and users at
-# start. Metadata holds names, versions and timestamps, never a value.
-path "keyward/metadata/*" {
-  capabilities = ["read", "list"]
+# The providers' version metadata: each poll compares the versions of the
+# providers in use, so that a key rotated in Vault is picked up at once.
+# Metadata holds versions and timestamps, never a value. keyward serve lists
+# nothing.
+path "keyward/metadata/providers/*" {
+  capabilities = ["read"]
 }

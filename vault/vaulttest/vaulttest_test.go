@@ -96,12 +96,22 @@ func TestExamplePolicies(t *testing.T) {
 	if got, err := kv.Get(ctx, "groups/x"); err != nil || got.Data["providers"] != "openai" {
 		t.Fatalf("serve read: %v, %v", got, err)
 	}
-	list, err := serve.Logical().ListWithContext(ctx, "keyward/metadata/groups")
-	if err != nil || list == nil {
-		t.Fatalf("serve list: %v, %v", list, err)
+	if _, err := admin.Put(ctx, "providers/openai", map[string]any{"kind": "openai"}); err != nil {
+		t.Fatalf("admin write: %v", err)
+	}
+	if meta, err := kv.GetMetadata(ctx, "providers/openai"); err != nil || meta.CurrentVersion != 1 {
+		t.Fatalf("serve reads provider versions: %v, %v", meta, err)
 	}
 
 	denied := map[string]func() error{
+		"list": func() error {
+			_, err := serve.Logical().ListWithContext(ctx, "keyward/metadata/groups")
+			return err
+		},
+		"group metadata": func() error {
+			_, err := kv.GetMetadata(ctx, "groups/x")
+			return err
+		},
 		"write": func() error {
 			_, err := kv.Put(ctx, "groups/x", map[string]any{"providers": "evil"})
 			return err
