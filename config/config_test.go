@@ -642,8 +642,8 @@ func FuzzParse(f *testing.F) {
 
 func TestVaultStoreConfig(t *testing.T) {
 	c, err := config.Parse([]byte("store: {kind: vault}\nvault: {address: 'http://127.0.0.1:8200', auth: {method: approle, role_id: r}}\n"))
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || c.Store.Kind != "vault" || c.Vault.Auth.RoleID != "r" || c.Vault.Address != "http://127.0.0.1:8200" {
+		t.Fatalf("parse: %+v, %v", c, err)
 	}
 	if c, err = config.Load("", func(k string) string {
 		return map[string]string{"KEYWARD_STORE": "vault"}[k]
