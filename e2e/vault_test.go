@@ -1175,3 +1175,57 @@ func countPaths(reqs []proxied) map[string]int {
 	}
 	return out
 }
+
+// TestVaultServeAcrossRenewals: keyward serve on an AppRole token of 2 s TTL
+// and 6 s max TTL keeps serving for 14 s — several renewals and at least
+// two logins after the first — and every read it makes of Vault in that
+// time succeeds (fail-static must not be what carries it).
+func TestVaultServeAcrossRenewals(t *testing.T) {
+	v := newVaultEnv(t)
+	v.baoPut("providers/openai", "kind=openai", "key_a="+v.providerKey("a"))
+	v.kw("group", "add", "eng")
+	v.kw("user", "add", "alice", "-groups", "eng")
+	tok := v.token("alice", "eng")
+	roleID, secretID := v.bao.AppRole(t, "short", []string{"keyward"}, 2*time.Second, 6*time.Second)
+	v.secrets = append(v.secrets, secretID)
+	secretFile := filepath.Join(v.dir, "short-secret-id")
+	writeFile(t, secretFile, secretID+"\n")
+	// A cache TTL of 0.5 s: records are read from Vault again and again,
+	// with whichever Vault token keyward holds at that moment.
+	r := v.startReplica("short", replicaOptions{
+		auth: fmt.Sprintf("{method: approle, role_id: %q, secret_id_file: %q}", roleID, secretFile),
+		poll: 200 * time.Millisecond,
+		ttl:  500 * time.Millisecond,
+	})
+	r.waitHealth(healthpb.HealthCheckResponse_SERVING, 20*time.Second)
+	from := time.Now()
+	checks, failed := 0, 0
+	for time.Since(from) < 14*time.Second {
+		vd, err := r.check(tok)
+		checks++
+		if err != nil || vd.status != 200 {
+			failed++
+			t.Errorf("check %d at %v: %v %v", checks, time.Since(from).Round(time.Millisecond), vd, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	reads, refused := 0, 0
+	for _, p := range v.proxy.between(from, time.Now()) {
+		if strings.Contains(p.what, "/v1/keyward/") {
+			reads++
+			if p.status != http.StatusOK {
+				refused++
+				t.Errorf("Vault answered %d to %s", p.status, p.what)
+			}
+		}
+	}
+	logins := strings.Count(r.logs.String(), `"msg":"vault login"`)
+	t.Logf("14 s on a 2 s/6 s AppRole token: %d checks, %d failed; %d Vault reads, %d refused; %d logins", checks, failed, reads, refused, logins)
+	if logins < 3 {
+		t.Errorf("%d logins in 14 s with a 6 s max TTL: keyward did not log in again", logins)
+	}
+	if reads < 20 {
+		t.Errorf("only %d Vault reads: the cache TTL did not make keyward read with its current token", reads)
+	}
+	v.stopAll(r)
+}
