@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -108,17 +109,9 @@ func checkUnused(cfg AuthConfig, method string) error {
 }
 
 func newTokenMethod(cfg AuthConfig, getenv func(string) string) (api.AuthMethod, error) {
-	var token func() (string, error)
-	if cfg.TokenFile != "" {
-		token = func() (string, error) { return readSecretFile("token_file", cfg.TokenFile) }
-	} else {
-		tok := strings.TrimSpace(getenv(envToken))
-		if tok == "" {
-			return nil, fmt.Errorf("vault.auth.token_file: no token: set token_file or $%s", envToken)
-		}
-		token = func() (string, error) { return tok, nil }
-	}
-	if _, err := token(); err != nil {
+	token, err := credential("token_file", cfg.TokenFile, getenv(envToken),
+		fmt.Sprintf("vault.auth.token_file: no token: set token_file or $%s", envToken))
+	if err != nil {
 		return nil, err
 	}
 	return &authMethod{name: "token", login: func(ctx context.Context, client *api.Client) (*api.Secret, error) {
@@ -168,30 +161,14 @@ func tokenLogin(ctx context.Context, client *api.Client, token string) (*api.Sec
 // approle.SecretID{FromFile, FromEnv}: one reader trims every file the same
 // way, names the field in its errors and honours the injected getenv.
 func newAppRoleMethod(cfg AuthConfig, getenv func(string) string) (api.AuthMethod, error) {
-	var roleID func() (string, error)
-	switch {
-	case cfg.RoleIDFile != "":
-		roleID = func() (string, error) { return readSecretFile("role_id_file", cfg.RoleIDFile) }
-	case strings.TrimSpace(cfg.RoleID) != "":
-		id := strings.TrimSpace(cfg.RoleID)
-		roleID = func() (string, error) { return id, nil }
-	default:
-		return nil, fmt.Errorf("vault.auth.role_id: missing: set role_id or role_id_file")
-	}
-	var secretID func() (string, error)
-	if cfg.SecretIDFile != "" {
-		secretID = func() (string, error) { return readSecretFile("secret_id_file", cfg.SecretIDFile) }
-	} else {
-		id := strings.TrimSpace(getenv(envSecretID))
-		if id == "" {
-			return nil, fmt.Errorf("vault.auth.secret_id_file: missing: set secret_id_file or $%s", envSecretID)
-		}
-		secretID = func() (string, error) { return id, nil }
-	}
-	if _, err := roleID(); err != nil {
+	roleID, err := credential("role_id_file", cfg.RoleIDFile, cfg.RoleID,
+		"vault.auth.role_id: missing: set role_id or role_id_file")
+	if err != nil {
 		return nil, err
 	}
-	if _, err := secretID(); err != nil {
+	secretID, err := credential("secret_id_file", cfg.SecretIDFile, getenv(envSecretID),
+		fmt.Sprintf("vault.auth.secret_id_file: missing: set secret_id_file or $%s", envSecretID))
+	if err != nil {
 		return nil, err
 	}
 	var opts []approle.LoginOption
@@ -249,6 +226,24 @@ func newKubernetesMethod(cfg AuthConfig) (api.AuthMethod, error) {
 
 // mountPath returns the configured auth mount without surrounding slashes;
 // empty means the method's default.
+// credential returns a reader of a login credential: from file when one
+// is named (read again at every login, so a rotated file is picked up, and
+// checked now so a bad path fails at start), else the fixed value. missing
+// is the error when there is neither; no error ever holds the credential.
+func credential(fileField, file, value, missing string) (func() (string, error), error) {
+	if file != "" {
+		read := func() (string, error) { return readSecretFile(fileField, file) }
+		if _, err := read(); err != nil {
+			return nil, err
+		}
+		return read, nil
+	}
+	if v := strings.TrimSpace(value); v != "" {
+		return func() (string, error) { return v, nil }, nil
+	}
+	return nil, errors.New(missing)
+}
+
 func mountPath(cfg AuthConfig) string { return strings.Trim(cfg.MountPath, "/ ") }
 
 // readSecretFile returns the trimmed content of a credential file; errors

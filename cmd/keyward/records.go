@@ -88,6 +88,7 @@ type adminStore interface {
 	Users(ctx context.Context) ([]*record.User, error)
 	Groups(ctx context.Context) ([]*record.Group, error)
 	Tokens(ctx context.Context) ([]*record.Token, error)
+	Providers(ctx context.Context) ([]*record.Provider, error)
 }
 
 var (
@@ -474,13 +475,7 @@ func (e *env) providerCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		lister, ok := st.(interface {
-			Providers(context.Context) ([]*record.Provider, error)
-		})
-		if !ok {
-			return errors.New("provider list: this store cannot list providers")
-		}
-		providers, err := lister.Providers(ctx)
+		providers, err := st.Providers(ctx)
 		if err != nil {
 			return err
 		}
