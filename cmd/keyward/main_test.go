@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/envoy/envoytest"
+	"github.com/keyward/keyward/token"
 )
 
 // cli runs keyward commands in process against one configuration.
@@ -134,7 +136,7 @@ func TestBadConfigNamesTheField(t *testing.T) {
 
 // benchService is the whole serving path of a real configuration: the file
 // store, the record caches, the keyring, the decision and the responder.
-func benchService(b *testing.B) (*service, string) {
+func benchService(b testing.TB) (*service, string) {
 	c := newCLI(b)
 	c.must("provider", "set", "openai", "-kind", "openai", "-key", "k1=OPENAI_KEY")
 	c.must("group", "add", "eng", "-providers", "openai")
@@ -234,5 +236,34 @@ func TestExampleConfigValidates(t *testing.T) {
 	defer cancel()
 	if msg, err := envoytest.Validate(ctx, bin, out.Bytes()); err != nil {
 		t.Fatalf("envoy --mode validate: %v\n%s", err, msg)
+	}
+}
+
+// flakyStore fails its first signing-key reads, as a Vault that answers
+// logins but not yet reads would.
+type flakyStore struct {
+	recordStore
+	failures int
+}
+
+func (f *flakyStore) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
+	if f.failures > 0 {
+		f.failures--
+		return nil, errors.New("vault read system/signing-keys: 503")
+	}
+	return f.recordStore.SigningKeys(ctx)
+}
+
+// TestBecomeReadyStartsOnce: the store is started once, however often the
+// signing keys need another try.
+func TestBecomeReadyStartsOnce(t *testing.T) {
+	svc, _ := benchService(t)
+	svc.store = &flakyStore{recordStore: svc.store, failures: 2}
+	starts := 0
+	if !svc.becomeReady(context.Background(), func(context.Context) error { starts++; return nil }) {
+		t.Fatal("not ready")
+	}
+	if starts != 1 {
+		t.Fatalf("store started %d times", starts)
 	}
 }

@@ -243,8 +243,14 @@ func (s *service) run(ctx context.Context, lis net.Listener, b *backend, grace t
 // backoff, then turns health SERVING. It reports false if ctx ended first.
 func (s *service) becomeReady(ctx context.Context, start func(context.Context) error) bool {
 	backoff := 250 * time.Millisecond
+	started := false
 	for {
-		err := start(ctx)
+		var err error
+		if !started {
+			// Once only: a started store runs its own background work.
+			err = start(ctx)
+			started = err == nil
+		}
 		if err == nil {
 			err = s.loadKeyring(ctx)
 		}
