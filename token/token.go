@@ -28,6 +28,11 @@ import (
 // Prefix starts every keyward token.
 const Prefix = "kw_"
 
+// ManagementPrefix starts every management-API token (see
+// Keyring.Management). It differs from Prefix so that neither kind of
+// token can stand in for the other, and secret scanners tell them apart.
+const ManagementPrefix = "kwm_"
+
 const (
 	idLen     = 12
 	secretLen = 18
@@ -83,7 +88,16 @@ func NewSigningKey(id uint8) (SigningKey, error) {
 type Keyring struct {
 	current uint8
 	keys    [256]*ringKey
+	// prefix starts the tokens this keyring mints and verifies.
+	prefix string
+	// domain is signed ahead of the token bytes, so that a tag made for one
+	// prefix never verifies under another. Empty for LLM tokens, whose tags
+	// stay as they always were.
+	domain []byte
 }
+
+// managementDomain separates management-token tags from LLM-token tags.
+const managementDomain = "keyward management token\x00"
 
 type ringKey struct {
 	// scratch pools a MAC and its buffers, so that Verify allocates nothing.
@@ -102,7 +116,7 @@ func NewKeyring(keys []SigningKey) (*Keyring, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("keyring: no signing keys")
 	}
-	r := &Keyring{}
+	r := &Keyring{prefix: Prefix}
 	for i, k := range keys {
 		if len(k.Secret) < KeySize {
 			return nil, fmt.Errorf("keyring: key %d (id %d): secret is %d bytes, need at least %d", i, k.ID, len(k.Secret), KeySize)
@@ -119,6 +133,17 @@ func NewKeyring(keys []SigningKey) (*Keyring, error) {
 		}
 	}
 	return r, nil
+}
+
+// Management returns a keyring over the same signing keys that mints and
+// verifies management tokens (ManagementPrefix) instead of LLM tokens: a
+// keyward LLM token fails its Verify, and its own tokens fail r.Verify,
+// even when the prefix is swapped, because the tag covers the kind.
+func (r *Keyring) Management() *Keyring {
+	m := *r
+	m.prefix = ManagementPrefix
+	m.domain = []byte(managementDomain)
+	return &m
 }
 
 // Minted is a new token: Token is shown to its owner once; the rest is what
@@ -139,12 +164,12 @@ func (r *Keyring) Mint() (Minted, error) {
 	raw[idLen+1] = r.current
 	s := r.keys[r.current].get()
 	defer r.keys[r.current].put(s)
-	copy(raw[signedLen:], s.sign(raw[:signedLen]))
+	copy(raw[signedLen:], s.sign(r.domain, raw[:signedLen]))
 
-	tok := Prefix + encoding.EncodeToString(raw[:])
+	tok := r.prefix + encoding.EncodeToString(raw[:])
 	return Minted{
 		Token: tok,
-		ID:    tok[len(Prefix) : len(Prefix)+IDLen],
+		ID:    tok[len(r.prefix) : len(r.prefix)+IDLen],
 		Hash:  sha256.Sum256(raw[idLen+2 : signedLen]),
 	}, nil
 }
@@ -154,13 +179,14 @@ func (r *Keyring) Mint() (Minted, error) {
 // see HashEqual) with the stored record. It returns ErrMalformed or
 // ErrForged; the error never contains the token.
 func (r *Keyring) Verify(tok string) (id string, secretHash [sha256.Size]byte, err error) {
-	if len(tok) != Len || tok[:len(Prefix)] != Prefix {
+	p := len(r.prefix)
+	if len(tok) != p+Len-len(Prefix) || tok[:p] != r.prefix {
 		return "", secretHash, ErrMalformed
 	}
 	// The id and signing key id sit in fixed places in the encoding: check
 	// the key id before decoding the rest into pooled scratch.
 	var head [3]byte
-	if n, err := encoding.Decode(head[:], []byte(tok[len(Prefix)+IDLen:len(Prefix)+IDLen+4])); err != nil || n != 3 || head[0] != version {
+	if n, err := encoding.Decode(head[:], []byte(tok[p+IDLen:p+IDLen+4])); err != nil || n != 3 || head[0] != version {
 		return "", secretHash, ErrMalformed
 	}
 	rk := r.keys[head[1]]
@@ -169,13 +195,13 @@ func (r *Keyring) Verify(tok string) (id string, secretHash [sha256.Size]byte, e
 	}
 	s := rk.get()
 	defer rk.put(s)
-	if n, err := encoding.Decode(s.raw[:], []byte(tok[len(Prefix):])); err != nil || n != rawLen {
+	if n, err := encoding.Decode(s.raw[:], []byte(tok[p:])); err != nil || n != rawLen {
 		return "", secretHash, ErrMalformed
 	}
-	if !hmac.Equal(s.sign(s.raw[:signedLen]), s.raw[signedLen:]) {
+	if !hmac.Equal(s.sign(r.domain, s.raw[:signedLen]), s.raw[signedLen:]) {
 		return "", secretHash, ErrForged
 	}
-	return tok[len(Prefix) : len(Prefix)+IDLen], sha256.Sum256(s.raw[idLen+2 : signedLen]), nil
+	return tok[p : p+IDLen], sha256.Sum256(s.raw[idLen+2 : signedLen]), nil
 }
 
 // HashEqual compares two secret hashes in constant time.
@@ -198,9 +224,10 @@ func ValidID(id string) bool {
 func (k *ringKey) get() *scratch  { return k.scratch.Get().(*scratch) }
 func (k *ringKey) put(s *scratch) { k.scratch.Put(s) }
 
-// sign returns the truncated HMAC of msg in s's buffer.
-func (s *scratch) sign(msg []byte) []byte {
+// sign returns the truncated HMAC of domain and msg in s's buffer.
+func (s *scratch) sign(domain, msg []byte) []byte {
 	s.mac.Reset()
+	s.mac.Write(domain)
 	s.mac.Write(msg)
 	return s.mac.Sum(s.sum[:0])[:tagLen]
 }

@@ -181,3 +181,49 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+func TestManagementTokensAreAnotherKind(t *testing.T) {
+	llm := testRing(t, 1, 2)
+	mgmt := llm.Management()
+	lt, err := llm.Mint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, err := mgmt.Mint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(mt.Token, ManagementPrefix) || !ValidID(mt.ID) || !strings.Contains(mt.Token, mt.ID) {
+		t.Fatalf("management token shape: len %d", len(mt.Token))
+	}
+	if id, h, err := mgmt.Verify(mt.Token); err != nil || id != mt.ID || !HashEqual(h, mt.Hash) {
+		t.Fatalf("management Verify: id %q, err %v", id, err)
+	}
+	if LooksLikeToken(mt.Token) {
+		t.Fatal("a management token looks like an LLM token")
+	}
+	// The same body under the other prefix must not verify either: the tag
+	// covers the kind, not only the prefix check.
+	swappedToMgmt := ManagementPrefix + lt.Token[len(Prefix):]
+	swappedToLLM := Prefix + mt.Token[len(ManagementPrefix):]
+	for name, tc := range map[string]struct {
+		ring *Keyring
+		tok  string
+		want error
+	}{
+		"llm token as management":         {mgmt, lt.Token, ErrMalformed},
+		"management token as llm":         {llm, mt.Token, ErrMalformed},
+		"llm body with management prefix": {mgmt, swappedToMgmt, ErrForged},
+		"management body with llm prefix": {llm, swappedToLLM, ErrForged},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, _, err := tc.ring.Verify(tc.tok); !errors.Is(err, tc.want) {
+				t.Fatalf("Verify: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// LLM tokens are unchanged by the management kind's existence.
+	if _, _, err := llm.Verify(lt.Token); err != nil {
+		t.Fatalf("llm Verify: %v", err)
+	}
+}
