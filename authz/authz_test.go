@@ -233,6 +233,8 @@ func TestDecide(t *testing.T) {
 		"no provider key":            {headers: tok("ok"), provider: "empty", want: ReasonNoProviderKey},
 		"provider record missing":    {headers: tok("ok"), provider: "nowhere", want: ReasonNoProviderKey},
 		"custom key alone allowed":   {headers: bearerHeader("sk-client-own-key"), provider: "openai", want: ReasonCustomKey},
+		"management token":           {headers: bearerHeader(token.ManagementPrefix + strings.Repeat("A", 70)), provider: "openai", want: ReasonManagementToken},
+		"management token beside":    {headers: map[string]string{"authorization": "Bearer " + f.tokens["byok"], "x-api-key": token.ManagementPrefix + "x"}, provider: "anthropic", want: ReasonManagementToken},
 		"custom key alone forbidden": {opts: Options{DisableCustomKeys: true}, headers: bearerHeader("sk-client-own-key"), provider: "openai", want: ReasonCustomKeyForbidden},
 		"custom key with token":      {headers: map[string]string{"authorization": "Bearer " + f.tokens["byok"], "x-api-key": "sk-ant-own"}, provider: "anthropic", want: ReasonCustomKey},
 		"custom key group forbids":   {headers: map[string]string{"authorization": "Bearer " + f.tokens["nobyok"], "x-api-key": "sk-ant-own"}, provider: "anthropic", want: ReasonCustomKeyForbidden},

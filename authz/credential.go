@@ -22,6 +22,9 @@ type found struct {
 	tokenAt   int
 	customKey bool
 	customAt  int
+	// management: the client sent a management token, which must never
+	// reach a provider.
+	management bool
 }
 
 // findCredentials looks through sources in order. The first value with the
@@ -44,6 +47,8 @@ func findCredentials(sources []Source, headers map[string]string, path string) f
 			continue
 		}
 		switch {
+		case strings.HasPrefix(v, token.ManagementPrefix):
+			f.management = true
 		case token.LooksLikeToken(v):
 			if f.tokenAt < 0 {
 				f.token, f.tokenAt = v, i

@@ -123,6 +123,10 @@ type Decision struct {
 func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 	f := findCredentials(a.opts.Sources, req.Headers, req.Path)
 	d := Decision{found: f, Model: req.Headers[a.opts.ModelHeader]}
+	if f.management {
+		d.Reason = ReasonManagementToken
+		return d
+	}
 	if f.tokenAt < 0 {
 		switch {
 		case !f.customKey:

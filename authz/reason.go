@@ -16,6 +16,7 @@ const (
 	ReasonInvalidToken      Reason = "invalid_token"
 	ReasonTokenExpired      Reason = "token_expired"
 	ReasonTokenRevoked      Reason = "token_revoked"
+	ReasonManagementToken   Reason = "management_token"
 
 	// 403: a valid token that policy refuses.
 	ReasonUserDeleted        Reason = "user_deleted"
@@ -38,7 +39,7 @@ const (
 func Reasons() []Reason {
 	return []Reason{
 		ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked,
-		ReasonUserDeleted, ReasonUserDisabled, ReasonGroupDeleted, ReasonGroupDisabled, ReasonGroupNotPermitted,
+		ReasonManagementToken, ReasonUserDeleted, ReasonUserDisabled, ReasonGroupDeleted, ReasonGroupDisabled, ReasonGroupNotPermitted,
 		ReasonUnknownProvider, ReasonProviderNotAllowed, ReasonModelNotAllowed, ReasonCustomKeyForbidden,
 		ReasonNoProviderKey, ReasonStoreUnavailable, ReasonInternal,
 	}
@@ -52,7 +53,7 @@ func (r Reason) HTTPStatus() int {
 	switch r {
 	case ReasonAllowed, ReasonCustomKey:
 		return 200
-	case ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked:
+	case ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked, ReasonManagementToken:
 		return 401
 	case ReasonNoProviderKey, ReasonStoreUnavailable, ReasonInternal:
 		return 503
@@ -87,6 +88,8 @@ func (r Reason) Message() string {
 		return "The keyward token has expired."
 	case ReasonTokenRevoked:
 		return "The keyward token has been revoked."
+	case ReasonManagementToken:
+		return "A management token cannot call an LLM; use a keyward token."
 	case ReasonUserDeleted:
 		return "The token's user no longer exists."
 	case ReasonUserDisabled:
