@@ -76,7 +76,8 @@ func (r *Records) Purge() {
 }
 
 // Invalidate drops one cached record. kind is token, user, group or
-// provider; any other kind drops everything, to be safe.
+// provider (credential changes concern no cached record); any other kind
+// drops everything, to be safe.
 func (r *Records) Invalidate(kind, name string) {
 	switch kind {
 	case "token":
@@ -87,6 +88,8 @@ func (r *Records) Invalidate(kind, name string) {
 		r.groups.Invalidate(name)
 	case "provider":
 		r.providers.Invalidate(name)
+	case "credential":
+		// Not cached here: nothing to drop.
 	default:
 		r.Purge()
 	}

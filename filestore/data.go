@@ -29,6 +29,11 @@ type Data struct {
 	SigningKeys []SigningKeyData         `yaml:"signing_keys,omitempty"`
 	// Tokens live in the token file, keyed here by token id.
 	Tokens map[string]*TokenData `yaml:"-"`
+	// credentials live in the credentials file, keyed here by user, then
+	// by credential id: a lookup without the user cannot find one. They
+	// are unexported so that they are changed only through the Store's
+	// credential methods, which take the owner.
+	credentials map[string]map[string]*credentialData
 }
 
 // ProviderData is a provider record. Keys name environment variables; the
@@ -80,6 +85,39 @@ type tokenLine struct {
 	TokenData
 }
 
+// credentialData is a user's provider credential, key included: it lives
+// only in the credentials file, which is written with mode 0600.
+type credentialData struct {
+	Name     string          `json:"name"`
+	Provider string          `json:"provider"`
+	Model    string          `json:"model,omitempty"`
+	BaseURL  string          `json:"base_url,omitempty"`
+	Key      string          `json:"key"`
+	Extra    json.RawMessage `json:"extra,omitempty"`
+	Created  time.Time       `json:"created"`
+}
+
+// credentialLine is one line of the credentials file.
+type credentialLine struct {
+	ID   string `json:"id"`
+	User string `json:"user"`
+	credentialData
+}
+
+func (c *credentialData) record(user, id string) *record.Credential {
+	return &record.Credential{
+		ID: id, User: user, Name: c.Name, Provider: c.Provider, Model: c.Model,
+		BaseURL: c.BaseURL, Key: c.Key, Extra: c.Extra, Created: c.Created,
+	}
+}
+
+func newCredentialData(c *record.Credential) *credentialData {
+	return &credentialData{
+		Name: c.Name, Provider: c.Provider, Model: c.Model, BaseURL: c.BaseURL,
+		Key: c.Key, Extra: slices.Clone(c.Extra), Created: c.Created.UTC(),
+	}
+}
+
 // SigningKeyData is one token signing key, base64-encoded.
 type SigningKeyData struct {
 	ID     uint8  `yaml:"id"`
@@ -101,47 +139,97 @@ func parseData(raw, tokens []byte) (*Data, error) {
 	}
 	var err error
 	if d.Tokens, err = parseTokens(tokens); err != nil {
-		return nil, &tokenFileError{err}
+		return nil, &lineFileError{file: tokenFile, err: err}
 	}
 	return d, nil
 }
 
-// tokenFileError marks an error in the token file, so that it is reported
-// with that file's path rather than the store file's.
-type tokenFileError struct{ err error }
+// parseAll decodes the store file, the token file and the credentials
+// file.
+func parseAll(f files) (*Data, error) {
+	d, err := parseData(f.store, f.tokens)
+	if err != nil {
+		return nil, err
+	}
+	if d.credentials, err = parseCredentials(f.credentials); err != nil {
+		return nil, &lineFileError{file: credentialsFile, err: err}
+	}
+	return d, nil
+}
 
-func (e *tokenFileError) Error() string { return e.err.Error() }
-func (e *tokenFileError) Unwrap() error { return e.err }
+// The JSON lines files beside the store file.
+const (
+	tokenFile       = "token file"
+	credentialsFile = "credentials file"
+)
 
-// parseTokens decodes the token file: JSON, one record per line, because
-// it holds up to hundreds of thousands of records written by the CLI, and a
+// lineFileError marks an error in one of the JSON lines files, so that it
+// is reported with that file's path rather than the store file's.
+type lineFileError struct {
+	file string // tokenFile or credentialsFile
+	err  error
+}
+
+func (e *lineFileError) Error() string { return e.err.Error() }
+func (e *lineFileError) Unwrap() error { return e.err }
+
+// parseLines decodes a JSON lines file, one record per line, strictly:
+// unknown fields are errors. A JSON lines file rather than YAML because it
+// holds up to hundreds of thousands of records written by the CLI, and a
 // YAML mapping that large decodes in quadratic time. Blank lines are
-// skipped; errors give the line number.
-func parseTokens(raw []byte) (map[string]*TokenData, error) {
-	tokens := make(map[string]*TokenData, bytes.Count(raw, []byte("\n")))
+// skipped; errors give the file and the line number. add takes each record
+// and may refuse it.
+func parseLines[T any](raw []byte, file string, add func(*T) error) error {
 	for n := 1; len(raw) > 0; n++ {
 		var line []byte
 		line, raw, _ = bytes.Cut(raw, []byte("\n"))
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		var t tokenLine
+		v := new(T)
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&t); err != nil {
-			return nil, fmt.Errorf("token file line %d: %w", n, err)
+		if err := dec.Decode(v); err != nil {
+			return fmt.Errorf("%s line %d: %w", file, n, err)
 		}
 		if dec.More() {
-			return nil, fmt.Errorf("token file line %d: more than one record", n)
+			return fmt.Errorf("%s line %d: more than one record", file, n)
 		}
 		// More misses a stray ] or } after the record.
 		if len(bytes.TrimSpace(line[dec.InputOffset():])) > 0 {
-			return nil, fmt.Errorf("token file line %d: text after the record", n)
+			return fmt.Errorf("%s line %d: text after the record", file, n)
 		}
+		if err := add(v); err != nil {
+			return fmt.Errorf("%s line %d: %w", file, n, err)
+		}
+	}
+	return nil
+}
+
+// marshalLines writes records as a JSON lines file, in the order given.
+func marshalLines[T any](records []T) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, r := range records {
+		if err := enc.Encode(r); err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+// parseTokens decodes the token file.
+func parseTokens(raw []byte) (map[string]*TokenData, error) {
+	tokens := make(map[string]*TokenData, bytes.Count(raw, []byte("\n")))
+	err := parseLines(raw, tokenFile, func(t *tokenLine) error {
 		if _, dup := tokens[t.ID]; dup {
-			return nil, fmt.Errorf("token file line %d: token %q listed twice", n, t.ID)
+			return fmt.Errorf("token %q listed twice", t.ID)
 		}
 		tokens[t.ID] = &t.TokenData
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return tokens, nil
 }
@@ -156,14 +244,52 @@ func (d *Data) marshalTokens() ([]byte, error) {
 		}
 		return strings.Compare(a, b)
 	})
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	for _, id := range ids {
-		if err := enc.Encode(tokenLine{ID: id, TokenData: *d.Tokens[id]}); err != nil {
-			return nil, err
+	lines := make([]tokenLine, len(ids))
+	for i, id := range ids {
+		lines[i] = tokenLine{ID: id, TokenData: *d.Tokens[id]}
+	}
+	return marshalLines(lines)
+}
+
+// parseCredentials decodes the credentials file into credentials by user,
+// then id. Its errors name the line and never show a value.
+func parseCredentials(raw []byte) (map[string]map[string]*credentialData, error) {
+	creds := map[string]map[string]*credentialData{}
+	err := parseLines(raw, credentialsFile, func(c *credentialLine) error {
+		if _, dup := creds[c.User][c.ID]; dup {
+			return fmt.Errorf("credential %q of user %q listed twice", c.ID, c.User)
+		}
+		if creds[c.User] == nil {
+			creds[c.User] = map[string]*credentialData{}
+		}
+		creds[c.User][c.ID] = &c.credentialData
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return creds, nil
+}
+
+// marshalCredentials writes the credentials file by user, then oldest
+// first.
+func (d *Data) marshalCredentials() ([]byte, error) {
+	var lines []credentialLine
+	for user, m := range d.credentials {
+		for id, c := range m {
+			lines = append(lines, credentialLine{ID: id, User: user, credentialData: *c})
 		}
 	}
-	return buf.Bytes(), nil
+	slices.SortFunc(lines, func(a, b credentialLine) int {
+		if c := strings.Compare(a.User, b.User); c != 0 {
+			return c
+		}
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return marshalLines(lines)
 }
 
 func (d *Data) marshal() ([]byte, error) {
@@ -193,6 +319,8 @@ type snapshot struct {
 	users       map[string]*record.User
 	tokens      *tokenTable
 	signingKeys []token.SigningKey
+	// credentials are by user, then by credential id.
+	credentials map[string]map[string]*record.Credential
 	// missingEnv lists environment variables that provider keys name but
 	// that are not set, for a warning (names only).
 	missingEnv []string
@@ -206,10 +334,11 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
 	s := &snapshot{
-		providers: make(map[string]*record.Provider, len(d.Providers)),
-		groups:    make(map[string]*record.Group, len(d.Groups)),
-		users:     make(map[string]*record.User, len(d.Users)),
-		tokens:    newTokenTable(len(d.Tokens)),
+		providers:   make(map[string]*record.Provider, len(d.Providers)),
+		groups:      make(map[string]*record.Group, len(d.Groups)),
+		users:       make(map[string]*record.User, len(d.Users)),
+		tokens:      newTokenTable(len(d.Tokens)),
+		credentials: make(map[string]map[string]*record.Credential, len(d.credentials)),
 	}
 	for name, p := range d.Providers {
 		field := "providers." + name
@@ -302,6 +431,22 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 		s.tokens.add(raw, rt)
 	}
 	s.tokens.done()
+	for user, m := range d.credentials {
+		byID := make(map[string]*record.Credential, len(m))
+		for id, c := range m {
+			field := "credentials." + user + "/" + id
+			if c == nil {
+				bad(field, "empty record")
+				continue
+			}
+			rc := c.record(user, id)
+			if err := rc.Validate(); err != nil {
+				bad(field, "%v", err)
+			}
+			byID[id] = rc
+		}
+		s.credentials[user] = byID
+	}
 	for i, k := range d.SigningKeys {
 		secret, err := base64.StdEncoding.DecodeString(k.Secret)
 		if err != nil || len(secret) < token.KeySize {

@@ -1,7 +1,8 @@
 // Package filestore is keyward's embedded store: a YAML file of providers,
 // groups, users and signing keys that people edit, a token file of token
-// hashes (one JSON record per line) that the CLI writes, and provider keys
-// read from environment variables or a .env file. It is for a first run and
+// hashes (one JSON record per line) that the CLI writes, a credentials file
+// of users' own provider credentials (likewise, mode 0600: it holds their
+// keys), and provider keys read from environment variables or a .env file. It is for a first run and
 // for single node use without Vault; it offers the same reads as the Vault
 // store, and picks up changes to any of the files while keyward serves.
 //
@@ -50,6 +51,10 @@ type Options struct {
 	// TokensPath is the token file. Default: Path with its extension
 	// replaced by ".tokens.jsonl".
 	TokensPath string
+	// CredentialsPath is the credentials file, which holds users' own
+	// provider keys. Default: Path with its extension replaced by
+	// ".credentials.jsonl".
+	CredentialsPath string
 	// EnvPath is an optional .env file with provider keys.
 	EnvPath string
 	// Getenv reads the process environment, which wins over EnvPath.
@@ -63,10 +68,19 @@ func DefaultTokensPath(path string) string {
 	return strings.TrimSuffix(path, filepath.Ext(path)) + ".tokens.jsonl"
 }
 
+// DefaultCredentialsPath is where the credentials file of the store file
+// at path is when Options.CredentialsPath is empty.
+func DefaultCredentialsPath(path string) string {
+	return strings.TrimSuffix(path, filepath.Ext(path)) + ".credentials.jsonl"
+}
+
 // Open loads the store.
 func Open(opts Options) (*Store, error) {
 	if opts.TokensPath == "" {
 		opts.TokensPath = DefaultTokensPath(opts.Path)
+	}
+	if opts.CredentialsPath == "" {
+		opts.CredentialsPath = DefaultCredentialsPath(opts.Path)
 	}
 	if opts.Getenv == nil {
 		opts.Getenv = os.Getenv
@@ -80,9 +94,13 @@ func Open(opts Options) (*Store, error) {
 
 // wrapParse names the file a parse error is in.
 func (s *Store) wrapParse(err error) error {
-	var te *tokenFileError
-	if errors.As(err, &te) {
-		return fmt.Errorf("%s: %w", s.opts.TokensPath, te.err)
+	var le *lineFileError
+	if errors.As(err, &le) {
+		path := s.opts.TokensPath
+		if le.file == credentialsFile {
+			path = s.opts.CredentialsPath
+		}
+		return fmt.Errorf("%s: %w", path, le.err)
 	}
 	return fmt.Errorf("store %s: %w", s.opts.Path, err)
 }
@@ -90,12 +108,13 @@ func (s *Store) wrapParse(err error) error {
 // Path returns the store file's path.
 func (s *Store) Path() string { return s.opts.Path }
 
-// stamps identifies the versions of all three files.
+// stamps identifies the versions of all four files.
 func (s *Store) stamps() string {
-	return fileStamp(s.opts.Path) + "|" + fileStamp(s.opts.TokensPath) + "|" + fileStamp(s.opts.EnvPath)
+	return fileStamp(s.opts.Path) + "|" + fileStamp(s.opts.TokensPath) + "|" +
+		fileStamp(s.opts.CredentialsPath) + "|" + fileStamp(s.opts.EnvPath)
 }
 
-// reload reads both files, and swaps in a new snapshot if they changed. It
+// reload reads the files, and swaps in a new snapshot if they changed. It
 // reports whether it did.
 func (s *Store) reload() (bool, error) {
 	s.mu.Lock()
@@ -104,7 +123,7 @@ func (s *Store) reload() (bool, error) {
 	if stamp == s.stamp && s.snap.Load() != nil {
 		return false, nil
 	}
-	raw, tokens, err := s.readFiles()
+	f, err := s.readFiles()
 	if err != nil {
 		return false, err
 	}
@@ -117,7 +136,7 @@ func (s *Store) reload() (bool, error) {
 		// may be half a file. The next poll reads it whole.
 		return false, nil
 	}
-	snap, err := s.parse(raw, tokens, env)
+	snap, err := s.parse(f, env)
 	if err != nil {
 		return false, err
 	}
@@ -126,14 +145,23 @@ func (s *Store) reload() (bool, error) {
 	return true, nil
 }
 
-func (s *Store) readFiles() (raw, tokens []byte, err error) {
-	if raw, err = readOptional(s.opts.Path); err != nil {
-		return nil, nil, fmt.Errorf("read store: %w", err)
+// files is the content of the store file and the JSON lines files beside
+// it.
+type files struct {
+	store, tokens, credentials []byte
+}
+
+func (s *Store) readFiles() (f files, err error) {
+	if f.store, err = readOptional(s.opts.Path); err != nil {
+		return files{}, fmt.Errorf("read store: %w", err)
 	}
-	if tokens, err = readOptional(s.opts.TokensPath); err != nil {
-		return nil, nil, fmt.Errorf("read token file: %w", err)
+	if f.tokens, err = readOptional(s.opts.TokensPath); err != nil {
+		return files{}, fmt.Errorf("read token file: %w", err)
 	}
-	return raw, tokens, nil
+	if f.credentials, err = readOptional(s.opts.CredentialsPath); err != nil {
+		return files{}, fmt.Errorf("read credentials file: %w", err)
+	}
+	return f, nil
 }
 
 // fileStamp identifies a file's version without reading it: writers
@@ -153,7 +181,7 @@ func fileStamp(path string) string {
 	return fmt.Sprintf("%d/%d/%d", ino, fi.Size(), fi.ModTime().UnixNano())
 }
 
-func (s *Store) parse(raw, tokens, env []byte) (*snapshot, error) {
+func (s *Store) parse(f files, env []byte) (*snapshot, error) {
 	vars, err := ParseEnv(env)
 	if err != nil {
 		return nil, fmt.Errorf("env file %s: %w", s.opts.EnvPath, err)
@@ -164,7 +192,7 @@ func (s *Store) parse(raw, tokens, env []byte) (*snapshot, error) {
 		}
 		return vars[k]
 	}
-	d, err := parseData(raw, tokens)
+	d, err := parseAll(f)
 	if err != nil {
 		return nil, s.wrapParse(err)
 	}
@@ -269,11 +297,11 @@ func (s *Store) Update(_ context.Context, change func(*Data) error) error {
 		return err
 	}
 	defer unlock()
-	raw, tokens, err := s.readFiles()
+	f, err := s.readFiles()
 	if err != nil {
 		return err
 	}
-	d, err := parseData(raw, tokens)
+	d, err := parseAll(f)
 	if err != nil {
 		return s.wrapParse(err)
 	}
@@ -298,10 +326,19 @@ func (s *Store) Update(_ context.Context, change func(*Data) error) error {
 	if err != nil {
 		return fmt.Errorf("encode tokens: %w", err)
 	}
-	// Only what changed is written, so that the other file keeps its
-	// stamp and serving processes do not re-read it.
-	if !bytes.Equal(newTokens, tokens) {
+	newCredentials, err := d.marshalCredentials()
+	if err != nil {
+		return fmt.Errorf("encode credentials: %w", err)
+	}
+	// Only what changed is written, so that the other files keep their
+	// stamps and serving processes do not re-read them.
+	if !bytes.Equal(newTokens, f.tokens) {
 		if err := writeAtomic(s.opts.TokensPath, newTokens); err != nil {
+			return err
+		}
+	}
+	if !bytes.Equal(newCredentials, f.credentials) {
+		if err := writeAtomic(s.opts.CredentialsPath, newCredentials); err != nil {
 			return err
 		}
 	}
@@ -316,11 +353,11 @@ func (s *Store) Update(_ context.Context, change func(*Data) error) error {
 
 // Read returns the store's data as it is on disk now.
 func (s *Store) Read(context.Context) (*Data, error) {
-	raw, tokens, err := s.readFiles()
+	f, err := s.readFiles()
 	if err != nil {
 		return nil, err
 	}
-	d, err := parseData(raw, tokens)
+	d, err := parseAll(f)
 	if err != nil {
 		return nil, s.wrapParse(err)
 	}

@@ -43,13 +43,15 @@ func (s *Store) PutUser(ctx context.Context, u *record.User) error {
 	})
 }
 
-// DeleteUser removes a user and every token they own.
+// DeleteUser removes a user, every token they own and every credential
+// they stored, in one write.
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
 	return s.Update(ctx, func(d *Data) error {
 		if err := deleteEntry(d.Users, "user", name); err != nil {
 			return err
 		}
 		maps.DeleteFunc(d.Tokens, func(_ string, t *TokenData) bool { return t != nil && t.User == name })
+		delete(d.credentials, name)
 		return nil
 	})
 }

@@ -8,6 +8,9 @@
 //	<mount>/providers/<provider>   kind, key_<id>..., header, value_template, anthropic_version
 //	<mount>/groups/<group>         providers, models, disable_custom_keys, disabled
 //	<mount>/users/<user>           role, groups, disabled
+//	<mount>/users/<user>/credentials/<id>
+//	                               the user's own provider credential: name, provider,
+//	                               model, base_url, key, extra (a JSON object as a string), created
 //	<mount>/tokens/<token-id>      user, group, name, hash, created, expires, revoked
 //	<mount>/system/signing-keys    key_<id>: base64 token signing keys
 //	<mount>/system/changes         the change marker: seq and the latest changes

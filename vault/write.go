@@ -49,7 +49,8 @@ func (s *Store) PutUser(ctx context.Context, u *record.User) error {
 	return s.put(ctx, KindUser, u.Name, usersDir+u.Name, encodeUser(u))
 }
 
-// DeleteUser removes a user and every token they own.
+// DeleteUser removes a user, every token they own and every credential
+// they stored.
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
 	tokens, err := s.Tokens(ctx)
 	if err != nil {
@@ -65,7 +66,7 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 			}
 		}
 	}
-	return nil
+	return s.deleteCredentials(ctx, name)
 }
 
 // PutToken creates or replaces a token record.

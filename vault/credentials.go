@@ -1,0 +1,136 @@
+package vault
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/keyward/keyward/record"
+)
+
+// Users' own provider credentials live under their user's path,
+// users/<user>/credentials/<id>: every method takes the owner, and another
+// user's id names a path that does not exist.
+
+// KindCredential is the change marker's kind for a credential; its name is
+// "<user>/<id>".
+const KindCredential = "credential"
+
+func credentialsDir(user string) string { return usersDir + user + "/credentials/" }
+
+// checkCredential keeps the user and id that become a path plain; anything
+// else is not found.
+func checkCredential(user, id string) error {
+	if err := checkName("user", user); err != nil {
+		return err
+	}
+	if !record.ValidCredentialID(id) {
+		return fmt.Errorf("credential %q: %w", id, record.ErrNotFound)
+	}
+	return nil
+}
+
+// PutCredential creates or replaces one of c.User's credentials. The user
+// must exist (record.ErrNotFound otherwise), so that no credential is
+// written for nobody.
+func (s *Store) PutCredential(ctx context.Context, c *record.Credential) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("credential: %w", err)
+	}
+	if _, err := s.get(ctx, usersDir+c.User); err != nil {
+		return err
+	}
+	return s.put(ctx, KindCredential, c.User+"/"+c.ID, credentialsDir(c.User)+c.ID, encodeCredential(c))
+}
+
+// Credential returns user's credential id. It is record.ErrNotFound when
+// user has no such credential, whoever else may.
+func (s *Store) Credential(ctx context.Context, user, id string) (*record.Credential, error) {
+	if err := checkCredential(user, id); err != nil {
+		return nil, err
+	}
+	sec, err := s.get(ctx, credentialsDir(user)+id)
+	if err != nil {
+		return nil, err
+	}
+	return decodeCredential(user, id, sec.Data)
+}
+
+// Credentials lists user's credentials, oldest first (one read each).
+func (s *Store) Credentials(ctx context.Context, user string) ([]*record.Credential, error) {
+	if err := checkName("user", user); err != nil {
+		return nil, err
+	}
+	out, err := listRecords(ctx, s, credentialsDir(user), func(ctx context.Context, id string) (*record.Credential, error) {
+		return s.Credential(ctx, user, id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b *record.Credential) int {
+		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// DeleteCredential removes user's credential id. It is record.ErrNotFound
+// when user has no such credential, whoever else may.
+func (s *Store) DeleteCredential(ctx context.Context, user, id string) error {
+	if err := checkCredential(user, id); err != nil {
+		return err
+	}
+	return s.delete(ctx, KindCredential, user+"/"+id, credentialsDir(user)+id)
+}
+
+// deleteCredentials removes every credential of user.
+func (s *Store) deleteCredentials(ctx context.Context, user string) error {
+	ids, err := s.list(ctx, credentialsDir(user))
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := s.DeleteCredential(ctx, user, id); err != nil && !errors.Is(err, record.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+func encodeCredential(c *record.Credential) map[string]any {
+	return map[string]any{
+		"name":     c.Name,
+		"provider": c.Provider,
+		"model":    c.Model,
+		"base_url": c.BaseURL,
+		"key":      c.Key,
+		// A string, not a nested object: OpenBao limits how complex a
+		// record's JSON may be, and the user's object is theirs to shape.
+		"extra":   string(c.Extra),
+		"created": c.Created.UTC().Format(time.RFC3339Nano),
+	}
+}
+
+func decodeCredential(user, id string, m map[string]any) (*record.Credential, error) {
+	f := &fields{path: credentialsDir(user) + id, m: m}
+	c := &record.Credential{
+		ID:       id,
+		User:     user,
+		Name:     f.str("name"),
+		Provider: f.str("provider"),
+		Model:    f.str("model"),
+		BaseURL:  f.str("base_url"),
+		Key:      f.str("key"),
+		Created:  f.time("created"),
+	}
+	if extra := f.str("extra"); extra != "" {
+		c.Extra = json.RawMessage(extra)
+	}
+	if err := c.Validate(); err != nil {
+		f.errs = append(f.errs, fmt.Errorf("%s: %w", f.path, err))
+	}
+	return c, f.err()
+}
