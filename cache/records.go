@@ -76,8 +76,8 @@ func (r *Records) Purge() {
 }
 
 // Invalidate drops one cached record. kind is token, user, group or
-// provider (credential changes concern no cached record); any other kind
-// drops everything, to be safe.
+// provider (credential and api-token changes concern no cached record); any
+// other kind drops everything, to be safe.
 func (r *Records) Invalidate(kind, name string) {
 	switch kind {
 	case "token":
@@ -90,6 +90,8 @@ func (r *Records) Invalidate(kind, name string) {
 		r.providers.Invalidate(name)
 	case "credential":
 		// Not cached here: nothing to drop.
+	case "api-token":
+		// Not cached here either: nothing to drop.
 	default:
 		r.Purge()
 	}

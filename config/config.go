@@ -52,6 +52,8 @@ type Config struct {
 	Routes []Route `yaml:"routes"`
 	// Vault configures the Vault/OpenBao store (store.kind: vault).
 	Vault vault.Config `yaml:"vault"`
+	// Management configures the management API.
+	Management Management `yaml:"management"`
 	// Envoy configures the bootstrap printed by keyward envoy-config.
 	Envoy Envoy `yaml:"envoy"`
 	// Cache sizes the record caches.
@@ -108,6 +110,13 @@ type Route struct {
 	// Upstream is the provider's base URL for envoy-config, e.g.
 	// https://api.openai.com.
 	Upstream string `yaml:"upstream"`
+}
+
+// Management configures the HTTP management API served by keyward serve.
+type Management struct {
+	// Listen is its address, e.g. 127.0.0.1:9292. Empty, the default,
+	// turns the API off. Env KEYWARD_MANAGEMENT_LISTEN.
+	Listen string `yaml:"listen"`
 }
 
 // Envoy configures keyward envoy-config.
@@ -211,6 +220,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	if v := getenv("KEYWARD_LISTEN"); v != "" {
 		c.Listen = v
 	}
+	if v := getenv("KEYWARD_MANAGEMENT_LISTEN"); v != "" {
+		c.Management.Listen = v
+	}
 	if v := getenv("KEYWARD_STORE"); v != "" {
 		c.Store.Kind = v
 	}
@@ -275,6 +287,9 @@ func (c *Config) Validate() error {
 	checkAddr("envoy.authz_address", c.Envoy.AuthzAddress)
 	if c.Envoy.Admin != "" {
 		checkAddr("envoy.admin", c.Envoy.Admin)
+	}
+	if c.Management.Listen != "" {
+		checkAddr("management.listen", c.Management.Listen)
 	}
 	switch c.Store.Kind {
 	case "file", "": // "" only in configurations built in Go

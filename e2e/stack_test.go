@@ -80,6 +80,8 @@ type stack struct {
 type stackOptions struct {
 	// env is added to keyward's environment.
 	env []string
+	// extra is appended to keyward.yaml.
+	extra string
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -109,7 +111,7 @@ routes:
 envoy:
   listen: %s
   admin: %s
-`, s.authz, upstream.URL, listen, admin))
+%s`, s.authz, upstream.URL, listen, admin, opts.extra))
 	// Keys come from the .env file and from the process environment.
 	writeFile(t, filepath.Join(s.dir, ".env"), "OPENAI_KEY="+openaiKey+"\nexport ANTHROPIC_KEY='"+anthropicKey+"'\n")
 	s.env = append([]string{"GEMINI_KEY=" + geminiKey, "AZURE_KEY=" + azureKey}, opts.env...)

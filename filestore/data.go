@@ -34,6 +34,10 @@ type Data struct {
 	// are unexported so that they are changed only through the Store's
 	// credential methods, which take the owner.
 	credentials map[string]map[string]*credentialData
+	// apiTokens live in the API token file, keyed here by token id. They
+	// are unexported so that they are changed only through the Store's
+	// API token methods.
+	apiTokens map[string]*apiTokenData
 }
 
 // ProviderData is a provider record. Keys name environment variables; the
@@ -118,6 +122,21 @@ func newCredentialData(c *record.Credential) *credentialData {
 	}
 }
 
+// apiTokenData is a management token record: the SHA-256 of the token's
+// secret, never the token.
+type apiTokenData struct {
+	User    string    `json:"user"`
+	Hash    string    `json:"hash"`
+	Created time.Time `json:"created"`
+	Revoked bool      `json:"revoked,omitempty"`
+}
+
+// apiTokenLine is one line of the API token file.
+type apiTokenLine struct {
+	ID string `json:"id"`
+	apiTokenData
+}
+
 // SigningKeyData is one token signing key, base64-encoded.
 type SigningKeyData struct {
 	ID     uint8  `yaml:"id"`
@@ -144,8 +163,7 @@ func parseData(raw, tokens []byte) (*Data, error) {
 	return d, nil
 }
 
-// parseAll decodes the store file, the token file and the credentials
-// file.
+// parseAll decodes the store file and the JSON lines files beside it.
 func parseAll(f files) (*Data, error) {
 	d, err := parseData(f.store, f.tokens)
 	if err != nil {
@@ -154,6 +172,9 @@ func parseAll(f files) (*Data, error) {
 	if d.credentials, err = parseCredentials(f.credentials); err != nil {
 		return nil, &lineFileError{file: credentialsFile, err: err}
 	}
+	if d.apiTokens, err = parseAPITokens(f.apiTokens); err != nil {
+		return nil, &lineFileError{file: apiTokensFile, err: err}
+	}
 	return d, nil
 }
 
@@ -161,12 +182,13 @@ func parseAll(f files) (*Data, error) {
 const (
 	tokenFile       = "token file"
 	credentialsFile = "credentials file"
+	apiTokensFile   = "API token file"
 )
 
 // lineFileError marks an error in one of the JSON lines files, so that it
 // is reported with that file's path rather than the store file's.
 type lineFileError struct {
-	file string // tokenFile or credentialsFile
+	file string // tokenFile, credentialsFile or apiTokensFile
 	err  error
 }
 
@@ -292,6 +314,37 @@ func (d *Data) marshalCredentials() ([]byte, error) {
 	return marshalLines(lines)
 }
 
+// parseAPITokens decodes the API token file.
+func parseAPITokens(raw []byte) (map[string]*apiTokenData, error) {
+	out := map[string]*apiTokenData{}
+	err := parseLines(raw, apiTokensFile, func(t *apiTokenLine) error {
+		if _, dup := out[t.ID]; dup {
+			return fmt.Errorf("API token %q listed twice", t.ID)
+		}
+		out[t.ID] = &t.apiTokenData
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// marshalAPITokens writes the API token file, oldest first.
+func (d *Data) marshalAPITokens() ([]byte, error) {
+	lines := make([]apiTokenLine, 0, len(d.apiTokens))
+	for id, t := range d.apiTokens {
+		lines = append(lines, apiTokenLine{ID: id, apiTokenData: *t})
+	}
+	slices.SortFunc(lines, func(a, b apiTokenLine) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return marshalLines(lines)
+}
+
 func (d *Data) marshal() ([]byte, error) {
 	var buf bytes.Buffer
 	buf.WriteString("# keyward store file: providers, groups, users and token signing keys.\n" +
@@ -321,6 +374,8 @@ type snapshot struct {
 	signingKeys []token.SigningKey
 	// credentials are by user, then by credential id.
 	credentials map[string]map[string]*record.Credential
+	// apiTokens are management token records by id.
+	apiTokens map[string]*record.APIToken
 	// missingEnv lists environment variables that provider keys name but
 	// that are not set, for a warning (names only).
 	missingEnv []string
@@ -339,6 +394,7 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 		users:       make(map[string]*record.User, len(d.Users)),
 		tokens:      newTokenTable(len(d.Tokens)),
 		credentials: make(map[string]map[string]*record.Credential, len(d.credentials)),
+		apiTokens:   make(map[string]*record.APIToken, len(d.apiTokens)),
 	}
 	for name, p := range d.Providers {
 		field := "providers." + name
@@ -446,6 +502,26 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 			byID[id] = rc
 		}
 		s.credentials[user] = byID
+	}
+	for id, t := range d.apiTokens {
+		field := "api_tokens." + id
+		if !token.ValidID(id) {
+			bad(field, "not a token id")
+		}
+		if t == nil {
+			bad(field, "empty record")
+			continue
+		}
+		rt := &record.APIToken{ID: id, User: t.User, Created: t.Created, Revoked: t.Revoked}
+		if h, err := hex.DecodeString(t.Hash); err != nil || len(h) != len(rt.Hash) {
+			bad(field+".hash", "must be 64 hex digits (SHA-256)")
+		} else {
+			copy(rt.Hash[:], h)
+		}
+		if t.User == "" {
+			bad(field+".user", "must be set")
+		}
+		s.apiTokens[id] = rt
 	}
 	for i, k := range d.SigningKeys {
 		secret, err := base64.StdEncoding.DecodeString(k.Secret)

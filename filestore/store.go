@@ -2,7 +2,8 @@
 // groups, users and signing keys that people edit, a token file of token
 // hashes (one JSON record per line) that the CLI writes, a credentials file
 // of users' own provider credentials (likewise, mode 0600: it holds their
-// keys), and provider keys read from environment variables or a .env file. It is for a first run and
+// keys), an API token file of management token hashes (likewise), and
+// provider keys read from environment variables or a .env file. It is for a first run and
 // for single node use without Vault; it offers the same reads as the Vault
 // store, and picks up changes to any of the files while keyward serves.
 //
@@ -55,6 +56,10 @@ type Options struct {
 	// provider keys. Default: Path with its extension replaced by
 	// ".credentials.jsonl".
 	CredentialsPath string
+	// APITokensPath is the API token file, which holds management token
+	// hashes. Default: Path with its extension replaced by
+	// ".api-tokens.jsonl".
+	APITokensPath string
 	// EnvPath is an optional .env file with provider keys.
 	EnvPath string
 	// Getenv reads the process environment, which wins over EnvPath.
@@ -74,6 +79,12 @@ func DefaultCredentialsPath(path string) string {
 	return strings.TrimSuffix(path, filepath.Ext(path)) + ".credentials.jsonl"
 }
 
+// DefaultAPITokensPath is where the API token file of the store file at
+// path is when Options.APITokensPath is empty.
+func DefaultAPITokensPath(path string) string {
+	return strings.TrimSuffix(path, filepath.Ext(path)) + ".api-tokens.jsonl"
+}
+
 // Open loads the store.
 func Open(opts Options) (*Store, error) {
 	if opts.TokensPath == "" {
@@ -81,6 +92,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.CredentialsPath == "" {
 		opts.CredentialsPath = DefaultCredentialsPath(opts.Path)
+	}
+	if opts.APITokensPath == "" {
+		opts.APITokensPath = DefaultAPITokensPath(opts.Path)
 	}
 	if opts.Getenv == nil {
 		opts.Getenv = os.Getenv
@@ -97,8 +111,11 @@ func (s *Store) wrapParse(err error) error {
 	var le *lineFileError
 	if errors.As(err, &le) {
 		path := s.opts.TokensPath
-		if le.file == credentialsFile {
+		switch le.file {
+		case credentialsFile:
 			path = s.opts.CredentialsPath
+		case apiTokensFile:
+			path = s.opts.APITokensPath
 		}
 		return fmt.Errorf("%s: %w", path, le.err)
 	}
@@ -108,10 +125,11 @@ func (s *Store) wrapParse(err error) error {
 // Path returns the store file's path.
 func (s *Store) Path() string { return s.opts.Path }
 
-// stamps identifies the versions of all four files.
+// stamps identifies the versions of all the files.
 func (s *Store) stamps() string {
 	return fileStamp(s.opts.Path) + "|" + fileStamp(s.opts.TokensPath) + "|" +
-		fileStamp(s.opts.CredentialsPath) + "|" + fileStamp(s.opts.EnvPath)
+		fileStamp(s.opts.CredentialsPath) + "|" + fileStamp(s.opts.APITokensPath) + "|" +
+		fileStamp(s.opts.EnvPath)
 }
 
 // reload reads the files, and swaps in a new snapshot if they changed. It
@@ -148,7 +166,7 @@ func (s *Store) reload() (bool, error) {
 // files is the content of the store file and the JSON lines files beside
 // it.
 type files struct {
-	store, tokens, credentials []byte
+	store, tokens, credentials, apiTokens []byte
 }
 
 func (s *Store) readFiles() (f files, err error) {
@@ -160,6 +178,9 @@ func (s *Store) readFiles() (f files, err error) {
 	}
 	if f.credentials, err = readOptional(s.opts.CredentialsPath); err != nil {
 		return files{}, fmt.Errorf("read credentials file: %w", err)
+	}
+	if f.apiTokens, err = readOptional(s.opts.APITokensPath); err != nil {
+		return files{}, fmt.Errorf("read API token file: %w", err)
 	}
 	return f, nil
 }
@@ -330,6 +351,10 @@ func (s *Store) Update(_ context.Context, change func(*Data) error) error {
 	if err != nil {
 		return fmt.Errorf("encode credentials: %w", err)
 	}
+	newAPITokens, err := d.marshalAPITokens()
+	if err != nil {
+		return fmt.Errorf("encode API tokens: %w", err)
+	}
 	// Only what changed is written, so that the other files keep their
 	// stamps and serving processes do not re-read them.
 	if !bytes.Equal(newTokens, f.tokens) {
@@ -339,6 +364,11 @@ func (s *Store) Update(_ context.Context, change func(*Data) error) error {
 	}
 	if !bytes.Equal(newCredentials, f.credentials) {
 		if err := writeAtomic(s.opts.CredentialsPath, newCredentials); err != nil {
+			return err
+		}
+	}
+	if !bytes.Equal(newAPITokens, f.apiTokens) {
+		if err := writeAtomic(s.opts.APITokensPath, newAPITokens); err != nil {
 			return err
 		}
 	}

@@ -43,8 +43,8 @@ func (s *Store) PutUser(ctx context.Context, u *record.User) error {
 	})
 }
 
-// DeleteUser removes a user, every token they own and every credential
-// they stored, in one write.
+// DeleteUser removes a user, every token and management token they own
+// and every credential they stored, in one write.
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
 	return s.Update(ctx, func(d *Data) error {
 		if err := deleteEntry(d.Users, "user", name); err != nil {
@@ -52,6 +52,7 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 		}
 		maps.DeleteFunc(d.Tokens, func(_ string, t *TokenData) bool { return t != nil && t.User == name })
 		delete(d.credentials, name)
+		maps.DeleteFunc(d.apiTokens, func(_ string, t *apiTokenData) bool { return t != nil && t.User == name })
 		return nil
 	})
 }

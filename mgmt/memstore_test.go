@@ -18,13 +18,13 @@ type memStore struct {
 	users     map[string]*record.User
 	groups    map[string]*record.Group
 	tokens    map[string]*record.Token
-	apiTokens map[string]*APIToken
+	apiTokens map[string]*record.APIToken
 }
 
 var _ Store = (*memStore)(nil)
 
 func newMemStore() *memStore {
-	return &memStore{users: map[string]*record.User{}, groups: map[string]*record.Group{}, tokens: map[string]*record.Token{}, apiTokens: map[string]*APIToken{}}
+	return &memStore{users: map[string]*record.User{}, groups: map[string]*record.Group{}, tokens: map[string]*record.Token{}, apiTokens: map[string]*record.APIToken{}}
 }
 
 func get[T any](s *memStore, m map[string]*T, kind, name string) (*T, error) {
@@ -71,7 +71,7 @@ func (s *memStore) Group(_ context.Context, n string) (*record.Group, error) {
 func (s *memStore) Token(_ context.Context, id string) (*record.Token, error) {
 	return get(s, s.tokens, "token", id)
 }
-func (s *memStore) APIToken(_ context.Context, id string) (*APIToken, error) {
+func (s *memStore) APIToken(_ context.Context, id string) (*record.APIToken, error) {
 	return get(s, s.apiTokens, "management token", id)
 }
 func (s *memStore) SigningKeys(context.Context) ([]token.SigningKey, error) {
@@ -80,7 +80,7 @@ func (s *memStore) SigningKeys(context.Context) ([]token.SigningKey, error) {
 func (s *memStore) PutToken(_ context.Context, t *record.Token) error {
 	return put(s, s.tokens, t.ID, t)
 }
-func (s *memStore) PutAPIToken(_ context.Context, t *APIToken) error {
+func (s *memStore) PutAPIToken(_ context.Context, t *record.APIToken) error {
 	return put(s, s.apiTokens, t.ID, t)
 }
 func (s *memStore) PutGroup(_ context.Context, g *record.Group) error {

@@ -33,22 +33,8 @@ const MinAdminTokenLen = 32
 // audit events.
 const BootstrapUser = "bootstrap"
 
-// APIToken is the stored half of a management token: its owner and the
-// hash of its secret, never the token. The owner's role is read from the
-// user record on every request, so a demoted admin loses admin rights at
-// once.
-type APIToken struct {
-	// ID is the token's public identifier, part of the token string.
-	ID string
-	// Hash is the SHA-256 of the token's secret part.
-	Hash    [32]byte
-	User    string
-	Created time.Time
-	Revoked bool
-}
-
-// Store is what the management API needs of a record store. The file and
-// Vault stores have every method but the APIToken ones.
+// Store is what the management API needs of a record store; the file and
+// Vault stores both satisfy it.
 type Store interface {
 	manage.Store
 	PutGroup(ctx context.Context, g *record.Group) error
@@ -60,8 +46,8 @@ type Store interface {
 	Tokens(ctx context.Context) ([]*record.Token, error)
 	// APIToken returns a management token record, or an error wrapping
 	// record.ErrNotFound.
-	APIToken(ctx context.Context, id string) (*APIToken, error)
-	PutAPIToken(ctx context.Context, t *APIToken) error
+	APIToken(ctx context.Context, id string) (*record.APIToken, error)
+	PutAPIToken(ctx context.Context, t *record.APIToken) error
 }
 
 // Options configure a Server.
@@ -260,7 +246,7 @@ func managementRing(ctx context.Context, st manage.Store) (*token.Keyring, error
 
 // IssueAPIToken mints a management token for user, who must exist and be
 // enabled, and stores its record. The returned token is shown once.
-func IssueAPIToken(ctx context.Context, st Store, user string, now time.Time) (string, *APIToken, error) {
+func IssueAPIToken(ctx context.Context, st Store, user string, now time.Time) (string, *record.APIToken, error) {
 	u, err := st.User(ctx, user)
 	if err != nil {
 		return "", nil, fmt.Errorf("issue management token: %w", err)
@@ -276,7 +262,7 @@ func IssueAPIToken(ctx context.Context, st Store, user string, now time.Time) (s
 	if err != nil {
 		return "", nil, fmt.Errorf("issue management token: %w", err)
 	}
-	rec := &APIToken{ID: m.ID, Hash: m.Hash, User: user, Created: now.UTC()}
+	rec := &record.APIToken{ID: m.ID, Hash: m.Hash, User: user, Created: now.UTC()}
 	if err := st.PutAPIToken(ctx, rec); err != nil {
 		return "", nil, fmt.Errorf("issue management token: store: %w", err)
 	}

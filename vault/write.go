@@ -49,8 +49,8 @@ func (s *Store) PutUser(ctx context.Context, u *record.User) error {
 	return s.put(ctx, KindUser, u.Name, usersDir+u.Name, encodeUser(u))
 }
 
-// DeleteUser removes a user, every token they own and every credential
-// they stored.
+// DeleteUser removes a user, every token and management token they own
+// and every credential they stored.
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
 	tokens, err := s.Tokens(ctx)
 	if err != nil {
@@ -65,6 +65,9 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 				return err
 			}
 		}
+	}
+	if err := s.deleteAPITokens(ctx, name); err != nil {
+		return err
 	}
 	return s.deleteCredentials(ctx, name)
 }

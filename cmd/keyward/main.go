@@ -6,6 +6,7 @@
 //	keyward user ...         add, set, delete, list users
 //	keyward group ...        add, set, delete, list groups
 //	keyward provider ...     set, delete, list providers (file store)
+//	keyward mgmt-token ...   issue management-API tokens
 //	keyward envoy-config     print an Envoy bootstrap for this configuration
 package main
 
@@ -33,6 +34,7 @@ Usage:
   keyward group delete NAME | group list
   keyward provider set NAME -kind openai|anthropic|azure|gemini|custom -key ID=ENV_VAR ...
   keyward provider delete NAME | provider list
+  keyward mgmt-token create -user U      a token for the management API (serve with management.listen)
   keyward envoy-config
 
 Every command takes -config FILE (default: $KEYWARD_CONFIG, else ./keyward.yaml
@@ -75,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return e.groupCmd(ctx, rest)
 	case "provider":
 		return e.providerCmd(ctx, rest)
+	case "mgmt-token":
+		return e.mgmtTokenCmd(ctx, rest)
 	case "envoy-config":
 		return e.envoyConfig(rest)
 	case "help", "-h", "--help":

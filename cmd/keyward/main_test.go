@@ -63,6 +63,12 @@ func TestCLI(t *testing.T) {
 	if !strings.Contains(list, tok[3:19]) || strings.Contains(list, tok[19:]) || !strings.Contains(list, "active") {
 		t.Fatalf("token list:\n%s", list)
 	}
+	if m := strings.TrimSpace(c.must("mgmt-token", "create", "-user", "alice")); !strings.HasPrefix(m, "kwm_") {
+		t.Fatalf("management token %q", m[:4])
+	}
+	if _, _, err := c.run("mgmt-token", "create", "-user", "nobody"); err == nil {
+		t.Fatal("management token for a user that does not exist")
+	}
 	c.must("token", "revoke", tok[3:19])
 	if list := c.must("token", "list", "-user", "alice"); !strings.Contains(list, "revoked") {
 		t.Fatalf("after revoke:\n%s", list)

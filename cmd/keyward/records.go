@@ -14,6 +14,7 @@ import (
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/filestore"
 	"github.com/keyward/keyward/manage"
+	"github.com/keyward/keyward/mgmt"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/vault"
 )
@@ -79,15 +80,8 @@ func (c *command) config() (*config.Config, error) {
 // adminStore is what the record commands need of a store; both the file
 // store and the Vault store are one.
 type adminStore interface {
-	manage.Store
+	mgmt.Store
 	EnsureSigningKey(ctx context.Context) error
-	PutGroup(ctx context.Context, g *record.Group) error
-	DeleteGroup(ctx context.Context, name string) error
-	PutUser(ctx context.Context, u *record.User) error
-	DeleteUser(ctx context.Context, name string) error
-	Users(ctx context.Context) ([]*record.User, error)
-	Groups(ctx context.Context) ([]*record.Group, error)
-	Tokens(ctx context.Context) ([]*record.Token, error)
 	Providers(ctx context.Context) ([]*record.Provider, error)
 }
 
@@ -233,6 +227,39 @@ func (e *env) tokenCmd(ctx context.Context, args []string) error {
 		return nil
 	}
 	return fmt.Errorf("token: unknown subcommand %q (create, list, revoke)", verb)
+}
+
+// mgmtTokenCmd issues management-API tokens (kwm_…), the credential a user
+// or admin presents to the management API; they cannot call an LLM.
+func (e *env) mgmtTokenCmd(ctx context.Context, args []string) error {
+	verb, args, err := sub(args, "create")
+	if err != nil {
+		return err
+	}
+	if verb != "create" {
+		return fmt.Errorf("mgmt-token: unknown subcommand %q (create)", verb)
+	}
+	c := e.newCommand("mgmt-token create")
+	user := c.String("user", "", "the user the token acts as (required)")
+	if pos, err := c.parse(args); err != nil {
+		return err
+	} else if len(pos) > 0 || *user == "" {
+		return errors.New("mgmt-token create: want -user and no other arguments")
+	}
+	st, err := c.store(ctx)
+	if err != nil {
+		return err
+	}
+	if err := st.EnsureSigningKey(ctx); err != nil {
+		return err
+	}
+	tok, rec, err := mgmt.IssueAPIToken(ctx, st, *user, time.Now())
+	if err != nil {
+		return fmt.Errorf("mgmt-token create: %w", err)
+	}
+	fmt.Fprintf(e.stderr, "management token %s for user %s; it is shown once, keep it now:\n", rec.ID, rec.User)
+	fmt.Fprintln(e.stdout, tok)
+	return nil
 }
 
 func expiry(t *record.Token) string {

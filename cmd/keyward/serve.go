@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/cache"
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/mgmt"
 	"github.com/keyward/keyward/token"
 	"github.com/keyward/keyward/vault"
 )
@@ -50,9 +52,31 @@ func (e *env) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if cfg.Management.Listen != "" {
+		if err := svc.setupManagement(cfg.Management.Listen, b.admin, e.getenv(mgmt.AdminTokenEnv)); err != nil {
+			lis.Close()
+			return err
+		}
+	}
 	log.Info("keyward serving", "listen", lis.Addr().String(), "store", cfg.Store.Kind,
-		"disable_custom_keys", cfg.DisableCustomKeys)
+		"management", cfg.Management.Listen, "disable_custom_keys", cfg.DisableCustomKeys)
 	return svc.run(ctx, lis, b, cfg.ShutdownGrace)
+}
+
+// setupManagement prepares the management API on its own listener; run
+// serves it beside the ext_authz server.
+func (s *service) setupManagement(addr string, st mgmt.Store, adminToken string) error {
+	h, err := mgmt.New(mgmt.Options{Store: st, AdminToken: adminToken, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("management listen: %w", err)
+	}
+	s.management = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.managementLis = lis
+	return nil
 }
 
 // backend is a store as serving sees it: its reads, how to start it (the
@@ -60,6 +84,7 @@ func (e *env) serve(ctx context.Context, args []string) error {
 // and its change feed, which runs until its context is done.
 type backend struct {
 	store recordStore
+	admin mgmt.Store
 	start func(ctx context.Context) error
 	watch func(ctx context.Context, s *service)
 }
@@ -72,6 +97,7 @@ func (e *env) backend(ctx context.Context, cfg *config.Config, log *slog.Logger)
 		}
 		return &backend{
 			store: vs,
+			admin: vs,
 			start: vs.Start,
 			watch: func(ctx context.Context, s *service) {
 				vs.Watch(ctx, s.records, s.keysChanged)
@@ -89,6 +115,7 @@ func (e *env) backend(ctx context.Context, cfg *config.Config, log *slog.Logger)
 	st.WarnMissing(log)
 	return &backend{
 		store: st,
+		admin: st,
 		start: func(context.Context) error { return nil },
 		watch: func(ctx context.Context, s *service) {
 			st.Watch(ctx, cfg.Store.PollInterval, log, func() {
@@ -123,6 +150,9 @@ type service struct {
 	authz    *authz.Server
 	grpc     *grpc.Server
 	health   *health.Server
+	// management is the management API, when configured.
+	management    *http.Server
+	managementLis net.Listener
 }
 
 func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service, error) {
@@ -216,13 +246,29 @@ func (s *service) run(ctx context.Context, lis net.Listener, b *backend, grace t
 
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(lis) }()
+	mgmtErr := make(chan error, 1)
+	if s.management != nil {
+		go func() { mgmtErr <- s.management.Serve(s.managementLis) }()
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
+	case err := <-mgmtErr:
+		s.grpc.Stop()
+		return fmt.Errorf("management api: %w", err)
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down", "grace", grace.String())
 	s.health.Shutdown()
+	if s.management != nil {
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+			defer cancel()
+			if err := s.management.Shutdown(sctx); err != nil {
+				s.management.Close()
+			}
+		})
+	}
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
 	select {

@@ -1,0 +1,96 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/keyward/keyward/envoy/envoytest"
+)
+
+// TestManagementAPIToLLM: an admin creates a user through the management
+// API, the user gets a management token, creates an LLM token through the
+// API and calls an LLM through real Envoy with it. The two kinds of token
+// never stand in for each other.
+func TestManagementAPIToLLM(t *testing.T) {
+	admin := "admin-" + rand.Text() + rand.Text()
+	mgmtAddr := envoytest.FreeAddr(t)
+	s := newStack(t, stackOptions{
+		env:   []string{"KEYWARD_ADMIN_TOKEN=" + admin},
+		extra: "management: {listen: " + mgmtAddr + "}\n",
+	})
+	api := "http://" + mgmtAddr
+	call := func(method, path, bearer string, body any) (int, map[string]any) {
+		t.Helper()
+		var in io.Reader
+		if body != nil {
+			raw, _ := json.Marshal(body)
+			in = bytes.NewReader(raw)
+		}
+		req, _ := http.NewRequest(method, api+path, in)
+		req.Header.Set("authorization", "Bearer "+bearer)
+		req.Header.Set("content-type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+
+	if code, out := call("POST", "/v1/users", admin, map[string]any{"name": "bob", "role": "user", "groups": []string{"eng"}}); code != 201 && code != 200 {
+		t.Fatalf("admin creates bob: %d %v", code, out)
+	}
+	mtok := strings.TrimSpace(s.kw("mgmt-token", "create", "-user", "bob"))
+	if !strings.HasPrefix(mtok, "kwm_") {
+		t.Fatalf("management token %q", mtok[:4])
+	}
+	// Minted by another process: serve's file store sees it within its
+	// poll interval.
+	waitFor(t, 2e9, func() bool { code, _ := call("GET", "/v1/tokens", mtok, nil); return code == 200 })
+	code, out := call("POST", "/v1/tokens", mtok, map[string]any{"group": "eng", "name": "laptop"})
+	llm, _ := out["token"].(string)
+	if code != 201 && code != 200 || !strings.HasPrefix(llm, "kw_") {
+		t.Fatalf("bob creates a token: %d %v", code, out)
+	}
+	if code, out := call("POST", "/v1/tokens", mtok, map[string]any{"group": "ops", "name": "x"}); code != 400 {
+		t.Fatalf("token for a group bob may not use: %d %v", code, out)
+	}
+
+	// The file store makes the new token usable within its poll interval.
+	waitFor(t, 2e9, func() bool {
+		return s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + llm}, chatBody).status == 200
+	})
+	client := openai.NewClient(option.WithBaseURL(s.envoyURL+"/openai/v1/"), option.WithAPIKey(llm), option.WithMaxRetries(0))
+	if _, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+	}); err != nil {
+		t.Fatalf("bob calls the LLM with the token from the API: %v", err)
+	}
+	if req, _ := s.provider.Last(); req.Header.Get("authorization") != "Bearer "+openaiKey || req.Header.Get("x-keyward-user") != "bob" {
+		t.Fatalf("provider saw user %q", req.Header.Get("x-keyward-user"))
+	}
+
+	// Neither token stands in for the other.
+	if r := s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + mtok}, chatBody); r.status != 401 || r.errorCode() != "management_token" {
+		t.Fatalf("management token on the LLM route: %d %s", r.status, r.body)
+	}
+	if code, _ := call("GET", "/v1/tokens", llm, nil); code != 401 {
+		t.Fatalf("LLM token on the management API: %d", code)
+	}
+	if n := len(s.provider.Requests()); n != 2 {
+		t.Fatalf("the provider got %d requests, want the 2 allowed ones", n)
+	}
+	s.stopKeyward()
+	assertNoSecrets(t, "keyward's log", s.logs.String(), admin, mtok, llm, openaiKey)
+}

@@ -1,0 +1,37 @@
+package filestore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
+)
+
+// Management tokens live in the API token file, by id, apart from the LLM
+// tokens: the two kinds never share a lookup.
+
+// APIToken returns the management token record id, from the loaded
+// snapshot, or an error wrapping record.ErrNotFound.
+func (s *Store) APIToken(_ context.Context, id string) (*record.APIToken, error) {
+	return find(s.snap.Load().apiTokens, "API token", id)
+}
+
+// PutAPIToken creates or replaces a management token record. Its user
+// must exist (record.ErrNotFound otherwise), so that no token outlives
+// DeleteUser unowned.
+func (s *Store) PutAPIToken(ctx context.Context, t *record.APIToken) error {
+	if !token.ValidID(t.ID) {
+		return fmt.Errorf("API token id %q: not a token id", t.ID)
+	}
+	return s.Update(ctx, func(d *Data) error {
+		if _, ok := d.Users[t.User]; !ok {
+			return fmt.Errorf("user %q: %w", t.User, record.ErrNotFound)
+		}
+		if d.apiTokens == nil {
+			d.apiTokens = map[string]*apiTokenData{}
+		}
+		d.apiTokens[t.ID] = &apiTokenData{User: t.User, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked}
+		return nil
+	})
+}
