@@ -242,18 +242,25 @@ func marshalLines[T any](records []T) ([]byte, error) {
 
 // parseTokens decodes the token file.
 func parseTokens(raw []byte) (map[string]*TokenData, error) {
-	tokens := make(map[string]*TokenData, bytes.Count(raw, []byte("\n")))
-	err := parseLines(raw, tokenFile, func(t *tokenLine) error {
-		if _, dup := tokens[t.ID]; dup {
-			return fmt.Errorf("token %q listed twice", t.ID)
+	return parseByID(raw, tokenFile, "token", func(t *tokenLine) (string, *TokenData) { return t.ID, &t.TokenData })
+}
+
+// parseByID reads a JSON-lines file into a map by each line's id; an id
+// listed twice is an error.
+func parseByID[L, V any](raw []byte, file, what string, split func(*L) (string, *V)) (map[string]*V, error) {
+	out := make(map[string]*V, bytes.Count(raw, []byte("\n")))
+	err := parseLines(raw, file, func(l *L) error {
+		id, v := split(l)
+		if _, dup := out[id]; dup {
+			return fmt.Errorf("%s %q listed twice", what, id)
 		}
-		tokens[t.ID] = &t.TokenData
+		out[id] = v
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return tokens, nil
+	return out, nil
 }
 
 // marshalTokens writes the token file, oldest first so that diffs stay
@@ -316,18 +323,7 @@ func (d *Data) marshalCredentials() ([]byte, error) {
 
 // parseAPITokens decodes the API token file.
 func parseAPITokens(raw []byte) (map[string]*apiTokenData, error) {
-	out := map[string]*apiTokenData{}
-	err := parseLines(raw, apiTokensFile, func(t *apiTokenLine) error {
-		if _, dup := out[t.ID]; dup {
-			return fmt.Errorf("API token %q listed twice", t.ID)
-		}
-		out[t.ID] = &t.apiTokenData
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return parseByID(raw, apiTokensFile, "API token", func(t *apiTokenLine) (string, *apiTokenData) { return t.ID, &t.apiTokenData })
 }
 
 // marshalAPITokens writes the API token file, oldest first.

@@ -264,7 +264,7 @@ type tokenJSON struct {
 }
 
 func (s *Server) tokenOut(t *record.Token) tokenJSON {
-	out := tokenJSON{ID: t.ID, Name: t.Name, Group: t.Group, Created: t.Created, State: tokenState(t, s.now()), Masked: mask(t.ID)}
+	out := tokenJSON{ID: t.ID, Name: t.Name, Group: t.Group, Created: t.Created, State: t.State(s.now()), Masked: mask(t.ID)}
 	if !t.Expires.IsZero() {
 		e := t.Expires
 		out.Expires = &e
@@ -276,16 +276,6 @@ func (s *Server) tokenOut(t *record.Token) tokenJSON {
 // the secret's hash, not the token's last characters, so the mask is the
 // token's public start: prefix and id.
 func mask(id string) string { return token.Prefix + id + "…" }
-
-func tokenState(t *record.Token, now time.Time) string {
-	switch {
-	case t.Revoked:
-		return "revoked"
-	case t.Expired(now):
-		return "expired"
-	}
-	return "active"
-}
 
 // tokenRequest is the body of POST /v1/tokens.
 type tokenRequest struct {

@@ -162,6 +162,17 @@ func (t *Token) Expired(now time.Time) bool {
 	return !t.Expires.IsZero() && !now.Before(t.Expires)
 }
 
+// State is "revoked", "expired" or "active" at now, as listings show it.
+func (t *Token) State(now time.Time) string {
+	switch {
+	case t.Revoked:
+		return "revoked"
+	case t.Expired(now):
+		return "expired"
+	}
+	return "active"
+}
+
 var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
 // ValidateName checks a provider, group or user name: 1 to 63 letters,

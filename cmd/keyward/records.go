@@ -207,7 +207,7 @@ func (e *env) tokenCmd(ctx context.Context, args []string) error {
 			if *user != "" && t.User != *user {
 				continue
 			}
-			rows = append(rows, []string{t.ID, t.User, t.Group, t.Name, t.Created.Format(time.RFC3339), expiry(t), tokenState(t, now)})
+			rows = append(rows, []string{t.ID, t.User, t.Group, t.Name, t.Created.Format(time.RFC3339), expiry(t), t.State(now)})
 		}
 		e.table("ID\tUSER\tGROUP\tNAME\tCREATED\tEXPIRES\tSTATE", rows)
 		return nil
@@ -267,16 +267,6 @@ func expiry(t *record.Token) string {
 		return "never"
 	}
 	return t.Expires.Format(time.RFC3339)
-}
-
-func tokenState(t *record.Token, now time.Time) string {
-	switch {
-	case t.Revoked:
-		return "revoked"
-	case t.Expired(now):
-		return "expired"
-	}
-	return "active"
 }
 
 func (e *env) userCmd(ctx context.Context, args []string) error {
