@@ -160,6 +160,15 @@ func (r *Keyring) Mint() (Minted, error) {
 	if _, err := rand.Read(raw[:signedLen]); err != nil {
 		return Minted{}, fmt.Errorf("mint token: %w", err)
 	}
+	// An id starting with '-' (the first 6 bits all but the last set) reads
+	// as a flag on command lines (`keyward token revoke <id>`): draw its
+	// first byte again. That costs a fraction of a bit of the id, which is
+	// public anyway; the secret is untouched.
+	for raw[0]>>2 == 62 {
+		if _, err := rand.Read(raw[:1]); err != nil {
+			return Minted{}, fmt.Errorf("mint token: %w", err)
+		}
+	}
 	raw[idLen] = version
 	raw[idLen+1] = r.current
 	s := r.keys[r.current].get()

@@ -52,13 +52,16 @@ func TestMintVerify(t *testing.T) {
 func TestMintIsRandom(t *testing.T) {
 	r := testRing(t, 7)
 	seen := map[string]bool{}
-	for range 1000 {
+	for range 5000 {
 		m, err := r.Mint()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if seen[m.ID] {
 			t.Fatalf("duplicate id after %d mints", len(seen))
+		}
+		if m.ID[0] == '-' {
+			t.Fatalf("id %q starts with '-': a command line takes it for a flag", m.ID)
 		}
 		seen[m.ID] = true
 	}
