@@ -3,7 +3,6 @@ package filestore
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -466,10 +465,8 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 		if t.Expires != nil {
 			rt.Expires = *t.Expires
 		}
-		if h, err := hex.DecodeString(t.Hash); err != nil || len(h) != len(rt.Hash) {
+		if rt.Hash, ok = record.ParseHash(t.Hash); !ok {
 			bad(field+".hash", "must be 64 hex digits (SHA-256)")
-		} else {
-			copy(rt.Hash[:], h)
 		}
 		if t.User == "" {
 			bad(field+".user", "must be set")
@@ -509,10 +506,9 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 			continue
 		}
 		rt := &record.APIToken{ID: id, User: t.User, Created: t.Created, Revoked: t.Revoked}
-		if h, err := hex.DecodeString(t.Hash); err != nil || len(h) != len(rt.Hash) {
+		var ok bool
+		if rt.Hash, ok = record.ParseHash(t.Hash); !ok {
 			bad(field+".hash", "must be 64 hex digits (SHA-256)")
-		} else {
-			copy(rt.Hash[:], h)
 		}
 		if t.User == "" {
 			bad(field+".user", "must be set")

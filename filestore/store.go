@@ -16,7 +16,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -410,7 +409,7 @@ func (s *Store) EnsureSigningKey(ctx context.Context) error {
 }
 
 // HashString encodes a token hash for the store file.
-func HashString(h [32]byte) string { return hex.EncodeToString(h[:]) }
+func HashString(h [32]byte) string { return record.FormatHash(h) }
 
 func writeAtomic(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")

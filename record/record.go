@@ -6,6 +6,7 @@
 package record
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -206,4 +207,18 @@ func (p *Provider) ValidateConvention() error {
 		return fmt.Errorf("anthropic_version is only for kind %q", KindAnthropic)
 	}
 	return nil
+}
+
+// FormatHash writes a token's secret hash as stores keep it: 64 hex digits.
+func FormatHash(h [32]byte) string { return hex.EncodeToString(h[:]) }
+
+// ParseHash reads a hash written by FormatHash.
+func ParseHash(s string) ([32]byte, bool) {
+	var h [32]byte
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(h) {
+		return h, false
+	}
+	copy(h[:], b)
+	return h, true
 }

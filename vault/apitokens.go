@@ -2,7 +2,6 @@ package vault
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -71,7 +70,7 @@ func (s *Store) deleteAPITokens(ctx context.Context, user string) error {
 func encodeAPIToken(t *record.APIToken) map[string]any {
 	return map[string]any{
 		"user":    t.User,
-		"hash":    hex.EncodeToString(t.Hash[:]),
+		"hash":    record.FormatHash(t.Hash),
 		"created": t.Created.UTC().Format(time.RFC3339Nano),
 		"revoked": t.Revoked,
 	}
@@ -85,10 +84,9 @@ func decodeAPIToken(id string, m map[string]any) (*record.APIToken, error) {
 		Created: f.time("created"),
 		Revoked: f.boolean("revoked"),
 	}
-	if h, err := hex.DecodeString(f.str("hash")); err != nil || len(h) != len(t.Hash) {
+	var ok bool
+	if t.Hash, ok = record.ParseHash(f.str("hash")); !ok {
 		f.bad("hash", "want 64 hex digits (SHA-256)")
-	} else {
-		copy(t.Hash[:], h)
 	}
 	if t.User == "" {
 		f.bad("user", "must be set")

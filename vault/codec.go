@@ -2,7 +2,6 @@ package vault
 
 import (
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -225,10 +224,9 @@ func decodeToken(id string, m map[string]any) (*record.Token, error) {
 		Expires: f.time("expires"),
 		Revoked: f.boolean("revoked"),
 	}
-	if h, err := hex.DecodeString(f.str("hash")); err != nil || len(h) != len(t.Hash) {
+	var ok bool
+	if t.Hash, ok = record.ParseHash(f.str("hash")); !ok {
 		f.bad("hash", "want 64 hex digits (SHA-256)")
-	} else {
-		copy(t.Hash[:], h)
 	}
 	if t.User == "" || t.Group == "" {
 		f.bad("user/group", "must be set")
@@ -241,7 +239,7 @@ func encodeToken(t *record.Token) map[string]any {
 		"user":    t.User,
 		"group":   t.Group,
 		"name":    t.Name,
-		"hash":    hex.EncodeToString(t.Hash[:]),
+		"hash":    record.FormatHash(t.Hash),
 		"created": t.Created.UTC().Format(time.RFC3339Nano),
 		"revoked": t.Revoked,
 	}

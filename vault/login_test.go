@@ -345,14 +345,8 @@ func TestKeeperTokenFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := s.Client(t, "")
-	var logs testlog.Buffer
-	k := newTokenKeeper(client, method, testLogger(&logs))
 	ctx, cancel := context.WithCancel(t.Context())
-	secret, err := k.login(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, client, secret, logs := loggedIn(ctx, t, s, method)
 	if !secret.Auth.Renewable || secret.Auth.LeaseDuration < 1 || secret.Auth.LeaseDuration > 2 {
 		t.Fatalf("login secret: renewable %v, ttl %ds; want renewable, 1-2s", secret.Auth.Renewable, secret.Auth.LeaseDuration)
 	}
@@ -414,13 +408,7 @@ func TestKeeperAppRole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := s.Client(t, "")
-	var logs testlog.Buffer
-	k := newTokenKeeper(client, method, testLogger(&logs))
-	secret, err := k.login(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, client, secret, logs := loggedIn(ctx, t, s, method)
 	done := make(chan struct{})
 	go func() { defer close(done); k.run(ctx, secret) }()
 	defer func() { cancel(); <-done }()
@@ -483,14 +471,8 @@ func TestKeeperReloginAfterRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := s.Client(t, "")
-	var logs testlog.Buffer
-	k := newTokenKeeper(client, method, testLogger(&logs))
 	ctx, cancel := context.WithCancel(t.Context())
-	secret, err := k.login(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, client, secret, logs := loggedIn(ctx, t, s, method)
 	done := make(chan struct{})
 	go func() { defer close(done); k.run(ctx, secret) }()
 	defer func() { cancel(); <-done }()
@@ -512,4 +494,18 @@ func TestKeeperReloginAfterRevoke(t *testing.T) {
 	if !strings.Contains(logs.String(), "vault token refused on renewal") {
 		t.Errorf("logs lack the refused renewal:\n%s", logs.String())
 	}
+}
+
+// loggedIn logs in once with method against s and returns the keeper, its
+// client, the login secret and the keeper's log.
+func loggedIn(ctx context.Context, t *testing.T, s *vaulttest.Server, method api.AuthMethod) (*tokenKeeper, *api.Client, *api.Secret, *testlog.Buffer) {
+	t.Helper()
+	client := s.Client(t, "")
+	logs := &testlog.Buffer{}
+	k := newTokenKeeper(client, method, testLogger(logs))
+	secret, err := k.login(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, client, secret, logs
 }
