@@ -24,6 +24,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/keyward/keyward/manage"
+
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/vault"
 )
@@ -117,6 +119,10 @@ type Management struct {
 	// Listen is its address, e.g. 127.0.0.1:9292. Empty, the default,
 	// turns the API off. Env KEYWARD_MANAGEMENT_LISTEN.
 	Listen string `yaml:"listen"`
+	// RotationGrace is how long a rotated token keeps working when the
+	// rotation names no grace period of its own. Default (and when 0)
+	// 24h; at most 720h.
+	RotationGrace time.Duration `yaml:"rotation_grace"`
 }
 
 // Envoy configures keyward envoy-config.
@@ -263,6 +269,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Cache.TTL, 30*time.Second)
 	setDefault(&c.LogLevel, "info")
 	setDefault(&c.ShutdownGrace, 10*time.Second)
+	setDefault(&c.Management.RotationGrace, 24*time.Hour)
 	for i := range c.Routes {
 		for j, h := range c.Routes[i].Hosts {
 			c.Routes[i].Hosts[j] = strings.ToLower(h)
@@ -311,6 +318,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.TTL <= 0 {
 		bad("cache.ttl", "must be positive")
+	}
+	if g := c.Management.RotationGrace; g < 0 || g > manage.MaxRotationGrace {
+		bad("management.rotation_grace", "%s is not between 0 and %s", g, manage.MaxRotationGrace)
 	}
 	if c.ShutdownGrace < 0 {
 		bad("shutdown_grace", "must not be negative")

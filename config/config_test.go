@@ -73,6 +73,7 @@ func wantDefaults(t *testing.T, c *config.Config) {
 		{"cache.ttl", c.Cache.TTL, 30 * time.Second},
 		{"log_level", c.LogLevel, "info"},
 		{"shutdown_grace", c.ShutdownGrace, 10 * time.Second},
+		{"management.rotation_grace", c.Management.RotationGrace, 24 * time.Hour},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -173,6 +174,7 @@ shutdown_grace: 3s
 		},
 		Vault:         vault.Config{}.WithDefaults(),
 		Cache:         config.Cache{Size: 10, TTL: time.Minute},
+		Management:    config.Management{RotationGrace: 24 * time.Hour},
 		LogLevel:      "debug",
 		ShutdownGrace: 3 * time.Second,
 	}
@@ -201,6 +203,7 @@ func TestValidationErrors(t *testing.T) {
 		"cache.size":           {yaml: "cache: {size: -1}\n", fields: []string{"cache.size"}},
 		"cache.ttl":            {yaml: "cache: {ttl: -5s}\n", fields: []string{"cache.ttl"}},
 		"shutdown_grace":       {yaml: "shutdown_grace: -1s\n", fields: []string{"shutdown_grace"}},
+		"rotation_grace":       {yaml: "management: {rotation_grace: 721h}\n", fields: []string{"management.rotation_grace"}},
 		"log_level":            {yaml: "log_level: verbose\n", fields: []string{"log_level"}},
 		"model_header":         {yaml: "model_header: x model\n", fields: []string{"model_header"}},
 		"model_header colon":   {yaml: "model_header: 'x-model:'\n", fields: []string{"model_header"}},

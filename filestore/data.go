@@ -80,6 +80,10 @@ type TokenData struct {
 	Created time.Time  `json:"created"`
 	Expires *time.Time `json:"expires,omitempty"`
 	Revoked bool       `json:"revoked,omitempty"`
+	// Last4 are the token string's last four characters, for listings.
+	Last4 string `json:"last4,omitempty"`
+	// ReplacedBy is the id of the token that replaced this one.
+	ReplacedBy string `json:"replaced_by,omitempty"`
 }
 
 // tokenLine is one line of the token file.
@@ -461,7 +465,13 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 			bad(field, "empty record")
 			continue
 		}
-		rt := &record.Token{ID: id, User: t.User, Group: t.Group, Name: t.Name, Created: t.Created, Revoked: t.Revoked}
+		rt := &record.Token{ID: id, User: t.User, Group: t.Group, Name: t.Name, Created: t.Created, Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy}
+		if t.Last4 != "" && len(t.Last4) != last4Len {
+			bad(field+".last4", "must be %d characters", last4Len)
+		}
+		if t.ReplacedBy != "" && !token.ValidID(t.ReplacedBy) {
+			bad(field+".replaced_by", "not a token id")
+		}
 		if t.Expires != nil {
 			rt.Expires = *t.Expires
 		}

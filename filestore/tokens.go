@@ -29,7 +29,15 @@ type tokenEntry struct {
 	user, group      uint32
 	nameOff, nameLen uint32
 	revoked          bool
+	// last4 holds Token.Last4 (zero bytes when unknown).
+	last4 [last4Len]byte
+	// replacedBy is Token.ReplacedBy when replaced is set.
+	replacedBy token.RawID
+	replaced   bool
 }
+
+// last4Len is the length of Token.Last4.
+const last4Len = 4
 
 func newTokenTable(n int) *tokenTable {
 	return &tokenTable{entries: make(map[token.RawID]tokenEntry, n), nameIdx: map[string]uint32{}}
@@ -46,7 +54,7 @@ func (t *tokenTable) intern(name string) uint32 {
 }
 
 func (t *tokenTable) add(id token.RawID, r *record.Token) {
-	t.entries[id] = tokenEntry{
+	e := tokenEntry{
 		hash:    r.Hash,
 		created: unixNano(r.Created),
 		expires: unixNano(r.Expires),
@@ -56,6 +64,11 @@ func (t *tokenTable) add(id token.RawID, r *record.Token) {
 		nameLen: uint32(len(r.Name)),
 		revoked: r.Revoked,
 	}
+	copy(e.last4[:], r.Last4)
+	if raw, ok := token.ParseID(r.ReplacedBy); ok {
+		e.replacedBy, e.replaced = raw, true
+	}
+	t.entries[id] = e
 	t.text = append(t.text, r.Name...)
 }
 
@@ -86,7 +99,7 @@ func (t *tokenTable) all() []*record.Token {
 }
 
 func (t *tokenTable) record(id token.RawID, e tokenEntry) *record.Token {
-	return &record.Token{
+	r := &record.Token{
 		ID:      id.String(),
 		Hash:    e.hash,
 		User:    t.names[e.user],
@@ -96,6 +109,13 @@ func (t *tokenTable) record(id token.RawID, e tokenEntry) *record.Token {
 		Expires: fromUnixNano(e.expires),
 		Revoked: e.revoked,
 	}
+	if e.last4 != [last4Len]byte{} {
+		r.Last4 = string(e.last4[:])
+	}
+	if e.replaced {
+		r.ReplacedBy = e.replacedBy.String()
+	}
+	return r
 }
 
 func unixNano(t time.Time) int64 {

@@ -82,7 +82,7 @@ func TestTokenFileRoundTrip(t *testing.T) {
 	st := open(t, path, "", nil)
 	expires := time.Date(2026, 1, 1, 0, 0, 0, 5e8, time.UTC)
 	want := map[string]*filestore.TokenData{
-		"AAAAAAAAAAAAAAAA": {User: "ann", Group: "team", Name: "laptop", Hash: zeroHash, Created: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), Expires: &expires, Revoked: true},
+		"AAAAAAAAAAAAAAAA": {User: "ann", Group: "team", Name: "laptop", Hash: zeroHash, Created: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), Expires: &expires, Revoked: true, Last4: "a-_9", ReplacedBy: "BBBBBBBBBBBBBBBB"},
 		"BBBBBBBBBBBBBBBB": {User: "ann", Group: "other", Hash: strings.Repeat("ab", 32), Created: time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)},
 		"CCCCCCCCCCCCCCCC": {User: "bob", Group: "team", Name: `quote " and <tag> & ünïcode`, Hash: strings.Repeat("f", 64)},
 	}
@@ -107,7 +107,7 @@ func TestTokenFileRoundTrip(t *testing.T) {
 				t.Errorf("token %s missing", id)
 				continue
 			}
-			if g.User != w.User || g.Group != w.Group || g.Name != w.Name || g.Hash != w.Hash || g.Revoked != w.Revoked ||
+			if g.User != w.User || g.Group != w.Group || g.Name != w.Name || g.Hash != w.Hash || g.Revoked != w.Revoked || g.Last4 != w.Last4 || g.ReplacedBy != w.ReplacedBy ||
 				!g.Created.Equal(w.Created) || (g.Expires == nil) != (w.Expires == nil) || g.Expires != nil && !g.Expires.Equal(*w.Expires) {
 				t.Errorf("token %s = %+v, want %+v", id, g, w)
 			}
@@ -128,7 +128,7 @@ func TestTokenFileRoundTrip(t *testing.T) {
 				t.Errorf("%s: Token(%s): %v", name, id, err)
 				continue
 			}
-			if got.User != w.User || got.Name != w.Name || got.Revoked != w.Revoked || filestore.HashString(got.Hash) != w.Hash {
+			if got.User != w.User || got.Name != w.Name || got.Revoked != w.Revoked || filestore.HashString(got.Hash) != w.Hash || got.Last4 != w.Last4 || got.ReplacedBy != w.ReplacedBy {
 				t.Errorf("%s: Token(%s) = %+v, want %+v", name, id, got, w)
 			}
 		}
@@ -184,6 +184,14 @@ func TestTokenFileErrors(t *testing.T) {
 			want:   []string{"tokens.AAAAAAAAAAAAAAAA.hash: must be 64 hex digits"},
 		},
 		"null record": {tokens: a + "null\n", want: []string{"tokens.: not a token id"}},
+		"bad last4": {
+			tokens: strings.Replace(a, `"user"`, `"last4":"abcde","user"`, 1),
+			want:   []string{"tokens.AAAAAAAAAAAAAAAA.last4: must be 4 characters"},
+		},
+		"bad replaced_by": {
+			tokens: strings.Replace(a, `"user"`, `"replaced_by":"x/y","user"`, 1),
+			want:   []string{"tokens.AAAAAAAAAAAAAAAA.replaced_by: not a token id"},
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -60,7 +60,7 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 // PutToken creates or replaces a token record.
 func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
 	return s.Update(ctx, func(d *Data) error {
-		td := &TokenData{User: t.User, Group: t.Group, Name: t.Name, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked}
+		td := &TokenData{User: t.User, Group: t.Group, Name: t.Name, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy}
 		if !t.Expires.IsZero() {
 			e := t.Expires.UTC()
 			td.Expires = &e

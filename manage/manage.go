@@ -40,6 +40,19 @@ type TokenRequest struct {
 // checked now, not only when the token is used. The returned token string
 // is shown to its owner once and is not recoverable afterwards.
 func CreateToken(ctx context.Context, st Store, req TokenRequest, now time.Time) (string, *record.Token, error) {
+	tok, rec, err := mintToken(ctx, st, req, now)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := st.PutToken(ctx, rec); err != nil {
+		return "", nil, fmt.Errorf("store token: %w", err)
+	}
+	return tok, rec, nil
+}
+
+// mintToken checks req against the user's and group's records and mints
+// its token, without storing it.
+func mintToken(ctx context.Context, st Store, req TokenRequest, now time.Time) (string, *record.Token, error) {
 	if req.TTL < 0 {
 		return "", nil, fmt.Errorf("%w: expiry must not be negative", ErrInvalid)
 	}
@@ -72,14 +85,70 @@ func CreateToken(ctx context.Context, st Store, req TokenRequest, now time.Time)
 	if err != nil {
 		return "", nil, err
 	}
-	rec := &record.Token{ID: m.ID, Hash: m.Hash, User: req.User, Group: req.Group, Name: req.Name, Created: now.UTC()}
+	rec := &record.Token{ID: m.ID, Hash: m.Hash, User: req.User, Group: req.Group, Name: req.Name, Created: now.UTC(), Last4: m.Token[len(m.Token)-4:]}
 	if req.TTL > 0 {
 		rec.Expires = now.Add(req.TTL).UTC()
 	}
-	if err := st.PutToken(ctx, rec); err != nil {
-		return "", nil, fmt.Errorf("store token: %w", err)
-	}
 	return m.Token, rec, nil
+}
+
+// MaxRotationGrace bounds the grace period of a rotation: an old token
+// that lingers for months is a second token, not a rotation.
+const MaxRotationGrace = 30 * 24 * time.Hour
+
+// Rotation is the outcome of RotateToken.
+type Rotation struct {
+	// Token is the new token string, shown to its owner once.
+	Token string
+	// New is the new token's record; Old the old one's, as now stored.
+	New, Old *record.Token
+}
+
+// RotateToken replaces token id with a new token of the same user, group
+// and name. The old token keeps working for grace (zero stops it at once,
+// and never past its own expiry), then is refused as expired; it records
+// which token replaced it. A token with an expiry passes its lifetime on:
+// the new one lasts as long from now. The user must still be allowed the
+// group, as at creation. A token already rotated, revoked or expired is
+// not rotated again, so that one token never has two successors.
+func RotateToken(ctx context.Context, st Store, id string, grace time.Duration, now time.Time) (*Rotation, error) {
+	if grace < 0 || grace > MaxRotationGrace {
+		return nil, fmt.Errorf("%w: grace must be between 0 and %v", ErrInvalid, MaxRotationGrace)
+	}
+	old, err := st.Token(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case old.Revoked:
+		return nil, fmt.Errorf("%w: token %s is revoked", ErrInvalid, id)
+	case old.ReplacedBy != "":
+		return nil, fmt.Errorf("%w: token %s was already rotated; rotate its replacement %s", ErrInvalid, id, old.ReplacedBy)
+	case old.Expired(now):
+		return nil, fmt.Errorf("%w: token %s has expired", ErrInvalid, id)
+	}
+	req := TokenRequest{User: old.User, Group: old.Group, Name: old.Name}
+	if !old.Expires.IsZero() {
+		req.TTL = old.Expires.Sub(old.Created)
+	}
+	tok, rec, err := mintToken(ctx, st, req, now)
+	if err != nil {
+		return nil, err
+	}
+	// The new token is stored first: if the second write fails, the old
+	// token still works and nothing is lost but a retry.
+	if err := st.PutToken(ctx, rec); err != nil {
+		return nil, fmt.Errorf("store new token: %w", err)
+	}
+	retired := *old
+	retired.ReplacedBy = rec.ID
+	if end := now.Add(grace).UTC(); retired.Expires.IsZero() || end.Before(retired.Expires) {
+		retired.Expires = end
+	}
+	if err := st.PutToken(ctx, &retired); err != nil {
+		return nil, fmt.Errorf("store old token %s (the new token %s is stored and works): %w", id, rec.ID, err)
+	}
+	return &Rotation{Token: tok, New: rec, Old: &retired}, nil
 }
 
 // RevokeToken marks a token revoked: it is refused from the next check on
@@ -110,10 +179,17 @@ func ValidateGroup(g *record.Group) error {
 	return nil
 }
 
+// ReservedUser is the name the bootstrap admin acts under in the
+// management API and its audit log; no user record may take it.
+const ReservedUser = "bootstrap"
+
 // ValidateUser checks a user before it is stored.
 func ValidateUser(u *record.User) error {
 	if err := record.ValidateName("user", u.Name); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if u.Name == ReservedUser {
+		return fmt.Errorf("%w: user name %q is reserved for the bootstrap admin", ErrInvalid, u.Name)
 	}
 	if u.Role != record.RoleUser && u.Role != record.RoleAdmin {
 		return fmt.Errorf("%w: role %q is not user or admin", ErrInvalid, u.Role)

@@ -110,13 +110,13 @@ func outcome(e *apiError) string {
 
 // fail answers a failed change and audits it.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, c caller, action, target string, e *apiError) {
-	s.audit(r.Context(), c.name, action, target, outcome(e), slog.String("reason", e.code))
+	s.audit(r.Context(), c, action, target, outcome(e), slog.String("reason", e.code))
 	writeError(w, e)
 }
 
 // done audits a successful change.
-func (s *Server) done(r *http.Request, c caller, action, target string) {
-	s.audit(r.Context(), c.name, action, target, "ok")
+func (s *Server) done(r *http.Request, c caller, action, target string, extra ...slog.Attr) {
+	s.audit(r.Context(), c, action, target, "ok", extra...)
 }
 
 // decode reads a JSON body into v, refusing unknown fields so that a typo

@@ -2,6 +2,7 @@ package mgmt
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -250,128 +251,6 @@ func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request, c caller) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// tokenJSON is an LLM token on the wire. Token is set once, in the answer
-// to its creation; lists show Masked only.
-type tokenJSON struct {
-	Token   string     `json:"token,omitempty"`
-	ID      string     `json:"id"`
-	Name    string     `json:"name"`
-	Group   string     `json:"group"`
-	Created time.Time  `json:"created"`
-	Expires *time.Time `json:"expires"`
-	State   string     `json:"state"`
-	Masked  string     `json:"masked"`
-}
-
-func (s *Server) tokenOut(t *record.Token) tokenJSON {
-	out := tokenJSON{ID: t.ID, Name: t.Name, Group: t.Group, Created: t.Created, State: t.State(s.now()), Masked: mask(t.ID)}
-	if !t.Expires.IsZero() {
-		e := t.Expires
-		out.Expires = &e
-	}
-	return out
-}
-
-// mask is how a token is shown after its creation. The store keeps only
-// the secret's hash, not the token's last characters, so the mask is the
-// token's public start: prefix and id.
-func mask(id string) string { return token.Prefix + id + "…" }
-
-// tokenRequest is the body of POST /v1/tokens.
-type tokenRequest struct {
-	Group string `json:"group"`
-	Name  string `json:"name"`
-	// TTL is a Go duration ("720h"); empty for a token that does not expire.
-	TTL string `json:"ttl"`
-}
-
-func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, c caller) {
-	tokens, err := s.st.Tokens(r.Context())
-	if err != nil {
-		writeError(w, s.storeError(r.Context(), "token.list", err))
-		return
-	}
-	slices.SortFunc(tokens, func(a, b *record.Token) int { return a.Created.Compare(b.Created) })
-	out := []tokenJSON{}
-	for _, t := range tokens {
-		if t.User == c.name {
-			out = append(out, s.tokenOut(t))
-		}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"tokens": out})
-}
-
-// ownToken returns the caller's token id, or a 404 for a token that is
-// missing or someone else's: the two must look the same, so that ids of
-// other users' tokens are not revealed.
-func (s *Server) ownToken(r *http.Request, c caller, action string) (*record.Token, *apiError) {
-	t, err := s.st.Token(r.Context(), r.PathValue("id"))
-	switch {
-	case errors.Is(err, record.ErrNotFound) || (err == nil && t.User != c.name):
-		return nil, &apiError{http.StatusNotFound, codeNotFound, "No such token."}
-	case err != nil:
-		return nil, s.storeError(r.Context(), action, err)
-	}
-	return t, nil
-}
-
-func (s *Server) getToken(w http.ResponseWriter, r *http.Request, c caller) {
-	t, e := s.ownToken(r, c, "token.get")
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.tokenOut(t))
-}
-
-func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c caller) {
-	var in tokenRequest
-	if e := decode(r, &in); e != nil {
-		s.fail(w, r, c, "token.create", target("group", in.Group), e)
-		return
-	}
-	tgt := target("group", in.Group)
-	var ttl time.Duration
-	if in.TTL != "" {
-		d, err := time.ParseDuration(in.TTL)
-		if err != nil || d <= 0 {
-			s.fail(w, r, c, "token.create", tgt, &apiError{http.StatusBadRequest, codeInvalidRequest, "ttl: want a positive duration such as \"720h\", or none for no expiry."})
-			return
-		}
-		ttl = d
-	}
-	tok, rec, err := manage.CreateToken(r.Context(), s.st, manage.TokenRequest{User: c.name, Group: in.Group, Name: in.Name, TTL: ttl}, s.now())
-	if err != nil {
-		e := s.classify(r.Context(), "token.create", err)
-		if e.status == http.StatusNotFound {
-			// A missing group (or a caller without a user record, such as
-			// the bootstrap admin) is a bad request, not a missing route.
-			e = &apiError{http.StatusBadRequest, codeInvalidRequest, "Cannot create the token: " + err.Error()}
-		}
-		s.fail(w, r, c, "token.create", tgt, e)
-		return
-	}
-	s.audit(r.Context(), c.name, "token.create", target("token", rec.ID), "ok")
-	out := s.tokenOut(rec)
-	out.Token = tok
-	writeJSON(w, http.StatusCreated, out)
-}
-
-func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, c caller) {
-	tgt := target("token", r.PathValue("id"))
-	t, e := s.ownToken(r, c, "token.revoke")
-	if e != nil {
-		s.fail(w, r, c, "token.revoke", tgt, e)
-		return
-	}
-	if err := manage.RevokeToken(r.Context(), s.st, t.ID); err != nil {
-		s.fail(w, r, c, "token.revoke", tgt, s.classify(r.Context(), "token.revoke", err))
-		return
-	}
-	s.done(r, c, "token.revoke", tgt)
-	w.WriteHeader(http.StatusNoContent)
-}
-
 func nonNil(v []string) []string {
 	if v == nil {
 		return []string{}
@@ -383,12 +262,123 @@ func nonNil(v []string) []string {
 // from the request: one that is not a valid name or id is not logged, in
 // case someone pasted a secret into the path.
 func target(kind, name string) string {
-	ok := record.ValidateName(kind, name) == nil
-	if kind == "token" {
+	var ok bool
+	switch kind {
+	case "token", "management-token":
 		ok = token.ValidID(name)
+	case "credential":
+		ok = record.ValidCredentialID(name)
+	default:
+		ok = record.ValidateName(kind, name) == nil
 	}
 	if !ok {
 		return kind + "/(invalid name)"
 	}
 	return kind + "/" + name
+}
+
+// providerJSON is a provider as admins see it: names and key ids, never a
+// key.
+type providerJSON struct {
+	Name   string   `json:"name"`
+	Kind   string   `json:"kind"`
+	KeyIDs []string `json:"key_ids"`
+}
+
+func providerOut(p *record.Provider) providerJSON {
+	out := providerJSON{Name: p.Name, Kind: string(p.Kind), KeyIDs: make([]string, 0, len(p.Keys))}
+	for _, k := range p.Keys {
+		out.KeyIDs = append(out.KeyIDs, k.ID)
+	}
+	return out
+}
+
+func (s *Server) listProviders(w http.ResponseWriter, r *http.Request, _ caller) {
+	providers, err := s.st.Providers(r.Context())
+	if err != nil {
+		writeError(w, s.storeError(r.Context(), "provider.list", err))
+		return
+	}
+	slices.SortFunc(providers, func(a, b *record.Provider) int { return strings.Compare(a.Name, b.Name) })
+	out := make([]providerJSON, 0, len(providers))
+	for _, p := range providers {
+		out = append(out, providerOut(p))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"providers": out})
+}
+
+func (s *Server) getProvider(w http.ResponseWriter, r *http.Request, _ caller) {
+	p, err := s.st.Provider(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, s.classify(r.Context(), "provider.get", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, providerOut(p))
+}
+
+// apiTokenJSON is a management token on the wire; Token is set once, in the
+// answer to its creation.
+type apiTokenJSON struct {
+	Token   string    `json:"token,omitempty"`
+	ID      string    `json:"id"`
+	User    string    `json:"user"`
+	Created time.Time `json:"created"`
+	Revoked bool      `json:"revoked"`
+}
+
+func (s *Server) createAPIToken(w http.ResponseWriter, r *http.Request, c caller) {
+	name := r.PathValue("name")
+	tok, rec, err := IssueAPIToken(r.Context(), s.st, name, s.now())
+	if err != nil {
+		s.fail(w, r, c, "management-token.create", target("user", name), s.classify(r.Context(), "management-token.create", err))
+		return
+	}
+	s.done(r, c, "management-token.create", target("management-token", rec.ID), slog.String("user", name))
+	writeJSON(w, http.StatusCreated, apiTokenJSON{Token: tok, ID: rec.ID, User: rec.User, Created: rec.Created})
+}
+
+func (s *Server) revokeAPIToken(w http.ResponseWriter, r *http.Request, c caller) {
+	name, id := r.PathValue("name"), r.PathValue("id")
+	tgt := target("management-token", id)
+	t, err := s.st.APIToken(r.Context(), id)
+	if err == nil && t.User != name {
+		err = record.ErrNotFound // another user's token: not found under this user
+	}
+	if err != nil {
+		s.fail(w, r, c, "management-token.revoke", tgt, s.classify(r.Context(), "management-token.revoke", err))
+		return
+	}
+	if !t.Revoked {
+		revoked := *t
+		revoked.Revoked = true
+		if err := s.st.PutAPIToken(r.Context(), &revoked); err != nil {
+			s.fail(w, r, c, "management-token.revoke", tgt, s.storeError(r.Context(), "management-token.revoke", err))
+			return
+		}
+	}
+	s.done(r, c, "management-token.revoke", tgt, slog.String("user", name))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// meJSON is the answer to GET /v1/me: who the request acts for.
+type meJSON struct {
+	Name   string   `json:"name"`
+	Role   string   `json:"role"`
+	Groups []string `json:"groups"`
+	// Actor is who authenticated: the admin, when an admin acts on the
+	// user's behalf; else the user.
+	Actor string `json:"actor"`
+}
+
+func (s *Server) me(w http.ResponseWriter, r *http.Request, c caller) {
+	if c.name == BootstrapUser && c.actor == BootstrapUser {
+		writeJSON(w, http.StatusOK, meJSON{Name: BootstrapUser, Role: string(record.RoleAdmin), Groups: []string{}, Actor: c.actor})
+		return
+	}
+	u, err := s.st.User(r.Context(), c.name)
+	if err != nil {
+		writeError(w, s.classify(r.Context(), "me", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, meJSON{Name: u.Name, Role: string(u.Role), Groups: nonNil(u.Groups), Actor: c.actor})
 }

@@ -1,8 +1,10 @@
 // Package mgmt is keyward's HTTP JSON management API: admins manage users
-// and groups, users manage their own LLM tokens. Callers authenticate with
-// a management token ("kwm_…", never an LLM token) or the bootstrap admin
-// credential. The rules themselves live in package manage; this package is
-// transport, authentication, isolation and the audit trail.
+// and groups and see providers; users manage their own LLM tokens and
+// private provider credentials, and an admin may act on a user's behalf.
+// Callers authenticate with a management token ("kwm_…", never an LLM
+// token) or the bootstrap admin credential. The rules themselves live in
+// package manage; this package is transport, authentication, isolation and
+// the audit trail.
 package mgmt
 
 import (
@@ -31,7 +33,7 @@ const MinAdminTokenLen = 32
 
 // BootstrapUser is the caller name of the bootstrap admin in responses and
 // audit events.
-const BootstrapUser = "bootstrap"
+const BootstrapUser = manage.ReservedUser
 
 // Store is what the management API needs of a record store; the file and
 // Vault stores both satisfy it.
@@ -44,11 +46,24 @@ type Store interface {
 	Users(ctx context.Context) ([]*record.User, error)
 	Groups(ctx context.Context) ([]*record.Group, error)
 	Tokens(ctx context.Context) ([]*record.Token, error)
+	Provider(ctx context.Context, name string) (*record.Provider, error)
+	Providers(ctx context.Context) ([]*record.Provider, error)
 	// APIToken returns a management token record, or an error wrapping
 	// record.ErrNotFound.
 	APIToken(ctx context.Context, id string) (*record.APIToken, error)
 	PutAPIToken(ctx context.Context, t *record.APIToken) error
+	// The credential methods take the owner with the id: another user's
+	// id is record.ErrNotFound.
+	Credential(ctx context.Context, user, id string) (*record.Credential, error)
+	Credentials(ctx context.Context, user string) ([]*record.Credential, error)
+	PutCredential(ctx context.Context, c *record.Credential) error
+	DeleteCredential(ctx context.Context, user, id string) error
 }
+
+// DefaultRotationGrace is how long a rotated token keeps working when
+// neither the request nor Options name a grace period: a day, time for a
+// deployment to roll out its new secret.
+const DefaultRotationGrace = 24 * time.Hour
 
 // Options configure a Server.
 type Options struct {
@@ -61,13 +76,18 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// RotationGrace is the default grace period of a token rotation;
+	// zero means DefaultRotationGrace. A request may name its own, up to
+	// manage.MaxRotationGrace.
+	RotationGrace time.Duration
 }
 
 // Server is the management API, an http.Handler.
 type Server struct {
-	st  Store
-	log *slog.Logger
-	now func() time.Time
+	st    Store
+	log   *slog.Logger
+	now   func() time.Time
+	grace time.Duration
 	// adminHash is the SHA-256 of the bootstrap credential, compared in
 	// constant time; the credential itself is not kept.
 	adminHash [sha256.Size]byte
@@ -83,7 +103,13 @@ func New(opts Options) (*Server, error) {
 	if opts.Store == nil {
 		return nil, errors.New("mgmt: no store")
 	}
-	s := &Server{st: opts.Store, log: opts.Logger, now: opts.Now, mux: http.NewServeMux(), paths: http.NewServeMux()}
+	s := &Server{st: opts.Store, log: opts.Logger, now: opts.Now, grace: opts.RotationGrace, mux: http.NewServeMux(), paths: http.NewServeMux()}
+	switch {
+	case s.grace == 0:
+		s.grace = DefaultRotationGrace
+	case s.grace < 0 || s.grace > manage.MaxRotationGrace:
+		return nil, fmt.Errorf("mgmt: rotation grace %v: want between 0 and %v", s.grace, manage.MaxRotationGrace)
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -116,48 +142,103 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 type route struct {
 	method string
 	path   string
-	admin  bool
+	scope  scope
 	handle func(w http.ResponseWriter, r *http.Request, c caller)
 }
 
+// scope is who may call a route.
+type scope int
+
+const (
+	// adminOnly routes manage users, groups and providers.
+	adminOnly scope = iota
+	// own routes act on the caller's own tokens and credentials, or, for
+	// an admin who names one with ?user=, on that user's.
+	own
+)
+
+// OnBehalfParam is the query parameter with which an admin acts on another
+// user's tokens and credentials.
+const OnBehalfParam = "user"
+
 func (s *Server) routes() []route {
 	return []route{
-		{"GET", "/v1/users", true, s.listUsers},
-		{"POST", "/v1/users", true, s.createUser},
-		{"GET", "/v1/users/{name}", true, s.getUser},
-		{"PUT", "/v1/users/{name}", true, s.putUser},
-		{"DELETE", "/v1/users/{name}", true, s.deleteUser},
-		{"GET", "/v1/groups", true, s.listGroups},
-		{"POST", "/v1/groups", true, s.createGroup},
-		{"GET", "/v1/groups/{name}", true, s.getGroup},
-		{"PUT", "/v1/groups/{name}", true, s.putGroup},
-		{"DELETE", "/v1/groups/{name}", true, s.deleteGroup},
-		{"GET", "/v1/tokens", false, s.listTokens},
-		{"POST", "/v1/tokens", false, s.createToken},
-		{"GET", "/v1/tokens/{id}", false, s.getToken},
-		{"DELETE", "/v1/tokens/{id}", false, s.revokeToken},
+		{"GET", "/v1/users", adminOnly, s.listUsers},
+		{"POST", "/v1/users", adminOnly, s.createUser},
+		{"GET", "/v1/users/{name}", adminOnly, s.getUser},
+		{"PUT", "/v1/users/{name}", adminOnly, s.putUser},
+		{"DELETE", "/v1/users/{name}", adminOnly, s.deleteUser},
+		{"POST", "/v1/users/{name}/management-tokens", adminOnly, s.createAPIToken},
+		{"DELETE", "/v1/users/{name}/management-tokens/{id}", adminOnly, s.revokeAPIToken},
+		{"GET", "/v1/groups", adminOnly, s.listGroups},
+		{"POST", "/v1/groups", adminOnly, s.createGroup},
+		{"GET", "/v1/groups/{name}", adminOnly, s.getGroup},
+		{"PUT", "/v1/groups/{name}", adminOnly, s.putGroup},
+		{"DELETE", "/v1/groups/{name}", adminOnly, s.deleteGroup},
+		{"GET", "/v1/providers", adminOnly, s.listProviders},
+		{"GET", "/v1/providers/{name}", adminOnly, s.getProvider},
+		{"GET", "/v1/me", own, s.me},
+		{"GET", "/v1/tokens", own, s.listTokens},
+		{"POST", "/v1/tokens", own, s.createToken},
+		{"GET", "/v1/tokens/{id}", own, s.getToken},
+		{"DELETE", "/v1/tokens/{id}", own, s.revokeToken},
+		{"POST", "/v1/tokens/{id}/rotate", own, s.rotateToken},
+		{"GET", "/v1/credentials", own, s.listCredentials},
+		{"POST", "/v1/credentials", own, s.createCredential},
+		{"GET", "/v1/credentials/{id}", own, s.getCredential},
+		{"PUT", "/v1/credentials/{id}", own, s.putCredential},
+		{"DELETE", "/v1/credentials/{id}", own, s.deleteCredential},
 	}
 }
 
-// caller is who is asking.
+// caller is who is asking, and for whom.
 type caller struct {
-	name  string
+	// name is the user the request acts for: the authenticated user, or
+	// the user an admin named with ?user=.
+	name string
+	// actor is the authenticated user; it differs from name when an admin
+	// acts on a user's behalf, which the audit log records.
+	actor string
 	admin bool
 }
 
-// guard authenticates the request and enforces the route's role.
+// guard authenticates the request, enforces the route's scope and, for an
+// admin acting on a user's behalf, sets the caller's name to that user.
 func (s *Server) guard(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		routeName := rt.method + " " + rt.path
 		c, e := s.authenticate(r)
 		if e != nil {
-			s.audit(r.Context(), "", "authenticate", rt.method+" "+rt.path, "denied", slog.String("reason", e.code))
+			s.audit(r.Context(), caller{}, "authenticate", routeName, "denied", slog.String("reason", e.code))
 			writeError(w, e)
 			return
 		}
-		if rt.admin && !c.admin {
-			s.audit(r.Context(), c.name, "authorize", rt.method+" "+rt.path, "denied", slog.String("reason", codeAdminOnly))
+		onBehalf := r.URL.Query().Get(OnBehalfParam)
+		switch {
+		case rt.scope == adminOnly && !c.admin:
+			s.audit(r.Context(), c, "authorize", routeName, "denied", slog.String("reason", codeAdminOnly))
 			writeError(w, &apiError{http.StatusForbidden, codeAdminOnly, "This route is for admins."})
 			return
+		case onBehalf == "" || onBehalf == c.name:
+		case rt.scope != own:
+			writeError(w, &apiError{http.StatusBadRequest, codeInvalidRequest, "?" + OnBehalfParam + "= applies only to tokens, credentials and /v1/me."})
+			return
+		case !c.admin:
+			// Answered the same whether the user exists or not.
+			s.audit(r.Context(), c, "authorize", routeName, "denied", slog.String("reason", codeAdminOnly), slog.String("on_behalf_of", target("user", onBehalf)))
+			writeError(w, &apiError{http.StatusForbidden, codeAdminOnly, "Only admins may act on another user's behalf."})
+			return
+		default:
+			if _, err := s.st.User(r.Context(), onBehalf); err != nil {
+				e := s.classify(r.Context(), "authorize", err)
+				if e.status == http.StatusNotFound {
+					e = &apiError{http.StatusNotFound, codeNotFound, "No such user."}
+				}
+				s.audit(r.Context(), c, "authorize", routeName, outcome(e), slog.String("reason", e.code), slog.String("on_behalf_of", target("user", onBehalf)))
+				writeError(w, e)
+				return
+			}
+			c.name = onBehalf
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		rt.handle(w, r, c)
@@ -184,7 +265,7 @@ func (s *Server) authenticate(r *http.Request) (caller, *apiError) {
 	if s.hasAdmin {
 		h := sha256.Sum256([]byte(tok))
 		if subtle.ConstantTimeCompare(h[:], s.adminHash[:]) == 1 {
-			return caller{name: BootstrapUser, admin: true}, nil
+			return caller{name: BootstrapUser, actor: BootstrapUser, admin: true}, nil
 		}
 	}
 	if !strings.HasPrefix(tok, token.ManagementPrefix) {
@@ -222,7 +303,7 @@ func (s *Server) authenticate(r *http.Request) (caller, *apiError) {
 	case u.Disabled:
 		return caller{}, &apiError{http.StatusForbidden, codeUserDisabled, "The user is disabled."}
 	}
-	return caller{name: u.Name, admin: u.Role == record.RoleAdmin}, nil
+	return caller{name: u.Name, actor: u.Name, admin: u.Role == record.RoleAdmin}, nil
 }
 
 var errInvalidToken = &apiError{http.StatusUnauthorized, codeInvalidToken, "The management token is not valid."}
@@ -269,12 +350,16 @@ func IssueAPIToken(ctx context.Context, st Store, user string, now time.Time) (s
 	return m.Token, rec, nil
 }
 
-// audit records one management event. Callers pass names and ids only,
-// never a credential.
-func (s *Server) audit(ctx context.Context, who, action, target, outcome string, extra ...slog.Attr) {
-	attrs := append([]slog.Attr{
-		slog.String("who", who), slog.String("action", action),
-		slog.String("target", target), slog.String("outcome", outcome),
-	}, extra...)
+// audit records one management event: who, what, on what, with which
+// outcome, and for whom when an admin acts on a user's behalf. Callers pass
+// names and ids only, never a credential.
+func (s *Server) audit(ctx context.Context, c caller, action, target, outcome string, extra ...slog.Attr) {
+	attrs := append(make([]slog.Attr, 0, 5+len(extra)),
+		slog.String("who", c.actor), slog.String("action", action),
+		slog.String("target", target), slog.String("outcome", outcome))
+	if c.name != c.actor {
+		attrs = append(attrs, slog.String("on_behalf_of", c.name))
+	}
+	attrs = append(attrs, extra...)
 	s.log.LogAttrs(ctx, slog.LevelInfo, "management", attrs...)
 }

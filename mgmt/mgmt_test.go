@@ -4,207 +4,145 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/filestore"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
 
-const adminSecret = "bootstrap-admin-credential-0123456789abcdef"
-
-// lockedBuffer collects the audit log from the server's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// suite is the API's behaviour, run over each store: the file store in
+// every test run, the Vault store on an OpenBao dev server in TestVaultAPI.
+var suite = map[string]func(t *testing.T, f *fixture){
+	"AdminRoutes":           testAdminRoutes,
+	"RouteRoles":            testRouteRoles,
+	"TokenRoutes":           testTokenRoutes,
+	"Rotation":              testRotation,
+	"CredentialRoutes":      testCredentialRoutes,
+	"IsolationMatrix":       testIsolationMatrix,
+	"OnBehalf":              testOnBehalf,
+	"ManagementTokenRoutes": testManagementTokenRoutes,
+	"DeleteUserTakesAll":    testDeleteUserTakesAll,
+	"Authentication":        testAuthentication,
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-type fixture struct {
-	st    *memStore
-	url   string
-	audit *lockedBuffer
-	// creds are management tokens by user name, plus "bootstrap".
-	creds map[string]string
-}
-
-func newFixture(t *testing.T) *fixture {
-	t.Helper()
-	ctx := context.Background()
-	st := newMemStore()
-	for _, g := range []string{"eng", "ops"} {
-		_ = st.PutGroup(ctx, &record.Group{Name: g})
-	}
-	users := []*record.User{
-		{Name: "alice", Role: record.RoleUser, Groups: []string{"eng"}},
-		{Name: "bob", Role: record.RoleUser, Groups: []string{"eng", "ops"}},
-		{Name: "root", Role: record.RoleAdmin, Groups: []string{"ops"}},
-	}
-	f := &fixture{st: st, audit: &lockedBuffer{}, creds: map[string]string{BootstrapUser: adminSecret}}
-	for _, u := range users {
-		_ = st.PutUser(ctx, u)
-		tok, _, err := IssueAPIToken(ctx, st, u.Name, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.creds[u.Name] = tok
-	}
-	s, err := New(Options{Store: st, AdminToken: adminSecret, Logger: slog.New(slog.NewJSONHandler(f.audit, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s) // listens on 127.0.0.1:0
-	t.Cleanup(hs.Close)
-	f.url = hs.URL
-	return f
-}
-
-// do sends one request with cred as bearer (none when empty) and returns
-// the status and the decoded JSON body.
-func (f *fixture) do(t *testing.T, cred, method, path string, body any) (int, map[string]any) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		raw, _ := json.Marshal(body)
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, f.url+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cred != "" {
-		req.Header.Set("Authorization", "Bearer "+cred)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &out); err != nil {
-			t.Fatalf("%s %s: body is not JSON: %q", method, path, raw)
-		}
-		if resp.Header.Get("Content-Type") != "application/json" {
-			t.Fatalf("%s %s: content-type %q", method, path, resp.Header.Get("Content-Type"))
-		}
-	}
-	return resp.StatusCode, out
-}
-
-func errCode(body map[string]any) string {
-	e, _ := body["error"].(map[string]any)
-	code, _ := e["code"].(string)
-	if msg, _ := e["message"].(string); code != "" && msg == "" {
-		return "(no message)"
-	}
-	return code
-}
-
-type step struct {
-	name     string
-	method   string
-	path     string
-	body     any
-	want     int
-	wantCode string
-	check    func(t *testing.T, body map[string]any)
-}
-
-func (f *fixture) run(t *testing.T, cred string, steps []step) {
-	t.Helper()
-	for _, s := range steps {
-		status, body := f.do(t, cred, s.method, s.path, s.body)
-		if status != s.want {
-			t.Fatalf("%s: %s %s: status %d, want %d (%v)", s.name, s.method, s.path, status, s.want, body)
-		}
-		if s.wantCode != "" && errCode(body) != s.wantCode {
-			t.Fatalf("%s: code %q, want %q", s.name, errCode(body), s.wantCode)
-		}
-		if s.check != nil {
-			s.check(t, body)
-		}
-	}
-}
-
-func TestAdminRoutes(t *testing.T) {
-	for _, admin := range []string{"root", BootstrapUser} {
-		t.Run(admin, func(t *testing.T) {
-			f := newFixture(t)
-			f.run(t, f.creds[admin], []step{
-				{"create user", "POST", "/v1/users", map[string]any{"name": "carol", "groups": []string{"eng"}}, 201, "", func(t *testing.T, b map[string]any) {
-					if b["role"] != "user" {
-						t.Fatalf("default role %v", b["role"])
-					}
-				}},
-				{"create user again", "POST", "/v1/users", map[string]any{"name": "carol"}, 409, codeConflict, nil},
-				{"bad user name", "POST", "/v1/users", map[string]any{"name": "no/slash"}, 400, codeInvalidRequest, nil},
-				{"unknown field", "POST", "/v1/users", map[string]any{"name": "dave", "admin": true}, 400, codeInvalidRequest, nil},
-				{"list users", "GET", "/v1/users", nil, 200, "", func(t *testing.T, b map[string]any) {
-					if n := len(b["users"].([]any)); n != 4 {
-						t.Fatalf("%d users, want 4", n)
-					}
-				}},
-				{"get user", "GET", "/v1/users/carol", nil, 200, "", nil},
-				{"get missing user", "GET", "/v1/users/nobody", nil, 404, codeNotFound, nil},
-				{"set user", "PUT", "/v1/users/carol", map[string]any{"groups": []string{"eng", "ops"}, "role": "admin", "disabled": true}, 200, "", func(t *testing.T, b map[string]any) {
-					if b["role"] != "admin" || b["disabled"] != true || len(b["groups"].([]any)) != 2 {
-						t.Fatalf("after PUT: %v", b)
-					}
-				}},
-				{"set bad role", "PUT", "/v1/users/carol", map[string]any{"role": "root"}, 400, codeInvalidRequest, nil},
-				{"set missing user", "PUT", "/v1/users/nobody", map[string]any{"disabled": true}, 404, codeNotFound, nil},
-				{"delete user", "DELETE", "/v1/users/carol", nil, 204, "", nil},
-				{"delete user again", "DELETE", "/v1/users/carol", nil, 404, codeNotFound, nil},
-				{"create group", "POST", "/v1/groups", map[string]any{"name": "research", "models": []string{"gpt-4o*"}}, 201, "", nil},
-				{"create group again", "POST", "/v1/groups", map[string]any{"name": "research"}, 409, codeConflict, nil},
-				{"list groups", "GET", "/v1/groups", nil, 200, "", func(t *testing.T, b map[string]any) {
-					if n := len(b["groups"].([]any)); n != 3 {
-						t.Fatalf("%d groups, want 3", n)
-					}
-				}},
-				{"get group", "GET", "/v1/groups/research", nil, 200, "", nil},
-				{"set group", "PUT", "/v1/groups/research", map[string]any{"disabled": true, "providers": []string{"openai"}, "disable_custom_keys": true}, 200, "", func(t *testing.T, b map[string]any) {
-					if b["disabled"] != true || b["disable_custom_keys"] != true || len(b["models"].([]any)) != 1 {
-						t.Fatalf("after PUT: %v", b)
-					}
-				}},
-				{"set group bad provider", "PUT", "/v1/groups/research", map[string]any{"providers": []string{"a b"}}, 400, codeInvalidRequest, nil},
-				{"delete group", "DELETE", "/v1/groups/research", nil, 204, "", nil},
-				{"get deleted group", "GET", "/v1/groups/research", nil, 404, codeNotFound, nil},
-			})
+func TestAPIOnFileStore(t *testing.T) {
+	for name, test := range suite {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, newFixture(t))
 		})
 	}
 }
 
-func TestUserGetsForbiddenOnAdminRoutes(t *testing.T) {
-	f := newFixture(t)
-	for _, rt := range (&Server{}).routes() {
-		if !rt.admin {
-			continue
+// TestVaultAPI runs the whole suite over the Vault store, against a real
+// OpenBao dev server.
+func TestVaultAPI(t *testing.T) {
+	v := newVaultFixtures(t)
+	for name, test := range suite {
+		t.Run(name, func(t *testing.T) { test(t, v.fixture(t)) })
+	}
+}
+
+func testAdminRoutes(t *testing.T, f *fixture) {
+	for _, admin := range []string{"root", BootstrapUser} {
+		carol, research := "carol-"+admin, "research-"+admin
+		f.run(t, f.creds[admin], []step{
+			{"create user", "POST", "/v1/users", map[string]any{"name": carol, "groups": []string{"eng"}}, 201, "", func(t *testing.T, b map[string]any) {
+				if b["role"] != "user" {
+					t.Fatalf("default role %v", b["role"])
+				}
+			}},
+			{"create user again", "POST", "/v1/users", map[string]any{"name": carol}, 409, codeConflict, nil},
+			{"bad user name", "POST", "/v1/users", map[string]any{"name": "no/slash"}, 400, codeInvalidRequest, nil},
+			{"reserved user name", "POST", "/v1/users", map[string]any{"name": BootstrapUser}, 400, codeInvalidRequest, nil},
+			{"unknown field", "POST", "/v1/users", map[string]any{"name": "dave", "admin": true}, 400, codeInvalidRequest, nil},
+			{"list users", "GET", "/v1/users", nil, 200, "", func(t *testing.T, b map[string]any) {
+				if !listHas(b, "users", "name", carol) || !listHas(b, "users", "name", "alice") {
+					t.Fatalf("users: %v", b)
+				}
+			}},
+			{"get user", "GET", "/v1/users/" + carol, nil, 200, "", nil},
+			{"get missing user", "GET", "/v1/users/nobody", nil, 404, codeNotFound, nil},
+			{"set user", "PUT", "/v1/users/" + carol, map[string]any{"groups": []string{"eng", "ops"}, "role": "admin", "disabled": true}, 200, "", func(t *testing.T, b map[string]any) {
+				if b["role"] != "admin" || b["disabled"] != true || len(b["groups"].([]any)) != 2 {
+					t.Fatalf("after PUT: %v", b)
+				}
+			}},
+			{"set bad role", "PUT", "/v1/users/" + carol, map[string]any{"role": "root"}, 400, codeInvalidRequest, nil},
+			{"set missing user", "PUT", "/v1/users/nobody", map[string]any{"disabled": true}, 404, codeNotFound, nil},
+			{"delete user", "DELETE", "/v1/users/" + carol, nil, 204, "", nil},
+			{"delete user again", "DELETE", "/v1/users/" + carol, nil, 404, codeNotFound, nil},
+			{"create group", "POST", "/v1/groups", map[string]any{"name": research, "models": []string{"gpt-4o*"}}, 201, "", nil},
+			{"create group again", "POST", "/v1/groups", map[string]any{"name": research}, 409, codeConflict, nil},
+			{"list groups", "GET", "/v1/groups", nil, 200, "", func(t *testing.T, b map[string]any) {
+				if !listHas(b, "groups", "name", research) || !listHas(b, "groups", "name", "eng") {
+					t.Fatalf("groups: %v", b)
+				}
+			}},
+			{"get group", "GET", "/v1/groups/" + research, nil, 200, "", nil},
+			{"set group", "PUT", "/v1/groups/" + research, map[string]any{"disabled": true, "providers": []string{"openai"}, "disable_custom_keys": true}, 200, "", func(t *testing.T, b map[string]any) {
+				if b["disabled"] != true || b["disable_custom_keys"] != true || len(b["models"].([]any)) != 1 {
+					t.Fatalf("after PUT: %v", b)
+				}
+			}},
+			{"set group bad provider", "PUT", "/v1/groups/" + research, map[string]any{"providers": []string{"a b"}}, 400, codeInvalidRequest, nil},
+			{"delete group", "DELETE", "/v1/groups/" + research, nil, 204, "", nil},
+			{"get deleted group", "GET", "/v1/groups/" + research, nil, 404, codeNotFound, nil},
+			{"list providers", "GET", "/v1/providers", nil, 200, "", func(t *testing.T, b map[string]any) {
+				want := `{"providers":[{"key_ids":["k1"],"kind":"openai","name":"openai"}]}`
+				if got, _ := json.Marshal(b); string(got) != want {
+					t.Fatalf("providers: %s, want %s", got, want)
+				}
+			}},
+			{"get provider", "GET", "/v1/providers/openai", nil, 200, "", func(t *testing.T, b map[string]any) {
+				if raw, _ := json.Marshal(b); strings.Contains(string(raw), serverKey) || b["kind"] != "openai" {
+					t.Fatalf("provider: %s", raw)
+				}
+			}},
+			{"get missing provider", "GET", "/v1/providers/nope", nil, 404, codeNotFound, nil},
+		})
+	}
+}
+
+// listHas reports whether the list under key has an item whose field is v.
+func listHas(b map[string]any, key, field string, v any) bool {
+	items, _ := b[key].([]any)
+	for _, it := range items {
+		if m, _ := it.(map[string]any); m[field] == v {
+			return true
 		}
-		path := strings.NewReplacer("{name}", "alice").Replace(rt.path)
-		status, body := f.do(t, f.creds["alice"], rt.method, path, map[string]any{})
-		if status != 403 || errCode(body) != codeAdminOnly {
-			t.Errorf("%s %s as user: %d %v, want 403 admin_only", rt.method, path, status, body)
+	}
+	return false
+}
+
+// testRouteRoles calls every served route as nobody, as a user and as
+// both kinds of admin: nobody gets 401, a user gets 403 on admin routes,
+// and everyone else gets past authentication and authorization.
+func testRouteRoles(t *testing.T, f *fixture) {
+	for _, rt := range (&Server{}).routes() {
+		path := strings.NewReplacer("{name}", "nobody", "{id}", strings.Repeat("A", token.IDLen)).Replace(rt.path)
+		for _, who := range []string{"", "alice", "root", BootstrapUser} {
+			status, body := f.do(t, f.creds[who], rt.method, path, map[string]any{})
+			var want int
+			switch {
+			case who == "":
+				want = 401
+			case rt.scope == adminOnly && who == "alice":
+				want = 403
+			}
+			switch {
+			case want != 0 && status != want:
+				t.Errorf("%s %s as %q: %d %v, want %d", rt.method, path, who, status, body, want)
+			case want == 0 && (status == 401 || status == 403 || status == 405 || errCode(body) == codeAdminOnly):
+				t.Errorf("%s %s as %q: %d %v, want past authorization", rt.method, path, who, status, body)
+			}
 		}
 	}
 	if u, _ := f.st.User(context.Background(), "alice"); u == nil || u.Role != record.RoleUser {
@@ -212,117 +150,397 @@ func TestUserGetsForbiddenOnAdminRoutes(t *testing.T) {
 	}
 }
 
-func TestTokenRoutes(t *testing.T) {
+func testTokenRoutes(t *testing.T, f *fixture) {
 	// Both roles manage their own tokens through the same routes.
 	for _, who := range []struct{ user, group, other string }{{"alice", "eng", "ops"}, {"root", "ops", "eng"}} {
-		t.Run(who.user, func(t *testing.T) {
-			f := newFixture(t)
-			cred := f.creds[who.user]
-			status, created := f.do(t, cred, "POST", "/v1/tokens", map[string]any{"group": who.group, "name": "app", "ttl": "720h"})
-			if status != 201 {
-				t.Fatalf("create: %d %v", status, created)
-			}
-			tok, _ := created["token"].(string)
-			id, _ := created["id"].(string)
-			if !strings.HasPrefix(tok, token.Prefix) || !token.ValidID(id) || created["state"] != "active" || created["expires"] == nil {
-				t.Fatalf("create answer: %v", created)
-			}
-			masked, _ := created["masked"].(string)
-			if strings.Contains(masked, tok) || !strings.HasPrefix(masked, token.Prefix) {
-				t.Fatalf("masked %q", masked)
-			}
-			f.run(t, cred, []step{
-				{"list", "GET", "/v1/tokens", nil, 200, "", func(t *testing.T, b map[string]any) {
-					list := b["tokens"].([]any)
-					if len(list) != 1 || list[0].(map[string]any)["id"] != id {
-						t.Fatalf("list: %v", b)
-					}
-					if _, ok := list[0].(map[string]any)["token"]; ok {
-						t.Fatal("list shows the token")
-					}
-				}},
-				{"get", "GET", "/v1/tokens/" + id, nil, 200, "", func(t *testing.T, b map[string]any) {
-					if _, ok := b["token"]; ok || b["group"] != who.group || b["name"] != "app" {
-						t.Fatalf("get: %v", b)
-					}
-				}},
-				{"group not usable", "POST", "/v1/tokens", map[string]any{"group": who.other}, 400, codeInvalidRequest, func(t *testing.T, b map[string]any) {
-					if msg := b["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "may not use group") {
-						t.Fatalf("message %q", msg)
-					}
-				}},
-				{"group missing", "POST", "/v1/tokens", map[string]any{"group": "nope"}, 400, codeInvalidRequest, nil},
-				{"bad ttl", "POST", "/v1/tokens", map[string]any{"group": who.group, "ttl": "soon"}, 400, codeInvalidRequest, nil},
-				{"revoke", "DELETE", "/v1/tokens/" + id, nil, 204, "", nil},
-				{"revoke again", "DELETE", "/v1/tokens/" + id, nil, 204, "", nil},
-				{"revoked state", "GET", "/v1/tokens/" + id, nil, 200, "", func(t *testing.T, b map[string]any) {
-					if b["state"] != "revoked" {
-						t.Fatalf("state %v", b["state"])
-					}
-				}},
-			})
+		cred := f.creds[who.user]
+		created := f.must(t, cred, "POST", "/v1/tokens", map[string]any{"group": who.group, "name": "app", "ttl": "720h"}, 201)
+		tok, _ := created["token"].(string)
+		id, _ := created["id"].(string)
+		if !strings.HasPrefix(tok, token.Prefix) || !token.ValidID(id) || created["state"] != "active" || created["expires"] == nil {
+			t.Fatalf("create answer: %v", created)
+		}
+		if want := token.Prefix + "…" + tok[len(tok)-4:]; created["masked"] != want {
+			t.Fatalf("masked %q, want %q", created["masked"], want)
+		}
+		f.run(t, cred, []step{
+			{"list", "GET", "/v1/tokens", nil, 200, "", func(t *testing.T, b map[string]any) {
+				list := b["tokens"].([]any)
+				if len(list) != 1 || list[0].(map[string]any)["id"] != id {
+					t.Fatalf("list: %v", b)
+				}
+				if raw, _ := json.Marshal(b); strings.Contains(string(raw), tok[len(token.Prefix):len(tok)-4]) {
+					t.Fatal("list shows the token")
+				}
+				if list[0].(map[string]any)["masked"] != created["masked"] {
+					t.Fatalf("list masks as %v", list[0])
+				}
+			}},
+			{"get", "GET", "/v1/tokens/" + id, nil, 200, "", func(t *testing.T, b map[string]any) {
+				if _, ok := b["token"]; ok || b["group"] != who.group || b["name"] != "app" {
+					t.Fatalf("get: %v", b)
+				}
+			}},
+			{"group not usable", "POST", "/v1/tokens", map[string]any{"group": who.other}, 400, codeInvalidRequest, func(t *testing.T, b map[string]any) {
+				if !strings.Contains(errMessage(b), "may not use group") {
+					t.Fatalf("message %q", errMessage(b))
+				}
+			}},
+			{"group missing", "POST", "/v1/tokens", map[string]any{"group": "nope"}, 400, codeInvalidRequest, nil},
+			{"bad ttl", "POST", "/v1/tokens", map[string]any{"group": who.group, "ttl": "soon"}, 400, codeInvalidRequest, nil},
+			{"zero ttl", "POST", "/v1/tokens", map[string]any{"group": who.group, "ttl": "0s"}, 400, codeInvalidRequest, nil},
+			{"revoke", "DELETE", "/v1/tokens/" + id, nil, 204, "", nil},
+			{"revoke again", "DELETE", "/v1/tokens/" + id, nil, 204, "", nil},
+			{"revoked state", "GET", "/v1/tokens/" + id, nil, 200, "", func(t *testing.T, b map[string]any) {
+				if b["state"] != "revoked" {
+					t.Fatalf("state %v", b["state"])
+				}
+			}},
+			{"rotate revoked", "POST", "/v1/tokens/" + id + "/rotate", nil, 400, codeInvalidRequest, nil},
 		})
 	}
-}
-
-func TestBootstrapAdminHasNoTokens(t *testing.T) {
-	f := newFixture(t)
+	// The bootstrap admin has no user record, so no tokens of its own.
 	f.run(t, adminSecret, []step{
-		{"list", "GET", "/v1/tokens", nil, 200, "", func(t *testing.T, b map[string]any) {
+		{"bootstrap list", "GET", "/v1/tokens", nil, 200, "", func(t *testing.T, b map[string]any) {
 			if len(b["tokens"].([]any)) != 0 {
 				t.Fatalf("bootstrap tokens: %v", b)
 			}
 		}},
-		{"create", "POST", "/v1/tokens", map[string]any{"group": "eng"}, 400, codeInvalidRequest, nil},
+		{"bootstrap create", "POST", "/v1/tokens", map[string]any{"group": "eng"}, 400, codeInvalidRequest, nil},
 	})
 }
 
-// TestTokenIsolation: nobody but the owner can see or revoke a token, and a
-// token of someone else answers exactly like a token that does not exist.
-func TestTokenIsolation(t *testing.T) {
-	f := newFixture(t)
-	_, created := f.do(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"group": "eng", "name": "alice-app"})
-	aliceID := created["id"].(string)
-	_, created = f.do(t, f.creds["bob"], "POST", "/v1/tokens", map[string]any{"group": "eng", "name": "bob-app"})
-	bobID := created["id"].(string)
-	missing := strings.Repeat("A", token.IDLen)
-
-	for _, c := range []struct{ caller, victimID, ownID string }{
-		{"bob", aliceID, bobID},
-		{"alice", bobID, aliceID},
-		{"root", aliceID, ""},
-		{BootstrapUser, bobID, ""},
-	} {
-		t.Run(c.caller, func(t *testing.T) {
-			cred := f.creds[c.caller]
-			_, list := f.do(t, cred, "GET", "/v1/tokens", nil)
-			for _, tk := range list["tokens"].([]any) {
-				if id := tk.(map[string]any)["id"]; id != c.ownID {
-					t.Fatalf("list shows %v", id)
-				}
-			}
-			for _, m := range []string{"GET", "DELETE"} {
-				s1, b1 := f.do(t, cred, m, "/v1/tokens/"+c.victimID, nil)
-				s2, b2 := f.do(t, cred, m, "/v1/tokens/"+missing, nil)
-				if s1 != 404 || errCode(b1) != codeNotFound {
-					t.Fatalf("%s someone else's token: %d %v, want 404", m, s1, b1)
-				}
-				if s1 != s2 || b1["error"].(map[string]any)["message"] != b2["error"].(map[string]any)["message"] {
-					t.Fatalf("%s: someone else's token (%d %v) differs from a missing one (%d %v)", m, s1, b1, s2, b2)
-				}
-			}
-		})
+// testIsolationMatrix: every action on a token or credential of another
+// user, by a user or by an admin not acting on that user's behalf, answers
+// exactly as for one that does not exist, changes nothing, and lists show
+// only the caller's own.
+func testIsolationMatrix(t *testing.T, f *fixture) {
+	type owned struct{ token, credential string }
+	mine := map[string]owned{}
+	for _, u := range []string{"alice", "bob", "root"} {
+		tk := f.must(t, f.creds[u], "POST", "/v1/tokens", map[string]any{"group": map[string]string{"alice": "eng", "bob": "eng", "root": "ops"}[u], "name": u + "-app"}, 201)
+		cr := f.must(t, f.creds[u], "POST", "/v1/credentials", map[string]any{"name": u + "-key", "provider": "openai", "key": "sk-" + u + "-private-0123456789"}, 201)
+		mine[u] = owned{tk["id"].(string), cr["id"].(string)}
 	}
-	for _, id := range []string{aliceID, bobID} {
-		if tk, _ := f.st.Token(context.Background(), id); tk == nil || tk.Revoked {
-			t.Fatalf("token %s was revoked by someone else", id)
+	missing := owned{strings.Repeat("A", token.IDLen), record.NewCredentialID()}
+	actions := []struct {
+		name, method, path string
+		body               any
+	}{
+		{"get token", "GET", "/v1/tokens/%s", nil},
+		{"revoke token", "DELETE", "/v1/tokens/%s", nil},
+		{"rotate token", "POST", "/v1/tokens/%s/rotate", map[string]any{"grace": "0s"}},
+		{"get credential", "GET", "/v1/credentials/%c", nil},
+		{"change credential", "PUT", "/v1/credentials/%c", map[string]any{"key": "sk-stolen-0123456789"}},
+		{"delete credential", "DELETE", "/v1/credentials/%c", nil},
+	}
+	fill := func(path string, o owned) string {
+		return strings.NewReplacer("%s", o.token, "%c", o.credential).Replace(path)
+	}
+	for _, c := range []struct{ caller, victim string }{
+		{"alice", "bob"}, {"bob", "alice"}, {"alice", "root"}, {"root", "alice"}, {BootstrapUser, "bob"},
+	} {
+		for _, a := range actions {
+			t.Run(c.caller+" "+a.name+" of "+c.victim, func(t *testing.T) {
+				cred := f.creds[c.caller]
+				s1, b1 := f.do(t, cred, a.method, fill(a.path, mine[c.victim]), a.body)
+				s2, b2 := f.do(t, cred, a.method, fill(a.path, missing), a.body)
+				if s1 != 404 || errCode(b1) != codeNotFound {
+					t.Fatalf("someone else's: %d %v, want 404", s1, b1)
+				}
+				if s1 != s2 || errMessage(b1) != errMessage(b2) {
+					t.Fatalf("someone else's (%d %v) differs from a missing one (%d %v)", s1, b1, s2, b2)
+				}
+			})
+		}
+		for _, list := range []struct{ path, key, own string }{{"/v1/tokens", "tokens", mine[c.caller].token}, {"/v1/credentials", "credentials", mine[c.caller].credential}} {
+			b := f.must(t, f.creds[c.caller], "GET", list.path, nil, 200)
+			for _, it := range b[list.key].([]any) {
+				if id := it.(map[string]any)["id"]; id != list.own {
+					t.Fatalf("%s lists %s of someone else: %v", c.caller, list.key, id)
+				}
+			}
+		}
+	}
+	// Nothing was changed by anyone else.
+	ctx := context.Background()
+	for u, o := range mine {
+		tk, err := f.st.Token(ctx, o.token)
+		if err != nil || tk.Revoked || tk.ReplacedBy != "" || tk.User != u {
+			t.Fatalf("%s's token after the matrix: %+v %v", u, tk, err)
+		}
+		cr, err := f.st.Credential(ctx, u, o.credential)
+		if err != nil || cr.Key != "sk-"+u+"-private-0123456789" {
+			t.Fatalf("%s's credential after the matrix: %v %v", u, cr, err)
 		}
 	}
 }
 
-func TestCredentials(t *testing.T) {
-	f := newFixture(t)
-	_, created := f.do(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"group": "eng"})
+func testRotation(t *testing.T, f *fixture) {
+	alice := f.creds["alice"]
+	created := f.must(t, alice, "POST", "/v1/tokens", map[string]any{"group": "eng", "name": "ci", "ttl": "720h"}, 201)
+	oldID := created["id"].(string)
+
+	rot := f.must(t, alice, "POST", "/v1/tokens/"+oldID+"/rotate", map[string]any{"grace": "1h"}, 201)
+	newTok, _ := rot["token"].(string)
+	newID, _ := rot["id"].(string)
+	if !strings.HasPrefix(newTok, token.Prefix) || newID == oldID || rot["replaces"] != oldID || rot["name"] != "ci" || rot["group"] != "eng" {
+		t.Fatalf("rotation answer: %v", rot)
+	}
+	wantOldEnd := f.now().Add(time.Hour)
+	if got, _ := time.Parse(time.RFC3339Nano, rot["old_expires"].(string)); !got.Equal(wantOldEnd) {
+		t.Fatalf("old_expires %v, want %v", rot["old_expires"], wantOldEnd)
+	}
+	// The new token inherits the old one's lifetime, from now.
+	if got, _ := time.Parse(time.RFC3339Nano, rot["expires"].(string)); !got.Equal(f.now().Add(720 * time.Hour)) {
+		t.Fatalf("new token expires %v", rot["expires"])
+	}
+	old := f.must(t, alice, "GET", "/v1/tokens/"+oldID, nil, 200)
+	if old["state"] != "rotating" || old["replaced_by"] != newID {
+		t.Fatalf("old token during grace: %v", old)
+	}
+	f.run(t, alice, []step{
+		{"rotate again", "POST", "/v1/tokens/" + oldID + "/rotate", nil, 400, codeInvalidRequest, func(t *testing.T, b map[string]any) {
+			if !strings.Contains(errMessage(b), newID) {
+				t.Fatalf("message does not name the replacement: %q", errMessage(b))
+			}
+		}},
+		{"grace too long", "POST", "/v1/tokens/" + newID + "/rotate", map[string]any{"grace": "9000h"}, 400, codeInvalidRequest, nil},
+		{"grace negative", "POST", "/v1/tokens/" + newID + "/rotate", map[string]any{"grace": "-1h"}, 400, codeInvalidRequest, nil},
+		{"grace unknown field", "POST", "/v1/tokens/" + newID + "/rotate", map[string]any{"grace_period": "1h"}, 400, codeInvalidRequest, nil},
+	})
+
+	// The decision sees the same: the old token works during the grace
+	// period and is refused after it; the new one works throughout.
+	check := func(id string, at time.Time) (bool, string) {
+		tk, err := f.st.Token(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !tk.Revoked && !tk.Expired(at), tk.State(at)
+	}
+	if ok, state := check(oldID, f.now().Add(59*time.Minute)); !ok || state != "rotating" {
+		t.Fatalf("old token within grace: usable %v, state %s", ok, state)
+	}
+	f.advance(time.Hour)
+	if ok, _ := check(oldID, f.now()); ok {
+		t.Fatal("old token usable after its grace period")
+	}
+	if ok, _ := check(newID, f.now()); !ok {
+		t.Fatal("new token unusable")
+	}
+	if b := f.must(t, alice, "GET", "/v1/tokens/"+oldID, nil, 200); b["state"] != "rotated" {
+		t.Fatalf("old token after grace: %v", b)
+	}
+
+	// Without a grace in the request, the server's default applies; a
+	// zero grace stops the old token at once.
+	third := f.must(t, alice, "POST", "/v1/tokens/"+newID+"/rotate", nil, 201)
+	if got, _ := time.Parse(time.RFC3339Nano, third["old_expires"].(string)); !got.Equal(f.now().Add(DefaultRotationGrace)) {
+		t.Fatalf("default grace: old_expires %v", third["old_expires"])
+	}
+	fourth := f.must(t, alice, "POST", "/v1/tokens/"+third["id"].(string)+"/rotate", map[string]any{"grace": "0s"}, 201)
+	if ok, _ := check(third["id"].(string), f.now()); ok || fourth["old_expires"] == nil {
+		t.Fatal("zero grace left the old token usable")
+	}
+
+	// A user who lost the group cannot rotate into it.
+	bobTok := f.must(t, f.creds["bob"], "POST", "/v1/tokens", map[string]any{"group": "ops"}, 201)
+	f.must(t, adminSecret, "PUT", "/v1/users/bob", map[string]any{"groups": []string{"eng"}}, 200)
+	if b := f.must(t, f.creds["bob"], "POST", "/v1/tokens/"+bobTok["id"].(string)+"/rotate", nil, 400); !strings.Contains(errMessage(b), "may not use group") {
+		t.Fatalf("rotation into a group no longer allowed: %v", b)
+	}
+}
+
+func testCredentialRoutes(t *testing.T, f *fixture) {
+	const key = "sk-alice-own-key-abcdefgh12345678"
+	alice := f.creds["alice"]
+	created := f.must(t, alice, "POST", "/v1/credentials", map[string]any{
+		"name": "personal", "provider": "openai", "model": "gpt-4o", "base_url": "https://api.openai.com/v1",
+		"key": key, "extra": map[string]any{"organization": "org-1"},
+	}, 201)
+	id, _ := created["id"].(string)
+	if created["key_masked"] != "sk-a*************************5678" || created["model"] != "gpt-4o" || created["extra"].(map[string]any)["organization"] != "org-1" {
+		t.Fatalf("create answer: %v", created)
+	}
+	noKey := func(t *testing.T, b map[string]any) {
+		if raw, _ := json.Marshal(b); strings.Contains(string(raw), key) || strings.Contains(string(raw), key[4:len(key)-4]) {
+			t.Fatalf("the key is in the answer: %s", raw)
+		}
+	}
+	noKey(t, created)
+	f.run(t, alice, []step{
+		{"list", "GET", "/v1/credentials", nil, 200, "", func(t *testing.T, b map[string]any) {
+			noKey(t, b)
+			if !listHas(b, "credentials", "id", id) || len(b["credentials"].([]any)) != 1 {
+				t.Fatalf("list: %v", b)
+			}
+		}},
+		{"get", "GET", "/v1/credentials/" + id, nil, 200, "", noKey},
+		{"rename, keep key", "PUT", "/v1/credentials/" + id, map[string]any{"name": "renamed", "model": ""}, 200, "", func(t *testing.T, b map[string]any) {
+			noKey(t, b)
+			if b["name"] != "renamed" || b["model"] != "" || b["key_masked"] != created["key_masked"] {
+				t.Fatalf("after PUT: %v", b)
+			}
+		}},
+		{"short key", "PUT", "/v1/credentials/" + id, map[string]any{"key": "12345678"}, 200, "", func(t *testing.T, b map[string]any) {
+			if b["key_masked"] != "********" {
+				t.Fatalf("8-character key masked as %v", b["key_masked"])
+			}
+		}},
+		{"nine characters", "PUT", "/v1/credentials/" + id, map[string]any{"key": "123456789"}, 200, "", func(t *testing.T, b map[string]any) {
+			if b["key_masked"] != "1234*6789" {
+				t.Fatalf("9-character key masked as %v", b["key_masked"])
+			}
+		}},
+		{"empty key", "PUT", "/v1/credentials/" + id, map[string]any{"key": ""}, 200, "", func(t *testing.T, b map[string]any) {
+			if b["key_masked"] != "" {
+				t.Fatalf("empty key masked as %v", b["key_masked"])
+			}
+		}},
+		{"unknown provider", "POST", "/v1/credentials", map[string]any{"name": "x", "provider": "nope", "key": key}, 400, codeInvalidRequest, func(t *testing.T, b map[string]any) {
+			if !strings.Contains(errMessage(b), "provider") {
+				t.Fatalf("message %q", errMessage(b))
+			}
+		}},
+		{"duplicate name", "POST", "/v1/credentials", map[string]any{"name": "renamed", "provider": "openai", "key": key}, 409, codeConflict, nil},
+		{"bad base url", "POST", "/v1/credentials", map[string]any{"name": "y", "provider": "openai", "key": key, "base_url": "https://u:" + key + "@example.com"}, 400, codeInvalidRequest, func(t *testing.T, b map[string]any) {
+			if msg := errMessage(b); !strings.Contains(msg, "base_url") || strings.Contains(msg, key) {
+				t.Fatalf("message %q", msg)
+			}
+		}},
+		{"key with newline", "POST", "/v1/credentials", map[string]any{"name": "z", "provider": "openai", "key": key + "\nx-evil: 1"}, 400, codeInvalidRequest, func(t *testing.T, b map[string]any) {
+			if msg := errMessage(b); !strings.Contains(msg, "key") || strings.Contains(msg, key) {
+				t.Fatalf("message %q", msg)
+			}
+		}},
+		{"extra not an object", "POST", "/v1/credentials", map[string]any{"name": "w", "provider": "openai", "extra": []int{1}}, 400, codeInvalidRequest, nil},
+		{"unknown field", "POST", "/v1/credentials", map[string]any{"name": "v", "provider": "openai", "secret": key}, 400, codeInvalidRequest, nil},
+		{"delete", "DELETE", "/v1/credentials/" + id, nil, 204, "", nil},
+		{"delete again", "DELETE", "/v1/credentials/" + id, nil, 404, codeNotFound, nil},
+		{"get deleted", "GET", "/v1/credentials/" + id, nil, 404, codeNotFound, nil},
+		{"id not an id", "GET", "/v1/credentials/..%2f..%2fsecret", nil, 404, codeNotFound, nil},
+	})
+	if strings.Contains(f.audit.String(), key) {
+		t.Fatal("the audit log has the key")
+	}
+}
+
+// testOnBehalf: an admin acts on a user's tokens and credentials with
+// ?user=, and the audit log records both; nobody else can.
+func testOnBehalf(t *testing.T, f *fixture) {
+	for _, admin := range []string{"root", BootstrapUser} {
+		cred := f.creds[admin]
+		tk := f.must(t, cred, "POST", "/v1/tokens?user=alice", map[string]any{"group": "eng", "name": "by-" + admin}, 201)
+		if stored, err := f.st.Token(context.Background(), tk["id"].(string)); err != nil || stored.User != "alice" {
+			t.Fatalf("token made on alice's behalf: %+v %v", stored, err)
+		}
+		if !listHas(f.must(t, f.creds["alice"], "GET", "/v1/tokens", nil, 200), "tokens", "id", tk["id"]) {
+			t.Fatal("alice does not see the token made for her")
+		}
+		if listHas(f.must(t, cred, "GET", "/v1/tokens", nil, 200), "tokens", "id", tk["id"]) {
+			t.Fatal("the admin's own list shows alice's token")
+		}
+		cr := f.must(t, cred, "POST", "/v1/credentials?user=alice", map[string]any{"name": "by-" + admin, "provider": "openai", "key": "sk-on-behalf-0123456789"}, 201)
+		f.must(t, cred, "GET", "/v1/credentials/"+cr["id"].(string)+"?user=alice", nil, 200)
+		f.must(t, cred, "DELETE", "/v1/tokens/"+tk["id"].(string)+"?user=alice", nil, 204)
+		me := f.must(t, cred, "GET", "/v1/me?user=alice", nil, 200)
+		if me["name"] != "alice" || me["actor"] != admin {
+			t.Fatalf("me on behalf: %v", me)
+		}
+	}
+	f.run(t, f.creds["bob"], []step{
+		{"user on behalf of another", "GET", "/v1/tokens?user=alice", nil, 403, codeAdminOnly, nil},
+		{"user on behalf of nobody", "GET", "/v1/tokens?user=nobody", nil, 403, codeAdminOnly, nil},
+		{"user on behalf of self", "GET", "/v1/tokens?user=bob", nil, 200, "", nil},
+	})
+	f.run(t, f.creds["root"], []step{
+		{"on behalf of nobody", "GET", "/v1/tokens?user=nobody", nil, 404, codeNotFound, nil},
+		{"on behalf on an admin route", "GET", "/v1/users?user=alice", nil, 400, codeInvalidRequest, nil},
+	})
+
+	events := auditEvents(t, f)
+	var created, revoked int
+	for _, e := range events {
+		if e["on_behalf_of"] == "alice" && e["outcome"] == "ok" {
+			switch e["action"] {
+			case "token.create":
+				created++
+			case "token.revoke":
+				revoked++
+			}
+			if e["who"] != "root" && e["who"] != BootstrapUser {
+				t.Fatalf("on-behalf event without the admin: %v", e)
+			}
+		}
+	}
+	if created != 2 || revoked != 2 {
+		t.Fatalf("on-behalf events: %d created, %d revoked, want 2 and 2:\n%s", created, revoked, f.audit.String())
+	}
+}
+
+func auditEvents(t *testing.T, f *fixture) []map[string]any {
+	t.Helper()
+	var events []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(f.audit.String()), "\n") {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("audit line is not JSON: %q", line)
+		}
+		events = append(events, e)
+	}
+	return events
+}
+
+func testManagementTokenRoutes(t *testing.T, f *fixture) {
+	issued := f.must(t, f.creds["root"], "POST", "/v1/users/alice/management-tokens", nil, 201)
+	tok, _ := issued["token"].(string)
+	id, _ := issued["id"].(string)
+	if !strings.HasPrefix(tok, token.ManagementPrefix) || issued["user"] != "alice" {
+		t.Fatalf("issued: %v", issued)
+	}
+	if me := f.must(t, tok, "GET", "/v1/me", nil, 200); me["name"] != "alice" || me["role"] != "user" {
+		t.Fatalf("me: %v", me)
+	}
+	f.run(t, adminSecret, []step{
+		{"for a missing user", "POST", "/v1/users/nobody/management-tokens", nil, 404, codeNotFound, nil},
+		{"revoke under another user", "DELETE", "/v1/users/bob/management-tokens/" + id, nil, 404, codeNotFound, nil},
+		{"revoke", "DELETE", "/v1/users/alice/management-tokens/" + id, nil, 204, "", nil},
+		{"revoke again", "DELETE", "/v1/users/alice/management-tokens/" + id, nil, 204, "", nil},
+	})
+	if status, b := f.do(t, tok, "GET", "/v1/me", nil); status != 401 || errCode(b) != codeTokenRevoked {
+		t.Fatalf("revoked management token: %d %v", status, b)
+	}
+	if status, _ := f.do(t, f.creds["alice"], "GET", "/v1/me", nil); status != 200 {
+		t.Fatal("revoking one management token revoked another")
+	}
+}
+
+// testDeleteUserTakesAll: deleting a user takes their tokens, credentials
+// and management tokens with them.
+func testDeleteUserTakesAll(t *testing.T, f *fixture) {
+	tk := f.must(t, f.creds["bob"], "POST", "/v1/tokens", map[string]any{"group": "ops"}, 201)
+	cr := f.must(t, f.creds["bob"], "POST", "/v1/credentials", map[string]any{"name": "k", "provider": "openai", "key": "sk-bob-0123456789"}, 201)
+	f.must(t, adminSecret, "DELETE", "/v1/users/bob", nil, 204)
+	ctx := context.Background()
+	if _, err := f.st.Token(ctx, tk["id"].(string)); !errors.Is(err, record.ErrNotFound) {
+		t.Fatalf("token of a deleted user: %v", err)
+	}
+	if _, err := f.st.Credential(ctx, "bob", cr["id"].(string)); !errors.Is(err, record.ErrNotFound) {
+		t.Fatalf("credential of a deleted user: %v", err)
+	}
+	if status, _ := f.do(t, f.creds["bob"], "GET", "/v1/me", nil); status != 401 {
+		t.Fatalf("management token of a deleted user: %d", status)
+	}
+	// A new user of the same name inherits nothing.
+	f.must(t, adminSecret, "POST", "/v1/users", map[string]any{"name": "bob", "groups": []string{"ops"}}, 201)
+	if b := f.must(t, adminSecret, "GET", "/v1/credentials?user=bob", nil, 200); len(b["credentials"].([]any)) != 0 {
+		t.Fatalf("new bob inherits credentials: %v", b)
+	}
+}
+
+func testAuthentication(t *testing.T, f *fixture) {
+	created := f.must(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"group": "eng"}, 201)
 	llmToken := created["token"].(string)
 	mgmtToken := f.creds["alice"]
 	swapped := token.ManagementPrefix + llmToken[len(token.Prefix):]
@@ -337,7 +555,7 @@ func TestCredentials(t *testing.T) {
 		t.Fatalf("LLM token: %v", err)
 	}
 
-	// Revoked and disabled cases get their own users.
+	// Revoked, disabled and deleted cases get their own users.
 	ctx := context.Background()
 	_ = f.st.PutUser(ctx, &record.User{Name: "eve", Role: record.RoleAdmin})
 	revoked, rec, _ := IssueAPIToken(ctx, f.st, "eve", time.Now())
@@ -392,20 +610,28 @@ func TestCredentials(t *testing.T) {
 			if c.want == 401 && resp.Header.Get("WWW-Authenticate") == "" {
 				t.Fatal("401 without WWW-Authenticate")
 			}
-			if e, ok := body["error"].(map[string]any); ok && c.cred != "" && strings.Contains(e["message"].(string), c.cred) {
+			if c.cred != "" && strings.Contains(errMessage(body), c.cred) {
 				t.Fatal("error echoes the credential")
 			}
 		})
 	}
 }
 
-func TestNewAdminToken(t *testing.T) {
-	st := newMemStore()
+func TestNew(t *testing.T) {
+	st, err := filestore.Open(filestore.Options{Path: filepath.Join(t.TempDir(), "store.yaml"), Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := New(Options{Store: st, AdminToken: "short"}); err == nil || strings.Contains(err.Error(), "short") {
 		t.Fatalf("short admin token: %v", err)
 	}
 	if _, err := New(Options{}); err == nil {
 		t.Fatal("no store accepted")
+	}
+	for _, grace := range []time.Duration{-time.Second, 31 * 24 * time.Hour} {
+		if _, err := New(Options{Store: st, RotationGrace: grace}); err == nil || !strings.Contains(err.Error(), "rotation grace") {
+			t.Fatalf("rotation grace %v: %v", grace, err)
+		}
 	}
 	// Without a bootstrap credential, nothing but management tokens works.
 	s, err := New(Options{Store: st})
@@ -433,18 +659,21 @@ func TestUnroutedAnswersJSON(t *testing.T) {
 
 func TestAuditLog(t *testing.T) {
 	f := newFixture(t)
-	_, created := f.do(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"group": "eng"})
+	created := f.must(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"group": "eng"}, 201)
 	llmToken := created["token"].(string)
-	f.do(t, f.creds["alice"], "DELETE", "/v1/tokens/"+created["id"].(string), nil)
+	id := created["id"].(string)
+	f.do(t, f.creds["alice"], "DELETE", "/v1/tokens/"+id, nil)
 	f.do(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"group": "ops"})
 	f.do(t, f.creds["alice"], "DELETE", "/v1/tokens/"+f.creds["bob"], nil) // a secret pasted into the path
 	f.do(t, adminSecret, "POST", "/v1/users", map[string]any{"name": "carol"})
 	f.do(t, f.creds["root"], "PUT", "/v1/groups/eng", map[string]any{"disabled": true})
 	f.do(t, f.creds["alice"], "DELETE", "/v1/users/bob", nil)
 	f.do(t, llmToken, "GET", "/v1/tokens", nil)
+	cr := f.must(t, f.creds["root"], "POST", "/v1/credentials?user=alice", map[string]any{"name": "k", "provider": "openai", "key": "sk-audited-0123456789"}, 201)
 
 	type event struct {
 		Msg, Who, Action, Target, Outcome, Reason string
+		OnBehalfOf                                string `json:"on_behalf_of"`
 	}
 	var events []event
 	for _, line := range strings.Split(strings.TrimSpace(f.audit.String()), "\n") {
@@ -455,14 +684,15 @@ func TestAuditLog(t *testing.T) {
 		events = append(events, e)
 	}
 	want := []event{
-		{"management", "alice", "token.create", "token/" + created["id"].(string), "ok", ""},
-		{"management", "alice", "token.revoke", "token/" + created["id"].(string), "ok", ""},
-		{"management", "alice", "token.create", "group/ops", "invalid", codeInvalidRequest},
-		{"management", "alice", "token.revoke", "token/(invalid name)", "not_found", codeNotFound},
-		{"management", BootstrapUser, "user.create", "user/carol", "ok", ""},
-		{"management", "root", "group.update", "group/eng", "ok", ""},
-		{"management", "alice", "authorize", "DELETE /v1/users/{name}", "denied", codeAdminOnly},
-		{"management", "", "authenticate", "GET /v1/tokens", "denied", codeInvalidToken},
+		{"management", "alice", "token.create", "token/" + id, "ok", "", ""},
+		{"management", "alice", "token.revoke", "token/" + id, "ok", "", ""},
+		{"management", "alice", "token.create", "group/ops", "invalid", codeInvalidRequest, ""},
+		{"management", "alice", "token.revoke", "token/(invalid name)", "not_found", codeNotFound, ""},
+		{"management", BootstrapUser, "user.create", "user/carol", "ok", "", ""},
+		{"management", "root", "group.update", "group/eng", "ok", "", ""},
+		{"management", "alice", "authorize", "DELETE /v1/users/{name}", "denied", codeAdminOnly, ""},
+		{"management", "", "authenticate", "GET /v1/tokens", "denied", codeInvalidToken, ""},
+		{"management", "root", "credential.create", "credential/" + cr["id"].(string), "ok", "", "alice"},
 	}
 	if len(events) != len(want) {
 		t.Fatalf("audit events:\n%s", f.audit.String())
@@ -473,7 +703,7 @@ func TestAuditLog(t *testing.T) {
 		}
 	}
 	log := f.audit.String()
-	for name, secret := range map[string]string{"llm token": llmToken, "admin credential": adminSecret, "alice": f.creds["alice"], "bob": f.creds["bob"], "root": f.creds["root"]} {
+	for name, secret := range map[string]string{"llm token": llmToken, "admin credential": adminSecret, "alice": f.creds["alice"], "bob": f.creds["bob"], "root": f.creds["root"], "credential key": "sk-audited-0123456789"} {
 		if strings.Contains(log, secret) {
 			t.Errorf("audit log contains the %s", name)
 		}

@@ -2,6 +2,7 @@ package mgmt
 
 import (
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -52,4 +53,54 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if len(served) == 0 {
 		t.Fatal("no routes")
 	}
+}
+
+// TestOpenAPISchemasMatchWire checks that each documented object has
+// exactly the fields its Go wire type sends or accepts.
+func TestOpenAPISchemasMatchWire(t *testing.T) {
+	raw, err := os.ReadFile("openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]any `yaml:"properties"`
+			} `yaml:"schemas"`
+		} `yaml:"components"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]any{
+		"User": userJSON{}, "UserPatch": userPatch{}, "Group": groupJSON{}, "GroupPatch": groupPatch{},
+		"TokenRequest": tokenRequest{}, "Token": tokenJSON{}, "RotateRequest": rotateRequest{},
+		"CredentialRequest": credentialRequest{}, "Credential": credentialJSON{},
+		"Provider": providerJSON{}, "ManagementToken": apiTokenJSON{}, "Me": meJSON{},
+	} {
+		var documented []string
+		for p := range doc.Components.Schemas[name].Properties {
+			documented = append(documented, p)
+		}
+		slices.Sort(documented)
+		if wire := jsonFields(reflect.TypeOf(v)); !slices.Equal(documented, wire) {
+			t.Errorf("schema %s: documented %v, wire %v", name, documented, wire)
+		}
+	}
+}
+
+// jsonFields lists a struct's JSON field names, sorted.
+func jsonFields(t reflect.Type) []string {
+	var out []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case f.Anonymous:
+			out = append(out, jsonFields(f.Type)...)
+		case name != "" && name != "-":
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -153,9 +153,17 @@ type Token struct {
 	Group   string
 	Name    string
 	Created time.Time
-	// Expires is zero for a token that does not expire.
+	// Expires is zero for a token that does not expire. Rotation sets it
+	// to the end of the old token's grace period.
 	Expires time.Time
 	Revoked bool
+	// Last4 are the last four characters of the token string, kept so that
+	// listings can show which token is which without keeping the token.
+	// Empty for tokens made before it was recorded.
+	Last4 string
+	// ReplacedBy is the id of the token that replaced this one when it was
+	// rotated; empty if it was not.
+	ReplacedBy string
 }
 
 // Expired reports whether the token has expired at now.
@@ -163,13 +171,19 @@ func (t *Token) Expired(now time.Time) bool {
 	return !t.Expires.IsZero() && !now.Before(t.Expires)
 }
 
-// State is "revoked", "expired" or "active" at now, as listings show it.
+// State is how listings show the token at now: "revoked", "rotated" (its
+// replacement's grace period is over), "expired", "rotating" (replaced, but
+// still accepted during the grace period) or "active".
 func (t *Token) State(now time.Time) string {
 	switch {
 	case t.Revoked:
 		return "revoked"
+	case t.Expired(now) && t.ReplacedBy != "":
+		return "rotated"
 	case t.Expired(now):
 		return "expired"
+	case t.ReplacedBy != "":
+		return "rotating"
 	}
 	return "active"
 }

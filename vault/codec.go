@@ -223,6 +223,9 @@ func decodeToken(id string, m map[string]any) (*record.Token, error) {
 		Created: f.time("created"),
 		Expires: f.time("expires"),
 		Revoked: f.boolean("revoked"),
+		Last4:   f.str("last4"),
+		// Written by rotation; absent on tokens never rotated.
+		ReplacedBy: f.str("replaced_by"),
 	}
 	var ok bool
 	if t.Hash, ok = record.ParseHash(f.str("hash")); !ok {
@@ -230,6 +233,9 @@ func decodeToken(id string, m map[string]any) (*record.Token, error) {
 	}
 	if t.User == "" || t.Group == "" {
 		f.bad("user/group", "must be set")
+	}
+	if t.ReplacedBy != "" && !token.ValidID(t.ReplacedBy) {
+		f.bad("replaced_by", "want a token id")
 	}
 	return t, f.err()
 }
@@ -245,6 +251,12 @@ func encodeToken(t *record.Token) map[string]any {
 	}
 	if !t.Expires.IsZero() {
 		m["expires"] = t.Expires.UTC().Format(time.RFC3339Nano)
+	}
+	if t.Last4 != "" {
+		m["last4"] = t.Last4
+	}
+	if t.ReplacedBy != "" {
+		m["replaced_by"] = t.ReplacedBy
 	}
 	return m
 }

@@ -100,15 +100,20 @@ func TestRoundTrips(t *testing.T) {
 		t.Fatalf("user %+v, %v", u2, err)
 	}
 	now := time.Now().UTC()
-	tk := &record.Token{ID: "AAAAAAAAAAAAAAAA", User: "u", Group: "g", Name: "n", Created: now, Expires: now.Add(time.Hour), Revoked: true}
+	tk := &record.Token{ID: "AAAAAAAAAAAAAAAA", User: "u", Group: "g", Name: "n", Created: now, Expires: now.Add(time.Hour), Revoked: true, Last4: "wxyz", ReplacedBy: "BBBBBBBBBBBBBBBB"}
 	tk.Hash[0], tk.Hash[31] = 1, 2
 	tk2, err := decodeToken(tk.ID, through(encodeToken(tk)))
-	if err != nil || tk2.Hash != tk.Hash || !tk2.Created.Equal(tk.Created) || !tk2.Expires.Equal(tk.Expires) || !tk2.Revoked || tk2.Name != "n" {
+	if err != nil || tk2.Hash != tk.Hash || !tk2.Created.Equal(tk.Created) || !tk2.Expires.Equal(tk.Expires) || !tk2.Revoked || tk2.Name != "n" || tk2.Last4 != "wxyz" || tk2.ReplacedBy != tk.ReplacedBy {
 		t.Fatalf("token %+v, %v", tk2, err)
 	}
-	tk.Expires = time.Time{}
-	if tk3, _ := decodeToken(tk.ID, through(encodeToken(tk))); !tk3.Expires.IsZero() {
-		t.Fatal("no expiry came back as one")
+	tk.Expires, tk.Last4, tk.ReplacedBy = time.Time{}, "", ""
+	if tk3, _ := decodeToken(tk.ID, through(encodeToken(tk))); !tk3.Expires.IsZero() || tk3.Last4 != "" || tk3.ReplacedBy != "" {
+		t.Fatal("absent fields came back set")
+	}
+	bad := encodeToken(tk)
+	bad["replaced_by"] = "../x"
+	if _, err := decodeToken(tk.ID, through(bad)); err == nil || !strings.Contains(err.Error(), "replaced_by") {
+		t.Fatalf("bad replaced_by: %v", err)
 	}
 }
 
