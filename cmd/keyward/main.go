@@ -7,6 +7,7 @@
 //	keyward group ...        add, set, delete, list groups
 //	keyward provider ...     set, delete, list providers (file store)
 //	keyward mgmt-token ...   issue management-API tokens
+//	keyward api ...          call the management API of a running server
 //	keyward envoy-config     print an Envoy bootstrap for this configuration
 package main
 
@@ -35,9 +36,10 @@ Usage:
   keyward provider set NAME -kind openai|anthropic|azure|gemini|custom -key ID=ENV_VAR ...
   keyward provider delete NAME | provider list
   keyward mgmt-token create -user U      a token for the management API (serve with management.listen)
+  keyward api RESOURCE VERB ...         call the management API as $KEYWARD_MGMT_TOKEN (keyward api help)
   keyward envoy-config
 
-Every command takes -config FILE (default: $KEYWARD_CONFIG, else ./keyward.yaml
+Every command but api takes -config FILE (default: $KEYWARD_CONFIG, else ./keyward.yaml
 when it exists, else built-in defaults).
 `
 
@@ -45,7 +47,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
+		var reported reportedError
+		switch {
+		case errors.As(err, &reported):
+			os.Exit(1) // a failed request, printed by the command
+		case !errors.Is(err, flag.ErrHelp):
 			fmt.Fprintln(os.Stderr, "keyward:", err)
 		}
 		os.Exit(2)
@@ -79,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return e.providerCmd(ctx, rest)
 	case "mgmt-token":
 		return e.mgmtTokenCmd(ctx, rest)
+	case "api":
+		return e.apiCmd(ctx, os.Stdin, rest)
 	case "envoy-config":
 		return e.envoyConfig(rest)
 	case "help", "-h", "--help":
