@@ -98,7 +98,8 @@ var errNoSuchCredential = &apiError{http.StatusNotFound, codeNotFound, "No such 
 func (s *Server) getCredential(w http.ResponseWriter, r *http.Request, c caller) {
 	cr, e := s.ownCredential(r, c, "credential.get")
 	if e != nil {
-		writeError(w, e)
+		// Audited: a read of someone else's credential is an isolation denial.
+		s.fail(w, r, c, "credential.get", target("credential", r.PathValue("id")), e)
 		return
 	}
 	writeJSON(w, http.StatusOK, credentialOut(cr))

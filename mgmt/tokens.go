@@ -104,7 +104,8 @@ var errNoSuchToken = &apiError{http.StatusNotFound, codeNotFound, "No such token
 func (s *Server) getToken(w http.ResponseWriter, r *http.Request, c caller) {
 	t, e := s.ownToken(r, c, "token.get")
 	if e != nil {
-		writeError(w, e)
+		// Audited: a read of someone else's token is an isolation denial.
+		s.fail(w, r, c, "token.get", target("token", r.PathValue("id")), e)
 		return
 	}
 	writeJSON(w, http.StatusOK, s.tokenOut(t))
