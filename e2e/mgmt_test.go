@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -15,6 +17,30 @@ import (
 
 	"github.com/keyward/keyward/envoy/envoytest"
 )
+
+// mgmtCaller returns a function that calls the management API at base
+// and returns the status and decoded JSON body.
+func mgmtCaller(t *testing.T, base string) func(method, path, bearer string, body any) (int, map[string]any) {
+	return func(method, path, bearer string, body any) (int, map[string]any) {
+		t.Helper()
+		var in io.Reader
+		if body != nil {
+			raw, _ := json.Marshal(body)
+			in = bytes.NewReader(raw)
+		}
+		req, _ := http.NewRequest(method, base+path, in)
+		req.Header.Set("authorization", "Bearer "+bearer)
+		req.Header.Set("content-type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out) // 204 has no body
+		return resp.StatusCode, out
+	}
+}
 
 // TestManagementAPIToLLM: an admin creates a user through the management
 // API, the user gets a management token, creates an LLM token through the
@@ -27,27 +53,7 @@ func TestManagementAPIToLLM(t *testing.T) {
 		env:   []string{"KEYWARD_ADMIN_TOKEN=" + admin},
 		extra: "management: {listen: " + mgmtAddr + "}\n",
 	})
-	api := "http://" + mgmtAddr
-	call := func(method, path, bearer string, body any) (int, map[string]any) {
-		t.Helper()
-		var in io.Reader
-		if body != nil {
-			raw, _ := json.Marshal(body)
-			in = bytes.NewReader(raw)
-		}
-		req, _ := http.NewRequest(method, api+path, in)
-		req.Header.Set("authorization", "Bearer "+bearer)
-		req.Header.Set("content-type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
-	}
-
+	call := mgmtCaller(t, "http://"+mgmtAddr)
 	if code, out := call("POST", "/v1/users", admin, map[string]any{"name": "bob", "role": "user", "groups": []string{"eng"}}); code != 201 && code != 200 {
 		t.Fatalf("admin creates bob: %d %v", code, out)
 	}
@@ -81,6 +87,31 @@ func TestManagementAPIToLLM(t *testing.T) {
 		t.Fatalf("provider saw user %q", req.Header.Get("x-keyward-user"))
 	}
 
+	// keyward api, the CLI, as its own process: bob rotates his token with
+	// no grace period; the new one works through Envoy, the old one stops.
+	api := exec.Command(cliBin, "api", "-url", "http://"+mgmtAddr, "tokens", "rotate", out["id"].(string), "-grace", "0s")
+	api.Env = append(os.Environ(), "KEYWARD_MGMT_TOKEN="+mtok)
+	var apiOut, apiErr bytes.Buffer
+	api.Stdout, api.Stderr = &apiOut, &apiErr
+	if err := api.Run(); err != nil {
+		t.Fatalf("keyward api tokens rotate: %v: %s", err, apiErr.String())
+	}
+	var rotated struct{ Token, Replaces string }
+	if err := json.Unmarshal(apiOut.Bytes(), &rotated); err != nil || !strings.HasPrefix(rotated.Token, "kw_") || rotated.Replaces != out["id"] {
+		t.Fatalf("keyward api tokens rotate printed %d bytes: %v", apiOut.Len(), err)
+	}
+	oldLLM := llm
+	llm = rotated.Token
+	waitFor(t, 2e9, func() bool {
+		return s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + llm}, chatBody).status == 200
+	})
+	// The rotation writes the new token, then the old one: serve may load
+	// the first write a poll interval before the second.
+	waitFor(t, 2e9, func() bool {
+		r := s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + oldLLM}, chatBody)
+		return r.status == 401 && r.errorCode() == "token_expired"
+	})
+
 	// Neither token stands in for the other.
 	if r := s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + mtok}, chatBody); r.status != 401 || r.errorCode() != "management_token" {
 		t.Fatalf("management token on the LLM route: %d %s", r.status, r.body)
@@ -88,9 +119,9 @@ func TestManagementAPIToLLM(t *testing.T) {
 	if code, _ := call("GET", "/v1/tokens", llm, nil); code != 401 {
 		t.Fatalf("LLM token on the management API: %d", code)
 	}
-	if n := len(s.provider.Requests()); n != 2 {
-		t.Fatalf("the provider got %d requests, want the 2 allowed ones", n)
+	if n := len(s.provider.Requests()); n < 3 {
+		t.Fatalf("the provider got %d requests, want at least the 3 allowed ones", n)
 	}
 	s.stopKeyward()
-	assertNoSecrets(t, "keyward's log", s.logs.String(), admin, mtok, llm, openaiKey)
+	assertNoSecrets(t, "keyward's log", s.logs.String(), admin, mtok, llm, oldLLM, openaiKey)
 }

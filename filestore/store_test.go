@@ -1011,6 +1011,17 @@ providers:
 	waitFor(t, "the other Store's token", func() bool { return hasToken(tk.ID) })
 	waitFor(t, "onChange after the token write", changedSince(n))
 
+	// A write through the watched Store itself (the management API in the
+	// serving process) reloads at once, and must still reach onChange:
+	// the caches in front of the store hold the old record.
+	n = changes.Load()
+	revoked := *tk
+	revoked.Revoked = true
+	if err := st.PutToken(ctx, &revoked); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "onChange after the watched Store's own write", changedSince(n))
+
 	// A broken token file is logged and the last good tokens stay.
 	n = changes.Load()
 	writeFile(t, tokensPath, "{\"id\":\n")
