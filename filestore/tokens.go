@@ -98,6 +98,21 @@ func (t *tokenTable) all() []*record.Token {
 	return out
 }
 
+// owned returns user's tokens, making records for theirs only.
+func (t *tokenTable) owned(user string) []*record.Token {
+	idx := slices.Index(t.names, user)
+	if idx < 0 {
+		return nil
+	}
+	var out []*record.Token
+	for id, e := range t.entries {
+		if e.user == uint32(idx) {
+			out = append(out, t.record(id, e))
+		}
+	}
+	return out
+}
+
 func (t *tokenTable) record(id token.RawID, e tokenEntry) *record.Token {
 	r := &record.Token{
 		ID:      id.String(),

@@ -75,6 +75,11 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 	return s.Update(ctx, func(d *Data) error { return deleteEntry(d.Tokens, "token", id) })
 }
 
+// UserTokens lists user's token records, from the loaded snapshot.
+func (s *Store) UserTokens(_ context.Context, user string) ([]*record.Token, error) {
+	return s.snap.Load().tokens.owned(user), nil
+}
+
 // Tokens lists the token records, from the loaded snapshot.
 func (s *Store) Tokens(context.Context) ([]*record.Token, error) {
 	return s.snap.Load().tokens.all(), nil

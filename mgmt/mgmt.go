@@ -45,7 +45,8 @@ type Store interface {
 	DeleteUser(ctx context.Context, name string) error
 	Users(ctx context.Context) ([]*record.User, error)
 	Groups(ctx context.Context) ([]*record.Group, error)
-	Tokens(ctx context.Context) ([]*record.Token, error)
+	// UserTokens lists one user's LLM tokens.
+	UserTokens(ctx context.Context, user string) ([]*record.Token, error)
 	Provider(ctx context.Context, name string) (*record.Provider, error)
 	Providers(ctx context.Context) ([]*record.Provider, error)
 	// APIToken returns a management token record, or an error wrapping

@@ -1,10 +1,12 @@
 package mgmt
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward/manage"
@@ -70,15 +72,15 @@ type rotationJSON struct {
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, c caller) {
-	tokens, err := s.st.Tokens(r.Context())
+	tokens, err := s.st.UserTokens(r.Context(), c.name)
 	if err != nil {
 		writeError(w, s.storeError(r.Context(), "token.list", err))
 		return
 	}
-	slices.SortFunc(tokens, func(a, b *record.Token) int { return a.Created.Compare(b.Created) })
-	out := []tokenJSON{}
+	slices.SortFunc(tokens, func(a, b *record.Token) int { return cmp.Or(a.Created.Compare(b.Created), strings.Compare(a.ID, b.ID)) })
+	out := make([]tokenJSON, 0, len(tokens))
 	for _, t := range tokens {
-		if t.User == c.name {
+		if t.User == c.name { // stores index by owner; the record decides
 			out = append(out, s.tokenOut(t))
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,17 +73,54 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 	return s.deleteCredentials(ctx, name)
 }
 
-// PutToken creates or replaces a token record.
+// userTokensDir indexes a user's tokens: an entry per token id, holding
+// nothing secret, so that one user's tokens are listed without reading
+// every token in Vault.
+func userTokensDir(user string) string { return usersDir + user + "/tokens/" }
+
+// PutToken creates or replaces a token record. Its owner's index entry is
+// written first: a token is never stored without one, so UserTokens
+// misses none.
 func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
 	if !token.ValidID(t.ID) {
 		return fmt.Errorf("token id %q: not a token id", t.ID)
 	}
+	if err := record.ValidateName("user", t.User); err != nil {
+		return fmt.Errorf("token %s: %w", t.ID, err)
+	}
+	if _, err := s.kv.Put(ctx, userTokensDir(t.User)+t.ID, map[string]any{"token": t.ID}); err != nil {
+		return fmt.Errorf("vault write %s: %w", userTokensDir(t.User)+t.ID, err)
+	}
 	return s.put(ctx, KindToken, t.ID, tokensDir+t.ID, encodeToken(t))
 }
 
-// DeleteToken removes a token record.
+// DeleteToken removes a token record and its owner's index entry.
 func (s *Store) DeleteToken(ctx context.Context, id string) error {
-	return s.delete(ctx, KindToken, id, tokensDir+id)
+	t, err := s.Token(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := s.delete(ctx, KindToken, id, tokensDir+id); err != nil {
+		return err
+	}
+	if err := s.kv.DeleteMetadata(ctx, userTokensDir(t.User)+id); err != nil {
+		return fmt.Errorf("vault delete %s: %w", userTokensDir(t.User)+id, err)
+	}
+	return nil
+}
+
+// UserTokens lists user's tokens through the user's index: one list and
+// one read per token of theirs.
+func (s *Store) UserTokens(ctx context.Context, user string) ([]*record.Token, error) {
+	if err := record.ValidateName("user", user); err != nil {
+		return nil, nil // no such user can own a token
+	}
+	all, err := listRecords(ctx, s, userTokensDir(user), s.Token)
+	if err != nil {
+		return nil, err
+	}
+	// The index is only a pointer: the token record says who owns it.
+	return slices.DeleteFunc(all, func(t *record.Token) bool { return t.User != user }), nil
 }
 
 // EnsureSigningKey adds a random token signing key if Vault holds none.
@@ -252,7 +290,9 @@ func listRecords[V any](ctx context.Context, s *Store, dir string, get func(cont
 	return out, nil
 }
 
-// Tokens lists every token record (one read per token: for the CLI).
+// Tokens lists every token record (one read per token: for the CLI, and
+// for DeleteUser, which must find every token of the user, indexed or
+// not).
 func (s *Store) Tokens(ctx context.Context) ([]*record.Token, error) {
 	return listRecords(ctx, s, tokensDir, s.Token)
 }

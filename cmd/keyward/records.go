@@ -82,7 +82,7 @@ func (c *command) config() (*config.Config, error) {
 type adminStore interface {
 	mgmt.Store
 	EnsureSigningKey(ctx context.Context) error
-	Providers(ctx context.Context) ([]*record.Provider, error)
+	Tokens(ctx context.Context) ([]*record.Token, error)
 }
 
 var (
