@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/keyward/keyward/filestore"
+	"github.com/keyward/keyward/internal/testlog"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/vault"
 	"github.com/keyward/keyward/vault/vaulttest"
@@ -29,29 +29,11 @@ const (
 	serverKey = "sk-server-held-fixture-key-0123456789"
 )
 
-// lockedBuffer collects the audit log from the server's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // fixture is the management API over a real store, served on loopback.
 type fixture struct {
 	st    Store
 	url   string
-	audit *lockedBuffer
+	audit *testlog.Buffer
 	// creds are management tokens by user name, plus "bootstrap".
 	creds map[string]string
 	// clock is the server's time, in Unix nanoseconds; tests move it.
@@ -165,7 +147,7 @@ func serveFixture(t *testing.T, st Store) *fixture {
 		{Name: "bob", Role: record.RoleUser, Groups: []string{"eng", "ops"}},
 		{Name: "root", Role: record.RoleAdmin, Groups: []string{"ops"}},
 	}
-	f := &fixture{st: st, audit: &lockedBuffer{}, creds: map[string]string{BootstrapUser: adminSecret}}
+	f := &fixture{st: st, audit: &testlog.Buffer{}, creds: map[string]string{BootstrapUser: adminSecret}}
 	f.clock.Store(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC).UnixNano())
 	for _, u := range users {
 		if err := st.PutUser(ctx, u); err != nil {

@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -33,26 +34,11 @@ type userPatch struct {
 }
 
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ caller) {
-	users, err := s.st.Users(r.Context())
-	if err != nil {
-		writeError(w, s.storeError(r.Context(), "user.list", err))
-		return
-	}
-	slices.SortFunc(users, func(a, b *record.User) int { return strings.Compare(a.Name, b.Name) })
-	out := make([]userJSON, 0, len(users))
-	for _, u := range users {
-		out = append(out, userOut(u))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"users": out})
+	list(s, w, r, "user.list", "users", s.st.Users, func(u *record.User) string { return u.Name }, userOut)
 }
 
 func (s *Server) getUser(w http.ResponseWriter, r *http.Request, _ caller) {
-	u, err := s.st.User(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, s.classify(r.Context(), "user.get", err))
-		return
-	}
-	writeJSON(w, http.StatusOK, userOut(u))
+	get(s, w, r, "user.get", s.st.User, userOut)
 }
 
 func (s *Server) createUser(w http.ResponseWriter, r *http.Request, c caller) {
@@ -153,26 +139,11 @@ type groupPatch struct {
 }
 
 func (s *Server) listGroups(w http.ResponseWriter, r *http.Request, _ caller) {
-	groups, err := s.st.Groups(r.Context())
-	if err != nil {
-		writeError(w, s.storeError(r.Context(), "group.list", err))
-		return
-	}
-	slices.SortFunc(groups, func(a, b *record.Group) int { return strings.Compare(a.Name, b.Name) })
-	out := make([]groupJSON, 0, len(groups))
-	for _, g := range groups {
-		out = append(out, groupOut(g))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"groups": out})
+	list(s, w, r, "group.list", "groups", s.st.Groups, func(g *record.Group) string { return g.Name }, groupOut)
 }
 
 func (s *Server) getGroup(w http.ResponseWriter, r *http.Request, _ caller) {
-	g, err := s.st.Group(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, s.classify(r.Context(), "group.get", err))
-		return
-	}
-	writeJSON(w, http.StatusOK, groupOut(g))
+	get(s, w, r, "group.get", s.st.Group, groupOut)
 }
 
 func (s *Server) createGroup(w http.ResponseWriter, r *http.Request, c caller) {
@@ -294,26 +265,37 @@ func providerOut(p *record.Provider) providerJSON {
 }
 
 func (s *Server) listProviders(w http.ResponseWriter, r *http.Request, _ caller) {
-	providers, err := s.st.Providers(r.Context())
-	if err != nil {
-		writeError(w, s.storeError(r.Context(), "provider.list", err))
-		return
-	}
-	slices.SortFunc(providers, func(a, b *record.Provider) int { return strings.Compare(a.Name, b.Name) })
-	out := make([]providerJSON, 0, len(providers))
-	for _, p := range providers {
-		out = append(out, providerOut(p))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"providers": out})
+	list(s, w, r, "provider.list", "providers", s.st.Providers, func(p *record.Provider) string { return p.Name }, providerOut)
 }
 
 func (s *Server) getProvider(w http.ResponseWriter, r *http.Request, _ caller) {
-	p, err := s.st.Provider(r.Context(), r.PathValue("name"))
+	get(s, w, r, "provider.get", s.st.Provider, providerOut)
+}
+
+// list answers an admin list route: every record load returns, by name,
+// under key.
+func list[R, J any](s *Server, w http.ResponseWriter, r *http.Request, action, key string, load func(context.Context) ([]*R, error), name func(*R) string, show func(*R) J) {
+	recs, err := load(r.Context())
 	if err != nil {
-		writeError(w, s.classify(r.Context(), "provider.get", err))
+		writeError(w, s.storeError(r.Context(), action, err))
 		return
 	}
-	writeJSON(w, http.StatusOK, providerOut(p))
+	slices.SortFunc(recs, func(a, b *R) int { return strings.Compare(name(a), name(b)) })
+	out := make([]J, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, show(rec))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{key: out})
+}
+
+// get answers an admin read route: the record named in the path.
+func get[R, J any](s *Server, w http.ResponseWriter, r *http.Request, action string, load func(context.Context, string) (*R, error), show func(*R) J) {
+	rec, err := load(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, s.classify(r.Context(), action, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, show(rec))
 }
 
 // apiTokenJSON is a management token on the wire; Token is set once, in the
