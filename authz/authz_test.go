@@ -26,8 +26,15 @@ type memRecords struct {
 	users     map[string]*record.User
 	groups    map[string]*record.Group
 	providers map[string]*record.Provider
-	fail      error
-	lookups   int
+	// privateKeys are users' own credentials by user; a user not in it
+	// has none.
+	privateKeys map[string]*record.PrivateKeys
+	fail        error
+	// privateFail fails PrivateKeys alone.
+	privateFail error
+	// privateAsked counts the lookups of users' credentials, by user.
+	privateAsked map[string]int
+	lookups      int
 }
 
 func get[V any](m *memRecords, recs map[string]*V, name string) (*V, error) {
@@ -54,12 +61,52 @@ func (m *memRecords) Provider(_ context.Context, n string) (*record.Provider, er
 	return get(m, m.providers, n)
 }
 
+// PrivateKeys does not allocate, so that the benchmarks measure the
+// decision, not the fake: a user without credentials gets nil.
+func (m *memRecords) PrivateKeys(_ context.Context, user string) (*record.PrivateKeys, error) {
+	m.lookups++
+	if m.privateAsked != nil {
+		m.privateAsked[user]++
+	}
+	switch {
+	case m.fail != nil:
+		return nil, m.fail
+	case m.privateFail != nil:
+		return nil, m.privateFail
+	}
+	return m.privateKeys[user], nil
+}
+
 var testNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
 const (
 	openaiKey    = "sk-test-openai-0123456789"
 	anthropicKey = "sk-ant-test-0123456789"
 )
+
+// ann's own keys: no answer may show them except in the header that goes
+// upstream.
+const (
+	annOpenAIKey    = "sk-ann-own-openai-SECRET-4242"
+	annAnthropicKey = "sk-ant-ann-own-SECRET-4242"
+	annCustomKey    = "ann-own-custom-SECRET-4242"
+)
+
+// annCredentials are ann's own: openai for gpt-4o only; anthropic, custom
+// and the keyless provider "empty" for any model; and "nowhere", a
+// provider without a record.
+func annCredentials() []*record.Credential {
+	c := func(id, provider, model, key string) *record.Credential {
+		return &record.Credential{ID: id, User: "ann", Name: "own-" + provider, Provider: provider, Model: model, Key: key, Created: testNow.Add(-time.Hour)}
+	}
+	return []*record.Credential{
+		c("annopenai", "openai", "gpt-4o", annOpenAIKey),
+		c("annanthropic", "anthropic", "", annAnthropicKey),
+		c("anncustom", "custom", "", annCustomKey),
+		c("annempty", "empty", "", "sk-ann-own-empty"),
+		c("annnowhere", "nowhere", "", "sk-ann-own-nowhere"),
+	}
+}
 
 type fixture struct {
 	ring    *token.Keyring
@@ -74,11 +121,16 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{ring: ring, tokens: map[string]string{}, records: &memRecords{
-		tokens: map[string]*record.Token{},
+		tokens:       map[string]*record.Token{},
+		privateKeys:  map[string]*record.PrivateKeys{"ann": record.NewPrivateKeys(annCredentials())},
+		privateAsked: map[string]int{},
 		users: map[string]*record.User{
 			"alice": {Name: "alice", Groups: []string{"eng", "gone", "off", "byok", "nobyok", "gpt", "narrow"}},
 			"bob":   {Name: "bob", Disabled: true, Groups: []string{"eng"}},
 			"carol": {Name: "carol", Groups: []string{}},
+			// ann has credentials of her own (annCredentials), ben none.
+			"ann": {Name: "ann", Groups: []string{"eng", "nobyok", "gpt"}},
+			"ben": {Name: "ben", Groups: []string{"eng", "nobyok"}},
 		},
 		groups: map[string]*record.Group{
 			"eng":    {Name: "eng"},
@@ -123,6 +175,11 @@ func newFixture(t testing.TB) *fixture {
 	add("nobyok", "alice", "nobyok", nil)
 	add("gpt", "alice", "gpt", nil)
 	add("narrow", "alice", "narrow", nil)
+	add("ann", "ann", "eng", nil)
+	add("ann-nobyok", "ann", "nobyok", nil)
+	add("ann-gpt", "ann", "gpt", nil)
+	add("ben", "ben", "eng", nil)
+	add("ben-nobyok", "ben", "nobyok", nil)
 	// A token minted by another server's key: well formed, never verifies.
 	other, _ := token.NewKeyring([]token.SigningKey{{ID: 1, Secret: bytes.Repeat([]byte{7}, 32)}})
 	m, _ := other.Mint()
@@ -362,7 +419,7 @@ func TestAllowedResponsePerConvention(t *testing.T) {
 				t.Errorf("query parameters removed: %v", ok.QueryParametersToRemove)
 			}
 			md := resp.DynamicMetadata.AsMap()
-			want := map[string]any{"user": "alice", "group": "eng", "token_id": rec.ID, "provider": tc.provider, "key_id": tc.wantKeyID}
+			want := map[string]any{"user": "alice", "group": "eng", "token_id": rec.ID, "provider": tc.provider, "key_id": tc.wantKeyID, "key_source": "server"}
 			for k, v := range want {
 				if md[k] != v {
 					t.Errorf("metadata %s = %v, want %v", k, md[k], v)
@@ -583,6 +640,7 @@ func BenchmarkCheckAllowed(b *testing.B) {
 	if resp, _ := check(b, s, req); resp.GetOkResponse() == nil {
 		b.Fatalf("denied: %v", resp)
 	}
+	f.records.privateAsked = nil // the fake's bookkeeping is not measured
 	b.ReportAllocs()
 	for b.Loop() {
 		s.Check(ctx, req)

@@ -30,6 +30,10 @@ type Records interface {
 	User(ctx context.Context, name string) (*record.User, error)
 	Group(ctx context.Context, name string) (*record.Group, error)
 	Provider(ctx context.Context, name string) (*record.Provider, error)
+	// PrivateKeys are the user's own provider credentials. A user with
+	// none gets an empty (or nil) index; record.ErrNotFound counts as
+	// none too.
+	PrivateKeys(ctx context.Context, user string) (*record.PrivateKeys, error)
 }
 
 // Verifier checks a token's format and signature without I/O, returning its
@@ -44,7 +48,9 @@ type Options struct {
 	Sources []Source
 	// ModelHeader names the request header that carries the model.
 	ModelHeader string
-	// DisableCustomKeys refuses every client-supplied provider key.
+	// DisableCustomKeys refuses every client-supplied provider key, and
+	// keeps users' own stored credentials unused: every request then goes
+	// out on a server-held key.
 	DisableCustomKeys bool
 	// Hosts maps a request host (lower case, no port) to a provider name,
 	// for routes that carry no provider context extension.
@@ -106,13 +112,17 @@ type Decision struct {
 	TokenID string
 	Token   *record.Token
 	Group   *record.Group
-	// ProviderName is the route's provider; Provider its record, when the
-	// request goes out on a server-held key.
+	// ProviderName is the route's provider; Provider its record, when
+	// keyward sends the key (a server-held one or the user's own).
 	ProviderName string
 	Provider     *record.Provider
-	// Key is the server-held key to send; nil when the client's own key
-	// passes through (ReasonCustomKey).
+	// Key is the key to send: a server-held key, or the user's own
+	// credential's when Credential is set. It is nil when the client's own
+	// key passes through (ReasonCustomKey).
 	Key *record.Key
+	// Credential is the user's own stored credential that Key comes from,
+	// when the request goes out on it rather than on a server key.
+	Credential *record.Credential
 	// Model is the model the request names, if any.
 	Model string
 
@@ -218,11 +228,38 @@ func (a *Authorizer) decideToken(ctx context.Context, req *Request, d *Decision)
 		return r
 	}
 	d.Provider = p
+	if !a.opts.DisableCustomKeys && !g.DisableCustomKeys {
+		k, r := a.privateKey(ctx, d, t.User, name)
+		if r != "" {
+			return r
+		}
+		if k != nil {
+			// The user's own key, whatever the server holds.
+			d.Key, d.Credential = &k.Key, k.Credential
+			return ReasonAllowed
+		}
+	}
 	if len(p.Keys) == 0 {
 		return ReasonNoProviderKey
 	}
 	d.Key = &p.Keys[a.next.Add(1)%uint64(len(p.Keys))]
 	return ReasonAllowed
+}
+
+// privateKey is user's own credential for provider and the request's
+// model, if they have one. A store failure is store_unavailable: a user's
+// key must not silently fall back to the server's, nor the other way round.
+func (a *Authorizer) privateKey(ctx context.Context, d *Decision, user, provider string) (*record.PrivateKey, Reason) {
+	keys, err := a.records.PrivateKeys(ctx, user)
+	switch {
+	case err == nil:
+		return keys.For(provider, d.Model), ""
+	case errors.Is(err, record.ErrNotFound):
+		return nil, ""
+	default:
+		d.Err = err
+		return nil, ReasonStoreUnavailable
+	}
 }
 
 // lookup loads one record. A record that is gone yields the reason

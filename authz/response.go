@@ -51,7 +51,9 @@ type responder struct {
 
 type allowKey struct {
 	token *record.Token
-	// key is nil when the client's own key goes through.
+	// key is nil when the client's own key goes through. A user's own
+	// key is a pointer into their cached record.PrivateKeys, so it too
+	// changes whenever their credentials do.
 	key      *record.Key
 	provider string
 	tokenAt  int
@@ -62,18 +64,26 @@ type allowKey struct {
 type keyPartsKey struct {
 	provider      *record.Provider
 	key           *record.Key
+	user          bool
 	clientVersion bool
 }
 
 // keyParts is what every answer that sends one provider key shares.
 type keyParts struct {
-	headers       []*corev3.HeaderValueOption
-	remove, query []string
-	provider, key *structpb.Value
+	headers               []*corev3.HeaderValueOption
+	remove, query         []string
+	provider, key, source *structpb.Value
 }
 
+// The key_source metadata values: where the key that went out came from.
+const (
+	keySourceServer = "server"
+	keySourceUser   = "user"
+)
+
 // keyPartsCacheSize bounds the shared per-key parts: providers times keys,
-// a handful each.
+// a handful each, plus users' own keys in use. Past it the least recently
+// used parts are rebuilt when next needed, which only costs a build.
 const keyPartsCacheSize = 1024
 
 func newResponder(sources []Source, cacheSize int) (*responder, error) {
@@ -177,7 +187,7 @@ func isForeignIdentityHeader(name string) bool {
 // ADD_IF_ABSENT, which Envoy 1.40 applied as an overwrite in our tests.
 func (r *responder) build(d *Decision, requestHeaders map[string]string, clientVersion bool) *authv3.CheckResponse {
 	ok := &authv3.OkHttpResponse{}
-	meta := make(map[string]*structpb.Value, 5)
+	meta := make(map[string]*structpb.Value, 6)
 	if d.Token != nil {
 		ok.Headers = []*corev3.HeaderValueOption{
 			setHeader(HeaderUser, d.Token.User),
@@ -192,13 +202,13 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string, clientV
 	}
 	switch {
 	case d.Key != nil:
-		p := r.keyParts(d.Provider, d.Key, clientVersion)
+		p := r.keyParts(d.Provider, d.Key, d.Credential != nil, clientVersion)
 		ok.Headers = append(ok.Headers, p.headers...)
 		// Clipped: appending below must copy, not write into the
 		// shared array.
 		ok.HeadersToRemove = slices.Clip(p.remove)
 		ok.QueryParametersToRemove = p.query
-		meta["provider"], meta["key_id"] = p.provider, p.key
+		meta["provider"], meta["key_id"], meta["key_source"] = p.provider, p.key, p.source
 	case d.found.tokenAt >= 0:
 		// The client's own key passes through; only the keyward token,
 		// which the provider must never see, is removed.
@@ -225,17 +235,24 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string, clientV
 	}
 }
 
-// keyParts returns the parts shared by every answer that sends key.
-func (r *responder) keyParts(p *record.Provider, key *record.Key, clientVersion bool) *keyParts {
-	k := keyPartsKey{provider: p, key: key, clientVersion: clientVersion}
+// keyParts returns the parts shared by every answer that sends key; user
+// says the key is the user's own credential, not a server key. The
+// metadata names the key by its id, never its secret.
+func (r *responder) keyParts(p *record.Provider, key *record.Key, user, clientVersion bool) *keyParts {
+	k := keyPartsKey{provider: p, key: key, user: user, clientVersion: clientVersion}
 	if parts, ok := r.keys.Get(k); ok {
 		return parts
 	}
 	name, value := authHeader(p, key.Secret)
+	source := keySourceServer
+	if user {
+		source = keySourceUser
+	}
 	parts := &keyParts{
 		headers:  []*corev3.HeaderValueOption{setHeader(name, value)},
 		provider: structpb.NewStringValue(p.Name),
 		key:      structpb.NewStringValue(key.ID),
+		source:   structpb.NewStringValue(source),
 	}
 	if p.Kind == record.KindAnthropic && !clientVersion {
 		version := p.AnthropicVersion

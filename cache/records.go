@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/keyward/keyward/record"
 )
@@ -13,6 +14,9 @@ type Source interface {
 	User(ctx context.Context, name string) (*record.User, error)
 	Group(ctx context.Context, name string) (*record.Group, error)
 	Provider(ctx context.Context, name string) (*record.Provider, error)
+	// Credentials lists a user's own provider credentials; a user with
+	// none may answer with an empty list or record.ErrNotFound.
+	Credentials(ctx context.Context, user string) ([]*record.Credential, error)
 }
 
 // Records caches each kind of live record of a Source in its own Cache,
@@ -23,6 +27,9 @@ type Records struct {
 	users     *Cache[*record.User]
 	groups    *Cache[*record.Group]
 	providers *Cache[*record.Provider]
+	// privateKeys are each user's own credentials, indexed for the
+	// decision, by user name.
+	privateKeys *Cache[*record.PrivateKeys]
 }
 
 // NewRecords returns record caches over src, each sized and timed by opts.
@@ -42,6 +49,23 @@ func NewRecords(src Source, opts Options) (*Records, error) {
 		return nil, err
 	}
 	if r.providers, err = New(src.Provider, opts); err != nil {
+		return nil, err
+	}
+	// One empty index serves every user without credentials.
+	none := record.NewPrivateKeys(nil)
+	loadPrivateKeys := func(ctx context.Context, user string) (*record.PrivateKeys, error) {
+		creds, err := src.Credentials(ctx, user)
+		switch {
+		case errors.Is(err, record.ErrNotFound), err == nil && len(creds) == 0:
+			// Most users have none: a positive entry, so that their
+			// requests cost no store traffic.
+			return none, nil
+		case err != nil:
+			return nil, err
+		}
+		return record.NewPrivateKeys(creds), nil
+	}
+	if r.privateKeys, err = New(loadPrivateKeys, opts); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -67,29 +91,39 @@ func (r *Records) Provider(ctx context.Context, name string) (*record.Provider, 
 	return r.providers.Get(ctx, name)
 }
 
+// PrivateKeys returns the user's own credentials, indexed by provider and
+// model; empty (never nil) for a user who has none.
+func (r *Records) PrivateKeys(ctx context.Context, user string) (*record.PrivateKeys, error) {
+	return r.privateKeys.Get(ctx, user)
+}
+
 // Purge drops every cached record, e.g. after the store reported a change.
 func (r *Records) Purge() {
 	r.tokens.Purge()
 	r.users.Purge()
 	r.groups.Purge()
 	r.providers.Purge()
+	r.privateKeys.Purge()
 }
 
 // Invalidate drops one cached record. kind is token, user, group or
-// provider (credential and api-token changes concern no cached record); any
-// other kind drops everything, to be safe.
+// provider; or credential, whose name is "<user>/<id>" and which drops that
+// user's credentials (a user change drops them too). api-token changes
+// concern no cached record; any other kind drops everything, to be safe.
 func (r *Records) Invalidate(kind, name string) {
 	switch kind {
 	case "token":
 		r.tokens.Invalidate(name)
 	case "user":
 		r.users.Invalidate(name)
+		r.privateKeys.Invalidate(name)
 	case "group":
 		r.groups.Invalidate(name)
 	case "provider":
 		r.providers.Invalidate(name)
 	case "credential":
-		// Not cached here: nothing to drop.
+		user, _, _ := strings.Cut(name, "/")
+		r.privateKeys.Invalidate(user)
 	case "api-token":
 		// Not cached here either: nothing to drop.
 	default:

@@ -60,7 +60,12 @@ func (s *Store) Credential(ctx context.Context, user, id string) (*record.Creden
 	return decodeCredential(user, id, sec.Data)
 }
 
-// Credentials lists user's credentials, oldest first (one read each).
+// Credentials lists user's credentials, oldest first: one list of
+// users/<user>/credentials/ and one read each. keyward serve calls it for
+// each user whose token is in use, once per cache TTL, to send the user's
+// own key where policy allows: its policy (examples/vault/keyward.hcl)
+// allows that one list. A user without credentials, or without a record,
+// has none (an empty list, no error).
 func (s *Store) Credentials(ctx context.Context, user string) ([]*record.Credential, error) {
 	if err := checkName("user", user); err != nil {
 		return nil, err
@@ -68,6 +73,11 @@ func (s *Store) Credentials(ctx context.Context, user string) ([]*record.Credent
 	out, err := listRecords(ctx, s, credentialsDir(user), func(ctx context.Context, id string) (*record.Credential, error) {
 		return s.Credential(ctx, user, id)
 	})
+	if isForbidden(err) {
+		// Most likely a serve policy from before private credentials:
+		// say what it lacks, in the log line this error ends up in.
+		return nil, fmt.Errorf("%w (the policy must allow list on %s/metadata/users/+/credentials/, see examples/vault/keyward.hcl)", err, s.cfg.Mount)
+	}
 	if err != nil {
 		return nil, err
 	}

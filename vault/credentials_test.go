@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/cache"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/vault"
 	"github.com/keyward/keyward/vault/vaulttest"
@@ -172,4 +174,95 @@ func TestCredentials(t *testing.T) {
 			t.Errorf("ann's credential after deleting bob: %v, %v", got, err)
 		}
 	})
+}
+
+// TestCredentialsWithServePolicy: keyward serve, logged in with the
+// shipped read-only policy, can list and read a user's credentials (the
+// decision needs them), cannot change them, and sees a change made through
+// keyward by its change marker, in the record cache serving uses.
+func TestCredentialsWithServePolicy(t *testing.T) {
+	srv := vaulttest.Start(t, "keyward")
+	ctx := t.Context()
+	for _, name := range []string{"keyward", "keyward-admin"} {
+		hcl, err := os.ReadFile("../examples/vault/" + name + ".hcl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.WritePolicy(t, name, string(hcl))
+	}
+	admin := newStore(t, srv, vault.Config{}, "keyward-admin")
+	for _, u := range []string{"ann", "bob"} {
+		if err := admin.PutUser(ctx, &record.User{Name: u, Role: record.RoleUser}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ann1, ann2 := newCredential("ann", "first"), newCredential("ann", "second")
+	ann2.Created = ann1.Created.Add(time.Second)
+	for _, c := range []*record.Credential{ann1, ann2} {
+		if err := admin.PutCredential(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	serve := newStore(t, srv, vault.Config{PollInterval: 50 * time.Millisecond}, "keyward")
+	got, err := serve.Credentials(ctx, "ann")
+	if err != nil || len(got) != 2 || got[0].Key != ann1.Key || got[1].Key != ann2.Key {
+		t.Fatalf("serve policy: Credentials(ann) = %v, %v", got, err)
+	}
+	for _, u := range []string{"bob", "nobody"} {
+		if got, err := serve.Credentials(ctx, u); err != nil || len(got) != 0 {
+			t.Fatalf("serve policy: Credentials(%s) = %v, %v; want none", u, got, err)
+		}
+	}
+	err = serve.PutCredential(ctx, newCredential("ann", "evil"))
+	if err == nil {
+		t.Fatal("serve policy: PutCredential succeeded")
+	}
+	noKey(t, "PutCredential", err)
+	if err := serve.DeleteCredential(ctx, "ann", ann1.ID); err == nil {
+		t.Fatal("serve policy: DeleteCredential succeeded")
+	}
+
+	// As serving uses it: the cache over the store, told of changes by
+	// Watch. The TTL is long, so only the marker can explain a change.
+	records, err := cache.NewRecords(serve, cache.Options{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go serve.Watch(ctx, records, func() {})
+	time.Sleep(150 * time.Millisecond) // the first poll only learns where the marker is
+	keyFor := func(provider string) string {
+		t.Helper()
+		pk, err := records.PrivateKeys(ctx, "ann")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := pk.For(provider, "gpt-4o"); k != nil {
+			return k.Key.Secret
+		}
+		return ""
+	}
+	if got := keyFor("openai"); got != ann2.Key {
+		t.Fatal("the newest of ann's credentials is not the one in use")
+	}
+	waitKey := func(provider, want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for keyFor(provider) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: change not seen within 5s", provider)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	added := newCredential("ann", "added")
+	added.Provider = "anthropic"
+	if err := admin.PutCredential(ctx, added); err != nil {
+		t.Fatal(err)
+	}
+	waitKey("anthropic", added.Key)
+	if err := admin.DeleteCredential(ctx, "ann", ann2.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitKey("openai", ann1.Key)
 }

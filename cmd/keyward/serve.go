@@ -53,7 +53,7 @@ func (e *env) serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	if cfg.Management.Listen != "" {
-		if err := svc.setupManagement(cfg.Management.Listen, b.admin, e.getenv(mgmt.AdminTokenEnv)); err != nil {
+		if err := svc.setupManagement(cfg.Management, b.admin, e.getenv(mgmt.AdminTokenEnv)); err != nil {
 			lis.Close()
 			return err
 		}
@@ -65,12 +65,12 @@ func (e *env) serve(ctx context.Context, args []string) error {
 
 // setupManagement prepares the management API on its own listener; run
 // serves it beside the ext_authz server.
-func (s *service) setupManagement(addr string, st mgmt.Store, adminToken string) error {
-	h, err := mgmt.New(mgmt.Options{Store: st, AdminToken: adminToken, Logger: s.log})
+func (s *service) setupManagement(cfg config.Management, st mgmt.Store, adminToken string) error {
+	h, err := mgmt.New(mgmt.Options{Store: st, AdminToken: adminToken, Logger: s.log, RotationGrace: cfg.RotationGrace})
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", addr)
+	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("management listen: %w", err)
 	}
@@ -119,6 +119,9 @@ func (e *env) backend(ctx context.Context, cfg *config.Config, log *slog.Logger)
 		start: func(context.Context) error { return nil },
 		watch: func(ctx context.Context, s *service) {
 			st.Watch(ctx, cfg.Store.PollInterval, log, func() {
+				// Every cache, users' own credentials included: a
+				// credential another process wrote is in use within
+				// poll_interval.
 				s.records.Purge()
 				s.keysChanged()
 				debug.FreeOSMemory() // see serve
@@ -134,11 +137,14 @@ func newLogger(e *env, level string) *slog.Logger {
 }
 
 // recordStore is what serving needs of a store: the reads the decision
-// makes, and the signing keys that verify tokens.
+// makes (users' own credentials among them), and the signing keys that
+// verify tokens.
 type recordStore interface {
 	cache.Source
 	SigningKeys(ctx context.Context) ([]token.SigningKey, error)
 }
+
+var _ authz.Records = (*cache.Records)(nil)
 
 // service is keyward's serving side: caches over the store, the keyring,
 // the decision and the gRPC server around it.

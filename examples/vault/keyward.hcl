@@ -1,4 +1,5 @@
-# keyward.hcl: the policy of `keyward serve`, which only reads.
+# keyward.hcl: the policy of `keyward serve`, which only reads (and lists a
+# user's own credentials, see the end).
 #
 # It assumes keyward's KV v2 mount is "keyward" (vault.mount); with another
 # mount, replace the "keyward/" prefix of every path. KV v2 keeps records
@@ -17,8 +18,17 @@ path "keyward/data/*" {
 
 # The providers' version metadata: each poll compares the versions of the
 # providers in use, so that a key rotated in Vault is picked up at once.
-# Metadata holds versions and timestamps, never a value. keyward serve lists
-# nothing.
+# Metadata holds versions and timestamps, never a value.
 path "keyward/metadata/providers/*" {
   capabilities = ["read"]
+}
+
+# Users' own provider credentials: where policy allows, a user's request
+# goes out on their own key, so keyward lists the credentials of a user
+# whose token is in use (and reads them under keyward/data/ above). A list
+# shows credential ids only. This is the one list keyward serve may make:
+# "+" is exactly one path segment, so users/, tokens/ and every other
+# folder stay unlistable. Vault lists with a trailing "/", hence the one here.
+path "keyward/metadata/users/+/credentials/" {
+  capabilities = ["list"]
 }

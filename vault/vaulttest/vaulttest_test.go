@@ -2,6 +2,7 @@ package vaulttest
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -74,8 +75,9 @@ func TestStartWithoutMount(t *testing.T) {
 }
 
 // TestExamplePolicies proves examples/vault/*.hcl parse and grant what
-// their comments say: the serve policy reads and lists but cannot write,
-// the admin policy writes and deletes.
+// their comments say: the serve policy reads, and lists a user's
+// credentials but nothing else, and cannot write; the admin policy writes
+// and deletes.
 func TestExamplePolicies(t *testing.T) {
 	s := Start(t, "keyward")
 	for _, name := range []string{"keyward", "keyward-admin"} {
@@ -103,11 +105,51 @@ func TestExamplePolicies(t *testing.T) {
 		t.Fatalf("serve reads provider versions: %v, %v", meta, err)
 	}
 
+	// A user's credentials: the one folder serve may list.
+	for _, p := range []string{"users/ann", "users/ann/credentials/c1", "users/ann/credentials/c2", "tokens/t1"} {
+		if _, err := admin.Put(ctx, p, map[string]any{"name": "x"}); err != nil {
+			t.Fatalf("admin write %s: %v", p, err)
+		}
+	}
+	for _, p := range []string{"keyward/metadata/users/ann/credentials", "keyward/metadata/users/ann/credentials/"} {
+		got, err := serve.Logical().ListWithContext(ctx, p)
+		if err != nil || got == nil || fmt.Sprint(got.Data["keys"]) != "[c1 c2]" {
+			t.Fatalf("serve list %s: %v, %v", p, got, err)
+		}
+	}
+	// A user without credentials lists as nothing, not as a denial.
+	if got, err := serve.Logical().ListWithContext(ctx, "keyward/metadata/users/bob/credentials/"); err != nil || got != nil {
+		t.Fatalf("serve list of an empty folder: %v, %v", got, err)
+	}
+	if got, err := kv.Get(ctx, "users/ann/credentials/c1"); err != nil || got.Data["name"] != "x" {
+		t.Fatalf("serve read credential: %v, %v", got, err)
+	}
+
+	list := func(path string) func() error {
+		return func() error {
+			_, err := serve.Logical().ListWithContext(ctx, path)
+			return err
+		}
+	}
 	denied := map[string]func() error{
-		"list": func() error {
-			_, err := serve.Logical().ListWithContext(ctx, "keyward/metadata/groups")
+		"list":                   list("keyward/metadata/groups"),
+		"list users":             list("keyward/metadata/users"),
+		"list a user":            list("keyward/metadata/users/ann"),
+		"list tokens":            list("keyward/metadata/tokens"),
+		"list providers":         list("keyward/metadata/providers"),
+		"list the mount":         list("keyward/metadata"),
+		"list below credentials": list("keyward/metadata/users/ann/credentials/c1"),
+		"list two levels":        list("keyward/metadata/users/ann/x/credentials"),
+		"list data":              list("keyward/data/users/ann/credentials"),
+		"credential metadata": func() error {
+			_, err := kv.GetMetadata(ctx, "users/ann/credentials/c1")
 			return err
 		},
+		"write credential": func() error {
+			_, err := kv.Put(ctx, "users/ann/credentials/c3", map[string]any{"key": "evil"})
+			return err
+		},
+		"delete credential": func() error { return kv.DeleteMetadata(ctx, "users/ann/credentials/c1") },
 		"group metadata": func() error {
 			_, err := kv.GetMetadata(ctx, "groups/x")
 			return err

@@ -1,0 +1,195 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/keyward/keyward/record"
+)
+
+// credSource is a Source whose only interesting part is Credentials; it
+// counts the loads per user.
+type credSource struct {
+	mu    sync.Mutex
+	creds map[string][]*record.Credential
+	errs  map[string]error
+	loads map[string]int
+}
+
+func newCredSource() *credSource {
+	return &credSource{creds: map[string][]*record.Credential{}, errs: map[string]error{}, loads: map[string]int{}}
+}
+
+func (s *credSource) Token(_ context.Context, id string) (*record.Token, error) {
+	return nil, fmt.Errorf("token %q: %w", id, record.ErrNotFound)
+}
+func (s *credSource) User(_ context.Context, name string) (*record.User, error) {
+	return &record.User{Name: name}, nil
+}
+func (s *credSource) Group(_ context.Context, name string) (*record.Group, error) {
+	return &record.Group{Name: name}, nil
+}
+func (s *credSource) Provider(_ context.Context, name string) (*record.Provider, error) {
+	return &record.Provider{Name: name}, nil
+}
+
+func (s *credSource) Credentials(_ context.Context, user string) ([]*record.Credential, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loads[user]++
+	if err := s.errs[user]; err != nil {
+		return nil, err
+	}
+	return s.creds[user], nil
+}
+
+func (s *credSource) set(user string, creds []*record.Credential, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.creds[user], s.errs[user] = creds, err
+}
+
+func (s *credSource) loaded(user string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loads[user]
+}
+
+func cred(user, id, key string) *record.Credential {
+	return &record.Credential{ID: id, User: user, Name: "n", Provider: "openai", Key: key}
+}
+
+// TestPrivateKeysLoad: what each store answer becomes, and that a user
+// without credentials is remembered like one with them.
+func TestPrivateKeysLoad(t *testing.T) {
+	tests := map[string]struct {
+		creds   []*record.Credential
+		err     error
+		wantKey string // Key.ID For("openai", "") gives; "" for none
+		wantErr bool
+	}{
+		"credentials":    {creds: []*record.Credential{cred("ann", "c1", "sk-ann")}, wantKey: "user:c1"},
+		"empty list":     {creds: []*record.Credential{}},
+		"nil list":       {},
+		"user not found": {err: fmt.Errorf("user %q: %w", "ann", record.ErrNotFound)},
+		"store down":     {err: errors.New("vault list: connection refused"), wantErr: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			src := newCredSource()
+			src.set("ann", tc.creds, tc.err)
+			r, err := NewRecords(src, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			for range 3 {
+				pk, err := r.PrivateKeys(ctx, "ann")
+				if tc.wantErr {
+					if err == nil {
+						t.Fatal("store error not returned")
+					}
+					continue
+				}
+				if err != nil || pk == nil {
+					t.Fatalf("PrivateKeys = %v, %v; want a non-nil index", pk, err)
+				}
+				got := ""
+				if k := pk.For("openai", ""); k != nil {
+					got = k.Key.ID
+				}
+				if got != tc.wantKey {
+					t.Fatalf("For = %q, want %q", got, tc.wantKey)
+				}
+			}
+			want := 1
+			if tc.wantErr {
+				want = 3 // errors are not cached
+			}
+			if n := src.loaded("ann"); n != want {
+				t.Fatalf("%d loads for 3 requests, want %d", n, want)
+			}
+		})
+	}
+}
+
+// TestPrivateKeysInvalidate: a credential change drops its user's entry
+// and nobody else's; a user change and a purge drop it too.
+func TestPrivateKeysInvalidate(t *testing.T) {
+	tests := map[string]struct {
+		drop    func(r *Records)
+		annDrop bool
+		bobDrop bool
+	}{
+		"credential of ann": {drop: func(r *Records) { r.Invalidate("credential", "ann/c9") }, annDrop: true},
+		"credential of bob": {drop: func(r *Records) { r.Invalidate("credential", "bob/c1") }, bobDrop: true},
+		"user ann":          {drop: func(r *Records) { r.Invalidate("user", "ann") }, annDrop: true},
+		"group ann":         {drop: func(r *Records) { r.Invalidate("group", "ann") }},
+		"token":             {drop: func(r *Records) { r.Invalidate("token", "ann") }},
+		"api-token":         {drop: func(r *Records) { r.Invalidate("api-token", "ann") }},
+		"unknown kind":      {drop: func(r *Records) { r.Invalidate("something-new", "x") }, annDrop: true, bobDrop: true},
+		"purge":             {drop: func(r *Records) { r.Purge() }, annDrop: true, bobDrop: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			src := newCredSource()
+			src.set("ann", []*record.Credential{cred("ann", "c1", "sk-ann-1")}, nil)
+			src.set("bob", []*record.Credential{cred("bob", "c1", "sk-bob-1")}, nil)
+			r, err := NewRecords(src, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			before := map[string]*record.Key{}
+			for _, u := range []string{"ann", "bob"} {
+				pk, err := r.PrivateKeys(ctx, u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				before[u] = &pk.For("openai", "").Key
+			}
+			// Both users replace their credential behind the cache.
+			src.set("ann", []*record.Credential{cred("ann", "c9", "sk-ann-9")}, nil)
+			src.set("bob", []*record.Credential{cred("bob", "c2", "sk-bob-2")}, nil)
+			tc.drop(r)
+			for u, dropped := range map[string]bool{"ann": tc.annDrop, "bob": tc.bobDrop} {
+				pk, err := r.PrivateKeys(ctx, u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				k := &pk.For("openai", "").Key
+				switch {
+				case dropped && k == before[u]:
+					t.Errorf("%s: still the old credential %s", u, k.ID)
+				case !dropped && k != before[u]:
+					t.Errorf("%s: reloaded (%s) though nothing of theirs changed", u, k.ID)
+				}
+				if wantLoads := map[bool]int{false: 1, true: 2}[dropped]; src.loaded(u) != wantLoads {
+					t.Errorf("%s: %d loads, want %d", u, src.loaded(u), wantLoads)
+				}
+			}
+		})
+	}
+}
+
+func TestPrivateKeysHitDoesNotAllocate(t *testing.T) {
+	src := newCredSource()
+	src.set("ann", []*record.Credential{cred("ann", "c1", "sk-ann")}, nil)
+	r, err := NewRecords(src, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := r.PrivateKeys(ctx, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		pk, _ := r.PrivateKeys(ctx, "ann")
+		pk.For("openai", "gpt-4o")
+	}); n != 0 {
+		t.Fatalf("a warm PrivateKeys lookup allocates %v times", n)
+	}
+}
