@@ -3,6 +3,7 @@ package mgmt
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -106,14 +107,12 @@ func (s *Server) getCredential(w http.ResponseWriter, r *http.Request, c caller)
 }
 
 func (s *Server) createCredential(w http.ResponseWriter, r *http.Request, c caller) {
-	var in credentialRequest
-	if e := decode(r, &in); e != nil {
-		s.fail(w, r, c, "credential.create", "credential", e)
+	cr := &record.Credential{ID: record.NewCredentialID(), User: c.name, Created: s.now().UTC()}
+	tgt := target("credential", cr.ID)
+	if e := readCredential(r.Body, cr); e != nil {
+		s.fail(w, r, c, "credential.create", tgt, e)
 		return
 	}
-	cr := &record.Credential{ID: record.NewCredentialID(), User: c.name, Created: s.now().UTC()}
-	in.apply(cr)
-	tgt := target("credential", cr.ID)
 	if e := s.checkCredential(r, c, cr); e != nil {
 		s.fail(w, r, c, "credential.create", tgt, e)
 		return
@@ -128,18 +127,16 @@ func (s *Server) createCredential(w http.ResponseWriter, r *http.Request, c call
 
 func (s *Server) putCredential(w http.ResponseWriter, r *http.Request, c caller) {
 	tgt := target("credential", r.PathValue("id"))
-	var in credentialRequest
-	if e := decode(r, &in); e != nil {
-		s.fail(w, r, c, "credential.update", tgt, e)
-		return
-	}
 	old, e := s.ownCredential(r, c, "credential.update")
 	if e != nil {
 		s.fail(w, r, c, "credential.update", tgt, e)
 		return
 	}
 	cr := *old // records are immutable: change a copy
-	in.apply(&cr)
+	if e := readCredential(r.Body, &cr); e != nil {
+		s.fail(w, r, c, "credential.update", tgt, e)
+		return
+	}
 	if e := s.checkCredential(r, c, &cr); e != nil {
 		s.fail(w, r, c, "credential.update", tgt, e)
 		return
@@ -150,6 +147,20 @@ func (s *Server) putCredential(w http.ResponseWriter, r *http.Request, c caller)
 	}
 	s.done(r, c, "credential.update", tgt)
 	writeJSON(w, http.StatusOK, credentialOut(&cr))
+}
+
+// readCredential decodes a credential request from body onto c, then
+// checks the result's fields. The messages name fields, never the key.
+func readCredential(body io.Reader, c *record.Credential) *apiError {
+	var in credentialRequest
+	if e := decodeFrom(body, &in); e != nil {
+		return e
+	}
+	in.apply(c)
+	if err := c.Validate(); err != nil {
+		return &apiError{http.StatusBadRequest, codeInvalidRequest, "Invalid credential: " + err.Error()}
+	}
+	return nil
 }
 
 func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request, c caller) {
@@ -167,13 +178,10 @@ func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request, c call
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// checkCredential validates a credential before it is stored: its fields,
-// a provider keyward knows, and a name the user has not given another of
-// their credentials. The messages name fields, never the key.
+// checkCredential checks a credential against the store before it is
+// stored: a provider keyward knows, and a name the user has not given
+// another of their credentials.
 func (s *Server) checkCredential(r *http.Request, c caller, cr *record.Credential) *apiError {
-	if err := cr.Validate(); err != nil {
-		return &apiError{http.StatusBadRequest, codeInvalidRequest, "Invalid credential: " + err.Error()}
-	}
 	ctx := r.Context()
 	switch _, err := s.st.Provider(ctx, cr.Provider); {
 	case errors.Is(err, record.ErrNotFound):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 
@@ -121,8 +122,11 @@ func (s *Server) done(r *http.Request, c caller, action, target string, extra ..
 
 // decode reads a JSON body into v, refusing unknown fields so that a typo
 // is an error rather than a silent no-op.
-func decode(r *http.Request, v any) *apiError {
-	dec := json.NewDecoder(r.Body)
+func decode(r *http.Request, v any) *apiError { return decodeFrom(r.Body, v) }
+
+// decodeFrom is decode for any reader.
+func decodeFrom(body io.Reader, v any) *apiError {
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return &apiError{http.StatusBadRequest, codeInvalidRequest, "Request body: " + err.Error()}
