@@ -586,6 +586,39 @@ func TestDenialLogHasNoSecrets(t *testing.T) {
 	}
 }
 
+// TestDenialLogRate: by default every denial is an event; with a cap,
+// the denials past it are counted and the count reported with the next
+// logged one, so none goes unaccounted.
+func TestDenialLogRate(t *testing.T) {
+	f := newFixture(t)
+	a, _ := NewAuthorizer(f.records, f.ring, Options{Sources: []Source{{Header: "authorization"}}})
+	for _, c := range []struct {
+		name       string
+		opts       ServerOptions
+		wantEvents int
+	}{
+		{"default: every denial", ServerOptions{}, 300},
+		{"capped", ServerOptions{DenyLogRate: 0.001, DenyLogBurst: 10}, 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			c.opts.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+			s, _ := NewServer(a, c.opts)
+			for range 300 {
+				check(t, s, checkRequest(nil, "", "openai"))
+			}
+			if n := strings.Count(logs.String(), `"event":"authz.deny"`); n != c.wantEvents {
+				t.Fatalf("%d events for 300 denials, want %d", n, c.wantEvents)
+			}
+			if c.wantEvents < 300 {
+				if got := s.suppressed.Load(); got != int64(300-c.wantEvents) {
+					t.Fatalf("%d denials counted as suppressed, want %d", got, 300-c.wantEvents)
+				}
+			}
+		})
+	}
+}
+
 func TestQueryParam(t *testing.T) {
 	tests := []struct {
 		path, name, want string

@@ -19,10 +19,11 @@ type ServerOptions struct {
 	ResponseCacheSize int
 	// Log receives audit events (denials) and errors. Default: discard.
 	Log *slog.Logger
-	// DenyLogRate and DenyLogBurst bound how many denials per second are
-	// logged one by one, so that a flood of bad tokens cannot flood the
-	// log; the rest are counted and reported with the next logged denial.
-	// Defaults 100 per second, burst 200.
+	// DenyLogRate, when positive, bounds how many denials per second are
+	// logged one by one (with bursts of DenyLogBurst, default twice the
+	// rate), so that a flood of bad tokens cannot flood the log; the rest
+	// are counted and the count reported with the next logged denial. Zero,
+	// the default, logs every denial.
 	DenyLogRate  rate.Limit
 	DenyLogBurst int
 }
@@ -49,8 +50,11 @@ func NewServer(a *Authorizer, opts ServerOptions) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if opts.DenyLogRate == 0 {
-		opts.DenyLogRate, opts.DenyLogBurst = 100, 200
+	switch {
+	case opts.DenyLogRate <= 0:
+		opts.DenyLogRate = rate.Inf
+	case opts.DenyLogBurst <= 0:
+		opts.DenyLogBurst = max(1, int(2*opts.DenyLogRate))
 	}
 	r, err := newResponder(a.opts.Sources, opts.ResponseCacheSize)
 	if err != nil {

@@ -60,6 +60,8 @@ type Config struct {
 	Envoy Envoy `yaml:"envoy"`
 	// Cache sizes the record caches.
 	Cache Cache `yaml:"cache"`
+	// Audit configures the audit log of denials.
+	Audit Audit `yaml:"audit"`
 	// LogLevel is debug, info, warn or error. Default info; env
 	// KEYWARD_LOG_LEVEL.
 	LogLevel string `yaml:"log_level"`
@@ -123,6 +125,15 @@ type Management struct {
 	// rotation names no grace period of its own. Default (and when 0)
 	// 24h; at most 720h.
 	RotationGrace time.Duration `yaml:"rotation_grace"`
+}
+
+// Audit configures the audit log.
+type Audit struct {
+	// DenyLogPerSecond, when positive, caps the LLM-path denials logged
+	// one by one per second; the rest are counted, and the count is
+	// reported with the next logged denial (suppressed_before). Zero, the
+	// default, logs every denial.
+	DenyLogPerSecond float64 `yaml:"deny_log_per_second"`
 }
 
 // Envoy configures keyward envoy-config.
@@ -321,6 +332,9 @@ func (c *Config) Validate() error {
 	}
 	if g := c.Management.RotationGrace; g < 0 || g > manage.MaxRotationGrace {
 		bad("management.rotation_grace", "%s is not between 0 and %s", g, manage.MaxRotationGrace)
+	}
+	if c.Audit.DenyLogPerSecond < 0 {
+		bad("audit.deny_log_per_second", "must not be negative (0 logs every denial)")
 	}
 	if c.ShutdownGrace < 0 {
 		bad("shutdown_grace", "must not be negative")

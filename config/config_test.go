@@ -204,6 +204,7 @@ func TestValidationErrors(t *testing.T) {
 		"cache.ttl":            {yaml: "cache: {ttl: -5s}\n", fields: []string{"cache.ttl"}},
 		"shutdown_grace":       {yaml: "shutdown_grace: -1s\n", fields: []string{"shutdown_grace"}},
 		"rotation_grace":       {yaml: "management: {rotation_grace: 721h}\n", fields: []string{"management.rotation_grace"}},
+		"deny_log_per_second":  {yaml: "audit: {deny_log_per_second: -1}\n", fields: []string{"audit.deny_log_per_second"}},
 		"log_level":            {yaml: "log_level: verbose\n", fields: []string{"log_level"}},
 		"model_header":         {yaml: "model_header: x model\n", fields: []string{"model_header"}},
 		"model_header colon":   {yaml: "model_header: 'x-model:'\n", fields: []string{"model_header"}},

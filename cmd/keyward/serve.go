@@ -12,6 +12,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -193,7 +194,7 @@ func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service,
 	if err != nil {
 		return nil, err
 	}
-	if s.authz, err = authz.NewServer(a, authz.ServerOptions{Log: log}); err != nil {
+	if s.authz, err = authz.NewServer(a, authz.ServerOptions{Log: log, DenyLogRate: rate.Limit(cfg.Audit.DenyLogPerSecond)}); err != nil {
 		return nil, err
 	}
 	s.grpc = grpc.NewServer(
