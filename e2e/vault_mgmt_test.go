@@ -63,9 +63,13 @@ func TestVaultManagementAPI(t *testing.T) {
 	listen, envoyAdmin, mgmtAddr := envoytest.FreeAddr(t), envoytest.FreeAddr(t), envoytest.FreeAddr(t)
 	admin := "admin-" + rand.Text() + rand.Text()
 	v.secrets = append(v.secrets, admin, ownKey)
+	adminFile := filepath.Join(v.dir, "bootstrap-admin")
+	writeFile(t, adminFile, admin+"\n")
 	r := v.startReplica("management", replicaOptions{
 		auth: fmt.Sprintf("{method: token, token_file: %q}", tokenFile),
-		env:  []string{"KEYWARD_ADMIN_TOKEN=" + admin},
+		// The bootstrap credential as Vault Agent or a Kubernetes secret
+		// would hand it over: in a file.
+		env: []string{"KEYWARD_ADMIN_TOKEN_FILE=" + adminFile},
 		extra: fmt.Sprintf("routes:\n  - {provider: openai, path_prefix: /openai/, upstream: %s}\nenvoy:\n  listen: %s\n  admin: %s\nmanagement: {listen: %s, rotation_grace: 1h}\n",
 			upstream.URL, listen, envoyAdmin, mgmtAddr),
 	})

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -27,6 +28,34 @@ import (
 // admin credential; the caller reads it and passes it as
 // Options.AdminToken.
 const AdminTokenEnv = "KEYWARD_ADMIN_TOKEN"
+
+// AdminTokenFileEnv names the environment variable that may instead give
+// the path of a file holding the bootstrap admin credential: a Kubernetes
+// secret or a file rendered by Vault Agent, so that the credential can live
+// in Vault and stay out of the process environment.
+const AdminTokenFileEnv = "KEYWARD_ADMIN_TOKEN_FILE"
+
+// AdminToken returns the bootstrap admin credential the environment gives,
+// from AdminTokenEnv or the file AdminTokenFileEnv names (surrounding white
+// space trimmed); "" when neither is set. Errors name the variable or the
+// file, never the credential.
+func AdminToken(getenv func(string) string) (string, error) {
+	tok, file := getenv(AdminTokenEnv), getenv(AdminTokenFileEnv)
+	switch {
+	case file == "":
+		return tok, nil
+	case tok != "":
+		return "", fmt.Errorf("set %s or %s, not both", AdminTokenEnv, AdminTokenFileEnv)
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", AdminTokenFileEnv, err)
+	}
+	if tok = strings.TrimSpace(string(raw)); tok == "" {
+		return "", fmt.Errorf("%s: %s is empty", AdminTokenFileEnv, file)
+	}
+	return tok, nil
+}
 
 // MinAdminTokenLen is the shortest bootstrap admin credential accepted.
 const MinAdminTokenLen = 32

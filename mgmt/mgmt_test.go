@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -707,5 +708,39 @@ func TestAuditLog(t *testing.T) {
 		if strings.Contains(log, secret) {
 			t.Errorf("audit log contains the %s", name)
 		}
+	}
+}
+
+func TestAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "admin")
+	if err := os.WriteFile(file, []byte("  "+adminSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		env     map[string]string
+		want    string
+		wantErr string
+	}{
+		"none":     {env: nil},
+		"variable": {env: map[string]string{AdminTokenEnv: adminSecret}, want: adminSecret},
+		"file":     {env: map[string]string{AdminTokenFileEnv: file}, want: adminSecret},
+		"both":     {env: map[string]string{AdminTokenEnv: adminSecret, AdminTokenFileEnv: file}, wantErr: "not both"},
+		"missing":  {env: map[string]string{AdminTokenFileEnv: filepath.Join(dir, "nope")}, wantErr: AdminTokenFileEnv},
+		"empty":    {env: map[string]string{AdminTokenFileEnv: empty}, wantErr: "is empty"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := AdminToken(func(k string) string { return c.env[k] })
+			if got != c.want || (err == nil) != (c.wantErr == "") || (err != nil && !strings.Contains(err.Error(), c.wantErr)) {
+				t.Fatalf("AdminToken = %q, %v; want %q, error with %q", got, err, c.want, c.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), adminSecret) {
+				t.Fatal("the error shows the credential")
+			}
+		})
 	}
 }

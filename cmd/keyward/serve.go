@@ -54,7 +54,12 @@ func (e *env) serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	if cfg.Management.Listen != "" {
-		if err := svc.setupManagement(cfg.Management, b.admin, e.getenv(mgmt.AdminTokenEnv)); err != nil {
+		adminToken, err := mgmt.AdminToken(e.getenv)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		if err := svc.setupManagement(cfg.Management, b.admin, adminToken); err != nil {
 			lis.Close()
 			return err
 		}
