@@ -360,9 +360,6 @@ func (d *Data) marshal() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// maxTokenName bounds a token's name (what it is for).
-const maxTokenName = 256
-
 // snapshot is an immutable, validated view of the store, with provider
 // keys resolved from the environment.
 type snapshot struct {
@@ -484,8 +481,8 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 		if t.Group == "" {
 			bad(field+".group", "must be set")
 		}
-		if len(t.Name) > maxTokenName {
-			bad(field+".name", "longer than %d bytes", maxTokenName)
+		if len(t.Name) > record.MaxTokenName {
+			bad(field+".name", "longer than %d bytes", record.MaxTokenName)
 		}
 		s.tokens.add(raw, rt)
 	}

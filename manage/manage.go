@@ -56,6 +56,9 @@ func mintToken(ctx context.Context, st Store, req TokenRequest, now time.Time) (
 	if req.TTL < 0 {
 		return "", nil, fmt.Errorf("%w: expiry must not be negative", ErrInvalid)
 	}
+	if err := record.ValidateTokenName(req.Name); err != nil {
+		return "", nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	u, err := st.User(ctx, req.User)
 	if err != nil {
 		return "", nil, err

@@ -182,14 +182,21 @@ func testTokenRoutes(t *testing.T, f *fixture) {
 					t.Fatalf("get: %v", b)
 				}
 			}},
-			{"group not usable", "POST", "/v1/tokens", map[string]any{"group": who.other}, 400, codeInvalidRequest, func(t *testing.T, b map[string]any) {
+			{"group not usable", "POST", "/v1/tokens", map[string]any{"name": "app185", "group": who.other}, 400, codeInvalidRequest, func(t *testing.T, b map[string]any) {
 				if !strings.Contains(errMessage(b), "may not use group") {
 					t.Fatalf("message %q", errMessage(b))
 				}
 			}},
-			{"group missing", "POST", "/v1/tokens", map[string]any{"group": "nope"}, 400, codeInvalidRequest, nil},
-			{"bad ttl", "POST", "/v1/tokens", map[string]any{"group": who.group, "ttl": "soon"}, 400, codeInvalidRequest, nil},
-			{"zero ttl", "POST", "/v1/tokens", map[string]any{"group": who.group, "ttl": "0s"}, 400, codeInvalidRequest, nil},
+			{"group missing", "POST", "/v1/tokens", map[string]any{"name": "app190", "group": "nope"}, 400, codeInvalidRequest, nil},
+			{"bad ttl", "POST", "/v1/tokens", map[string]any{"name": "app191", "group": who.group, "ttl": "soon"}, 400, codeInvalidRequest, nil},
+			{"zero ttl", "POST", "/v1/tokens", map[string]any{"name": "app192", "group": who.group, "ttl": "0s"}, 400, codeInvalidRequest, nil},
+			{"no name", "POST", "/v1/tokens", map[string]any{"group": who.group}, 400, codeInvalidRequest, nil},
+			{"name with newline", "POST", "/v1/tokens", map[string]any{"group": who.group, "name": "a\nb"}, 400, codeInvalidRequest, nil},
+			{"same name as an active token", "POST", "/v1/tokens", map[string]any{"group": who.group, "name": "app"}, 409, codeConflict, func(t *testing.T, b map[string]any) {
+				if !strings.Contains(errMessage(b), id) {
+					t.Fatalf("message does not name the token: %q", errMessage(b))
+				}
+			}},
 			{"revoke", "DELETE", "/v1/tokens/" + id, nil, 204, "", nil},
 			{"revoke again", "DELETE", "/v1/tokens/" + id, nil, 204, "", nil},
 			{"revoked state", "GET", "/v1/tokens/" + id, nil, 200, "", func(t *testing.T, b map[string]any) {
@@ -198,6 +205,7 @@ func testTokenRoutes(t *testing.T, f *fixture) {
 				}
 			}},
 			{"rotate revoked", "POST", "/v1/tokens/" + id + "/rotate", nil, 400, codeInvalidRequest, nil},
+			{"name free again once revoked", "POST", "/v1/tokens", map[string]any{"group": who.group, "name": "app"}, 201, "", nil},
 		})
 	}
 	// The bootstrap admin has no user record, so no tokens of its own.
@@ -207,7 +215,7 @@ func testTokenRoutes(t *testing.T, f *fixture) {
 				t.Fatalf("bootstrap tokens: %v", b)
 			}
 		}},
-		{"bootstrap create", "POST", "/v1/tokens", map[string]any{"group": "eng"}, 400, codeInvalidRequest, nil},
+		{"bootstrap create", "POST", "/v1/tokens", map[string]any{"name": "app210", "group": "eng"}, 400, codeInvalidRequest, nil},
 	})
 }
 
@@ -346,7 +354,7 @@ func testRotation(t *testing.T, f *fixture) {
 	}
 
 	// A user who lost the group cannot rotate into it.
-	bobTok := f.must(t, f.creds["bob"], "POST", "/v1/tokens", map[string]any{"group": "ops"}, 201)
+	bobTok := f.must(t, f.creds["bob"], "POST", "/v1/tokens", map[string]any{"name": "app349", "group": "ops"}, 201)
 	f.must(t, adminSecret, "PUT", "/v1/users/bob", map[string]any{"groups": []string{"eng"}}, 200)
 	if b := f.must(t, f.creds["bob"], "POST", "/v1/tokens/"+bobTok["id"].(string)+"/rotate", nil, 400); !strings.Contains(errMessage(b), "may not use group") {
 		t.Fatalf("rotation into a group no longer allowed: %v", b)
@@ -520,7 +528,7 @@ func testManagementTokenRoutes(t *testing.T, f *fixture) {
 // testDeleteUserTakesAll: deleting a user takes their tokens, credentials
 // and management tokens with them.
 func testDeleteUserTakesAll(t *testing.T, f *fixture) {
-	tk := f.must(t, f.creds["bob"], "POST", "/v1/tokens", map[string]any{"group": "ops"}, 201)
+	tk := f.must(t, f.creds["bob"], "POST", "/v1/tokens", map[string]any{"name": "app523", "group": "ops"}, 201)
 	cr := f.must(t, f.creds["bob"], "POST", "/v1/credentials", map[string]any{"name": "k", "provider": "openai", "key": "sk-bob-0123456789"}, 201)
 	f.must(t, adminSecret, "DELETE", "/v1/users/bob", nil, 204)
 	ctx := context.Background()
@@ -541,7 +549,7 @@ func testDeleteUserTakesAll(t *testing.T, f *fixture) {
 }
 
 func testAuthentication(t *testing.T, f *fixture) {
-	created := f.must(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"group": "eng"}, 201)
+	created := f.must(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"name": "app544", "group": "eng"}, 201)
 	llmToken := created["token"].(string)
 	mgmtToken := f.creds["alice"]
 	swapped := token.ManagementPrefix + llmToken[len(token.Prefix):]
@@ -660,11 +668,11 @@ func TestUnroutedAnswersJSON(t *testing.T) {
 
 func TestAuditLog(t *testing.T) {
 	f := newFixture(t)
-	created := f.must(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"group": "eng"}, 201)
+	created := f.must(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"name": "app663", "group": "eng"}, 201)
 	llmToken := created["token"].(string)
 	id := created["id"].(string)
 	f.do(t, f.creds["alice"], "DELETE", "/v1/tokens/"+id, nil)
-	f.do(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"group": "ops"})
+	f.do(t, f.creds["alice"], "POST", "/v1/tokens", map[string]any{"name": "app667", "group": "ops"})
 	f.do(t, f.creds["alice"], "DELETE", "/v1/tokens/"+f.creds["bob"], nil) // a secret pasted into the path
 	f.do(t, adminSecret, "POST", "/v1/users", map[string]any{"name": "carol"})
 	f.do(t, f.creds["root"], "PUT", "/v1/groups/eng", map[string]any{"disabled": true})

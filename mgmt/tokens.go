@@ -121,6 +121,9 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	tgt := target("group", in.Group)
 	ttl, e := duration("ttl", in.TTL, false)
+	if e == nil {
+		e = s.checkTokenName(r, c, in.Name)
+	}
 	if e != nil {
 		s.fail(w, r, c, "token.create", tgt, e)
 		return
@@ -140,6 +143,27 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c caller) {
 	out := s.tokenOut(rec)
 	out.Token = tok
 	writeJSON(w, http.StatusCreated, out)
+}
+
+// checkTokenName wants a name for every token made through the API (one
+// token per application or client, named after it), unique among the
+// caller's tokens still in use, so that a listing tells them apart.
+// Rotation keeps the name: the old token is no longer in use once replaced.
+func (s *Server) checkTokenName(r *http.Request, c caller, name string) *apiError {
+	if name == "" {
+		return &apiError{http.StatusBadRequest, codeInvalidRequest, "name: say what the token is for (an application or client)."}
+	}
+	tokens, err := s.st.UserTokens(r.Context(), c.name)
+	if err != nil {
+		return s.storeError(r.Context(), "token.create", err)
+	}
+	now := s.now()
+	for _, t := range tokens {
+		if t.User == c.name && t.Name == name && t.State(now) == "active" {
+			return &apiError{http.StatusConflict, codeConflict, "You already have an active token named " + name + " (" + t.ID + "); rotate or revoke it, or pick another name."}
+		}
+	}
+	return nil
 }
 
 func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, c caller) {

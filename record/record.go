@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // ErrNotFound reports that a record does not exist (or no longer exists).
@@ -164,6 +165,18 @@ type Token struct {
 	// ReplacedBy is the id of the token that replaced this one when it was
 	// rotated; empty if it was not.
 	ReplacedBy string
+}
+
+// MaxTokenName bounds Token.Name, in bytes.
+const MaxTokenName = 256
+
+// ValidateTokenName checks what a token is called: at most MaxTokenName
+// bytes, no control characters (names are shown in listings and logs).
+func ValidateTokenName(name string) error {
+	if len(name) > MaxTokenName || strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return fmt.Errorf("token name: must be at most %d bytes, without control characters", MaxTokenName)
+	}
+	return nil
 }
 
 // Expired reports whether the token has expired at now.

@@ -128,7 +128,7 @@ func apiVerbs() []apiVerb {
 		{resource: "providers", verb: "get", method: "GET", path: "/v1/providers/{name}"},
 		{resource: "tokens", verb: "list", method: "GET", path: "/v1/tokens", onBehalf: true},
 		{resource: "tokens", verb: "get", method: "GET", path: "/v1/tokens/{id}", onBehalf: true},
-		{resource: "tokens", verb: "create", method: "POST", path: "/v1/tokens", fields: tok, required: []string{"group"}, onBehalf: true, once: true},
+		{resource: "tokens", verb: "create", method: "POST", path: "/v1/tokens", fields: tok, required: []string{"group", "name"}, onBehalf: true, once: true},
 		{resource: "tokens", verb: "rotate", method: "POST", path: "/v1/tokens/{id}/rotate", fields: grace, onBehalf: true, once: true},
 		{resource: "tokens", verb: "revoke", method: "DELETE", path: "/v1/tokens/{id}", onBehalf: true},
 		{resource: "credentials", verb: "list", method: "GET", path: "/v1/credentials", onBehalf: true},
