@@ -80,7 +80,17 @@ func (s *service) setupManagement(cfg config.Management, st mgmt.Store, adminTok
 	if err != nil {
 		return fmt.Errorf("management listen: %w", err)
 	}
-	s.management = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	// Bodies are small (1 MiB at most) and answers quick: a slow client
+	// must not hold a connection open for long.
+	s.management = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 	s.managementLis = lis
 	return nil
 }
