@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -122,6 +123,21 @@ func TestManagementAPIToLLM(t *testing.T) {
 	if n := len(s.provider.Requests()); n < 3 {
 		t.Fatalf("the provider got %d requests, want at least the 3 allowed ones", n)
 	}
+
+	// The admin deletes bob through the API: his token, warm in every
+	// cache, stops within 2 s.
+	if r := s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + llm}, chatBody); r.status != 200 {
+		t.Fatalf("bob's token before the deletion: %d %s", r.status, r.body)
+	}
+	if code, out := call("DELETE", "/v1/users/bob", admin, nil); code != 204 {
+		t.Fatalf("admin deletes bob: %d %v", code, out)
+	}
+	took := waitFor(t, 2e9, func() bool {
+		r := s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + llm}, chatBody)
+		// The user record goes (user_deleted) with the token (invalid_token).
+		return (r.status == 403 && r.errorCode() == "user_deleted") || (r.status == 401 && r.errorCode() == "invalid_token")
+	})
+	t.Logf("user deleted through the API (file store): token refused after %v", took.Round(time.Millisecond))
 	s.stopKeyward()
 	assertNoSecrets(t, "keyward's log", s.logs.String(), admin, mtok, llm, oldLLM, openaiKey)
 }
