@@ -118,7 +118,13 @@ func (s *Server) createCredential(w http.ResponseWriter, r *http.Request, c call
 		return
 	}
 	if err := s.st.PutCredential(r.Context(), cr); err != nil {
-		s.fail(w, r, c, "credential.create", tgt, s.classify(r.Context(), "credential.create", err))
+		e := s.classify(r.Context(), "credential.create", err)
+		if e.status == http.StatusNotFound {
+			// The owner has no user record (the bootstrap admin, or a
+			// user deleted meanwhile): a bad request, not a missing route.
+			e = &apiError{http.StatusBadRequest, codeInvalidRequest, "Cannot store the credential: " + c.name + " has no user record."}
+		}
+		s.fail(w, r, c, "credential.create", tgt, e)
 		return
 	}
 	s.done(r, c, "credential.create", tgt)

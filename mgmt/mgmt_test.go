@@ -216,6 +216,7 @@ func testTokenRoutes(t *testing.T, f *fixture) {
 			}
 		}},
 		{"bootstrap create", "POST", "/v1/tokens", map[string]any{"name": "app210", "group": "eng"}, 400, codeInvalidRequest, nil},
+		{"bootstrap credential", "POST", "/v1/credentials", map[string]any{"name": "k", "provider": "openai", "key": "sk-0123456789"}, 400, codeInvalidRequest, nil},
 	})
 }
 
