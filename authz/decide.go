@@ -99,7 +99,16 @@ type Request struct {
 	Host string
 	// ContextExtensions are the route's ext_authz context extensions.
 	ContextExtensions map[string]string
+	// Body is the request body when Envoy forwards it (with_request_body),
+	// possibly truncated; "" when it does not. It is read only when policy
+	// needs the model: see Decision.Model.
+	Body string
 }
+
+// PartialBodyHeader is the header Envoy adds to the check request when it
+// forwards the body: "true" when the body was cut at max_request_bytes
+// (allow_partial_message), "false" otherwise.
+const PartialBodyHeader = "x-envoy-auth-partial-body"
 
 // Decision is the outcome of a check. For a denial only Reason (and Err)
 // are set; the record fields are filled as far as the check got, for the
@@ -123,34 +132,44 @@ type Decision struct {
 	// Credential is the user's own stored credential that Key comes from,
 	// when the request goes out on it rather than on a server key.
 	Credential *record.Credential
-	// Model is the model the request names, if any.
+	// Model is the model the provider will use, as far as the decision
+	// needed to know: the JSON body's "model", else the model the path
+	// names (Gemini's models/{model}:, Azure's deployments/{name}/), else
+	// the model header. The body is read only for a group that restricts
+	// models or a user with credentials of their own, and the path for
+	// those and for denials (the audit log); an allowed request needing
+	// neither keeps the header's model, and pays nothing for the others.
+	// On a model_not_allowed denial it is the model refused.
 	Model string
 
 	found found
+	// modelRead: Model has been resolved from the path (and the body, where
+	// needed), see readModel.
+	modelRead bool
 }
 
 // Decide checks the request and picks the key it goes out with.
 func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 	f := findCredentials(a.opts.Sources, req.Headers, req.Path)
 	d := Decision{found: f, Model: req.Headers[a.opts.ModelHeader]}
-	if f.management {
+	switch {
+	case f.management:
 		d.Reason = ReasonManagementToken
-		return d
+	case f.tokenAt >= 0:
+		d.Reason = a.decideToken(ctx, req, &d)
+	case !f.customKey:
+		d.Reason = ReasonMissingCredential
+	case a.opts.DisableCustomKeys:
+		d.Reason = ReasonCustomKeyForbidden
+	default:
+		// No keyward token: the client's own key goes through
+		// untouched and nothing is asserted about who sent it.
+		d.Reason = ReasonCustomKey
 	}
-	if f.tokenAt < 0 {
-		switch {
-		case !f.customKey:
-			d.Reason = ReasonMissingCredential
-		case a.opts.DisableCustomKeys:
-			d.Reason = ReasonCustomKeyForbidden
-		default:
-			// No keyward token: the client's own key goes through
-			// untouched and nothing is asserted about who sent it.
-			d.Reason = ReasonCustomKey
-		}
-		return d
+	if !d.Reason.Allowed() && !d.modelRead {
+		// For the audit log; the body stays unread.
+		a.readModel(req, &d, false)
 	}
-	d.Reason = a.decideToken(ctx, req, &d)
 	return d
 }
 
@@ -214,8 +233,8 @@ func (a *Authorizer) decideToken(ctx context.Context, req *Request, d *Decision)
 	if !g.AllowsProvider(name) {
 		return ReasonProviderNotAllowed
 	}
-	if !g.AllowsModel(d.Model) {
-		return ReasonModelNotAllowed
+	if r := a.checkModels(req, g, d); r != "" {
+		return r
 	}
 	if d.found.customKey {
 		if a.opts.DisableCustomKeys || g.DisableCustomKeys {
@@ -229,7 +248,7 @@ func (a *Authorizer) decideToken(ctx context.Context, req *Request, d *Decision)
 	}
 	d.Provider = p
 	if !a.opts.DisableCustomKeys && !g.DisableCustomKeys {
-		k, r := a.privateKey(ctx, d, t.User, name)
+		k, r := a.privateKey(ctx, req, d, t.User, name)
 		if r != "" {
 			return r
 		}
@@ -249,10 +268,15 @@ func (a *Authorizer) decideToken(ctx context.Context, req *Request, d *Decision)
 // privateKey is user's own credential for provider and the request's
 // model, if they have one. A store failure is store_unavailable: a user's
 // key must not silently fall back to the server's, nor the other way round.
-func (a *Authorizer) privateKey(ctx context.Context, d *Decision, user, provider string) (*record.PrivateKey, Reason) {
+func (a *Authorizer) privateKey(ctx context.Context, req *Request, d *Decision, user, provider string) (*record.PrivateKey, Reason) {
 	keys, err := a.records.PrivateKeys(ctx, user)
 	switch {
 	case err == nil:
+		if keys != nil && !d.modelRead {
+			// Only a user with credentials of their own pays for
+			// reading the model: it picks among them.
+			a.readModel(req, d, true)
+		}
 		return keys.For(provider, d.Model), ""
 	case errors.Is(err, record.ErrNotFound):
 		return nil, ""
@@ -288,4 +312,90 @@ func (a *Authorizer) providerName(req *Request) string {
 		host = host[:i]
 	}
 	return a.opts.Hosts[strings.ToLower(host)]
+}
+
+// checkModels applies the group's model policy. A group that restricts
+// models must allow every model the request names — the model header, the
+// path's model, and every "model" of the JSON body — so that no one of them
+// can launder another: the header is client-controlled in plain Envoy, and
+// the body is what the provider reads. A request that names none is refused
+// (model_not_allowed); one whose path or body model cannot be read is
+// refused as model_unknown. On a refusal d.Model is the model refused, for
+// the audit log. A group without restrictions costs nothing here: the body
+// is not read.
+func (a *Authorizer) checkModels(req *Request, g *record.Group, d *Decision) Reason {
+	if len(g.Models) == 0 {
+		return ""
+	}
+	d.modelRead = true
+	named := false
+	if m := req.Headers[a.opts.ModelHeader]; m != "" {
+		if !g.AllowsModel(m) {
+			d.Model = m
+			return ReasonModelNotAllowed
+		}
+		named = true
+	}
+	switch m, r := pathModel(req.Path); r {
+	case pathUnknown:
+		return ReasonModelUnknown
+	case pathHasModel:
+		if !g.AllowsModel(m) {
+			d.Model = m
+			return ReasonModelNotAllowed
+		}
+		d.Model, named = m, true
+	}
+	if partialBody(req) {
+		// The rest of the body may hold another "model" (the last one
+		// wins for most parsers): nothing in the part seen can be
+		// trusted.
+		return ReasonModelUnknown
+	}
+	if req.Body != "" {
+		denied, refused := false, ""
+		m, r := scanBody(req.Body, func(m string) {
+			named = true
+			if !denied && !g.AllowsModel(m) {
+				denied, refused = true, m
+			}
+		})
+		switch {
+		case r == bodyInvalid:
+			return ReasonModelUnknown
+		case denied:
+			d.Model = refused
+			return ReasonModelNotAllowed
+		case r == bodyModel:
+			d.Model = m
+		}
+	}
+	if !named {
+		return ReasonModelNotAllowed
+	}
+	return ""
+}
+
+// readModel resolves d.Model (see Decision.Model): the body's model when
+// body is set and the complete body names one, else the path's, else the
+// header's, already there.
+func (a *Authorizer) readModel(req *Request, d *Decision, body bool) {
+	d.modelRead = true
+	if body && req.Body != "" && !partialBody(req) {
+		if m, ok := modelFromBody(req.Body); ok {
+			d.Model = m
+			return
+		}
+	}
+	if m, r := pathModel(req.Path); r == pathHasModel {
+		d.Model = m
+	}
+}
+
+// partialBody reports whether Envoy cut the body it forwarded. Anything but
+// an absent header or exactly "false" counts as cut: a client-sent copy
+// joined to Envoy's ("false,true") must not hide a truncation.
+func partialBody(req *Request) bool {
+	v, ok := req.Headers[PartialBodyHeader]
+	return ok && v != "false"
 }

@@ -27,6 +27,11 @@ const (
 	ReasonUnknownProvider    Reason = "unknown_provider"
 	ReasonProviderNotAllowed Reason = "provider_not_allowed"
 	ReasonModelNotAllowed    Reason = "model_not_allowed"
+	// ReasonModelUnknown: the group restricts models and the request's
+	// body or path names a model keyward cannot read (a body cut at
+	// Envoy's limit, not one valid JSON object, a "model" that is not a
+	// string), so it cannot tell which model the provider would use.
+	ReasonModelUnknown       Reason = "model_unknown"
 	ReasonCustomKeyForbidden Reason = "custom_key_forbidden"
 
 	// 503: keyward cannot serve the request now.
@@ -40,7 +45,7 @@ func Reasons() []Reason {
 	return []Reason{
 		ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked,
 		ReasonManagementToken, ReasonUserDeleted, ReasonUserDisabled, ReasonGroupDeleted, ReasonGroupDisabled, ReasonGroupNotPermitted,
-		ReasonUnknownProvider, ReasonProviderNotAllowed, ReasonModelNotAllowed, ReasonCustomKeyForbidden,
+		ReasonUnknownProvider, ReasonProviderNotAllowed, ReasonModelNotAllowed, ReasonModelUnknown, ReasonCustomKeyForbidden,
 		ReasonNoProviderKey, ReasonStoreUnavailable, ReasonInternal,
 	}
 }
@@ -106,6 +111,8 @@ func (r Reason) Message() string {
 		return "The token's group may not use this provider."
 	case ReasonModelNotAllowed:
 		return "The token's group may not use this model (or the request does not name one)."
+	case ReasonModelUnknown:
+		return "The token's group restricts models, and keyward could not read which model this request uses (a body larger than keyward reads, a body that is not a JSON object, or a model that is not a string)."
 	case ReasonCustomKeyForbidden:
 		return "Provider keys supplied by clients are not allowed here; use a keyward token."
 	case ReasonNoProviderKey:

@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
+	"time"
+	"unsafe"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"golang.org/x/time/rate"
@@ -26,7 +28,33 @@ type ServerOptions struct {
 	// the default, logs every denial.
 	DenyLogRate  rate.Limit
 	DenyLogBurst int
+	// Observe, when set, is called once per Check, after the answer is
+	// built, with its outcome; metrics hang here. It runs on the hot path,
+	// so it must be quick and safe for concurrent use. Default: nothing
+	// observes.
+	Observe func(o Observation)
 }
+
+// Observation is what an observer learns of one check: its reason, where
+// the key came from and how long the check took. It holds no user, group,
+// token, key or request data, so no observer can put one in a metric.
+type Observation struct {
+	Reason Reason
+	// KeySource is where the key that goes out comes from: KeySourceServer,
+	// KeySourceUser (the user's own stored credential), KeySourceClient (the
+	// client's own provider key passes through), or "" for a denial.
+	KeySource string
+	// Took is the time spent in Check.
+	Took time.Duration
+}
+
+// The Observation.KeySource values of allowed checks. KeySourceServer and
+// KeySourceUser are also the key_source values of the dynamic metadata.
+const (
+	KeySourceServer = keySourceServer
+	KeySourceUser   = keySourceUser
+	KeySourceClient = "client"
+)
 
 // Server is the Envoy ext_authz v3 gRPC service: a thin shell that turns a
 // CheckRequest into a Request, asks the Authorizer and answers with the
@@ -38,6 +66,10 @@ type Server struct {
 	log        *slog.Logger
 	denyLog    *rate.Limiter
 	suppressed atomic.Int64
+	observe    func(Observation)
+	// epoch is the base of check timings: time.Since of it reads only the
+	// monotonic clock, cheaper than time.Now.
+	epoch time.Time
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -65,17 +97,26 @@ func NewServer(a *Authorizer, opts ServerOptions) (*Server, error) {
 		responder:  r,
 		log:        opts.Log,
 		denyLog:    rate.NewLimiter(opts.DenyLogRate, opts.DenyLogBurst),
+		observe:    opts.Observe,
+		epoch:      time.Now(),
 	}, nil
 }
 
 // Check answers one ext_authz check.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
+	var start time.Duration
+	if s.observe != nil {
+		start = time.Since(s.epoch)
+	}
 	defer func() {
 		// Fail closed. The panic value is not logged: it could hold
 		// request data; its type and the stack locate the bug.
 		if p := recover(); p != nil {
 			s.log.Error("panic in check", "panic_type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
 			resp, err = s.responder.denied[ReasonInternal], nil
+			if s.observe != nil {
+				s.observe(Observation{Reason: ReasonInternal, Took: time.Since(s.epoch) - start})
+			}
 		}
 	}()
 	attrs := req.GetAttributes()
@@ -85,12 +126,32 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		Path:              http.GetPath(),
 		Host:              http.GetHost(),
 		ContextExtensions: attrs.GetContextExtensions(),
+		Body:              requestBody(http),
 	}
 	d := s.authorizer.Decide(ctx, &r)
 	if !d.Reason.Allowed() {
 		s.audit(req, &d)
 	}
-	return s.responder.respond(&d, r.Headers), nil
+	resp = s.responder.respond(&d, r.Headers)
+	if s.observe != nil {
+		// By value: a pointer to d would make d escape to the heap.
+		s.observe(Observation{Reason: d.Reason, KeySource: keySource(&d), Took: time.Since(s.epoch) - start})
+	}
+	return resp, nil
+}
+
+// keySource is the Observation.KeySource of d.
+func keySource(d *Decision) string {
+	switch {
+	case !d.Reason.Allowed():
+		return ""
+	case d.Key == nil:
+		return KeySourceClient
+	case d.Credential != nil:
+		return KeySourceUser
+	default:
+		return KeySourceServer
+	}
 }
 
 // audit logs a denial as a structured event: who, what, why; never a
@@ -124,7 +185,7 @@ func (s *Server) audit(req *authv3.CheckRequest, d *Decision) {
 		attrs = append(attrs, slog.String("provider", d.ProviderName))
 	}
 	if d.Model != "" {
-		attrs = append(attrs, slog.String("model", d.Model))
+		attrs = append(attrs, slog.String("model", clipModel(d.Model)))
 	}
 	if d.Err != nil {
 		attrs = append(attrs, slog.String("err", d.Err.Error()))
@@ -137,4 +198,19 @@ func (s *Server) audit(req *authv3.CheckRequest, d *Decision) {
 		level = slog.LevelWarn
 	}
 	s.log.LogAttrs(context.Background(), level, "request denied", attrs...)
+}
+
+// requestBody is the body Envoy forwarded, without a copy: the string form
+// (the default), or the bytes of pack_as_bytes viewed as a string. The view
+// is safe: protobuf decoding gives raw_body its own array, and nothing
+// writes to a CheckRequest once it is decoded.
+func requestBody(http *authv3.AttributeContext_HttpRequest) string {
+	if b := http.GetBody(); b != "" {
+		return b
+	}
+	raw := http.GetRawBody()
+	if len(raw) == 0 {
+		return ""
+	}
+	return unsafe.String(&raw[0], len(raw))
 }

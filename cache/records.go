@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"iter"
 	"strings"
 
 	"github.com/keyward/keyward/record"
@@ -95,6 +96,20 @@ func (r *Records) Provider(ctx context.Context, name string) (*record.Provider, 
 // model; empty (never nil) for a user who has none.
 func (r *Records) PrivateKeys(ctx context.Context, user string) (*record.PrivateKeys, error) {
 	return r.privateKeys.Get(ctx, user)
+}
+
+// Stats yields each cache's kind (token, user, group, provider,
+// private_keys) with its cumulative counters. The counters are the ones a
+// Get keeps anyway, so a metrics scrape reads them at no cost to the hot
+// path.
+func (r *Records) Stats() iter.Seq2[string, Stats] {
+	return func(yield func(string, Stats) bool) {
+		_ = yield("token", r.tokens.Stats()) &&
+			yield("user", r.users.Stats()) &&
+			yield("group", r.groups.Stats()) &&
+			yield("provider", r.providers.Stats()) &&
+			yield("private_keys", r.privateKeys.Stats())
+	}
 }
 
 // Purge drops every cached record, e.g. after the store reported a change.

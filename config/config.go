@@ -24,6 +24,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/keyward/keyward/envoy"
 	"github.com/keyward/keyward/manage"
 
 	"github.com/keyward/keyward/record"
@@ -56,6 +57,8 @@ type Config struct {
 	Vault vault.Config `yaml:"vault"`
 	// Management configures the management API.
 	Management Management `yaml:"management"`
+	// Metrics configures the Prometheus metrics endpoint.
+	Metrics Metrics `yaml:"metrics"`
 	// Envoy configures the bootstrap printed by keyward envoy-config.
 	Envoy Envoy `yaml:"envoy"`
 	// Cache sizes the record caches.
@@ -127,6 +130,16 @@ type Management struct {
 	RotationGrace time.Duration `yaml:"rotation_grace"`
 }
 
+// Metrics configures the Prometheus metrics endpoint served by keyward
+// serve.
+type Metrics struct {
+	// Listen is the address of its own HTTP server, which serves
+	// /metrics (Prometheus text format) and /healthz, e.g.
+	// 127.0.0.1:9464. Empty, the default, turns metrics off. Env
+	// KEYWARD_METRICS_LISTEN.
+	Listen string `yaml:"listen"`
+}
+
 // Audit configures the audit log.
 type Audit struct {
 	// DenyLogPerSecond, when positive, caps the LLM-path denials logged
@@ -147,6 +160,11 @@ type Envoy struct {
 	AuthzAddress string `yaml:"authz_address"`
 	// AuthzTimeout bounds each check. Default 500ms.
 	AuthzTimeout time.Duration `yaml:"authz_timeout"`
+	// MaxRequestBytes is how much of a request body envoy-config
+	// -forward-body has Envoy send to keyward. Default 1 MiB; at most
+	// 3 MiB. A longer body is cut there, and refused in groups that
+	// restrict models (model_unknown).
+	MaxRequestBytes uint32 `yaml:"max_request_bytes"`
 }
 
 // Cache sizes the record caches.
@@ -240,6 +258,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	if v := getenv("KEYWARD_MANAGEMENT_LISTEN"); v != "" {
 		c.Management.Listen = v
 	}
+	if v := getenv("KEYWARD_METRICS_LISTEN"); v != "" {
+		c.Metrics.Listen = v
+	}
 	if v := getenv("KEYWARD_STORE"); v != "" {
 		c.Store.Kind = v
 	}
@@ -276,6 +297,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Envoy.Listen, "127.0.0.1:10000")
 	setDefault(&c.Envoy.AuthzAddress, c.Listen)
 	setDefault(&c.Envoy.AuthzTimeout, 500*time.Millisecond)
+	setDefault(&c.Envoy.MaxRequestBytes, envoy.DefaultMaxRequestBytes)
 	setDefault(&c.Cache.Size, 100_000)
 	setDefault(&c.Cache.TTL, 30*time.Second)
 	setDefault(&c.LogLevel, "info")
@@ -309,6 +331,9 @@ func (c *Config) Validate() error {
 	if c.Management.Listen != "" {
 		checkAddr("management.listen", c.Management.Listen)
 	}
+	if c.Metrics.Listen != "" {
+		checkAddr("metrics.listen", c.Metrics.Listen)
+	}
 	switch c.Store.Kind {
 	case "file", "": // "" only in configurations built in Go
 	case "vault":
@@ -323,6 +348,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Envoy.AuthzTimeout <= 0 {
 		bad("envoy.authz_timeout", "must be positive")
+	}
+	if c.Envoy.MaxRequestBytes > envoy.MaxMaxRequestBytes {
+		bad("envoy.max_request_bytes", "%d is more than %d", c.Envoy.MaxRequestBytes, envoy.MaxMaxRequestBytes)
 	}
 	if c.Cache.Size < 1 {
 		bad("cache.size", "must be at least 1")

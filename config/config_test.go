@@ -69,11 +69,13 @@ func wantDefaults(t *testing.T, c *config.Config) {
 		{"envoy.admin", c.Envoy.Admin, "127.0.0.1:9901"},
 		{"envoy.authz_address", c.Envoy.AuthzAddress, "127.0.0.1:9191"},
 		{"envoy.authz_timeout", c.Envoy.AuthzTimeout, 500 * time.Millisecond},
+		{"envoy.max_request_bytes", c.Envoy.MaxRequestBytes, uint32(1 << 20)},
 		{"cache.size", c.Cache.Size, 100_000},
 		{"cache.ttl", c.Cache.TTL, 30 * time.Second},
 		{"log_level", c.LogLevel, "info"},
 		{"shutdown_grace", c.ShutdownGrace, 10 * time.Second},
 		{"management.rotation_grace", c.Management.RotationGrace, 24 * time.Hour},
+		{"metrics.listen", c.Metrics.Listen, ""},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -148,6 +150,8 @@ cache:
   ttl: 1m
 log_level: debug
 shutdown_grace: 3s
+metrics:
+  listen: 127.0.0.1:9464
 `)
 	c, err := config.Load(path, env(nil))
 	if err != nil {
@@ -171,10 +175,12 @@ shutdown_grace: 3s
 		Envoy: config.Envoy{
 			Listen: "0.0.0.0:10001", Admin: "127.0.0.1:9902",
 			AuthzAddress: "keyward:9191", AuthzTimeout: 250 * time.Millisecond,
+			MaxRequestBytes: 1 << 20,
 		},
 		Vault:         vault.Config{}.WithDefaults(),
 		Cache:         config.Cache{Size: 10, TTL: time.Minute},
 		Management:    config.Management{RotationGrace: 24 * time.Hour},
+		Metrics:       config.Metrics{Listen: "127.0.0.1:9464"},
 		LogLevel:      "debug",
 		ShutdownGrace: 3 * time.Second,
 	}
@@ -195,20 +201,21 @@ func TestValidationErrors(t *testing.T) {
 		"authz address follows listen": {
 			yaml: "listen: nope\n", fields: []string{"listen", "envoy.authz_address"},
 		},
-		"envoy.listen":         {yaml: "envoy: {listen: 10000}\n", fields: []string{"envoy.listen"}},
-		"envoy.authz_address":  {yaml: "envoy: {authz_address: keyward}\n", fields: []string{"envoy.authz_address"}},
-		"envoy.admin":          {yaml: "envoy: {admin: localhost}\n", fields: []string{"envoy.admin"}},
-		"store.poll_interval":  {yaml: "store: {poll_interval: 5ms}\n", fields: []string{"store.poll_interval"}},
-		"envoy.authz_timeout":  {yaml: "envoy: {authz_timeout: -1s}\n", fields: []string{"envoy.authz_timeout"}},
-		"cache.size":           {yaml: "cache: {size: -1}\n", fields: []string{"cache.size"}},
-		"cache.ttl":            {yaml: "cache: {ttl: -5s}\n", fields: []string{"cache.ttl"}},
-		"shutdown_grace":       {yaml: "shutdown_grace: -1s\n", fields: []string{"shutdown_grace"}},
-		"rotation_grace":       {yaml: "management: {rotation_grace: 721h}\n", fields: []string{"management.rotation_grace"}},
-		"deny_log_per_second":  {yaml: "audit: {deny_log_per_second: -1}\n", fields: []string{"audit.deny_log_per_second"}},
-		"log_level":            {yaml: "log_level: verbose\n", fields: []string{"log_level"}},
-		"model_header":         {yaml: "model_header: x model\n", fields: []string{"model_header"}},
-		"model_header colon":   {yaml: "model_header: 'x-model:'\n", fields: []string{"model_header"}},
-		"credentials[i] empty": {yaml: "credentials: [{header: authorization}, {}]\n", fields: []string{"credentials[1]"}},
+		"envoy.listen":            {yaml: "envoy: {listen: 10000}\n", fields: []string{"envoy.listen"}},
+		"envoy.authz_address":     {yaml: "envoy: {authz_address: keyward}\n", fields: []string{"envoy.authz_address"}},
+		"envoy.admin":             {yaml: "envoy: {admin: localhost}\n", fields: []string{"envoy.admin"}},
+		"store.poll_interval":     {yaml: "store: {poll_interval: 5ms}\n", fields: []string{"store.poll_interval"}},
+		"envoy.authz_timeout":     {yaml: "envoy: {authz_timeout: -1s}\n", fields: []string{"envoy.authz_timeout"}},
+		"envoy.max_request_bytes": {yaml: "envoy: {max_request_bytes: 4194304}\n", fields: []string{"envoy.max_request_bytes"}},
+		"cache.size":              {yaml: "cache: {size: -1}\n", fields: []string{"cache.size"}},
+		"cache.ttl":               {yaml: "cache: {ttl: -5s}\n", fields: []string{"cache.ttl"}},
+		"shutdown_grace":          {yaml: "shutdown_grace: -1s\n", fields: []string{"shutdown_grace"}},
+		"rotation_grace":          {yaml: "management: {rotation_grace: 721h}\n", fields: []string{"management.rotation_grace"}},
+		"deny_log_per_second":     {yaml: "audit: {deny_log_per_second: -1}\n", fields: []string{"audit.deny_log_per_second"}},
+		"log_level":               {yaml: "log_level: verbose\n", fields: []string{"log_level"}},
+		"model_header":            {yaml: "model_header: x model\n", fields: []string{"model_header"}},
+		"model_header colon":      {yaml: "model_header: 'x-model:'\n", fields: []string{"model_header"}},
+		"credentials[i] empty":    {yaml: "credentials: [{header: authorization}, {}]\n", fields: []string{"credentials[1]"}},
 		"credentials[i] both": {
 			yaml: "credentials: [{header: authorization, query: key}]\n", fields: []string{"credentials[0]"},
 		},
@@ -257,6 +264,12 @@ func TestValidationErrors(t *testing.T) {
 		},
 		"upstream without path_prefix": {
 			yaml: "routes: [{provider: a}, {provider: openai, upstream: 'https://api.openai.com'}]\n", fields: []string{"routes[1]"},
+		},
+		"metrics.listen": {
+			yaml: "metrics: {listen: localhost}\n", fields: []string{"metrics.listen"},
+		},
+		"metrics.listen without port": {
+			yaml: "metrics: {listen: '127.0.0.1:'}\n", fields: []string{"metrics.listen"},
 		},
 		"several at once": {
 			yaml: "listen: nope\nenvoy: {authz_address: 127.0.0.1:1, authz_timeout: -1s}\ncache: {size: -3, ttl: -1s}\n" +
@@ -309,6 +322,8 @@ func TestValidateDirect(t *testing.T) {
 		},
 		"empty model header": {mutate: func(c *config.Config) { c.ModelHeader = "" }, fields: []string{"model_header"}},
 		"empty log level":    {mutate: func(c *config.Config) { c.LogLevel = "" }, fields: []string{"log_level"}},
+		"metrics listen":     {mutate: func(c *config.Config) { c.Metrics.Listen = "9464" }, fields: []string{"metrics.listen"}},
+		"metrics port 0":     {mutate: func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" }},
 		"everything empty": {
 			mutate: func(c *config.Config) { *c = config.Config{} },
 			fields: []string{
@@ -416,6 +431,27 @@ func TestEnvironment(t *testing.T) {
 		"KEYWARD_LISTEN invalid": {
 			env:     map[string]string{"KEYWARD_LISTEN": "localhost"},
 			wantErr: "listen: ",
+		},
+		"KEYWARD_METRICS_LISTEN": {
+			env: map[string]string{"KEYWARD_METRICS_LISTEN": "0.0.0.0:9464"},
+			check: func(t *testing.T, c *config.Config) {
+				if c.Metrics.Listen != "0.0.0.0:9464" {
+					t.Errorf("metrics.listen = %q", c.Metrics.Listen)
+				}
+			},
+		},
+		"KEYWARD_METRICS_LISTEN over the file": {
+			file: "metrics: {listen: 127.0.0.1:1000}\n",
+			env:  map[string]string{"KEYWARD_METRICS_LISTEN": "127.0.0.1:2000"},
+			check: func(t *testing.T, c *config.Config) {
+				if c.Metrics.Listen != "127.0.0.1:2000" {
+					t.Errorf("metrics.listen = %q", c.Metrics.Listen)
+				}
+			},
+		},
+		"KEYWARD_METRICS_LISTEN invalid": {
+			env:     map[string]string{"KEYWARD_METRICS_LISTEN": "metrics.local"},
+			wantErr: "metrics.listen: ",
 		},
 		"KEYWARD_STORE_FILE": {
 			env: map[string]string{"KEYWARD_STORE_FILE": "/srv/store.yaml"},

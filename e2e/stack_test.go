@@ -82,6 +82,9 @@ type stackOptions struct {
 	env []string
 	// extra is appended to keyward.yaml.
 	extra string
+	// forwardBody generates Envoy's bootstrap with -forward-body: Envoy
+	// sends the request body (up to 64 KiB) to keyward.
+	forwardBody bool
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -124,7 +127,11 @@ envoy:
 	s.kw("user", "add", "alice", "-groups", "eng")
 
 	s.startKeyward()
-	envoytest.Start(t, []byte(s.kw("envoy-config")), admin)
+	envoyConfig := []string{"envoy-config"}
+	if opts.forwardBody {
+		envoyConfig = append(envoyConfig, "-forward-body")
+	}
+	envoytest.Start(t, []byte(s.kw(envoyConfig...)), admin)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("keyward log:\n%s", s.logs.String())

@@ -207,7 +207,7 @@ func extAuthz(o Options) *extauthzv3.ExtAuthz {
 	}
 	if o.ForwardBody {
 		a.WithRequestBody = &extauthzv3.BufferSettings{
-			MaxRequestBytes:     MaxRequestBodyBytes,
+			MaxRequestBytes:     o.MaxRequestBytes,
 			AllowPartialMessage: true,
 		}
 	}

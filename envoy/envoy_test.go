@@ -249,6 +249,7 @@ func TestValidate(t *testing.T) {
 		"authz no host":          {mod: func(o *envoy.Options) { o.AuthzAddress = ":9000" }, want: []string{"authz_address"}},
 		"authz timeout negative": {mod: func(o *envoy.Options) { o.AuthzTimeout = -time.Second }, want: []string{"authz_timeout"}},
 		"max conns negative":     {mod: func(o *envoy.Options) { o.MaxConnections = -1 }, want: []string{"max_connections"}},
+		"body too big":           {mod: func(o *envoy.Options) { o.MaxRequestBytes = envoy.MaxMaxRequestBytes + 1 }, want: []string{"max_request_bytes"}},
 		"ca file relative":       {mod: func(o *envoy.Options) { o.TrustedCAFile = "ca.pem" }, want: []string{"trusted_ca_file"}},
 		"no routes":              {mod: func(o *envoy.Options) { o.Routes = nil }, want: []string{"routes"}},
 		"provider missing":       {mod: route(func(r *envoy.Route) { r.Provider = "" }), want: []string{"routes[0].provider"}},

@@ -30,10 +30,17 @@ const DefaultTrustedCAFile = "/etc/ssl/certs/ca-certificates.crt"
 // startup); long SSE streams hold a connection each, so the cap is generous.
 const DefaultMaxConnections = 50000
 
-// MaxRequestBodyBytes is how much of a request body Envoy buffers and sends to
-// keyward when Options.ForwardBody is set; larger bodies are sent truncated
-// (allow_partial_message) so big prompts are never refused for their size.
-const MaxRequestBodyBytes = 64 << 10
+// DefaultMaxRequestBytes is how much of a request body Envoy buffers and
+// sends to keyward when Options.ForwardBody is set and
+// Options.MaxRequestBytes is zero. Larger bodies are sent truncated
+// (allow_partial_message): keyward then refuses them in groups that
+// restrict models (it cannot see every "model" key), and lets them through
+// elsewhere. A megabyte holds the long prompts of long-context models.
+const DefaultMaxRequestBytes = 1 << 20
+
+// MaxMaxRequestBytes bounds Options.MaxRequestBytes: the body travels in
+// the check request, which keyward's gRPC server takes up to 4 MiB.
+const MaxMaxRequestBytes = 3 << 20
 
 // Route sends one path prefix to one LLM provider upstream.
 type Route struct {
@@ -72,10 +79,13 @@ type Options struct {
 	// Routes are the provider routes. At least one is required. They are
 	// emitted longest prefix first so a more specific prefix always wins.
 	Routes []Route
-	// ForwardBody makes Envoy buffer up to MaxRequestBodyBytes of the request
+	// ForwardBody makes Envoy buffer up to MaxRequestBytes of the request
 	// body and send it to keyward, so keyward can read the model from the
 	// JSON. Defaults to false: headers only.
 	ForwardBody bool
+	// MaxRequestBytes is how much of the body ForwardBody sends. Defaults
+	// to DefaultMaxRequestBytes; at most MaxMaxRequestBytes.
+	MaxRequestBytes uint32
 	// TrustedCAFile is the PEM bundle that https upstreams are verified
 	// against. Defaults to DefaultTrustedCAFile.
 	TrustedCAFile string
@@ -125,6 +135,9 @@ func (o Options) Validate() error {
 	if o.MaxConnections < 0 {
 		add("max_connections", "must not be negative, got %d", o.MaxConnections)
 	}
+	if o.MaxRequestBytes > MaxMaxRequestBytes {
+		add("max_request_bytes", "at most %d, got %d", MaxMaxRequestBytes, o.MaxRequestBytes)
+	}
 	if o.TrustedCAFile != "" && !strings.HasPrefix(o.TrustedCAFile, "/") {
 		add("trusted_ca_file", "must be an absolute path, got %q", o.TrustedCAFile)
 	}
@@ -172,6 +185,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxConnections == 0 {
 		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxRequestBytes == 0 {
+		o.MaxRequestBytes = DefaultMaxRequestBytes
 	}
 	return o
 }

@@ -110,6 +110,11 @@ type Options struct {
 	// zero means DefaultRotationGrace. A request may name its own, up to
 	// manage.MaxRotationGrace.
 	RotationGrace time.Duration
+	// Observe, when set, is called once per request after it is answered,
+	// with the route pattern ("GET /v1/tokens", never the request's own
+	// path, which holds names and ids; "" when no route matched) and the
+	// status sent. Metrics hang here.
+	Observe func(route string, status int)
 }
 
 // Server is the management API, an http.Handler.
@@ -125,7 +130,8 @@ type Server struct {
 	mux       *http.ServeMux
 	// paths matches every served path whatever the method, to tell 405
 	// from 404.
-	paths *http.ServeMux
+	paths   *http.ServeMux
+	observe func(route string, status int)
 }
 
 // New returns a Server over opts.Store.
@@ -133,7 +139,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Store == nil {
 		return nil, errors.New("mgmt: no store")
 	}
-	s := &Server{st: opts.Store, log: opts.Logger, now: opts.Now, grace: opts.RotationGrace, mux: http.NewServeMux(), paths: http.NewServeMux()}
+	s := &Server{st: opts.Store, log: opts.Logger, now: opts.Now, grace: opts.RotationGrace, mux: http.NewServeMux(), paths: http.NewServeMux(), observe: opts.Observe}
 	switch {
 	case s.grace == 0:
 		s.grace = DefaultRotationGrace
@@ -237,6 +243,9 @@ type caller struct {
 func (s *Server) guard(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		routeName := rt.method + " " + rt.path
+		raw := w // MaxBytesReader closes an oversized request's connection through the server's own writer
+		w, done := s.observing(routeName, w)
+		defer done()
 		c, e := s.authenticate(r)
 		if e != nil {
 			s.audit(r.Context(), caller{}, "authenticate", routeName, "denied", slog.String("reason", e.code))
@@ -270,7 +279,7 @@ func (s *Server) guard(rt route) http.Handler {
 			}
 			c.name = onBehalf
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		r.Body = http.MaxBytesReader(raw, r.Body, maxBody)
 		rt.handle(w, r, c)
 	})
 }
@@ -278,11 +287,54 @@ func (s *Server) guard(rt route) http.Handler {
 const maxBody = 1 << 20
 
 func (s *Server) unrouted(w http.ResponseWriter, r *http.Request) {
+	w, done := s.observing("", w)
+	defer done()
 	if _, pattern := s.paths.Handler(r); pattern != "" {
 		writeError(w, &apiError{http.StatusMethodNotAllowed, codeMethodNotAllowed, "Method " + r.Method + " is not allowed here."})
 		return
 	}
 	writeError(w, &apiError{http.StatusNotFound, codeNotFound, "No such route."})
+}
+
+// observing wraps w to learn the status sent, for Options.Observe; done
+// reports it. Without an observer it returns w as it is.
+func (s *Server) observing(route string, w http.ResponseWriter) (http.ResponseWriter, func()) {
+	if s.observe == nil {
+		return w, func() {}
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	return sw, func() { s.observe(route, sw.sent()) }
+}
+
+// statusWriter records the status of the answer written through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// sent is the status the client got: 200 when the handler set none.
+func (w *statusWriter) sent() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
 }
 
 // authenticate finds the caller from the bearer credential. The messages

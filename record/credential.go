@@ -54,13 +54,20 @@ func (c Credential) GoString() string { return c.String() }
 const credentialIDBytes = 12
 
 // NewCredentialID returns a random credential id: 16 URL-safe base64
-// characters (96 bits), safe in URLs, file records and Vault paths.
+// characters (about 96 bits), safe in URLs, file records, Vault paths and
+// command lines (never starting with '-').
 func NewCredentialID() string {
 	b := make([]byte, credentialIDBytes)
-	// crypto/rand.Read never returns an error: it crashes the program
-	// rather than hand out predictable bytes.
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
+	for {
+		// crypto/rand.Read never returns an error: it crashes the
+		// program rather than hand out predictable bytes.
+		_, _ = rand.Read(b)
+		// An id starting with '-' (1 in 64) reads as a flag on command
+		// lines (keyward api credentials get ID): draw again.
+		if id := base64.RawURLEncoding.EncodeToString(b); id[0] != '-' {
+			return id
+		}
+	}
 }
 
 var credentialIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)

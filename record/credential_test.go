@@ -18,10 +18,12 @@ func validCredential() *Credential {
 
 func TestNewCredentialID(t *testing.T) {
 	seen := map[string]bool{}
-	for range 1000 {
+	// 5000 draws: an id starting with '-' (a flag on a command line)
+	// would turn up about 78 times if it were not drawn again.
+	for range 5000 {
 		id := NewCredentialID()
-		if len(id) != 16 || !ValidCredentialID(id) {
-			t.Fatalf("NewCredentialID() = %q, want 16 URL-safe characters", id)
+		if len(id) != 16 || !ValidCredentialID(id) || id[0] == '-' {
+			t.Fatalf("NewCredentialID() = %q, want 16 URL-safe characters, not starting with '-'", id)
 		}
 		if seen[id] {
 			t.Fatalf("NewCredentialID repeated %q", id)

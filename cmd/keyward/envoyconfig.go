@@ -21,11 +21,12 @@ func (e *env) envoyConfig(args []string) error {
 		return err
 	}
 	opts := envoy.Options{
-		ListenAddress: cfg.Envoy.Listen,
-		AdminAddress:  cfg.Envoy.Admin,
-		AuthzAddress:  cfg.Envoy.AuthzAddress,
-		AuthzTimeout:  cfg.Envoy.AuthzTimeout,
-		ForwardBody:   *forwardBody,
+		ListenAddress:   cfg.Envoy.Listen,
+		AdminAddress:    cfg.Envoy.Admin,
+		AuthzAddress:    cfg.Envoy.AuthzAddress,
+		AuthzTimeout:    cfg.Envoy.AuthzTimeout,
+		ForwardBody:     *forwardBody,
+		MaxRequestBytes: cfg.Envoy.MaxRequestBytes,
 	}
 	for _, r := range cfg.Routes {
 		if r.PathPrefix != "" {

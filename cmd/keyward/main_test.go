@@ -142,7 +142,8 @@ func TestBadConfigNamesTheField(t *testing.T) {
 
 // benchService is the whole serving path of a real configuration: the file
 // store, the record caches, the keyring, the decision and the responder.
-func benchService(b testing.TB) (*service, string) {
+// Each of configure edits the configuration before the service is built.
+func benchService(b testing.TB, configure ...func(*config.Config)) (*service, string) {
 	c := newCLI(b)
 	c.must("provider", "set", "openai", "-kind", "openai", "-key", "k1=OPENAI_KEY")
 	c.must("group", "add", "eng", "-providers", "openai")
@@ -151,6 +152,9 @@ func benchService(b testing.TB) (*service, string) {
 	cfg, err := config.Load(c.config, func(k string) string { return c.env[k] })
 	if err != nil {
 		b.Fatal(err)
+	}
+	for _, f := range configure {
+		f(cfg)
 	}
 	st, err := openStore(cfg, func(k string) string { return c.env[k] })
 	if err != nil {
@@ -222,6 +226,53 @@ func BenchmarkCheckParallel(b *testing.B) {
 // BenchmarkCheckDenied is a forged token: rejected before any lookup.
 func BenchmarkCheckDenied(b *testing.B) {
 	svc, tok := benchService(b)
+	req := sdkRequest(tok[:20] + strings.Repeat("A", len(tok)-20))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		svc.authz.Check(ctx, req)
+	}
+}
+
+// withMetrics turns metrics on as metrics.listen does in serve; the
+// benchmarks built with it serve no endpoint.
+func withMetrics(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" }
+
+// BenchmarkCheckMetrics is BenchmarkCheck with metrics on: still no
+// allocation.
+func BenchmarkCheckMetrics(b *testing.B) {
+	svc, tok := benchService(b, withMetrics)
+	if svc.metrics == nil {
+		b.Fatal("metrics are off")
+	}
+	req := sdkRequest(tok)
+	ctx := context.Background()
+	if resp, _ := svc.authz.Check(ctx, req); mustDecode(b, resp).GetOkResponse() == nil {
+		b.Fatalf("denied: %v", resp)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		svc.authz.Check(ctx, req)
+	}
+}
+
+// BenchmarkCheckParallelMetrics is BenchmarkCheckParallel with metrics on.
+func BenchmarkCheckParallelMetrics(b *testing.B) {
+	svc, tok := benchService(b, withMetrics)
+	req := sdkRequest(tok)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer() // the metrics' set-up allocates; the checks must not
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			svc.authz.Check(ctx, req)
+		}
+	})
+}
+
+// BenchmarkCheckDeniedMetrics is BenchmarkCheckDenied with metrics on.
+func BenchmarkCheckDeniedMetrics(b *testing.B) {
+	svc, tok := benchService(b, withMetrics)
 	req := sdkRequest(tok[:20] + strings.Repeat("A", len(tok)-20))
 	ctx := context.Background()
 	b.ReportAllocs()

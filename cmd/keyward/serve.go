@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"github.com/keyward/keyward/cache"
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/mgmt"
+	"github.com/keyward/keyward/telemetry"
 	"github.com/keyward/keyward/token"
 	"github.com/keyward/keyward/vault"
 )
@@ -64,15 +66,24 @@ func (e *env) serve(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	if cfg.Metrics.Listen != "" {
+		if err := svc.setupMetrics(cfg.Metrics.Listen); err != nil {
+			lis.Close()
+			if svc.managementLis != nil {
+				svc.managementLis.Close()
+			}
+			return err
+		}
+	}
 	log.Info("keyward serving", "listen", lis.Addr().String(), "store", cfg.Store.Kind,
-		"management", cfg.Management.Listen, "disable_custom_keys", cfg.DisableCustomKeys)
+		"management", cfg.Management.Listen, "metrics", svc.metricsAddr(), "disable_custom_keys", cfg.DisableCustomKeys)
 	return svc.run(ctx, lis, b, cfg.ShutdownGrace)
 }
 
 // setupManagement prepares the management API on its own listener; run
 // serves it beside the ext_authz server.
 func (s *service) setupManagement(cfg config.Management, st mgmt.Store, adminToken string) error {
-	h, err := mgmt.New(mgmt.Options{Store: st, AdminToken: adminToken, Logger: s.log, RotationGrace: cfg.RotationGrace})
+	h, err := mgmt.New(mgmt.Options{Store: st, AdminToken: adminToken, Logger: s.log, RotationGrace: cfg.RotationGrace, Observe: s.observeManagement()})
 	if err != nil {
 		return err
 	}
@@ -93,6 +104,62 @@ func (s *service) setupManagement(cfg config.Management, st mgmt.Store, adminTok
 	}
 	s.managementLis = lis
 	return nil
+}
+
+// setupMetrics prepares the /metrics endpoint on its own listener; run
+// serves it beside the ext_authz server. /healthz answers 200 "ok" while
+// the process runs (readiness is the gRPC health service's).
+func (s *service) setupMetrics(addr string) error {
+	if s.metrics == nil {
+		return errors.New("metrics listen: metrics are off")
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listen: %w", err)
+	}
+	// A scrape is one small GET; a slow client must not hold on.
+	s.metricsServer = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.metricsLis = lis
+	return nil
+}
+
+// metricsAddr is the address /metrics is served on, "" when off.
+func (s *service) metricsAddr() string {
+	if s.metricsLis == nil {
+		return ""
+	}
+	return s.metricsLis.Addr().String()
+}
+
+// observeCheck is the authz observer: the metrics' when they are on.
+func (s *service) observeCheck() func(authz.Observation) {
+	if s.metrics == nil {
+		return nil
+	}
+	return s.metrics.ObserveCheck
+}
+
+// observeManagement is the management API observer: the metrics' when
+// they are on.
+func (s *service) observeManagement() func(route string, status int) {
+	if s.metrics == nil {
+		return nil
+	}
+	return s.metrics.ObserveManagement
 }
 
 // backend is a store as serving sees it: its reads, how to start it (the
@@ -175,6 +242,11 @@ type service struct {
 	// management is the management API, when configured.
 	management    *http.Server
 	managementLis net.Listener
+	// metrics are on when metrics.listen is set; metricsServer serves
+	// them once setupMetrics has run.
+	metrics       *telemetry.Metrics
+	metricsServer *http.Server
+	metricsLis    net.Listener
 }
 
 func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service, error) {
@@ -190,6 +262,11 @@ func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service,
 		return nil, err
 	}
 	s := &service{log: log, store: st, records: records, verifier: &token.Verifier{}}
+	if cfg.Metrics.Listen != "" {
+		if s.metrics, err = telemetry.New(telemetry.Options{Store: cfg.Store.Kind, CacheStats: records.Stats, Log: log}); err != nil {
+			return nil, err
+		}
+	}
 	hosts := map[string]string{}
 	for _, r := range cfg.Routes {
 		for _, h := range r.Hosts {
@@ -209,7 +286,7 @@ func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service,
 	if err != nil {
 		return nil, err
 	}
-	if s.authz, err = authz.NewServer(a, authz.ServerOptions{Log: log, DenyLogRate: rate.Limit(cfg.Audit.DenyLogPerSecond)}); err != nil {
+	if s.authz, err = authz.NewServer(a, authz.ServerOptions{Log: log, DenyLogRate: rate.Limit(cfg.Audit.DenyLogPerSecond), Observe: s.observeCheck()}); err != nil {
 		return nil, err
 	}
 	s.grpc = grpc.NewServer(
@@ -272,12 +349,19 @@ func (s *service) run(ctx context.Context, lis net.Listener, b *backend, grace t
 	if s.management != nil {
 		go func() { mgmtErr <- s.management.Serve(s.managementLis) }()
 	}
+	metricsErr := make(chan error, 1)
+	if s.metricsServer != nil {
+		go func() { metricsErr <- s.metricsServer.Serve(s.metricsLis) }()
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case err := <-mgmtErr:
 		s.grpc.Stop()
 		return fmt.Errorf("management api: %w", err)
+	case err := <-metricsErr:
+		s.grpc.Stop()
+		return fmt.Errorf("metrics: %w", err)
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down", "grace", grace.String())
@@ -288,6 +372,15 @@ func (s *service) run(ctx context.Context, lis net.Listener, b *backend, grace t
 			defer cancel()
 			if err := s.management.Shutdown(sctx); err != nil {
 				s.management.Close()
+			}
+		})
+	}
+	if s.metricsServer != nil {
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+			defer cancel()
+			if err := s.metricsServer.Shutdown(sctx); err != nil {
+				s.metricsServer.Close()
 			}
 		})
 	}
