@@ -47,13 +47,15 @@ const (
 // route (404 and 405 answers).
 const UnmatchedRoute = "unmatched"
 
-// CheckBuckets are the bounds, in seconds, of the check duration
+// CheckBuckets returns the bounds, in seconds, of the check duration
 // histogram: a check answered from warm caches takes microseconds, one that
 // waits for the store milliseconds, and Envoy gives up after its
 // ext_authz timeout (500ms by default).
-var CheckBuckets = []float64{
-	10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
-	1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1,
+func CheckBuckets() []float64 {
+	return []float64{
+		10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
+		1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1,
+	}
 }
 
 // Options configure New. Every field is optional.
@@ -164,7 +166,7 @@ func (m *Metrics) instruments(meter metric.Meter, opts Options) error {
 	}
 	if m.duration, err = meter.Float64Histogram("keyward.check.duration",
 		metric.WithDescription("Time spent in the ext_authz Check handler."),
-		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(CheckBuckets...)); err != nil {
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(CheckBuckets()...)); err != nil {
 		return err
 	}
 	if m.mgmt, err = meter.Int64Counter("keyward.management.requests",

@@ -128,8 +128,8 @@ func TestChecks(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got[series], v)
 		}
 	}
-	if n := len(only(got, "keyward_check_duration_seconds_bucket")); n != 2*(len(telemetry.CheckBuckets)+1) {
-		t.Errorf("%d buckets, want %d per outcome", n, len(telemetry.CheckBuckets)+1)
+	if n := len(only(got, "keyward_check_duration_seconds_bucket")); n != 2*(len(telemetry.CheckBuckets())+1) {
+		t.Errorf("%d buckets, want %d per outcome", n, len(telemetry.CheckBuckets())+1)
 	}
 	if s := got[`keyward_check_duration_seconds_sum{outcome="allowed"}`]; s < 0.002045-1e-9 || s > 0.002045+1e-9 {
 		t.Errorf("allowed duration sum = %v, want 0.002045", s)
