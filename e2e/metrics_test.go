@@ -4,11 +4,11 @@ import (
 	"crypto/rand"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/keyward/keyward/envoy/envoytest"
+	"github.com/keyward/keyward/internal/promtext"
 	"github.com/keyward/keyward/token"
 )
 
@@ -132,21 +132,12 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 // parseSamples reads the samples of a Prometheus text exposition, by
-// series as written ("name{label="value",…}").
+// series as written.
 func parseSamples(t *testing.T, body string) map[string]float64 {
 	t.Helper()
-	out := map[string]float64{}
-	for line := range strings.Lines(body) {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", line, err)
-		}
-		out[line[:i]] = v
+	out, err := promtext.Samples(body, "")
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -11,13 +11,13 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/cache"
+	"github.com/keyward/keyward/internal/promtext"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/telemetry"
 )
@@ -47,18 +47,9 @@ func scrape(t *testing.T, m *telemetry.Metrics) (map[string]float64, string) {
 // samples parses the Prometheus text format's keyward_ samples.
 func samples(t *testing.T, body string) map[string]float64 {
 	t.Helper()
-	out := map[string]float64{}
-	for line := range strings.Lines(body) {
-		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, "keyward_") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", line, err)
-		}
-		out[line[:i]] = v
+	out, err := promtext.Samples(body, "keyward_")
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

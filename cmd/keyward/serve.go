@@ -87,23 +87,8 @@ func (s *service) setupManagement(cfg config.Management, st mgmt.Store, adminTok
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("management listen: %w", err)
-	}
-	// Bodies are small (1 MiB at most) and answers quick: a slow client
-	// must not hold a connection open for long.
-	s.management = &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	s.managementLis = lis
-	return nil
+	s.management, s.managementLis, err = s.listenHTTP("management", cfg.Listen, h)
+	return err
 }
 
 // setupMetrics prepares the /metrics endpoint on its own listener; run
@@ -119,22 +104,28 @@ func (s *service) setupMetrics(addr string) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
+	var err error
+	s.metricsServer, s.metricsLis, err = s.listenHTTP("metrics", addr, mux)
+	return err
+}
+
+// listenHTTP listens on addr for one of serve's HTTP endpoints (what names
+// it in errors) and returns its server. Requests are small and answers
+// quick, so a slow client must not hold a connection open for long.
+func (s *service) listenHTTP(what, addr string, h http.Handler) (*http.Server, net.Listener, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("metrics listen: %w", err)
+		return nil, nil, fmt.Errorf("%s listen: %w", what, err)
 	}
-	// A scrape is one small GET; a slow client must not hold on.
-	s.metricsServer = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	s.metricsLis = lis
-	return nil
+	}, lis, nil
 }
 
 // metricsAddr is the address /metrics is served on, "" when off.
