@@ -29,7 +29,7 @@ wait_for "[ -s '$work/provider.addr' ]"
 provider="http://$(cat "$work/provider.addr")"
 
 # 2. keyward's configuration, and the provider key in a .env file.
-authz=$(port) listen=$(port) admin=$(port)
+authz=$(port) listen=$(port) admin=$(port) mgmt=$(port)
 cat >"$work/keyward.yaml" <<YAML
 listen: 127.0.0.1:$authz
 store:
@@ -42,25 +42,45 @@ routes:
 envoy:
   listen: 127.0.0.1:$listen
   admin: 127.0.0.1:$admin
+management:
+  listen: 127.0.0.1:$mgmt
 YAML
 echo "OPENAI_API_KEY=sk-quickstart-provider-key-0123456789" >"$work/.env"
 
-# 3. A provider, a group, a user and a token for them.
+# 3. The provider record: its key stays in .env (in Vault in production).
 kw provider set openai -kind openai -key main=OPENAI_API_KEY
-kw group add engineering -providers openai
-kw user add alice -groups engineering
-token=$(kw token create -user alice -group engineering -name quickstart 2>/dev/null)
-echo "created a keyward token for alice (engineering): ${token:0:19}..."
 
-# 4. keyward, then Envoy with the bootstrap keyward generates.
-"$work/bin/keyward" serve -config "$work/keyward.yaml" 2>"$work/keyward.log" &
+# 4. keyward (with its management API), then Envoy with the bootstrap
+#    keyward generates.
+admin_token=$("$py" -c 'import secrets; print(secrets.token_urlsafe(32))')
+KEYWARD_ADMIN_TOKEN="$admin_token" "$work/bin/keyward" serve -config "$work/keyward.yaml" 2>"$work/keyward.log" &
 pids+=($!)
 kw envoy-config >"$work/envoy.yaml"
 envoy -c "$work/envoy.yaml" --concurrency 1 -l warning --use-dynamic-base-id >"$work/envoy.log" 2>&1 &
 pids+=($!)
 wait_for "curl -sf http://127.0.0.1:$admin/ready >/dev/null"
+wait_for "curl -s -o /dev/null http://127.0.0.1:$mgmt/v1/me"
 
-# 5. One request with the official OpenAI SDK, the keyward token as api_key.
+# 5. Through the management API with keyward's CLI: the admin makes a group
+#    and a user and gives her a management token; she makes her own LLM
+#    token (shown once) and lists her tokens, masked.
+export KEYWARD_MGMT_URL="http://127.0.0.1:$mgmt"
+json() { "$py" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+echo
+echo "== the management API (keyward api ...)"
+KEYWARD_MGMT_TOKEN="$admin_token" "$work/bin/keyward" api groups create engineering -providers openai >/dev/null
+KEYWARD_MGMT_TOKEN="$admin_token" "$work/bin/keyward" api users create alice -groups engineering >/dev/null
+alice=$(KEYWARD_MGMT_TOKEN="$admin_token" "$work/bin/keyward" api mgmt-tokens create alice 2>/dev/null | json token)
+echo "admin: created group engineering, user alice and her management token ${alice:0:8}..."
+token=$(KEYWARD_MGMT_TOKEN="$alice" "$work/bin/keyward" api tokens create -group engineering -name quickstart 2>/dev/null | json token)
+echo "alice: created her LLM token for the quickstart: ${token:0:8}..."
+echo "alice: keyward api tokens list ->"
+KEYWARD_MGMT_TOKEN="$alice" "$work/bin/keyward" api tokens list | "$py" -c '
+import json, sys
+for t in json.load(sys.stdin)["tokens"]:
+    print("  ", t["name"], t["group"], t["state"], t["masked"])'
+
+# 6. One request with the official OpenAI SDK, the keyward token as api_key.
 echo
 echo "== the client: openai.OpenAI(base_url='http://127.0.0.1:$listen/openai/v1', api_key=<keyward token>)"
 KW_BASE="http://127.0.0.1:$listen/openai/v1" KW_TOKEN="$token" "$py" - <<'PY'
@@ -74,7 +94,7 @@ except openai.AuthenticationError as e:
     print("and with a bad token:", e.status_code, e.body.get("code") if isinstance(e.body, dict) else e.body)
 PY
 
-# 6. What the provider received: the provider key in place of the token.
+# 7. What the provider received: the provider key in place of the token.
 echo
 echo "== what the provider received"
 curl -s "$provider/_fake/requests" | KW_TOKEN="$token" "$py" -c '
@@ -94,3 +114,4 @@ for r in json.load(sys.stdin):
 ' "$work"
 echo
 echo "keyward's audit log: $work/keyward.log   store: $work/keyward-store.yaml"
+echo "the management API's routes: mgmt/openapi.yaml"
