@@ -45,3 +45,12 @@ bash scripts/load.sh -duration "${LOADTIME:=5s}" -rounds 2
 
 step "tests (race detector, end to end through Envoy)"
 go test -race -count=1 ./...
+
+step "the quickstart (the README's main command), checked"
+out=$(bash scripts/quickstart.sh 2>&1) || { echo "$out"; echo "quickstart: FAILED"; exit 1; }
+for want in "reply: Hello from the fake provider." "and with a bad token: 401" "the client token reached the provider: no" "quickstart engineering active kw_…"; do
+  if ! grep -qF -- "$want" <<<"$out"; then
+    echo "$out"; echo "quickstart: output lacks: $want"; exit 1
+  fi
+done
+echo "quickstart: ok"
