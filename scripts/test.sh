@@ -3,7 +3,8 @@
 # (scripts/setup.sh), checks formatting and lints, runs all Go tests with
 # the race detector (unit, fuzz seeds, and end-to-end through the real Envoy
 # with the official SDKs), a short fuzzing pass over every parser, the
-# benchmarks, and the load comparison against an allow-everything server.
+# benchmarks, the load comparison against an allow-everything server, and
+# the quickstart with its output checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
