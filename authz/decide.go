@@ -68,6 +68,8 @@ type Authorizer struct {
 	opts     Options
 	records  Records
 	verifier Verifier
+	// limits are the per-token buckets of groups with a rate limit.
+	limits *rateLimiters
 	// next spreads requests across a provider's keys.
 	next atomic.Uint64
 }
@@ -85,7 +87,11 @@ func NewAuthorizer(records Records, verifier Verifier, opts Options) (*Authorize
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Authorizer{opts: opts, records: records, verifier: verifier}, nil
+	limits, err := newRateLimiters(rateLimitersSize)
+	if err != nil {
+		return nil, fmt.Errorf("authz: rate limiters: %w", err)
+	}
+	return &Authorizer{opts: opts, records: records, verifier: verifier, limits: limits}, nil
 }
 
 // Request is what a decision looks at: the parts of Envoy's CheckRequest
@@ -173,7 +179,22 @@ func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 	return d
 }
 
+// decideToken decides a request that carries a keyward token: every check
+// of checkToken, then, for a request those allow, the group's rate limit.
+// Only allowed requests count against the limit.
 func (a *Authorizer) decideToken(ctx context.Context, req *Request, d *Decision) Reason {
+	r := a.checkToken(ctx, req, d)
+	if r.Allowed() && d.Group.RequestsPerMinute > 0 && !a.limits.allow(d.TokenID, d.Group.RequestsPerMinute, a.opts.Now()) {
+		// A denial names no key.
+		d.Key, d.Credential = nil, nil
+		return ReasonRateLimited
+	}
+	return r
+}
+
+// checkToken applies every check to a token request but the rate limit.
+// An allowed answer has d.Group set.
+func (a *Authorizer) checkToken(ctx context.Context, req *Request, d *Decision) Reason {
 	id, hash, err := a.verifier.Verify(d.found.token)
 	switch {
 	case errors.Is(err, token.ErrMalformed):

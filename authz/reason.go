@@ -34,6 +34,10 @@ const (
 	ReasonModelUnknown       Reason = "model_unknown"
 	ReasonCustomKeyForbidden Reason = "custom_key_forbidden"
 
+	// 429: the token's group rate limit (record.Group.RequestsPerMinute)
+	// is used up for now.
+	ReasonRateLimited Reason = "rate_limited"
+
 	// 503: keyward cannot serve the request now.
 	ReasonNoProviderKey    Reason = "no_provider_key"
 	ReasonStoreUnavailable Reason = "store_unavailable"
@@ -46,6 +50,7 @@ func Reasons() []Reason {
 		ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked,
 		ReasonManagementToken, ReasonUserDeleted, ReasonUserDisabled, ReasonGroupDeleted, ReasonGroupDisabled, ReasonGroupNotPermitted,
 		ReasonUnknownProvider, ReasonProviderNotAllowed, ReasonModelNotAllowed, ReasonModelUnknown, ReasonCustomKeyForbidden,
+		ReasonRateLimited,
 		ReasonNoProviderKey, ReasonStoreUnavailable, ReasonInternal,
 	}
 }
@@ -60,6 +65,8 @@ func (r Reason) HTTPStatus() int {
 		return 200
 	case ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked, ReasonManagementToken:
 		return 401
+	case ReasonRateLimited:
+		return 429
 	case ReasonNoProviderKey, ReasonStoreUnavailable, ReasonInternal:
 		return 503
 	default:
@@ -74,6 +81,8 @@ func (r Reason) errorType() string {
 		return "authentication_error"
 	case 403:
 		return "permission_error"
+	case 429:
+		return "rate_limit_error"
 	default:
 		return "service_unavailable"
 	}
@@ -115,6 +124,8 @@ func (r Reason) Message() string {
 		return "The token's group restricts models, and keyward could not read which model this request uses (a body larger than keyward reads, a body that is not a JSON object, or a model that is not a string)."
 	case ReasonCustomKeyForbidden:
 		return "Provider keys supplied by clients are not allowed here; use a keyward token."
+	case ReasonRateLimited:
+		return "This token's group rate limit is exceeded; retry later."
 	case ReasonNoProviderKey:
 		return "No key is available for this provider."
 	case ReasonStoreUnavailable:

@@ -325,6 +325,8 @@ func deniedResponse(reason Reason) *authv3.CheckResponse {
 	case 401:
 		headers = append(headers, setHeader("www-authenticate", `Bearer realm="keyward", error="invalid_token"`))
 		rpc = code.Code_UNAUTHENTICATED
+	case 429:
+		rpc = code.Code_RESOURCE_EXHAUSTED
 	case 503:
 		rpc = code.Code_UNAVAILABLE
 	}

@@ -61,6 +61,8 @@ type GroupData struct {
 	Providers         []string `yaml:"providers,omitempty"`
 	Models            []string `yaml:"models,omitempty"`
 	DisableCustomKeys bool     `yaml:"disable_custom_keys,omitempty"`
+	// RequestsPerMinute is the per-token rate limit; 0 or absent means none.
+	RequestsPerMinute int `yaml:"requests_per_minute,omitempty"`
 }
 
 // UserData is a user record.
@@ -433,7 +435,10 @@ func (d *Data) build(getenv func(string) string) (*snapshot, error) {
 		if g == nil {
 			g = &GroupData{}
 		}
-		s.groups[name] = &record.Group{Name: name, Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys}
+		if g.RequestsPerMinute < 0 {
+			bad(field+".requests_per_minute", "must be 0 (no limit) or more")
+		}
+		s.groups[name] = &record.Group{Name: name, Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys, RequestsPerMinute: g.RequestsPerMinute}
 	}
 	for name, u := range d.Users {
 		field := "users." + name

@@ -297,7 +297,7 @@ func FuzzParseData(f *testing.F) {
 		{"", ""},
 		{"providers:\n  openai:\n    kind: openai\n    keys: [{id: k1, env: OPENAI_KEY}]\n" +
 			"  gw:\n    kind: custom\n    header: X-Key\n    value_template: 'Token {key}'\n    keys: []\n", ""},
-		{"groups:\n  team: {providers: [openai], models: ['gpt-4o*'], disable_custom_keys: true}\n  off: {disabled: true}\n  empty:\n", ""},
+		{"groups:\n  team: {providers: [openai], models: ['gpt-4o*'], disable_custom_keys: true, requests_per_minute: 60}\n  off: {disabled: true}\n  empty:\n", ""},
 		{"users:\n  ann: {role: admin, groups: [team]}\n  bob:\n", tokenRecord("AAAAAAAAAAAAAAAA") + "\n"},
 		{"", `{"id":"AAAAAAAAAAAAAAAA","user":"ann","group":"team","name":"laptop","hash":"` + zeroHash +
 			`","created":"2025-01-01T00:00:00Z","expires":"2026-01-01T00:00:00.5+02:00","revoked":true}` + "\n"},

@@ -182,7 +182,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 		},
 	}
 	groups := []*record.Group{
-		{Name: "team", Providers: []string{"openai"}, Models: []string{"gpt-4o*"}, DisableCustomKeys: true},
+		{Name: "team", Providers: []string{"openai"}, Models: []string{"gpt-4o*"}, DisableCustomKeys: true, RequestsPerMinute: 30},
 		{Name: "off", Disabled: true},
 	}
 	users := []*record.User{
@@ -221,6 +221,10 @@ func TestRecordsRoundTrip(t *testing.T) {
 		if strings.Contains(raw+tokens, v) {
 			t.Errorf("store or token file holds key material %q:\n%s\n%s", v, raw, tokens)
 		}
+	}
+	// The rate limit is written when set, and only then.
+	if strings.Count(raw, "requests_per_minute") != 1 || !strings.Contains(raw, "requests_per_minute: 30") {
+		t.Errorf("store file: want exactly team's requests_per_minute: 30:\n%s", raw)
 	}
 	// Token records are in the token file only.
 	for _, tk := range []*record.Token{tok, forever} {
@@ -497,6 +501,10 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 				})
 			},
 			want: "groups.bad name",
+		},
+		"negative rate limit": {
+			update: func() error { return st.PutGroup(ctx, &record.Group{Name: "team", RequestsPerMinute: -1}) },
+			want:   "groups.team.requests_per_minute",
 		},
 		"short signing key": {
 			update: func() error {

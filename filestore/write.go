@@ -25,7 +25,7 @@ func (s *Store) DeleteProvider(ctx context.Context, name string) error {
 // PutGroup creates or replaces a group.
 func (s *Store) PutGroup(ctx context.Context, g *record.Group) error {
 	return s.Update(ctx, func(d *Data) error {
-		setEntry(&d.Groups, g.Name, &GroupData{Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys})
+		setEntry(&d.Groups, g.Name, &GroupData{Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys, RequestsPerMinute: g.RequestsPerMinute})
 		return nil
 	})
 }

@@ -179,6 +179,9 @@ func ValidateGroup(g *record.Group) error {
 			return fmt.Errorf("%w: providers: %v", ErrInvalid, err)
 		}
 	}
+	if g.RequestsPerMinute < 0 {
+		return fmt.Errorf("%w: requests_per_minute: must be 0 (no limit) or more, got %d", ErrInvalid, g.RequestsPerMinute)
+	}
 	return nil
 }
 

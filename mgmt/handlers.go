@@ -124,10 +124,12 @@ type groupJSON struct {
 	Providers         []string `json:"providers"`
 	Models            []string `json:"models"`
 	DisableCustomKeys bool     `json:"disable_custom_keys"`
+	// RequestsPerMinute is the per-token rate limit; 0 for none.
+	RequestsPerMinute int `json:"requests_per_minute"`
 }
 
 func groupOut(g *record.Group) groupJSON {
-	return groupJSON{Name: g.Name, Disabled: g.Disabled, Providers: nonNil(g.Providers), Models: nonNil(g.Models), DisableCustomKeys: g.DisableCustomKeys}
+	return groupJSON{Name: g.Name, Disabled: g.Disabled, Providers: nonNil(g.Providers), Models: nonNil(g.Models), DisableCustomKeys: g.DisableCustomKeys, RequestsPerMinute: g.RequestsPerMinute}
 }
 
 // groupPatch is the body of PUT /v1/groups/{name}: absent fields are kept.
@@ -136,6 +138,7 @@ type groupPatch struct {
 	Providers         *[]string `json:"providers"`
 	Models            *[]string `json:"models"`
 	DisableCustomKeys *bool     `json:"disable_custom_keys"`
+	RequestsPerMinute *int      `json:"requests_per_minute"`
 }
 
 func (s *Server) listGroups(w http.ResponseWriter, r *http.Request, _ caller) {
@@ -153,7 +156,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	tgt := target("group", in.Name)
-	g := &record.Group{Name: in.Name, Disabled: in.Disabled, Providers: in.Providers, Models: in.Models, DisableCustomKeys: in.DisableCustomKeys}
+	g := &record.Group{Name: in.Name, Disabled: in.Disabled, Providers: in.Providers, Models: in.Models, DisableCustomKeys: in.DisableCustomKeys, RequestsPerMinute: in.RequestsPerMinute}
 	if err := manage.ValidateGroup(g); err != nil {
 		s.fail(w, r, c, "group.create", tgt, s.classify(r.Context(), "group.create", err))
 		return
@@ -199,6 +202,9 @@ func (s *Server) putGroup(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	if in.DisableCustomKeys != nil {
 		g.DisableCustomKeys = *in.DisableCustomKeys
+	}
+	if in.RequestsPerMinute != nil {
+		g.RequestsPerMinute = *in.RequestsPerMinute
 	}
 	if err := manage.ValidateGroup(&g); err != nil {
 		s.fail(w, r, c, "group.update", tgt, s.classify(r.Context(), "group.update", err))

@@ -80,7 +80,12 @@ func testAdminRoutes(t *testing.T, f *fixture) {
 			{"set missing user", "PUT", "/v1/users/nobody", map[string]any{"disabled": true}, 404, codeNotFound, nil},
 			{"delete user", "DELETE", "/v1/users/" + carol, nil, 204, "", nil},
 			{"delete user again", "DELETE", "/v1/users/" + carol, nil, 404, codeNotFound, nil},
-			{"create group", "POST", "/v1/groups", map[string]any{"name": research, "models": []string{"gpt-4o*"}}, 201, "", nil},
+			{"create group negative rate limit", "POST", "/v1/groups", map[string]any{"name": research, "requests_per_minute": -1}, 400, codeInvalidRequest, nil},
+			{"create group", "POST", "/v1/groups", map[string]any{"name": research, "models": []string{"gpt-4o*"}, "requests_per_minute": 30}, 201, "", func(t *testing.T, b map[string]any) {
+				if b["requests_per_minute"] != 30.0 {
+					t.Fatalf("created: %v", b)
+				}
+			}},
 			{"create group again", "POST", "/v1/groups", map[string]any{"name": research}, 409, codeConflict, nil},
 			{"list groups", "GET", "/v1/groups", nil, 200, "", func(t *testing.T, b map[string]any) {
 				if !listHas(b, "groups", "name", research) || !listHas(b, "groups", "name", "eng") {
@@ -89,10 +94,17 @@ func testAdminRoutes(t *testing.T, f *fixture) {
 			}},
 			{"get group", "GET", "/v1/groups/" + research, nil, 200, "", nil},
 			{"set group", "PUT", "/v1/groups/" + research, map[string]any{"disabled": true, "providers": []string{"openai"}, "disable_custom_keys": true}, 200, "", func(t *testing.T, b map[string]any) {
-				if b["disabled"] != true || b["disable_custom_keys"] != true || len(b["models"].([]any)) != 1 {
+				if b["disabled"] != true || b["disable_custom_keys"] != true || len(b["models"].([]any)) != 1 || b["requests_per_minute"] != 30.0 {
 					t.Fatalf("after PUT: %v", b)
 				}
 			}},
+			{"set group rate limit", "PUT", "/v1/groups/" + research, map[string]any{"requests_per_minute": 0}, 200, "", func(t *testing.T, b map[string]any) {
+				if b["requests_per_minute"] != 0.0 || b["disabled"] != true {
+					t.Fatalf("after PUT: %v", b)
+				}
+			}},
+			{"set group negative rate limit", "PUT", "/v1/groups/" + research, map[string]any{"requests_per_minute": -5}, 400, codeInvalidRequest, nil},
+			{"set group rate limit not a number", "PUT", "/v1/groups/" + research, map[string]any{"requests_per_minute": "lots"}, 400, codeInvalidRequest, nil},
 			{"set group bad provider", "PUT", "/v1/groups/" + research, map[string]any{"providers": []string{"a b"}}, 400, codeInvalidRequest, nil},
 			{"delete group", "DELETE", "/v1/groups/" + research, nil, 204, "", nil},
 			{"get deleted group", "GET", "/v1/groups/" + research, nil, 404, codeNotFound, nil},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -120,6 +121,9 @@ func (f *fields) integer(name string) int {
 		}
 		return int(n)
 	case float64:
+		if v != math.Trunc(v) || math.Abs(v) > 1<<53 {
+			f.bad(name, "want an integer")
+		}
 		return int(v)
 	case string:
 		n, err := strconv.Atoi(v)
@@ -179,6 +183,10 @@ func decodeGroup(name string, m map[string]any) (*record.Group, error) {
 		Providers:         f.list("providers"),
 		Models:            f.list("models"),
 		DisableCustomKeys: f.boolean("disable_custom_keys"),
+		RequestsPerMinute: f.integer("requests_per_minute"),
+	}
+	if g.RequestsPerMinute < 0 {
+		f.bad("requests_per_minute", "want 0 (no limit) or more")
 	}
 	return g, f.err()
 }
@@ -189,6 +197,7 @@ func encodeGroup(g *record.Group) map[string]any {
 		"providers":           nonNil(g.Providers),
 		"models":              nonNil(g.Models),
 		"disable_custom_keys": g.DisableCustomKeys,
+		"requests_per_minute": g.RequestsPerMinute,
 	}
 }
 

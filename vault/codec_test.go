@@ -62,11 +62,11 @@ func TestDecodeProvider(t *testing.T) {
 
 // What `vault kv put groups/x disabled=true providers=a,b` writes: strings.
 func TestDecodeGroupFromCLIStrings(t *testing.T) {
-	g, err := decodeGroup("x", map[string]any{"disabled": "true", "providers": "openai, anthropic", "models": "gpt-4o*", "disable_custom_keys": "false"})
+	g, err := decodeGroup("x", map[string]any{"disabled": "true", "providers": "openai, anthropic", "models": "gpt-4o*", "disable_custom_keys": "false", "requests_per_minute": "120"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !g.Disabled || len(g.Providers) != 2 || g.Providers[1] != "anthropic" || g.Models[0] != "gpt-4o*" || g.DisableCustomKeys {
+	if !g.Disabled || len(g.Providers) != 2 || g.Providers[1] != "anthropic" || g.Models[0] != "gpt-4o*" || g.DisableCustomKeys || g.RequestsPerMinute != 120 {
 		t.Fatalf("got %+v", g)
 	}
 	if _, err := decodeGroup("x", map[string]any{"disabled": "maybe"}); err == nil || !strings.Contains(err.Error(), "field disabled") {
@@ -74,6 +74,11 @@ func TestDecodeGroupFromCLIStrings(t *testing.T) {
 	}
 	if _, err := decodeGroup("x", map[string]any{"providers": []any{"a", 1.0}}); err == nil {
 		t.Fatal("a list with a number was accepted")
+	}
+	for _, v := range []any{"lots", "-5", json.Number("-1"), true, 1.5, json.Number("1.5")} {
+		if _, err := decodeGroup("x", map[string]any{"requests_per_minute": v}); err == nil || !strings.Contains(err.Error(), "field requests_per_minute") {
+			t.Errorf("requests_per_minute %v: %v", v, err)
+		}
 	}
 }
 
@@ -89,9 +94,9 @@ func TestRoundTrips(t *testing.T) {
 		}
 		return out
 	}
-	g := &record.Group{Name: "g", Disabled: true, Providers: []string{"openai"}, Models: []string{"o3"}, DisableCustomKeys: true}
+	g := &record.Group{Name: "g", Disabled: true, Providers: []string{"openai"}, Models: []string{"o3"}, DisableCustomKeys: true, RequestsPerMinute: 90}
 	g2, err := decodeGroup("g", through(encodeGroup(g)))
-	if err != nil || g2.Disabled != g.Disabled || g2.Providers[0] != "openai" || g2.Models[0] != "o3" || !g2.DisableCustomKeys {
+	if err != nil || g2.Disabled != g.Disabled || g2.Providers[0] != "openai" || g2.Models[0] != "o3" || !g2.DisableCustomKeys || g2.RequestsPerMinute != 90 {
 		t.Fatalf("group %+v, %v", g2, err)
 	}
 	u := &record.User{Name: "u", Role: record.RoleAdmin, Groups: []string{"g"}, Disabled: true}

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -42,6 +43,7 @@ const (
 	fieldBool               // -flag or -flag=false
 	fieldDuration           // a Go duration, checked here, sent as a string
 	fieldObject             // a JSON object, checked here, sent as is
+	fieldInt                // a whole number, checked here, sent as a number
 )
 
 // apiField is a flag that sets the body field of the same name, with '_'
@@ -98,6 +100,7 @@ func apiVerbs() []apiVerb {
 		{"models", fieldList, "x,y", "the models the group may use, 'prefix*' for a prefix (none: all)"},
 		{"disable-custom-keys", fieldBool, "", "refuse provider keys that members send themselves"},
 		{"disabled", fieldBool, "", "disable the group: its tokens are refused"},
+		{"requests-per-minute", fieldInt, "N", "requests a minute each of the group's tokens may make, per keyward replica (0: no limit)"},
 	}
 	cred := []apiField{
 		{"name", fieldString, "N", "what the credential is for"},
@@ -299,6 +302,12 @@ func (f apiField) define(fs *flag.FlagSet) func() (any, error) {
 				return nil, fmt.Errorf(`-%s: want a JSON object such as {"api_version":"2024-06-01"}`, f.flag)
 			}
 			return json.RawMessage(*p), nil
+		case fieldInt:
+			n, err := strconv.Atoi(*p)
+			if err != nil {
+				return nil, fmt.Errorf("-%s %q: want a whole number", f.flag, *p)
+			}
+			return n, nil
 		}
 		return *p, nil
 	}

@@ -129,10 +129,12 @@ func TestAPI(t *testing.T) {
 		{as: "root", args: args("users", "get", "carol"), fail: "GET /v1/users/carol: 404: not_found: "},
 		{as: "root", args: args("users", "get", "a/b"), fail: "GET /v1/users/a%2Fb: "},
 
-		{as: "root", args: args("groups", "create", "ops", "-providers", "openai", "-models", "gpt-4o*,o3", "-disable-custom-keys"), want: []string{`"name": "ops"`, `"gpt-4o*"`, `"disable_custom_keys": true`}},
+		{as: "root", args: args("groups", "create", "ops", "-providers", "openai", "-models", "gpt-4o*,o3", "-disable-custom-keys", "-requests-per-minute", "30"), want: []string{`"name": "ops"`, `"gpt-4o*"`, `"disable_custom_keys": true`, `"requests_per_minute": 30`}},
 		{as: "root", args: args("groups", "list"), want: []string{`"eng"`, `"ops"`}},
 		{as: "root", args: args("groups", "get", "ops"), want: []string{`"o3"`}},
-		{as: "root", args: args("groups", "update", "ops", "-disabled"), want: []string{`"disabled": true`, `"gpt-4o*"`, `"disable_custom_keys": true`}},
+		{as: "root", args: args("groups", "update", "ops", "-disabled"), want: []string{`"disabled": true`, `"gpt-4o*"`, `"disable_custom_keys": true`, `"requests_per_minute": 30`}},
+		{as: "root", args: args("groups", "update", "ops", "-requests-per-minute", "0"), want: []string{`"requests_per_minute": 0`, `"disabled": true`}},
+		{as: "root", args: args("groups", "update", "ops", "-requests-per-minute", "-1"), fail: "PUT /v1/groups/ops: 400: invalid_request: "},
 		{as: "root", args: args("groups", "delete", "ops")},
 		{as: "root", args: args("groups", "get", "ops"), fail: "GET /v1/groups/ops: 404: not_found: "},
 
@@ -264,6 +266,7 @@ func TestAPIUsage(t *testing.T) {
 		"-ttl \"forever\"":                    {cred: cred, args: args("tokens", "create", "-group", "eng", "-name", "x", "-ttl", "forever")},
 		"-grace":                              {cred: cred, args: args("tokens", "rotate", "ID", "-grace", "soon")},
 		"-extra: want a JSON object":          {cred: cred, args: args("credentials", "update", "ID", "-extra", "[1]")},
+		"want a whole number":                 {cred: cred, args: args("groups", "update", "eng", "-requests-per-minute", "lots")},
 		"-key-env: $EMPTY":                    {cred: cred, args: args("credentials", "create", "-name", "x", "-provider", "p", "-key-env", "EMPTY")},
 		"give one key source":                 {cred: cred, args: args("credentials", "create", "-name", "x", "-provider", "p", "-key-env", "A", "-key-file", "B")},
 		"-key-file: open":                     {cred: cred, args: args("credentials", "create", "-name", "x", "-provider", "p", "-key-file", "/nonexistent/key")},

@@ -112,6 +112,31 @@ func TestCLI(t *testing.T) {
 	}
 }
 
+func TestCLIGroupRateLimit(t *testing.T) {
+	c := newCLI(t)
+	c.must("group", "add", "eng", "-rpm", "30")
+	if l := c.must("group", "list"); !strings.Contains(l, "RPM") || !strings.Contains(l, " 30 ") {
+		t.Fatalf("group list after add -rpm 30:\n%s", l)
+	}
+	c.must("group", "set", "eng", "-disabled")
+	if l := c.must("group", "list"); !strings.Contains(l, " 30 ") {
+		t.Fatalf("group set -disabled lost the limit:\n%s", l)
+	}
+	c.must("group", "set", "eng", "-rpm", "0")
+	if l := c.must("group", "list"); strings.Contains(l, " 30 ") {
+		t.Fatalf("group set -rpm 0 kept the limit:\n%s", l)
+	}
+	for want, args := range map[string][]string{
+		"requests_per_minute": {"group", "set", "eng", "-rpm", "-1"},
+		"invalid value":       {"group", "add", "ops", "-rpm", "many"},
+	} {
+		_, stderr, err := c.run(args...)
+		if err == nil || !strings.Contains(err.Error()+stderr, want) {
+			t.Errorf("keyward %v: err %v, want it to mention %q", args, err, want)
+		}
+	}
+}
+
 func TestEnvoyConfigCommand(t *testing.T) {
 	c := newCLI(t)
 	out := c.must("envoy-config")

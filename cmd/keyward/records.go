@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -350,6 +351,14 @@ func enabled(disabled bool) string {
 	return "enabled"
 }
 
+// rpmText shows a group's rate limit in a listing.
+func rpmText(rpm int) string {
+	if rpm == 0 {
+		return "-"
+	}
+	return strconv.Itoa(rpm)
+}
+
 func (e *env) groupCmd(ctx context.Context, args []string) error {
 	verb, args, err := sub(args, "add, set, delete, list")
 	if err != nil {
@@ -362,6 +371,7 @@ func (e *env) groupCmd(ctx context.Context, args []string) error {
 		models := c.String("models", "", "comma-separated models the group may use, 'prefix*' for a prefix (empty: all)")
 		noCustom := c.Bool("disable-custom-keys", false, "refuse provider keys that members send themselves")
 		disabled := c.Bool("disabled", false, "disable the group: all its tokens are refused")
+		rpm := c.Int("rpm", 0, "requests a minute each of the group's tokens may make, per keyward replica (0: no limit)")
 		name, err := c.name(args, "group name")
 		if err != nil {
 			return err
@@ -394,6 +404,9 @@ func (e *env) groupCmd(ctx context.Context, args []string) error {
 		if verb == "add" || c.set["disabled"] {
 			g.Disabled = *disabled
 		}
+		if verb == "add" || c.set["rpm"] {
+			g.RequestsPerMinute = *rpm
+		}
 		if err := manage.ValidateGroup(g); err != nil {
 			return fmt.Errorf("group %s: %w", verb, err)
 		}
@@ -420,9 +433,9 @@ func (e *env) groupCmd(ctx context.Context, args []string) error {
 		slices.SortFunc(groups, func(a, b *record.Group) int { return strings.Compare(a.Name, b.Name) })
 		var rows [][]string
 		for _, g := range groups {
-			rows = append(rows, []string{g.Name, orAll(g.Providers), orAll(g.Models), fmt.Sprint(!g.DisableCustomKeys), enabled(g.Disabled)})
+			rows = append(rows, []string{g.Name, orAll(g.Providers), orAll(g.Models), fmt.Sprint(!g.DisableCustomKeys), rpmText(g.RequestsPerMinute), enabled(g.Disabled)})
 		}
-		e.table("NAME\tPROVIDERS\tMODELS\tCUSTOM KEYS\tSTATE", rows)
+		e.table("NAME\tPROVIDERS\tMODELS\tCUSTOM KEYS\tRPM\tSTATE", rows)
 		return nil
 	}
 	return fmt.Errorf("group: unknown subcommand %q (add, set, delete, list)", verb)

@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// TestRateLimit runs a group's requests_per_minute through real Envoy: a
+// token gets its minute's burst, the next request is a 429 rate_limited
+// that the OpenAI SDK reports as such, the provider never sees it, another
+// token of the group has its own budget, and the denial is audited.
+func TestRateLimit(t *testing.T) {
+	const rpm = 5 // the bucket holds a minute's worth: 5, then one each 12s
+	s := newStack(t, stackOptions{})
+	s.kw("group", "add", "limited", "-rpm", "5")
+	s.kw("user", "set", "alice", "-groups", "eng,limited")
+	tok := s.limitedToken("alice", "limited")
+	other := s.limitedToken("alice", "limited")
+
+	client := openai.NewClient(option.WithBaseURL(s.envoyURL+"/openai/v1/"), option.WithAPIKey(tok), option.WithMaxRetries(0))
+	chat := func() error {
+		_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hello.")},
+		})
+		return err
+	}
+	before := len(s.provider.Requests())
+	for i := range rpm {
+		if err := chat(); err != nil {
+			t.Fatalf("request %d of the burst of %d: %v", i+1, rpm, err)
+		}
+	}
+	var apiErr *openai.Error
+	if err := chat(); !errors.As(err, &apiErr) || apiErr.StatusCode != 429 || apiErr.Code != "rate_limited" || apiErr.Type != "rate_limit_error" {
+		t.Fatalf("request %d: %v, want a 429 openai.Error with code rate_limited", rpm+1, err)
+	}
+	r := s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + tok}, chatBody)
+	if r.status != 429 || r.errorCode() != "rate_limited" || r.header.Get("x-keyward-reason") != "rate_limited" {
+		t.Fatalf("raw request over the limit: %d %v %s", r.status, r.header, r.body)
+	}
+	if n := len(s.provider.Requests()) - before; n != rpm {
+		t.Errorf("the provider received %d requests, want the %d allowed", n, rpm)
+	}
+	assertNoSecrets(t, "429 answer", string(r.body)+r.header.Get("x-keyward-reason"), openaiKey, tok)
+
+	// Another token of the same group draws from its own bucket.
+	if r := s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + other}, chatBody); r.status != 200 {
+		t.Errorf("the group's other token: %d %s, want 200", r.status, r.body)
+	}
+
+	// The refusal is audited like any denial.
+	waitFor(t, 2*time.Second, func() bool {
+		for _, line := range strings.Split(s.logs.String(), "\n") {
+			if strings.Contains(line, `"event":"authz.deny"`) && strings.Contains(line, `"reason":"rate_limited"`) && strings.Contains(line, `"status":429`) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// limitedToken is stack.token for a rate-limited group: it waits until
+// keyward knows the token with a check that stops before the rate limit
+// (a provider with no record: no_provider_key), so that waiting costs the
+// token none of its budget.
+func (s *stack) limitedToken(user, group string) string {
+	s.t.Helper()
+	tok := strings.TrimSpace(s.kw("token", "create", "-user", user, "-group", group))
+	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Path: "/", Headers: map[string]string{"authorization": "Bearer " + tok}}},
+		ContextExtensions: map[string]string{"provider": "no-such-provider"},
+	}}
+	waitFor(s.t, 2*time.Second, func() bool {
+		resp, err := client.Check(context.Background(), req)
+		return err == nil && strings.Contains(resp.GetDeniedResponse().GetBody(), `"no_provider_key"`)
+	})
+	return tok
+}
