@@ -7,11 +7,8 @@ import (
 	"testing"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // TestRateLimit runs a group's requests_per_minute through real Envoy: a
@@ -75,19 +72,6 @@ func TestRateLimit(t *testing.T) {
 func (s *stack) limitedToken(user, group string) string {
 	s.t.Helper()
 	tok := strings.TrimSpace(s.kw("token", "create", "-user", user, "-group", group))
-	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer conn.Close()
-	client := authv3.NewAuthorizationClient(conn)
-	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Path: "/", Headers: map[string]string{"authorization": "Bearer " + tok}}},
-		ContextExtensions: map[string]string{"provider": "no-such-provider"},
-	}}
-	waitFor(s.t, 2*time.Second, func() bool {
-		resp, err := client.Check(context.Background(), req)
-		return err == nil && strings.Contains(resp.GetDeniedResponse().GetBody(), `"no_provider_key"`)
-	})
+	s.waitForToken(tok, "no-such-provider", func(denied string) bool { return strings.Contains(denied, `"no_provider_key"`) })
 	return tok
 }

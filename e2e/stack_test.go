@@ -174,6 +174,14 @@ func (s *stack) kwErr(args ...string) (string, error) {
 func (s *stack) token(user, group string, extra ...string) string {
 	s.t.Helper()
 	tok := strings.TrimSpace(s.kw(append([]string{"token", "create", "-user", user, "-group", group}, extra...)...))
+	s.waitForToken(tok, "openai", func(denied string) bool { return !strings.Contains(denied, `"invalid_token"`) })
+	return tok
+}
+
+// waitForToken checks tok on provider's route straight over gRPC until
+// known holds for the denial body ("" when allowed).
+func (s *stack) waitForToken(tok, provider string, known func(denied string) bool) {
+	s.t.Helper()
 	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		s.t.Fatal(err)
@@ -182,13 +190,12 @@ func (s *stack) token(user, group string, extra ...string) string {
 	client := authv3.NewAuthorizationClient(conn)
 	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Path: "/", Headers: map[string]string{"authorization": "Bearer " + tok}}},
-		ContextExtensions: map[string]string{"provider": "openai"},
+		ContextExtensions: map[string]string{"provider": provider},
 	}}
 	waitFor(s.t, 2*time.Second, func() bool {
 		resp, err := client.Check(context.Background(), req)
-		return err == nil && !strings.Contains(resp.GetDeniedResponse().GetBody(), `"invalid_token"`)
+		return err == nil && known(resp.GetDeniedResponse().GetBody())
 	})
-	return tok
 }
 
 func (s *stack) startKeyward() {
