@@ -213,13 +213,58 @@ func sdkRequest(tok string) *authv3.CheckRequest {
 // BenchmarkCheck measures the Check handler (decision and response) for an
 // allowed request with warm caches: the target is at most 2µs and 10
 // allocations.
-func BenchmarkCheck(b *testing.B) {
-	svc, tok := benchService(b)
+func BenchmarkCheck(b *testing.B) { benchCheck(b) }
+
+// BenchmarkCheckParallel is BenchmarkCheck from GOMAXPROCS goroutines.
+func BenchmarkCheckParallel(b *testing.B) { benchCheckParallel(b) }
+
+// BenchmarkCheckDenied is a forged token: rejected before any lookup.
+func BenchmarkCheckDenied(b *testing.B) { benchCheckDenied(b) }
+
+// BenchmarkCheckMetrics is BenchmarkCheck with metrics on: still no
+// allocation.
+func BenchmarkCheckMetrics(b *testing.B) { benchCheck(b, withMetrics) }
+
+// BenchmarkCheckParallelMetrics is BenchmarkCheckParallel with metrics on.
+func BenchmarkCheckParallelMetrics(b *testing.B) { benchCheckParallel(b, withMetrics) }
+
+// BenchmarkCheckDeniedMetrics is BenchmarkCheckDenied with metrics on.
+func BenchmarkCheckDeniedMetrics(b *testing.B) { benchCheckDenied(b, withMetrics) }
+
+// withMetrics turns metrics on as metrics.listen does in serve; the
+// benchmarks built with it serve no endpoint.
+func withMetrics(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" }
+
+func benchCheck(b *testing.B, configure ...func(*config.Config)) {
+	svc, tok := benchService(b, configure...)
 	req := sdkRequest(tok)
 	ctx := context.Background()
 	if resp, _ := svc.authz.Check(ctx, req); mustDecode(b, resp).GetOkResponse() == nil {
 		b.Fatalf("denied: %v", resp)
 	}
+	b.ReportAllocs()
+	for b.Loop() {
+		svc.authz.Check(ctx, req)
+	}
+}
+
+func benchCheckParallel(b *testing.B, configure ...func(*config.Config)) {
+	svc, tok := benchService(b, configure...)
+	req := sdkRequest(tok)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer() // the set-up allocates; the checks must not
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			svc.authz.Check(ctx, req)
+		}
+	})
+}
+
+func benchCheckDenied(b *testing.B, configure ...func(*config.Config)) {
+	svc, tok := benchService(b, configure...)
+	req := sdkRequest(tok[:20] + strings.Repeat("A", len(tok)-20))
+	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
 		svc.authz.Check(ctx, req)
@@ -233,77 +278,6 @@ func mustDecode(t testing.TB, resp *authv3.CheckResponse) *authv3.CheckResponse 
 		t.Fatal(err)
 	}
 	return out
-}
-
-// BenchmarkCheckParallel is BenchmarkCheck from GOMAXPROCS goroutines.
-func BenchmarkCheckParallel(b *testing.B) {
-	svc, tok := benchService(b)
-	req := sdkRequest(tok)
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			svc.authz.Check(ctx, req)
-		}
-	})
-}
-
-// BenchmarkCheckDenied is a forged token: rejected before any lookup.
-func BenchmarkCheckDenied(b *testing.B) {
-	svc, tok := benchService(b)
-	req := sdkRequest(tok[:20] + strings.Repeat("A", len(tok)-20))
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		svc.authz.Check(ctx, req)
-	}
-}
-
-// withMetrics turns metrics on as metrics.listen does in serve; the
-// benchmarks built with it serve no endpoint.
-func withMetrics(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" }
-
-// BenchmarkCheckMetrics is BenchmarkCheck with metrics on: still no
-// allocation.
-func BenchmarkCheckMetrics(b *testing.B) {
-	svc, tok := benchService(b, withMetrics)
-	if svc.metrics == nil {
-		b.Fatal("metrics are off")
-	}
-	req := sdkRequest(tok)
-	ctx := context.Background()
-	if resp, _ := svc.authz.Check(ctx, req); mustDecode(b, resp).GetOkResponse() == nil {
-		b.Fatalf("denied: %v", resp)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		svc.authz.Check(ctx, req)
-	}
-}
-
-// BenchmarkCheckParallelMetrics is BenchmarkCheckParallel with metrics on.
-func BenchmarkCheckParallelMetrics(b *testing.B) {
-	svc, tok := benchService(b, withMetrics)
-	req := sdkRequest(tok)
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer() // the metrics' set-up allocates; the checks must not
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			svc.authz.Check(ctx, req)
-		}
-	})
-}
-
-// BenchmarkCheckDeniedMetrics is BenchmarkCheckDenied with metrics on.
-func BenchmarkCheckDeniedMetrics(b *testing.B) {
-	svc, tok := benchService(b, withMetrics)
-	req := sdkRequest(tok[:20] + strings.Repeat("A", len(tok)-20))
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		svc.authz.Check(ctx, req)
-	}
 }
 
 // TestExampleConfigValidates runs the reference configuration through
