@@ -74,8 +74,15 @@ func (m *memRecords) PrivateKeys(_ context.Context, user string) (*record.Privat
 	case m.privateFail != nil:
 		return nil, m.privateFail
 	}
-	return m.privateKeys[user], nil
+	if k, ok := m.privateKeys[user]; ok {
+		return k, nil
+	}
+	// As cache.Records answers for a user without credentials: an empty
+	// index, not nil.
+	return emptyPrivateKeys, nil
 }
+
+var emptyPrivateKeys = record.NewPrivateKeys(nil)
 
 var testNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 

@@ -293,9 +293,10 @@ func (a *Authorizer) privateKey(ctx context.Context, req *Request, d *Decision, 
 	keys, err := a.records.PrivateKeys(ctx, user)
 	switch {
 	case err == nil:
-		if keys != nil && !d.modelRead {
-			// Only a user with credentials of their own pays for
-			// reading the model: it picks among them.
+		if keys.Has(provider) && !d.modelRead {
+			// Only a user with credentials of their own for this
+			// provider pays for reading the model: it picks among them.
+			// (Users without any get an empty index from the caches.)
 			a.readModel(req, d, true)
 		}
 		return keys.For(provider, d.Model), ""

@@ -264,3 +264,27 @@ func BenchmarkCheckAllowedPrivateKey(b *testing.B) {
 		s.Check(ctx, req)
 	}
 }
+
+// TestBodyReadOnlyForOwnCredentials: in a group without model
+// restrictions, the forwarded body is read only for a user who has a
+// credential of their own for the provider (it picks among them); for
+// anyone else, whose caches answer an empty index, the model stays the
+// header's and the body is never parsed.
+func TestBodyReadOnlyForOwnCredentials(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct {
+		tok, want string
+	}{
+		{"ben", "header-model"}, // no credentials: an empty index
+		{"ann", "gpt-4o"},       // an openai credential for gpt-4o
+	} {
+		headers := bearerHeader(f.tokens[c.tok])
+		headers["x-ai-eg-model"] = "header-model"
+		req := checkRequest(headers, "/v1/chat/completions", "openai")
+		r := Request{Headers: headers, Path: req.Attributes.Request.Http.Path, Body: `{"model":"gpt-4o","messages":[]}`, ContextExtensions: req.Attributes.ContextExtensions}
+		d := f.server(t, Options{}).authorizer.Decide(context.Background(), &r)
+		if d.Reason != ReasonAllowed || d.Model != c.want {
+			t.Errorf("%s: reason %s, model %q, want allowed with %q", c.tok, d.Reason, d.Model, c.want)
+		}
+	}
+}

@@ -66,6 +66,13 @@ func NewPrivateKeys(creds []*Credential) *PrivateKeys {
 	return p
 }
 
+// Has reports whether the user has any usable credential for provider, so
+// that a caller can skip working out the model when none could be picked.
+// Safe on a nil PrivateKeys.
+func (p *PrivateKeys) Has(provider string) bool {
+	return p != nil && p.providers[provider] != nil
+}
+
 // For returns the credential a request to provider for model goes out on,
 // or nil when the user has none that fits. A credential for exactly that
 // model comes first, then one without a model (any model); a credential

@@ -87,6 +87,16 @@ func TestPrivateKeysNil(t *testing.T) {
 	if got := NewPrivateKeys(nil).For("openai", ""); got != nil {
 		t.Fatalf("empty PrivateKeys: For = %v", got)
 	}
+	if p.Has("openai") || NewPrivateKeys(nil).Has("openai") {
+		t.Fatal("Has on a nil or empty PrivateKeys")
+	}
+	keyless := NewPrivateKeys([]*Credential{{ID: "a", Provider: "openai"}})
+	if keyless.Has("openai") {
+		t.Fatal("Has counts a credential without a key")
+	}
+	if !NewPrivateKeys([]*Credential{{ID: "a", Provider: "openai", Key: "sk-x"}}).Has("openai") {
+		t.Fatal("Has misses a credential")
+	}
 }
 
 func TestPrivateKeysHideSecret(t *testing.T) {
