@@ -108,51 +108,43 @@ func (s *Server) getCredential(w http.ResponseWriter, r *http.Request, c caller)
 
 func (s *Server) createCredential(w http.ResponseWriter, r *http.Request, c caller) {
 	cr := &record.Credential{ID: record.NewCredentialID(), User: c.name, Created: s.now().UTC()}
+	s.saveCredential(w, r, c, "credential.create", cr, http.StatusCreated)
+}
+
+func (s *Server) putCredential(w http.ResponseWriter, r *http.Request, c caller) {
+	old, e := s.ownCredential(r, c, "credential.update")
+	if e != nil {
+		s.fail(w, r, c, "credential.update", target("credential", r.PathValue("id")), e)
+		return
+	}
+	cr := *old // records are immutable: change a copy
+	s.saveCredential(w, r, c, "credential.update", &cr, http.StatusOK)
+}
+
+// saveCredential applies the request body to cr, checks the result and
+// stores it, answering status with the stored credential, masked.
+func (s *Server) saveCredential(w http.ResponseWriter, r *http.Request, c caller, action string, cr *record.Credential, status int) {
 	tgt := target("credential", cr.ID)
 	if e := readCredential(r.Body, cr); e != nil {
-		s.fail(w, r, c, "credential.create", tgt, e)
+		s.fail(w, r, c, action, tgt, e)
 		return
 	}
 	if e := s.checkCredential(r, c, cr); e != nil {
-		s.fail(w, r, c, "credential.create", tgt, e)
+		s.fail(w, r, c, action, tgt, e)
 		return
 	}
 	if err := s.st.PutCredential(r.Context(), cr); err != nil {
-		e := s.classify(r.Context(), "credential.create", err)
+		e := s.classify(r.Context(), action, err)
 		if e.status == http.StatusNotFound {
 			// The owner has no user record (the bootstrap admin, or a
 			// user deleted meanwhile): a bad request, not a missing route.
 			e = &apiError{http.StatusBadRequest, codeInvalidRequest, "Cannot store the credential: " + c.name + " has no user record."}
 		}
-		s.fail(w, r, c, "credential.create", tgt, e)
+		s.fail(w, r, c, action, tgt, e)
 		return
 	}
-	s.done(r, c, "credential.create", tgt)
-	writeJSON(w, http.StatusCreated, credentialOut(cr))
-}
-
-func (s *Server) putCredential(w http.ResponseWriter, r *http.Request, c caller) {
-	tgt := target("credential", r.PathValue("id"))
-	old, e := s.ownCredential(r, c, "credential.update")
-	if e != nil {
-		s.fail(w, r, c, "credential.update", tgt, e)
-		return
-	}
-	cr := *old // records are immutable: change a copy
-	if e := readCredential(r.Body, &cr); e != nil {
-		s.fail(w, r, c, "credential.update", tgt, e)
-		return
-	}
-	if e := s.checkCredential(r, c, &cr); e != nil {
-		s.fail(w, r, c, "credential.update", tgt, e)
-		return
-	}
-	if err := s.st.PutCredential(r.Context(), &cr); err != nil {
-		s.fail(w, r, c, "credential.update", tgt, s.classify(r.Context(), "credential.update", err))
-		return
-	}
-	s.done(r, c, "credential.update", tgt)
-	writeJSON(w, http.StatusOK, credentialOut(&cr))
+	s.done(r, c, action, tgt)
+	writeJSON(w, status, credentialOut(cr))
 }
 
 // readCredential decodes a credential request from body onto c, then

@@ -74,7 +74,7 @@ type Store interface {
 	DeleteUser(ctx context.Context, name string) error
 	Users(ctx context.Context) ([]*record.User, error)
 	Groups(ctx context.Context) ([]*record.Group, error)
-	// UserTokens lists one user's LLM tokens.
+	// UserTokens lists one user's LLM tokens, and no one else's.
 	UserTokens(ctx context.Context, user string) ([]*record.Token, error)
 	Provider(ctx context.Context, name string) (*record.Provider, error)
 	Providers(ctx context.Context) ([]*record.Provider, error)

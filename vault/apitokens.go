@@ -80,13 +80,10 @@ func decodeAPIToken(id string, m map[string]any) (*record.APIToken, error) {
 	f := &fields{path: apiTokensDir + id, m: m}
 	t := &record.APIToken{
 		ID:      id,
+		Hash:    f.hash("hash"),
 		User:    f.str("user"),
 		Created: f.time("created"),
 		Revoked: f.boolean("revoked"),
-	}
-	var ok bool
-	if t.Hash, ok = record.ParseHash(f.str("hash")); !ok {
-		f.bad("hash", "want 64 hex digits (SHA-256)")
 	}
 	if t.User == "" {
 		f.bad("user", "must be set")

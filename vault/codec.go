@@ -48,6 +48,15 @@ func (f *fields) str(name string) string {
 	}
 }
 
+// hash reads a token secret's SHA-256 written by record.FormatHash.
+func (f *fields) hash(name string) [32]byte {
+	h, ok := record.ParseHash(f.str(name))
+	if !ok {
+		f.bad(name, "want 64 hex digits (SHA-256)")
+	}
+	return h
+}
+
 func (f *fields) boolean(name string) bool {
 	switch v := f.m[name].(type) {
 	case nil:
@@ -236,10 +245,7 @@ func decodeToken(id string, m map[string]any) (*record.Token, error) {
 		// Written by rotation; absent on tokens never rotated.
 		ReplacedBy: f.str("replaced_by"),
 	}
-	var ok bool
-	if t.Hash, ok = record.ParseHash(f.str("hash")); !ok {
-		f.bad("hash", "want 64 hex digits (SHA-256)")
-	}
+	t.Hash = f.hash("hash")
 	if t.User == "" || t.Group == "" {
 		f.bad("user/group", "must be set")
 	}
