@@ -128,6 +128,10 @@ type Management struct {
 	// rotation names no grace period of its own. Default (and when 0)
 	// 24h; at most 720h.
 	RotationGrace time.Duration `yaml:"rotation_grace"`
+	// MaxActiveTokens caps the active LLM tokens one user may hold (made
+	// through the API or the CLI; rotated, revoked and expired ones do
+	// not count). Default 100.
+	MaxActiveTokens int `yaml:"max_active_tokens"`
 }
 
 // Metrics configures the Prometheus metrics endpoint served by keyward
@@ -303,6 +307,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.LogLevel, "info")
 	setDefault(&c.ShutdownGrace, 10*time.Second)
 	setDefault(&c.Management.RotationGrace, 24*time.Hour)
+	setDefault(&c.Management.MaxActiveTokens, manage.DefaultMaxActiveTokens)
 	for i := range c.Routes {
 		for j, h := range c.Routes[i].Hosts {
 			c.Routes[i].Hosts[j] = strings.ToLower(h)
@@ -360,6 +365,9 @@ func (c *Config) Validate() error {
 	}
 	if g := c.Management.RotationGrace; g < 0 || g > manage.MaxRotationGrace {
 		bad("management.rotation_grace", "%s is not between 0 and %s", g, manage.MaxRotationGrace)
+	}
+	if c.Management.MaxActiveTokens < 1 {
+		bad("management.max_active_tokens", "must be at least 1")
 	}
 	if c.Audit.DenyLogPerSecond < 0 {
 		bad("audit.deny_log_per_second", "must not be negative (0 logs every denial)")

@@ -179,7 +179,7 @@ metrics:
 		},
 		Vault:         vault.Config{}.WithDefaults(),
 		Cache:         config.Cache{Size: 10, TTL: time.Minute},
-		Management:    config.Management{RotationGrace: 24 * time.Hour},
+		Management:    config.Management{RotationGrace: 24 * time.Hour, MaxActiveTokens: 100},
 		Metrics:       config.Metrics{Listen: "127.0.0.1:9464"},
 		LogLevel:      "debug",
 		ShutdownGrace: 3 * time.Second,
@@ -328,7 +328,7 @@ func TestValidateDirect(t *testing.T) {
 			mutate: func(c *config.Config) { *c = config.Config{} },
 			fields: []string{
 				"listen", "envoy.listen", "envoy.authz_address", "store.poll_interval", "envoy.authz_timeout",
-				"cache.size", "cache.ttl", "log_level", "model_header",
+				"cache.size", "cache.ttl", "management.max_active_tokens", "log_level", "model_header",
 			},
 		},
 	}

@@ -11,13 +11,13 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/filestore"
-	"github.com/keyward/keyward/mgmt"
+	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
 )
 
 // The file store is a management API store. The check sits in a test so
 // that the store never depends on the HTTP layer.
-var _ mgmt.Store = (*filestore.Store)(nil)
+var _ manage.Store = (*filestore.Store)(nil)
 
 // newAPIToken returns a management token record for user with a random
 // hash, every byte of which must survive the file.

@@ -1,7 +1,16 @@
 // Package manage holds keyward's management rules, the same whichever store
-// keeps the records and whoever asks (the CLI now, the management API
-// later): who may get a token for which group, what creating, rotating or
-// revoking a token does, and what deleting a user takes with it.
+// keeps the records and whoever asks (the CLI, the management API in
+// manage/httpapi): who may get a token for which group and how many, what
+// creating, rotating or revoking a token does, what users, groups,
+// management tokens and private credentials may look like, and what
+// deleting a user takes with it.
+//
+// Every rule that reads the store before it writes runs atomically with the
+// write: a Manager hands its check to the store, which runs it under the
+// file lock (file store) or with check-and-set (Vault). Front ends map the
+// errors once: ErrInvalid (a rule is broken), record.ErrExists,
+// record.ErrNotFound, ErrLimit, ErrConflict, record.ErrNotAnnounced, and
+// anything else is the store failing.
 package manage
 
 import (
@@ -10,200 +19,109 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
 
-// Store is what management needs of a record store.
-type Store interface {
-	User(ctx context.Context, name string) (*record.User, error)
-	Group(ctx context.Context, name string) (*record.Group, error)
-	Token(ctx context.Context, id string) (*record.Token, error)
-	SigningKeys(ctx context.Context) ([]token.SigningKey, error)
-	PutToken(ctx context.Context, t *record.Token) error
+// The errors callers branch on, besides the store's record.ErrNotFound,
+// record.ErrExists and record.ErrNotAnnounced.
+var (
+	// ErrInvalid marks a request that breaks a rule; the message says
+	// which, naming fields and records, never a secret.
+	ErrInvalid = errors.New("invalid request")
+	// ErrLimit marks a request past a limit, such as a user's number of
+	// active tokens.
+	ErrLimit = errors.New("limit reached")
+	// ErrConflict marks a change that lost a race with another change of
+	// the same record (two rotations of one token): nothing was changed.
+	ErrConflict = errors.New("conflicting change")
+)
+
+// invalid returns an ErrInvalid error with the given message.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
 
-// ErrInvalid marks a request that breaks a rule; the message says which.
-var ErrInvalid = errors.New("invalid request")
+// Defaults of Options.
+const (
+	// DefaultRotationGrace is how long a rotated token keeps working when
+	// the rotation names no grace period: a day, time for a deployment to
+	// roll out its new secret.
+	DefaultRotationGrace = 24 * time.Hour
+	// MaxRotationGrace bounds the grace period of a rotation: an old token
+	// that lingers for months is a second token, not a rotation.
+	MaxRotationGrace = 30 * 24 * time.Hour
+	// DefaultMaxActiveTokens is how many active LLM tokens a user may hold
+	// at once when Options.MaxActiveTokens is zero.
+	DefaultMaxActiveTokens = 100
+)
 
-// TokenRequest asks for a new token.
-type TokenRequest struct {
-	User  string
-	Group string
-	Name  string
-	// TTL is the token's lifetime; zero for a token that does not expire.
-	TTL time.Duration
+// Options configure a Manager. The zero value takes every default.
+type Options struct {
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// RotationGrace is the grace period of a rotation that names none.
+	// Default DefaultRotationGrace; at most MaxRotationGrace.
+	RotationGrace time.Duration
+	// MaxActiveTokens caps the active LLM tokens a user holds (rotated,
+	// revoked and expired ones do not count). Default
+	// DefaultMaxActiveTokens.
+	MaxActiveTokens int
 }
 
-// CreateToken mints a token for req.User in req.Group and stores its
-// record. The group must exist and be one the user may use: this is
-// checked now, not only when the token is used. The returned token string
-// is shown to its owner once and is not recoverable afterwards.
-func CreateToken(ctx context.Context, st Store, req TokenRequest, now time.Time) (string, *record.Token, error) {
-	tok, rec, err := mintToken(ctx, st, req, now)
-	if err != nil {
-		return "", nil, err
-	}
-	if err := st.PutToken(ctx, rec); err != nil {
-		return "", nil, fmt.Errorf("store token: %w", err)
-	}
-	return tok, rec, nil
+// Manager applies the management rules to a Store. It is safe for
+// concurrent use, and so is running several Managers (processes) against
+// one store: the stores make each rule's read and write atomic.
+type Manager struct {
+	st   Store
+	opts Options
 }
 
-// mintToken checks req against the user's and group's records and mints
-// its token, without storing it.
-func mintToken(ctx context.Context, st Store, req TokenRequest, now time.Time) (string, *record.Token, error) {
-	if req.TTL < 0 {
-		return "", nil, fmt.Errorf("%w: expiry must not be negative", ErrInvalid)
+// New returns a Manager over st. Options out of range are an error naming
+// the field.
+func New(st Store, opts Options) (*Manager, error) {
+	if st == nil {
+		return nil, errors.New("manage: no store")
 	}
-	if err := record.ValidateTokenName(req.Name); err != nil {
-		return "", nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
-	u, err := st.User(ctx, req.User)
-	if err != nil {
-		return "", nil, err
+	switch g := opts.RotationGrace; {
+	case g == 0:
+		opts.RotationGrace = DefaultRotationGrace
+	case g < 0 || g > MaxRotationGrace:
+		return nil, fmt.Errorf("manage: rotation grace %v: want between 0 and %v", g, MaxRotationGrace)
 	}
-	if u.Disabled {
-		return "", nil, fmt.Errorf("%w: user %q is disabled", ErrInvalid, req.User)
+	switch n := opts.MaxActiveTokens; {
+	case n == 0:
+		opts.MaxActiveTokens = DefaultMaxActiveTokens
+	case n < 0:
+		return nil, fmt.Errorf("manage: max active tokens %d: want at least 1", n)
 	}
-	if !u.MayUse(req.Group) {
-		return "", nil, fmt.Errorf("%w: user %q may not use group %q (usable: %v)", ErrInvalid, req.User, req.Group, u.Groups)
-	}
-	g, err := st.Group(ctx, req.Group)
-	if err != nil {
-		return "", nil, err
-	}
-	if g.Disabled {
-		return "", nil, fmt.Errorf("%w: group %q is disabled", ErrInvalid, req.Group)
-	}
-	keys, err := st.SigningKeys(ctx)
-	if err != nil {
-		return "", nil, fmt.Errorf("signing keys: %w", err)
-	}
-	ring, err := token.NewKeyring(keys)
-	if err != nil {
-		return "", nil, err
-	}
-	m, err := ring.Mint()
-	if err != nil {
-		return "", nil, err
-	}
-	rec := &record.Token{ID: m.ID, Hash: m.Hash, User: req.User, Group: req.Group, Name: req.Name, Created: now.UTC(), Last4: m.Token[len(m.Token)-4:]}
-	if req.TTL > 0 {
-		rec.Expires = now.Add(req.TTL).UTC()
-	}
-	return m.Token, rec, nil
+	return &Manager{st: st, opts: opts}, nil
 }
 
-// MaxRotationGrace bounds the grace period of a rotation: an old token
-// that lingers for months is a second token, not a rotation.
-const MaxRotationGrace = 30 * 24 * time.Hour
-
-// Rotation is the outcome of RotateToken.
-type Rotation struct {
-	// Token is the new token string, shown to its owner once.
-	Token string
-	// New is the new token's record; Old the old one's, as now stored.
-	New, Old *record.Token
-}
-
-// RotateToken replaces token id with a new token of the same user, group
-// and name. The old token keeps working for grace (zero stops it at once,
-// and never past its own expiry), then is refused as expired; it records
-// which token replaced it. A token with an expiry passes its lifetime on:
-// the new one lasts as long from now. The user must still be allowed the
-// group, as at creation. A token already rotated, revoked or expired is
-// not rotated again, so that one token never has two successors.
-func RotateToken(ctx context.Context, st Store, id string, grace time.Duration, now time.Time) (*Rotation, error) {
-	if grace < 0 || grace > MaxRotationGrace {
-		return nil, fmt.Errorf("%w: grace must be between 0 and %v", ErrInvalid, MaxRotationGrace)
-	}
-	old, err := st.Token(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case old.Revoked:
-		return nil, fmt.Errorf("%w: token %s is revoked", ErrInvalid, id)
-	case old.ReplacedBy != "":
-		return nil, fmt.Errorf("%w: token %s was already rotated; rotate its replacement %s", ErrInvalid, id, old.ReplacedBy)
-	case old.Expired(now):
-		return nil, fmt.Errorf("%w: token %s has expired", ErrInvalid, id)
-	}
-	req := TokenRequest{User: old.User, Group: old.Group, Name: old.Name}
-	if !old.Expires.IsZero() {
-		req.TTL = old.Expires.Sub(old.Created)
-	}
-	tok, rec, err := mintToken(ctx, st, req, now)
-	if err != nil {
-		return nil, err
-	}
-	// The new token is stored first: if the second write fails, the old
-	// token still works and nothing is lost but a retry.
-	if err := st.PutToken(ctx, rec); err != nil {
-		return nil, fmt.Errorf("store new token: %w", err)
-	}
-	retired := *old
-	retired.ReplacedBy = rec.ID
-	if end := now.Add(grace).UTC(); retired.Expires.IsZero() || end.Before(retired.Expires) {
-		retired.Expires = end
-	}
-	if err := st.PutToken(ctx, &retired); err != nil {
-		return nil, fmt.Errorf("store old token %s (the new token %s is stored and works): %w", id, rec.ID, err)
-	}
-	return &Rotation{Token: tok, New: rec, Old: &retired}, nil
-}
-
-// RevokeToken marks a token revoked: it is refused from the next check on
-// (within the store's propagation time) and stays listed as revoked.
-func RevokeToken(ctx context.Context, st Store, id string) error {
-	t, err := st.Token(ctx, id)
-	if err != nil {
-		return err
-	}
-	if t.Revoked {
-		return nil
-	}
-	revoked := *t
-	revoked.Revoked = true
-	return st.PutToken(ctx, &revoked)
-}
-
-// ValidateGroup checks a group's names before it is stored.
-func ValidateGroup(g *record.Group) error {
-	if err := record.ValidateName("group", g.Name); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	for _, p := range g.Providers {
-		if err := record.ValidateName("provider", p); err != nil {
-			return fmt.Errorf("%w: providers: %v", ErrInvalid, err)
-		}
-	}
-	if g.RequestsPerMinute < 0 {
-		return fmt.Errorf("%w: requests_per_minute: must be 0 (no limit) or more, got %d", ErrInvalid, g.RequestsPerMinute)
-	}
-	return nil
-}
+// RotationGrace is the grace period of a rotation that names none.
+func (m *Manager) RotationGrace() time.Duration { return m.opts.RotationGrace }
 
 // ReservedUser is the name the bootstrap admin acts under in the
 // management API and its audit log; no user record may take it.
 const ReservedUser = "bootstrap"
 
-// ValidateUser checks a user before it is stored.
-func ValidateUser(u *record.User) error {
-	if err := record.ValidateName("user", u.Name); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+// keyring returns the keyring that mints LLM tokens, from the store's
+// signing keys; management tokens use its Management form.
+func (m *Manager) keyring(ctx context.Context) (*token.Keyring, error) {
+	keys, err := m.st.SigningKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
 	}
-	if u.Name == ReservedUser {
-		return fmt.Errorf("%w: user name %q is reserved for the bootstrap admin", ErrInvalid, u.Name)
-	}
-	if u.Role != record.RoleUser && u.Role != record.RoleAdmin {
-		return fmt.Errorf("%w: role %q is not user or admin", ErrInvalid, u.Role)
-	}
-	for _, g := range u.Groups {
-		if err := record.ValidateName("group", g); err != nil {
-			return fmt.Errorf("%w: groups: %v", ErrInvalid, err)
-		}
-	}
-	return nil
+	return token.NewKeyring(keys)
 }
+
+// EnsureSigningKey makes the store's first token signing key if it has
+// none, so that tokens can be minted.
+func (m *Manager) EnsureSigningKey(ctx context.Context) error {
+	return m.st.EnsureSigningKey(ctx)
+}
+
+// Now is the Manager's clock: what token states are judged against.
+func (m *Manager) Now() time.Time { return m.opts.Now() }

@@ -20,6 +20,15 @@ import (
 // Stores wrap it with the record's kind and name; callers use errors.Is.
 var ErrNotFound = errors.New("not found")
 
+// ErrExists reports a create of a record that exists already.
+var ErrExists = errors.New("already exists")
+
+// ErrNotAnnounced reports a change that is stored but that the other
+// keyward replicas could not be told of (a lost Vault leader, a policy
+// without the change marker): they may keep serving the old record until
+// its cache TTL. Running the same change again announces it.
+var ErrNotAnnounced = errors.New("stored, but not announced to the other replicas; run the change again")
+
 // Kind is a provider's wire convention: which header carries the key.
 type Kind string
 
@@ -188,21 +197,30 @@ func (t *Token) Expired(now time.Time) bool {
 	return !t.Expires.IsZero() && !now.Before(t.Expires)
 }
 
-// State is how listings show the token at now: "revoked", "rotated" (its
-// replacement's grace period is over), "expired", "rotating" (replaced, but
-// still accepted during the grace period) or "active".
+// The states of a token, as Token.State reports them.
+const (
+	TokenActive   = "active"
+	TokenRotating = "rotating"
+	TokenRotated  = "rotated"
+	TokenExpired  = "expired"
+	TokenRevoked  = "revoked"
+)
+
+// State is how listings show the token at now: TokenRevoked, TokenRotated
+// (its replacement's grace period is over), TokenExpired, TokenRotating
+// (replaced, but still accepted during the grace period) or TokenActive.
 func (t *Token) State(now time.Time) string {
 	switch {
 	case t.Revoked:
-		return "revoked"
+		return TokenRevoked
 	case t.Expired(now) && t.ReplacedBy != "":
-		return "rotated"
+		return TokenRotated
 	case t.Expired(now):
-		return "expired"
+		return TokenExpired
 	case t.ReplacedBy != "":
-		return "rotating"
+		return TokenRotating
 	}
-	return "active"
+	return TokenActive
 }
 
 var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)

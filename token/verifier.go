@@ -18,14 +18,33 @@ type Verifier struct {
 	state atomic.Pointer[verifierState]
 }
 
-type verifierState struct{ ring *Keyring }
+// verifierState is one keyring and its management form, made once per Set
+// rather than per management token verified.
+type verifierState struct{ ring, management *Keyring }
 
 // Set makes r the keyring that verifies from now on. A nil r means the
 // store holds no signing keys: no token can be valid.
-func (v *Verifier) Set(r *Keyring) { v.state.Store(&verifierState{ring: r}) }
+func (v *Verifier) Set(r *Keyring) {
+	st := &verifierState{ring: r}
+	if r != nil {
+		st.management = r.Management()
+	}
+	v.state.Store(st)
+}
 
 // Verify is Keyring.Verify on the current keyring.
 func (v *Verifier) Verify(tok string) (string, [sha256.Size]byte, error) {
+	return v.verify(tok, func(st *verifierState) *Keyring { return st.ring })
+}
+
+// VerifyManagement verifies a management token ("kwm_…") on the current
+// keyring's management form, without I/O: a forged management token costs
+// no store read.
+func (v *Verifier) VerifyManagement(tok string) (string, [sha256.Size]byte, error) {
+	return v.verify(tok, func(st *verifierState) *Keyring { return st.management })
+}
+
+func (v *Verifier) verify(tok string, ring func(*verifierState) *Keyring) (string, [sha256.Size]byte, error) {
 	st := v.state.Load()
 	switch {
 	case st == nil:
@@ -33,5 +52,5 @@ func (v *Verifier) Verify(tok string) (string, [sha256.Size]byte, error) {
 	case st.ring == nil:
 		return "", [sha256.Size]byte{}, ErrForged
 	}
-	return st.ring.Verify(tok)
+	return ring(st).Verify(tok)
 }

@@ -2,7 +2,6 @@ package vault
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -49,22 +48,55 @@ func (s *Store) PutAPIToken(ctx context.Context, t *record.APIToken) error {
 	return s.put(ctx, KindAPIToken, t.ID, apiTokensDir+t.ID, encodeAPIToken(t))
 }
 
-// deleteAPITokens removes every management token of user (one read per
-// token: for DeleteUser).
-func (s *Store) deleteAPITokens(ctx context.Context, user string) error {
-	all, err := listRecords(ctx, s, apiTokensDir, s.APIToken)
-	if err != nil {
+// CreateAPIToken stores the new management token t once check has
+// accepted its owner, atomically with the owner's deletion (see
+// ownedWrite).
+func (s *Store) CreateAPIToken(ctx context.Context, t *record.APIToken, check func(*record.User) error) error {
+	if !token.ValidID(t.ID) {
+		return fmt.Errorf("API token id %q: not a token id", t.ID)
+	}
+	if err := checkName("user", t.User); err != nil {
 		return err
 	}
+	path := apiTokensDir + t.ID
+	return s.ownedWrite(ctx, t.User, func(u *record.User) (undoFunc, error) {
+		if err := check(u); err != nil {
+			return nil, err
+		}
+		if err := s.casPut(ctx, path, encodeAPIToken(t), 0); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return s.kv.DeleteMetadata(ctx, path) }, nil
+	})
+}
+
+// UpdateAPIToken applies change to the stored management token with
+// check-and-set, and announces it.
+func (s *Store) UpdateAPIToken(ctx context.Context, id string, change func(*record.APIToken) error) (*record.APIToken, error) {
+	if !token.ValidID(id) {
+		return nil, fmt.Errorf("API token %q: %w", id, record.ErrNotFound)
+	}
+	return updateRecord(ctx, s, KindAPIToken, id, apiTokensDir+id, codec[record.APIToken]{decodeAPIToken, encodeAPIToken}, change)
+}
+
+// sweepAPITokens removes every management token of user (one read per
+// management token: for DeleteUser).
+func (s *Store) sweepAPITokens(ctx context.Context, user string) ([]change, error) {
+	all, err := listRecords(ctx, s, apiTokensDir, s.APIToken)
+	if err != nil {
+		return nil, err
+	}
+	var changes []change
 	for _, t := range all {
 		if t.User != user {
 			continue
 		}
-		if err := s.delete(ctx, KindAPIToken, t.ID, apiTokensDir+t.ID); err != nil && !errors.Is(err, record.ErrNotFound) {
-			return err
+		if err := s.kv.DeleteMetadata(ctx, apiTokensDir+t.ID); err != nil {
+			return nil, fmt.Errorf("vault delete %s: %w", apiTokensDir+t.ID, err)
 		}
+		changes = append(changes, change{kind: KindAPIToken, name: t.ID})
 	}
-	return nil
+	return changes, nil
 }
 
 func encodeAPIToken(t *record.APIToken) map[string]any {

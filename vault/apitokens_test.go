@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyward/keyward/mgmt"
+	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 	"github.com/keyward/keyward/vault"
@@ -17,7 +17,7 @@ import (
 
 // The Vault store is a management API store. The check sits in a test so
 // that the store never depends on the HTTP layer.
-var _ mgmt.Store = (*vault.Store)(nil)
+var _ manage.Store = (*vault.Store)(nil)
 
 // newAPIToken returns a management token record for user with a real
 // token id and a random hash, every byte of which must survive Vault.

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -38,13 +37,48 @@ func checkCredential(user, id string) error {
 // must exist (record.ErrNotFound otherwise), so that no credential is
 // written for nobody.
 func (s *Store) PutCredential(ctx context.Context, c *record.Credential) error {
+	return s.SaveCredential(ctx, c, func(*record.User, []*record.Credential) error { return nil })
+}
+
+// SaveCredential creates or replaces c once check has accepted its owner
+// and the credentials the owner holds, atomically with the owner's other
+// credential writes and deletion (see ownedWrite), and announces it.
+func (s *Store) SaveCredential(ctx context.Context, c *record.Credential, check func(*record.User, []*record.Credential) error) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("credential: %w", err)
 	}
-	if _, err := s.get(ctx, usersDir+c.User); err != nil {
+	path := credentialsDir(c.User) + c.ID
+	err := s.ownedWrite(ctx, c.User, func(u *record.User) (undoFunc, error) {
+		owned, err := s.Credentials(ctx, c.User)
+		if err != nil {
+			return nil, err
+		}
+		if err := check(u, owned); err != nil {
+			return nil, err
+		}
+		prev, err := s.readVersion(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.casPut(ctx, path, encodeCredential(c), prev.n); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return s.restore(ctx, path, prev) }, nil
+	})
+	if err != nil {
 		return err
 	}
-	return s.put(ctx, KindCredential, c.User+"/"+c.ID, credentialsDir(c.User)+c.ID, encodeCredential(c))
+	return s.announce(ctx, change{kind: KindCredential, name: c.User + "/" + c.ID})
+}
+
+// restore puts back the version of path that prev read: the record as it
+// was, or none.
+func (s *Store) restore(ctx context.Context, path string, prev version) error {
+	if prev.data == nil {
+		return s.kv.DeleteMetadata(ctx, path)
+	}
+	_, err := s.kv.Put(ctx, path, prev.data)
+	return err
 }
 
 // Credential returns user's credential id. It is record.ErrNotFound when
@@ -87,27 +121,51 @@ func (s *Store) Credentials(ctx context.Context, user string) ([]*record.Credent
 	return out, nil
 }
 
-// DeleteCredential removes user's credential id. It is record.ErrNotFound
-// when user has no such credential, whoever else may.
+// DeleteCredential removes user's credential id, atomically with the
+// user's other credential writes (see ownedWrite). It is
+// record.ErrNotFound when user has no such credential, whoever else may.
 func (s *Store) DeleteCredential(ctx context.Context, user, id string) error {
 	if err := checkCredential(user, id); err != nil {
 		return err
 	}
-	return s.delete(ctx, KindCredential, user+"/"+id, credentialsDir(user)+id)
-}
-
-// deleteCredentials removes every credential of user.
-func (s *Store) deleteCredentials(ctx context.Context, user string) error {
-	ids, err := s.list(ctx, credentialsDir(user))
+	path := credentialsDir(user) + id
+	err := s.ownedWrite(ctx, user, func(*record.User) (undoFunc, error) {
+		prev, err := s.readVersion(ctx, path)
+		switch {
+		case err != nil:
+			return nil, err
+		case prev.data == nil:
+			return nil, fmt.Errorf("credential %q of user %q: %w", id, user, record.ErrNotFound)
+		}
+		if err := s.kv.DeleteMetadata(ctx, path); err != nil {
+			return nil, fmt.Errorf("vault delete %s: %w", path, err)
+		}
+		return func(ctx context.Context) error { return s.restore(ctx, path, prev) }, nil
+	})
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
-		if err := s.DeleteCredential(ctx, user, id); err != nil && !errors.Is(err, record.ErrNotFound) {
-			return err
-		}
+	return s.announce(ctx, change{kind: KindCredential, name: user + "/" + id})
+}
+
+// sweepCredentials removes every credential of user (for DeleteUser,
+// whose user is buried already: no owned write).
+func (s *Store) sweepCredentials(ctx context.Context, user string) ([]change, error) {
+	ids, err := s.list(ctx, credentialsDir(user))
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	changes := make([]change, 0, len(ids))
+	for _, id := range ids {
+		if !record.ValidCredentialID(id) {
+			continue
+		}
+		if err := s.kv.DeleteMetadata(ctx, credentialsDir(user)+id); err != nil {
+			return nil, fmt.Errorf("vault delete %s: %w", credentialsDir(user)+id, err)
+		}
+		changes = append(changes, change{kind: KindCredential, name: user + "/" + id})
+	}
+	return changes, nil
 }
 
 func encodeCredential(c *record.Credential) map[string]any {

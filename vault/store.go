@@ -168,7 +168,7 @@ func (s *Store) get(ctx context.Context, path string) (*api.KVSecret, error) {
 		return nil, fmt.Errorf("%s: %w", path, record.ErrNotFound)
 	case err != nil:
 		return nil, fmt.Errorf("vault read %s: %w", path, err)
-	case sec == nil || sec.Data == nil:
+	case sec == nil || sec.Data == nil || isTombstone(sec.Data):
 		return nil, fmt.Errorf("%s: %w", path, record.ErrNotFound)
 	}
 	return sec, nil

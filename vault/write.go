@@ -6,14 +6,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/hashicorp/vault/api"
 
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
@@ -35,63 +30,172 @@ const (
 	KindSystem   = "system"
 )
 
-// PutGroup creates or replaces a group.
+// PutGroup creates or replaces a group, whatever is stored (a raw write:
+// package manage creates and changes groups with CreateGroup and
+// UpdateGroup).
 func (s *Store) PutGroup(ctx context.Context, g *record.Group) error {
 	return s.put(ctx, KindGroup, g.Name, groupsDir+g.Name, encodeGroup(g))
 }
 
-// DeleteGroup removes a group. Its tokens stay, and are denied.
-func (s *Store) DeleteGroup(ctx context.Context, name string) error {
-	return s.delete(ctx, KindGroup, name, groupsDir+name)
+// CreateGroup stores g unless a group of that name exists
+// (record.ErrExists).
+func (s *Store) CreateGroup(ctx context.Context, g *record.Group) error {
+	return s.createNamed(ctx, KindGroup, g.Name, groupsDir+g.Name, encodeGroup(g))
 }
 
-// PutUser creates or replaces a user.
+// UpdateGroup applies change to the stored group and stores the result.
+func (s *Store) UpdateGroup(ctx context.Context, name string, change func(*record.Group) error) (*record.Group, error) {
+	if err := checkName("group", name); err != nil {
+		return nil, err
+	}
+	return updateRecord(ctx, s, KindGroup, name, groupsDir+name, codec[record.Group]{decodeGroup, encodeGroup}, change)
+}
+
+// DeleteGroup removes a group. Its tokens stay, and are denied. Deleting a
+// deleted group announces it again.
+func (s *Store) DeleteGroup(ctx context.Context, name string) error {
+	if err := checkName("group", name); err != nil {
+		return err
+	}
+	if err := s.bury(ctx, groupsDir+name); err != nil {
+		return err
+	}
+	return s.announce(ctx, change{kind: KindGroup, name: name})
+}
+
+// PutUser creates or replaces a user, whatever is stored (a raw write:
+// package manage creates and changes users with CreateUser and UpdateUser).
 func (s *Store) PutUser(ctx context.Context, u *record.User) error {
 	return s.put(ctx, KindUser, u.Name, usersDir+u.Name, encodeUser(u))
 }
 
+// CreateUser stores u unless a user of that name exists
+// (record.ErrExists).
+func (s *Store) CreateUser(ctx context.Context, u *record.User) error {
+	return s.createNamed(ctx, KindUser, u.Name, usersDir+u.Name, encodeUser(u))
+}
+
+// UpdateUser applies change to the stored user and stores the result.
+func (s *Store) UpdateUser(ctx context.Context, name string, change func(*record.User) error) (*record.User, error) {
+	if err := checkName("user", name); err != nil {
+		return nil, err
+	}
+	return updateRecord(ctx, s, KindUser, name, usersDir+name, codec[record.User]{decodeUser, encodeUser}, change)
+}
+
 // DeleteUser removes a user, every token and management token they own
-// and every credential they stored.
+// and every credential they stored. The user is buried first: a write of
+// theirs still under way then either finishes before and is swept, or
+// fails and undoes itself (see ownedWrite). Deleting a deleted user sweeps
+// and announces again.
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
-	tokens, err := s.Tokens(ctx)
-	if err != nil {
+	if err := checkName("user", name); err != nil {
 		return err
 	}
-	if err := s.delete(ctx, KindUser, name, usersDir+name); err != nil {
+	if err := s.bury(ctx, usersDir+name); err != nil {
 		return err
 	}
-	for _, t := range tokens {
-		if t.User == name {
-			if err := s.DeleteToken(ctx, t.ID); err != nil && !errors.Is(err, record.ErrNotFound) {
-				return err
-			}
+	changes := []change{{kind: KindUser, name: name}}
+	for _, sweep := range []func(context.Context, string) ([]change, error){s.sweepTokens, s.sweepAPITokens, s.sweepCredentials} {
+		swept, err := sweep(ctx, name)
+		if err != nil {
+			return fmt.Errorf("delete the records of user %q: %w", name, err)
 		}
+		changes = append(changes, swept...)
 	}
-	if err := s.deleteAPITokens(ctx, name); err != nil {
-		return err
+	return s.announce(ctx, changes...)
+}
+
+// sweepTokens removes every token in user's index.
+func (s *Store) sweepTokens(ctx context.Context, user string) ([]change, error) {
+	ids, err := s.list(ctx, userTokensDir(user))
+	if err != nil {
+		return nil, err
 	}
-	return s.deleteCredentials(ctx, name)
+	changes := make([]change, 0, len(ids))
+	for _, id := range ids {
+		if !token.ValidID(id) {
+			continue
+		}
+		if err := s.removeToken(ctx, user, id); err != nil {
+			return nil, err
+		}
+		changes = append(changes, change{kind: KindToken, name: id})
+	}
+	return changes, nil
 }
 
 // userTokensDir indexes a user's tokens: an entry per token id, holding
-// nothing secret, so that one user's tokens are listed without reading
-// every token in Vault.
+// nothing secret, so that one user's tokens are listed (and swept) without
+// reading every token in Vault.
 func userTokensDir(user string) string { return usersDir + user + "/tokens/" }
 
-// PutToken creates or replaces a token record. Its owner's index entry is
-// written first: a token is never stored without one, so UserTokens
-// misses none.
+// PutToken creates or replaces a token record, whatever is stored (a raw
+// write: package manage uses CreateToken and UpdateToken). Its owner's
+// index entry is written first: a token is never stored without one, so
+// UserTokens and DeleteUser miss none.
 func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
+	if err := checkToken(t); err != nil {
+		return err
+	}
+	if err := s.putIndex(ctx, t); err != nil {
+		return err
+	}
+	return s.put(ctx, KindToken, t.ID, tokensDir+t.ID, encodeToken(t))
+}
+
+// checkToken keeps the id and owner of a token to be written plain.
+func checkToken(t *record.Token) error {
 	if !token.ValidID(t.ID) {
 		return fmt.Errorf("token id %q: not a token id", t.ID)
 	}
 	if err := record.ValidateName("user", t.User); err != nil {
 		return fmt.Errorf("token %s: %w", t.ID, err)
 	}
+	return nil
+}
+
+func (s *Store) putIndex(ctx context.Context, t *record.Token) error {
 	if _, err := s.kv.Put(ctx, userTokensDir(t.User)+t.ID, map[string]any{"token": t.ID}); err != nil {
 		return fmt.Errorf("vault write %s: %w", userTokensDir(t.User)+t.ID, err)
 	}
-	return s.put(ctx, KindToken, t.ID, tokensDir+t.ID, encodeToken(t))
+	return nil
+}
+
+// CreateToken stores the new token t once check has accepted its owner and
+// the tokens the owner holds, atomically with the owner's other owned
+// writes and deletion (see ownedWrite). A new token id is known to no one,
+// so nothing is announced.
+func (s *Store) CreateToken(ctx context.Context, t *record.Token, check func(*record.User, []*record.Token) error) error {
+	if err := checkToken(t); err != nil {
+		return err
+	}
+	return s.ownedWrite(ctx, t.User, func(u *record.User) (undoFunc, error) {
+		owned, err := s.UserTokens(ctx, t.User)
+		if err != nil {
+			return nil, err
+		}
+		if err := check(u, owned); err != nil {
+			return nil, err
+		}
+		undo := func(ctx context.Context) error { return s.removeToken(ctx, t.User, t.ID) }
+		if err := s.putIndex(ctx, t); err != nil {
+			return nil, err
+		}
+		if err := s.casPut(ctx, tokensDir+t.ID, encodeToken(t), 0); err != nil {
+			return nil, errors.Join(err, undo(context.WithoutCancel(ctx)))
+		}
+		return undo, nil
+	})
+}
+
+// UpdateToken applies change to the stored token and stores the result
+// with check-and-set: of two changes at once, the second sees the first.
+func (s *Store) UpdateToken(ctx context.Context, id string, change func(*record.Token) error) (*record.Token, error) {
+	if !token.ValidID(id) {
+		return nil, fmt.Errorf("token %q: %w", id, record.ErrNotFound)
+	}
+	return updateRecord(ctx, s, KindToken, id, tokensDir+id, codec[record.Token]{decodeToken, encodeToken}, change)
 }
 
 // DeleteToken removes a token record and its owner's index entry.
@@ -100,11 +204,19 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.delete(ctx, KindToken, id, tokensDir+id); err != nil {
+	if err := s.removeToken(ctx, t.User, id); err != nil {
 		return err
 	}
-	if err := s.kv.DeleteMetadata(ctx, userTokensDir(t.User)+id); err != nil {
-		return fmt.Errorf("vault delete %s: %w", userTokensDir(t.User)+id, err)
+	return s.announce(ctx, change{kind: KindToken, name: id})
+}
+
+// removeToken deletes token id of user with every version, and its index
+// entry; either being gone already is no error.
+func (s *Store) removeToken(ctx context.Context, user, id string) error {
+	for _, path := range []string{tokensDir + id, userTokensDir(user) + id} {
+		if err := s.kv.DeleteMetadata(ctx, path); err != nil {
+			return fmt.Errorf("vault delete %s: %w", path, err)
+		}
 	}
 	return nil
 }
@@ -134,30 +246,30 @@ func (s *Store) EnsureSigningKey(ctx context.Context) error {
 	if _, err := rand.Read(secret); err != nil {
 		return err
 	}
-	_, err = s.kv.Put(ctx, signingKeyPath, map[string]any{keyPrefix + "1": base64.StdEncoding.EncodeToString(secret)}, api.WithCheckAndSet(0))
-	if err != nil && !isCASMismatch(err) {
-		return fmt.Errorf("vault write %s: %w", signingKeyPath, err)
+	err = s.casPut(ctx, signingKeyPath, map[string]any{keyPrefix + "1": base64.StdEncoding.EncodeToString(secret)}, 0)
+	if err != nil && !errors.Is(err, errCASLost) {
+		return err
 	}
-	return s.bump(ctx, KindSystem, "signing-keys")
+	return s.announce(ctx, change{kind: KindSystem, name: "signing-keys"})
 }
 
 func (s *Store) put(ctx context.Context, kind, name, path string, data map[string]any) error {
 	if _, err := s.kv.Put(ctx, path, data); err != nil {
 		return fmt.Errorf("vault write %s: %w", path, err)
 	}
-	return s.bump(ctx, kind, name)
+	return s.announce(ctx, change{kind: kind, name: name})
 }
 
-// delete removes every version of a record, so that it is gone rather than
-// soft-deleted.
-func (s *Store) delete(ctx context.Context, kind, name, path string) error {
+// remove deletes every version of a record, so that it is gone rather than
+// soft-deleted, and announces it.
+func (s *Store) remove(ctx context.Context, kind, name, path string) error {
 	if _, err := s.get(ctx, path); err != nil {
 		return err
 	}
 	if err := s.kv.DeleteMetadata(ctx, path); err != nil {
 		return fmt.Errorf("vault delete %s: %w", path, err)
 	}
-	return s.bump(ctx, kind, name)
+	return s.announce(ctx, change{kind: kind, name: name})
 }
 
 // change is one entry of the marker.
@@ -213,42 +325,30 @@ func parseChanges(s string) []change {
 	return out
 }
 
-// bump records a change in the marker, with check-and-set so that
-// concurrent writers (several CLIs, several admins) lose nothing.
-func (s *Store) bump(ctx context.Context, kind, name string) error {
-	for attempt := range 50 {
-		seq, changes, version, err := s.readMarker(ctx)
+// announce records changes in the marker, with check-and-set so that
+// concurrent writers (several CLIs, several admins) lose nothing. A change
+// whose announcement fails is stored but unknown to the other replicas:
+// that is record.ErrNotAnnounced, and every write announces again when it
+// is run again, so the caller can retry until it is announced.
+func (s *Store) announce(ctx context.Context, changes ...change) error {
+	err := retryCAS(ctx, markerPath, func() error {
+		seq, history, version, err := s.readMarker(ctx)
 		if err != nil {
 			return err
 		}
-		seq++
-		changes = append(changes, change{seq: seq, kind: kind, name: name})
-		if len(changes) > markerHistory {
-			changes = changes[len(changes)-markerHistory:]
+		for _, c := range changes {
+			seq++
+			history = append(history, change{seq: seq, kind: c.kind, name: c.name})
 		}
-		data := map[string]any{"seq": seq, "changes": formatChanges(changes)}
-		_, err = s.kv.Put(ctx, markerPath, data, api.WithCheckAndSet(version))
-		if err == nil {
-			return nil
+		if len(history) > markerHistory {
+			history = history[len(history)-markerHistory:]
 		}
-		if !isCASMismatch(err) {
-			return fmt.Errorf("vault write %s: %w", markerPath, err)
-		}
-		// Another writer won: wait a little, at random, so that a crowd
-		// of writers spreads out instead of colliding again.
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(mrand.Int64N(int64(5*time.Millisecond) << min(attempt, 4)))):
-		}
+		return s.casPut(ctx, markerPath, map[string]any{"seq": seq, "changes": formatChanges(history)}, version)
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", record.ErrNotAnnounced, err)
 	}
-	return fmt.Errorf("vault write %s: too many concurrent writers", markerPath)
-}
-
-func isCASMismatch(err error) bool {
-	var re *api.ResponseError
-	return errors.As(err, &re) && re.StatusCode == http.StatusBadRequest &&
-		strings.Contains(strings.Join(re.Errors, " "), "check-and-set")
+	return nil
 }
 
 // list returns the names under dir.

@@ -17,7 +17,9 @@ import (
 	"testing"
 
 	"github.com/keyward/keyward/config"
-	"github.com/keyward/keyward/mgmt"
+	"github.com/keyward/keyward/manage"
+	"github.com/keyward/keyward/manage/httpapi"
+	"github.com/keyward/keyward/token"
 )
 
 const apiAdminSecret = "bootstrap-admin-credential-api-test-0123456789"
@@ -63,7 +65,21 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := mgmt.New(mgmt.Options{Store: st, AdminToken: apiAdminSecret})
+	m, err := manage.New(st, manage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := st.SigningKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := token.NewKeyring(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := &token.Verifier{}
+	verifier.Set(ring)
+	srv, err := httpapi.New(httpapi.Options{Manager: m, Keys: verifier, AdminToken: apiAdminSecret})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,8 +86,9 @@ func TestCLI(t *testing.T) {
 	}
 
 	errs := map[string][]string{
-		"may not use group":   {"token", "create", "-user", "carol", "-group", "eng"},
-		`user "nobody"`:       {"token", "create", "-user", "nobody", "-group", "eng"},
+		"may not use group":   {"token", "create", "-user", "carol", "-group", "ops", "-name", "x"},
+		`user "nobody"`:       {"token", "create", "-user", "nobody", "-group", "ops", "-name", "x"},
+		"name: say what":      {"token", "create", "-user", "bob", "-group", "eng"},
 		"exists":              {"group", "add", "eng"},
 		"role":                {"user", "add", "dave", "-role", "root"},
 		"want one user name":  {"user", "add"},
@@ -98,12 +99,13 @@ func TestCLI(t *testing.T) {
 		"want -user and":      {"token", "create"},
 		"not found":           {"token", "revoke", "AAAAAAAAAAAAAAAA"},
 		"must be 1-63":        {"group", "add", "bad/name"},
-		"disabled":            {"token", "create", "-user", "bob", "-group", "eng"},
+		"disabled":            {"token", "create", "-user", "bob", "-group", "eng", "-name", "x"},
 		"want a subcommand":   {"user"},
 		"unexpected argument": {"envoy-config", "extra"},
 	}
 	c.must("user", "add", "bob", "-groups", "eng")
 	c.must("user", "add", "carol")
+	c.must("group", "add", "ops")
 	for want, args := range errs {
 		_, stderr, err := c.run(args...)
 		if err == nil || !strings.Contains(err.Error()+stderr, want) {
@@ -173,7 +175,7 @@ func benchService(b testing.TB, configure ...func(*config.Config)) (*service, st
 	c.must("provider", "set", "openai", "-kind", "openai", "-key", "k1=OPENAI_KEY")
 	c.must("group", "add", "eng", "-providers", "openai")
 	c.must("user", "add", "alice", "-groups", "eng")
-	tok := strings.TrimSpace(c.must("token", "create", "-user", "alice", "-group", "eng"))
+	tok := strings.TrimSpace(c.must("token", "create", "-user", "alice", "-group", "eng", "-name", "bench"))
 	cfg, err := config.Load(c.config, func(k string) string { return c.env[k] })
 	if err != nil {
 		b.Fatal(err)

@@ -22,7 +22,8 @@ import (
 	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/cache"
 	"github.com/keyward/keyward/config"
-	"github.com/keyward/keyward/mgmt"
+	"github.com/keyward/keyward/manage"
+	"github.com/keyward/keyward/manage/httpapi"
 	"github.com/keyward/keyward/telemetry"
 	"github.com/keyward/keyward/token"
 	"github.com/keyward/keyward/vault"
@@ -56,7 +57,7 @@ func (e *env) serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	if cfg.Management.Listen != "" {
-		adminToken, err := mgmt.AdminToken(e.getenv)
+		adminToken, err := httpapi.AdminToken(e.getenv)
 		if err != nil {
 			lis.Close()
 			return err
@@ -82,8 +83,15 @@ func (e *env) serve(ctx context.Context, args []string) error {
 
 // setupManagement prepares the management API on its own listener; run
 // serves it beside the ext_authz server.
-func (s *service) setupManagement(cfg config.Management, st mgmt.Store, adminToken string) error {
-	h, err := mgmt.New(mgmt.Options{Store: st, AdminToken: adminToken, Logger: s.log, RotationGrace: cfg.RotationGrace, Observe: s.observeManagement()})
+func (s *service) setupManagement(cfg config.Management, st manage.Store, adminToken string) error {
+	m, err := manage.New(st, manage.Options{RotationGrace: cfg.RotationGrace, MaxActiveTokens: cfg.MaxActiveTokens})
+	if err != nil {
+		return err
+	}
+	// Management tokens are verified with the keyring the decision uses,
+	// kept current as the signing keys change: no store read for a forged
+	// one.
+	h, err := httpapi.New(httpapi.Options{Manager: m, Keys: s.verifier, AdminToken: adminToken, Logger: s.log, Observe: s.observeManagement()})
 	if err != nil {
 		return err
 	}
@@ -158,7 +166,7 @@ func (s *service) observeManagement() func(route string, status int) {
 // and its change feed, which runs until its context is done.
 type backend struct {
 	store recordStore
-	admin mgmt.Store
+	admin manage.Store
 	start func(ctx context.Context) error
 	watch func(ctx context.Context, s *service)
 }

@@ -1,11 +1,14 @@
-package mgmt
+package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
+	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
 )
 
@@ -23,12 +26,19 @@ func FuzzReadCredential(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		c := &record.Credential{ID: "AAAAAAAAAAAAAAAA", User: "alice"}
-		e := readCredential(bytes.NewReader(body), c)
+		p, e := readCredential(bytes.NewReader(body))
 		if e == nil {
-			if err := c.Validate(); err != nil {
-				t.Fatalf("accepted an invalid credential: %v", err)
+			err := p.Apply(c)
+			if err == nil {
+				if err := c.Validate(); err != nil {
+					t.Fatalf("accepted an invalid credential: %v", err)
+				}
+				return
 			}
-			return
+			if !errors.Is(err, manage.ErrInvalid) {
+				t.Fatalf("not ErrInvalid: %v", err)
+			}
+			e = (&Server{}).errorFor(context.Background(), "fuzz", err)
 		}
 		if e.status != 400 || e.code != codeInvalidRequest || e.message == "" {
 			t.Fatalf("answer %d %s %q", e.status, e.code, e.message)

@@ -1,4 +1,4 @@
-package mgmt
+package httpapi
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
 )
 
 // The error codes of the JSON error body; stable, and the audit log's
@@ -25,6 +26,8 @@ const (
 	codeMethodNotAllowed  = "method_not_allowed"
 	codeInvalidRequest    = "invalid_request"
 	codeConflict          = "conflict"
+	codeLimitReached      = "limit_reached"
+	codeNotAnnounced      = "not_announced"
 	codeStoreUnavailable  = "store_unavailable"
 )
 
@@ -83,13 +86,24 @@ func (s *Server) storeError(ctx context.Context, action string, err error) *apiE
 	return &apiError{http.StatusServiceUnavailable, codeStoreUnavailable, "The record store is unavailable; try again."}
 }
 
-// classify turns a management or store error into the client's answer.
-func (s *Server) classify(ctx context.Context, action string, err error) *apiError {
+// errorFor turns what package manage or the store returned into the
+// client's answer: the one place their errors become statuses. A broken
+// rule's message says which rule (names, never a secret); a missing record
+// says nothing of the name asked for, which may be anything the client put
+// in the path.
+func (s *Server) errorFor(ctx context.Context, action string, err error) *apiError {
 	switch {
 	case errors.Is(err, manage.ErrInvalid):
 		return &apiError{http.StatusBadRequest, codeInvalidRequest, err.Error()}
+	case errors.Is(err, record.ErrExists), errors.Is(err, manage.ErrConflict):
+		return &apiError{http.StatusConflict, codeConflict, err.Error()}
+	case errors.Is(err, manage.ErrLimit):
+		return &apiError{http.StatusConflict, codeLimitReached, err.Error()}
 	case errors.Is(err, record.ErrNotFound):
 		return &apiError{http.StatusNotFound, codeNotFound, "Not found."}
+	case errors.Is(err, record.ErrNotAnnounced):
+		s.log.LogAttrs(ctx, slog.LevelError, "management change not announced", slog.String("action", action), slog.String("error", err.Error()))
+		return &apiError{http.StatusServiceUnavailable, codeNotAnnounced, "The change is stored, but the other keyward replicas could not be told of it: send the same request again."}
 	}
 	return s.storeError(ctx, action, err)
 }
@@ -109,27 +123,64 @@ func outcome(e *apiError) string {
 	return "error"
 }
 
+// act answers a change: the error's answer, audited as a failure, or,
+// when err is nil, the audit of its success followed by ok, which writes
+// the answer.
+func (s *Server) act(w http.ResponseWriter, r *http.Request, c caller, action, target string, err error, ok func(), extra ...slog.Attr) {
+	if err != nil {
+		s.fail(w, r, c, action, target, s.errorFor(r.Context(), action, err))
+		return
+	}
+	s.audit(r.Context(), c, action, target, "ok", extra...)
+	ok()
+}
+
 // fail answers a failed change and audits it.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, c caller, action, target string, e *apiError) {
 	s.audit(r.Context(), c, action, target, outcome(e), slog.String("reason", e.code))
 	writeError(w, e)
 }
 
-// done audits a successful change.
-func (s *Server) done(r *http.Request, c caller, action, target string, extra ...slog.Attr) {
-	s.audit(r.Context(), c, action, target, "ok", extra...)
+// audit records one management event: who, what, on what, with which
+// outcome, and for whom when an admin acts on a user's behalf. Callers pass
+// names and ids only, never a credential.
+func (s *Server) audit(ctx context.Context, c caller, action, target, outcome string, extra ...slog.Attr) {
+	attrs := append(make([]slog.Attr, 0, 5+len(extra)),
+		slog.String("who", c.actor), slog.String("action", action),
+		slog.String("target", target), slog.String("outcome", outcome))
+	if c.name != c.actor {
+		attrs = append(attrs, slog.String("on_behalf_of", c.name))
+	}
+	attrs = append(attrs, extra...)
+	s.log.LogAttrs(ctx, slog.LevelInfo, "management", attrs...)
 }
 
 // decode reads a JSON body into v, refusing unknown fields so that a typo
 // is an error rather than a silent no-op.
-func decode(r *http.Request, v any) *apiError { return decodeFrom(r.Body, v) }
-
-// decodeFrom is decode for any reader.
-func decodeFrom(body io.Reader, v any) *apiError {
+func decode(body io.Reader, v any) *apiError {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return &apiError{http.StatusBadRequest, codeInvalidRequest, "Request body: " + err.Error()}
 	}
 	return nil
+}
+
+// target names what a change acts on for the audit log. The names come
+// from the request: one that is not a valid name or id is not logged, in
+// case someone pasted a secret into the path.
+func target(kind, name string) string {
+	var ok bool
+	switch kind {
+	case "token", "management-token":
+		ok = token.ValidID(name)
+	case "credential":
+		ok = record.ValidCredentialID(name)
+	default:
+		ok = record.ValidateName(kind, name) == nil
+	}
+	if !ok {
+		return kind + "/(invalid name)"
+	}
+	return kind + "/" + name
 }

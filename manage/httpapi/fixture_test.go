@@ -1,4 +1,4 @@
-package mgmt
+package httpapi
 
 import (
 	"bytes"
@@ -18,7 +18,9 @@ import (
 
 	"github.com/keyward/keyward/filestore"
 	"github.com/keyward/keyward/internal/testlog"
+	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
 	"github.com/keyward/keyward/vault"
 	"github.com/keyward/keyward/vault/vaulttest"
 )
@@ -31,13 +33,19 @@ const (
 
 // fixture is the management API over a real store, served on loopback.
 type fixture struct {
-	st    Store
+	st    manage.Store
+	m     *manage.Manager
 	url   string
 	audit *testlog.Buffer
 	// creds are management tokens by user name, plus "bootstrap".
 	creds map[string]string
 	// clock is the server's time, in Unix nanoseconds; tests move it.
 	clock atomic.Int64
+	// deletedAgain is the status of deleting a deleted user or group: 404
+	// on the file store, which cannot tell it from one that never was;
+	// 204 on Vault, which announces the deletion again, so that a delete
+	// whose announcement failed can be re-run.
+	deletedAgain int
 }
 
 func (f *fixture) now() time.Time { return time.Unix(0, f.clock.Load()).UTC() }
@@ -70,7 +78,9 @@ func newFixture(t *testing.T) *fixture {
 	if err := st.EnsureSigningKey(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return serveFixture(t, st)
+	f := serveFixture(t, st)
+	f.deletedAgain = http.StatusNotFound
+	return f
 }
 
 // vaultFixtures serves the API over Vault stores on one OpenBao dev
@@ -117,28 +127,24 @@ func (v *vaultFixtures) fixture(t *testing.T) *fixture {
 	if err := st.EnsureSigningKey(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return serveFixture(t, st)
-}
-
-// signingStore is a Store that can make its first signing key.
-type signingStore interface {
-	Store
-	EnsureSigningKey(ctx context.Context) error
+	f := serveFixture(t, st)
+	f.deletedAgain = http.StatusNoContent
+	return f
 }
 
 var (
-	_ signingStore = (*filestore.Store)(nil)
-	_ signingStore = (*vault.Store)(nil)
+	_ manage.Store = (*filestore.Store)(nil)
+	_ manage.Store = (*vault.Store)(nil)
 )
 
 // serveFixture seeds st with groups eng and ops, users alice (eng), bob
 // (eng, ops) and the admin root (ops), gives each a management token, and
 // serves the API over it.
-func serveFixture(t *testing.T, st Store) *fixture {
+func serveFixture(t *testing.T, st manage.Store) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	for _, g := range []string{"eng", "ops"} {
-		if err := st.PutGroup(ctx, &record.Group{Name: g}); err != nil {
+		if err := st.CreateGroup(ctx, &record.Group{Name: g}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -149,24 +155,45 @@ func serveFixture(t *testing.T, st Store) *fixture {
 	}
 	f := &fixture{st: st, audit: &testlog.Buffer{}, creds: map[string]string{BootstrapUser: adminSecret}}
 	f.clock.Store(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC).UnixNano())
+	m, err := manage.New(st, manage.Options{Now: f.now})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, u := range users {
-		if err := st.PutUser(ctx, u); err != nil {
+		if _, err := m.CreateUser(ctx, *u); err != nil {
 			t.Fatal(err)
 		}
-		tok, _, err := IssueAPIToken(ctx, st, u.Name, f.now())
+		tok, _, err := m.IssueAPIToken(ctx, u.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		f.creds[u.Name] = tok
 	}
-	s, err := New(Options{Store: st, AdminToken: adminSecret, Logger: slog.New(slog.NewJSONHandler(f.audit, nil)), Now: f.now})
+	s, err := New(Options{Manager: m, Keys: keysOf(t, st), AdminToken: adminSecret, Logger: slog.New(slog.NewJSONHandler(f.audit, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(s) // listens on 127.0.0.1:0
 	t.Cleanup(hs.Close)
 	f.url = hs.URL
+	f.m = m
 	return f
+}
+
+// keysOf is a verifier over st's signing keys, as serve keeps one.
+func keysOf(t *testing.T, st manage.Store) *token.Verifier {
+	t.Helper()
+	keys, err := st.SigningKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := token.NewKeyring(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &token.Verifier{}
+	v.Set(ring)
+	return v
 }
 
 // do sends one request with cred as bearer (none when empty) and returns

@@ -1,4 +1,4 @@
-package mgmt
+package httpapi
 
 import (
 	"os"
@@ -38,7 +38,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	var served []string
 	for _, rt := range (&Server{}).routes() {
-		served = append(served, rt.method+" "+rt.path)
+		served = append(served, rt.Method+" "+rt.Path)
 	}
 	for _, r := range served {
 		if !slices.Contains(documented, r) {

@@ -1,4 +1,4 @@
-package mgmt
+package httpapi
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/filestore"
+	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
@@ -79,7 +80,7 @@ func testAdminRoutes(t *testing.T, f *fixture) {
 			{"set bad role", "PUT", "/v1/users/" + carol, map[string]any{"role": "root"}, 400, codeInvalidRequest, nil},
 			{"set missing user", "PUT", "/v1/users/nobody", map[string]any{"disabled": true}, 404, codeNotFound, nil},
 			{"delete user", "DELETE", "/v1/users/" + carol, nil, 204, "", nil},
-			{"delete user again", "DELETE", "/v1/users/" + carol, nil, 404, codeNotFound, nil},
+			{"delete user again", "DELETE", "/v1/users/" + carol, nil, f.deletedAgain, "", nil},
 			{"create group negative rate limit", "POST", "/v1/groups", map[string]any{"name": research, "requests_per_minute": -1}, 400, codeInvalidRequest, nil},
 			{"create group", "POST", "/v1/groups", map[string]any{"name": research, "models": []string{"gpt-4o*"}, "requests_per_minute": 30}, 201, "", func(t *testing.T, b map[string]any) {
 				if b["requests_per_minute"] != 30.0 {
@@ -140,21 +141,21 @@ func listHas(b map[string]any, key, field string, v any) bool {
 // and everyone else gets past authentication and authorization.
 func testRouteRoles(t *testing.T, f *fixture) {
 	for _, rt := range (&Server{}).routes() {
-		path := strings.NewReplacer("{name}", "nobody", "{id}", strings.Repeat("A", token.IDLen)).Replace(rt.path)
+		path := strings.NewReplacer("{name}", "nobody", "{id}", strings.Repeat("A", token.IDLen)).Replace(rt.Path)
 		for _, who := range []string{"", "alice", "root", BootstrapUser} {
-			status, body := f.do(t, f.creds[who], rt.method, path, map[string]any{})
+			status, body := f.do(t, f.creds[who], rt.Method, path, map[string]any{})
 			var want int
 			switch {
 			case who == "":
 				want = 401
-			case rt.scope == adminOnly && who == "alice":
+			case rt.Scope == AdminOnly && who == "alice":
 				want = 403
 			}
 			switch {
 			case want != 0 && status != want:
-				t.Errorf("%s %s as %q: %d %v, want %d", rt.method, path, who, status, body, want)
+				t.Errorf("%s %s as %q: %d %v, want %d", rt.Method, path, who, status, body, want)
 			case want == 0 && (status == 401 || status == 403 || status == 405 || errCode(body) == codeAdminOnly):
-				t.Errorf("%s %s as %q: %d %v, want past authorization", rt.method, path, who, status, body)
+				t.Errorf("%s %s as %q: %d %v, want past authorization", rt.Method, path, who, status, body)
 			}
 		}
 	}
@@ -358,7 +359,7 @@ func testRotation(t *testing.T, f *fixture) {
 	// Without a grace in the request, the server's default applies; a
 	// zero grace stops the old token at once.
 	third := f.must(t, alice, "POST", "/v1/tokens/"+newID+"/rotate", nil, 201)
-	if got, _ := time.Parse(time.RFC3339Nano, third["old_expires"].(string)); !got.Equal(f.now().Add(DefaultRotationGrace)) {
+	if got, _ := time.Parse(time.RFC3339Nano, third["old_expires"].(string)); !got.Equal(f.now().Add(manage.DefaultRotationGrace)) {
 		t.Fatalf("default grace: old_expires %v", third["old_expires"])
 	}
 	fourth := f.must(t, alice, "POST", "/v1/tokens/"+third["id"].(string)+"/rotate", map[string]any{"grace": "0s"}, 201)
@@ -579,16 +580,24 @@ func testAuthentication(t *testing.T, f *fixture) {
 
 	// Revoked, disabled and deleted cases get their own users.
 	ctx := context.Background()
-	_ = f.st.PutUser(ctx, &record.User{Name: "eve", Role: record.RoleAdmin})
-	revoked, rec, _ := IssueAPIToken(ctx, f.st, "eve", time.Now())
-	rec.Revoked = true
-	_ = f.st.PutAPIToken(ctx, rec)
-	_ = f.st.PutUser(ctx, &record.User{Name: "mallory", Role: record.RoleAdmin})
-	disabled, _, _ := IssueAPIToken(ctx, f.st, "mallory", time.Now())
-	_ = f.st.PutUser(ctx, &record.User{Name: "mallory", Role: record.RoleAdmin, Disabled: true})
-	_ = f.st.PutUser(ctx, &record.User{Name: "gone", Role: record.RoleAdmin})
-	deleted, _, _ := IssueAPIToken(ctx, f.st, "gone", time.Now())
-	_ = f.st.DeleteUser(ctx, "gone")
+	yes := true
+	for _, name := range []string{"eve", "mallory", "gone"} {
+		if _, err := f.m.CreateUser(ctx, record.User{Name: name, Role: record.RoleAdmin}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoked, rec, _ := f.m.IssueAPIToken(ctx, "eve")
+	disabled, _, _ := f.m.IssueAPIToken(ctx, "mallory")
+	deleted, _, _ := f.m.IssueAPIToken(ctx, "gone")
+	for name, err := range map[string]error{
+		"revoke":  f.m.RevokeAPIToken(ctx, "eve", rec.ID),
+		"disable": func() error { _, err := f.m.UpdateUser(ctx, "mallory", manage.UserPatch{Disabled: &yes}); return err }(),
+		"delete":  f.m.DeleteUser(ctx, "gone"),
+	} {
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
 	other, _ := token.NewKeyring([]token.SigningKey{{ID: 1, Secret: bytes.Repeat([]byte{9}, token.KeySize)}})
 	forged, _ := other.Management().Mint()
 
@@ -644,19 +653,22 @@ func TestNew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(Options{Store: st, AdminToken: "short"}); err == nil || strings.Contains(err.Error(), "short") {
+	m, err := manage.New(st, manage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := &token.Verifier{}
+	if _, err := New(Options{Manager: m, Keys: keys, AdminToken: "short"}); err == nil || strings.Contains(err.Error(), "short") {
 		t.Fatalf("short admin token: %v", err)
 	}
-	if _, err := New(Options{}); err == nil {
-		t.Fatal("no store accepted")
+	if _, err := New(Options{Keys: keys}); err == nil {
+		t.Fatal("no manager accepted")
 	}
-	for _, grace := range []time.Duration{-time.Second, 31 * 24 * time.Hour} {
-		if _, err := New(Options{Store: st, RotationGrace: grace}); err == nil || !strings.Contains(err.Error(), "rotation grace") {
-			t.Fatalf("rotation grace %v: %v", grace, err)
-		}
+	if _, err := New(Options{Manager: m}); err == nil {
+		t.Fatal("no keys accepted")
 	}
 	// Without a bootstrap credential, nothing but management tokens works.
-	s, err := New(Options{Store: st})
+	s, err := New(Options{Manager: m, Keys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}

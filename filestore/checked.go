@@ -1,0 +1,199 @@
+package filestore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/keyward/keyward/record"
+)
+
+// The checked writes of package manage: each runs its check and its write
+// in one Update, under the file lock, so that no other writer (another
+// command, another process) comes between them.
+
+// CreateUser stores u unless a user of that name exists
+// (record.ErrExists).
+func (s *Store) CreateUser(ctx context.Context, u *record.User) error {
+	return s.Update(ctx, func(d *Data) error { return createEntry(&d.Users, "user", u.Name, userData(u)) })
+}
+
+// UpdateUser applies change to the stored user and stores the result.
+func (s *Store) UpdateUser(ctx context.Context, name string, change func(*record.User) error) (*record.User, error) {
+	var out *record.User
+	err := s.Update(ctx, func(d *Data) (err error) {
+		out, err = updateEntry(d.Users, "user", name, (*UserData).record, userData, change)
+		return err
+	})
+	return out, err
+}
+
+// CreateGroup stores g unless a group of that name exists
+// (record.ErrExists).
+func (s *Store) CreateGroup(ctx context.Context, g *record.Group) error {
+	return s.Update(ctx, func(d *Data) error { return createEntry(&d.Groups, "group", g.Name, groupData(g)) })
+}
+
+// UpdateGroup applies change to the stored group and stores the result.
+func (s *Store) UpdateGroup(ctx context.Context, name string, change func(*record.Group) error) (*record.Group, error) {
+	var out *record.Group
+	err := s.Update(ctx, func(d *Data) (err error) {
+		out, err = updateEntry(d.Groups, "group", name, (*GroupData).record, groupData, change)
+		return err
+	})
+	return out, err
+}
+
+func createEntry[V any](m *map[string]*V, kind, name string, v *V) error {
+	if _, ok := (*m)[name]; ok {
+		return fmt.Errorf("%s %q: %w", kind, name, record.ErrExists)
+	}
+	setEntry(m, name, v)
+	return nil
+}
+
+// updateEntry changes the record m holds under name: made into a record,
+// changed, and stored back (under its own name, whatever change did).
+func updateEntry[V, R any](m map[string]*V, kind, name string, toRecord func(*V, string) *R, fromRecord func(*R) *V, change func(*R) error) (*R, error) {
+	v, ok := m[name]
+	if !ok {
+		return nil, fmt.Errorf("%s %q: %w", kind, name, record.ErrNotFound)
+	}
+	r := toRecord(v, name)
+	if err := change(r); err != nil {
+		return nil, err
+	}
+	m[name] = fromRecord(r)
+	return toRecord(m[name], name), nil
+}
+
+// owner returns the user record of name from d, or record.ErrNotFound.
+func (d *Data) owner(name string) (*record.User, error) {
+	u, ok := d.Users[name]
+	if !ok {
+		return nil, fmt.Errorf("user %q: %w", name, record.ErrNotFound)
+	}
+	return u.record(name), nil
+}
+
+// ownedTokens returns the token records of user.
+func (d *Data) ownedTokens(user string) ([]*record.Token, error) {
+	var out []*record.Token
+	for id, t := range d.Tokens {
+		if t == nil || t.User != user {
+			continue
+		}
+		rt, err := t.record(id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rt)
+	}
+	return out, nil
+}
+
+// CreateToken stores the new token t once check has accepted its owner and
+// the tokens the owner holds.
+func (s *Store) CreateToken(ctx context.Context, t *record.Token, check func(*record.User, []*record.Token) error) error {
+	return s.Update(ctx, func(d *Data) error {
+		u, err := d.owner(t.User)
+		if err != nil {
+			return err
+		}
+		owned, err := d.ownedTokens(t.User)
+		if err != nil {
+			return err
+		}
+		if err := check(u, owned); err != nil {
+			return err
+		}
+		return createEntry(&d.Tokens, "token", t.ID, tokenData(t))
+	})
+}
+
+// UpdateToken applies change to the stored token and stores the result.
+func (s *Store) UpdateToken(ctx context.Context, id string, change func(*record.Token) error) (*record.Token, error) {
+	var out *record.Token
+	err := s.Update(ctx, func(d *Data) error {
+		td, ok := d.Tokens[id]
+		if !ok || td == nil {
+			return fmt.Errorf("token %q: %w", id, record.ErrNotFound)
+		}
+		t, err := td.record(id)
+		if err != nil {
+			return err
+		}
+		if err := change(t); err != nil {
+			return err
+		}
+		t.ID = id
+		d.Tokens[id], out = tokenData(t), t
+		return nil
+	})
+	return out, err
+}
+
+// CreateAPIToken stores the new management token t once check has
+// accepted its owner.
+func (s *Store) CreateAPIToken(ctx context.Context, t *record.APIToken, check func(*record.User) error) error {
+	return s.Update(ctx, func(d *Data) error {
+		u, err := d.owner(t.User)
+		if err != nil {
+			return err
+		}
+		if err := check(u); err != nil {
+			return err
+		}
+		return createEntry(&d.apiTokens, "API token", t.ID, apiTokenDataOf(t))
+	})
+}
+
+// UpdateAPIToken applies change to the stored management token.
+func (s *Store) UpdateAPIToken(ctx context.Context, id string, change func(*record.APIToken) error) (*record.APIToken, error) {
+	var out *record.APIToken
+	err := s.Update(ctx, func(d *Data) error {
+		td, ok := d.apiTokens[id]
+		if !ok || td == nil {
+			return fmt.Errorf("API token %q: %w", id, record.ErrNotFound)
+		}
+		t, err := td.record(id)
+		if err != nil {
+			return err
+		}
+		if err := change(t); err != nil {
+			return err
+		}
+		t.ID = id
+		d.apiTokens[id], out = apiTokenDataOf(t), t
+		return nil
+	})
+	return out, err
+}
+
+// SaveCredential creates or replaces c once check has accepted its owner
+// and the credentials the owner holds.
+func (s *Store) SaveCredential(ctx context.Context, c *record.Credential, check func(*record.User, []*record.Credential) error) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("credential: %w", err)
+	}
+	return s.Update(ctx, func(d *Data) error {
+		u, err := d.owner(c.User)
+		if err != nil {
+			return err
+		}
+		var owned []*record.Credential
+		for id, cd := range d.credentials[c.User] {
+			owned = append(owned, cd.record(c.User, id))
+		}
+		if err := check(u, owned); err != nil {
+			return err
+		}
+		if d.credentials == nil {
+			d.credentials = map[string]map[string]*credentialData{}
+		}
+		if d.credentials[c.User] == nil {
+			d.credentials[c.User] = map[string]*credentialData{}
+		}
+		d.credentials[c.User][c.ID] = newCredentialData(c)
+		return nil
+	})
+}
