@@ -35,3 +35,8 @@ func (s *Store) PutAPIToken(ctx context.Context, t *record.APIToken) error {
 		return nil
 	})
 }
+
+// APITokens lists the management tokens, from the loaded snapshot.
+func (s *Store) APITokens(context.Context) ([]*record.APIToken, error) {
+	return values(s.snap.Load().apiTokens), nil
+}

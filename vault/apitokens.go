@@ -82,7 +82,7 @@ func (s *Store) UpdateAPIToken(ctx context.Context, id string, change func(*reco
 // sweepAPITokens removes every management token of user (one read per
 // management token: for DeleteUser).
 func (s *Store) sweepAPITokens(ctx context.Context, user string) ([]change, error) {
-	all, err := listRecords(ctx, s, apiTokensDir, s.APIToken)
+	all, err := s.APITokens(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -121,4 +121,9 @@ func decodeAPIToken(id string, m map[string]any) (*record.APIToken, error) {
 		f.bad("user", "must be set")
 	}
 	return t, f.err()
+}
+
+// APITokens lists every management token (one read each).
+func (s *Store) APITokens(ctx context.Context) ([]*record.APIToken, error) {
+	return listRecords(ctx, s, apiTokensDir, s.APIToken)
 }

@@ -8,21 +8,17 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/keyward/keyward/filestore"
+	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/internal/testlog"
 	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 	"github.com/keyward/keyward/vault"
-	"github.com/keyward/keyward/vault/vaulttest"
 )
 
 const (
@@ -56,21 +52,12 @@ func (f *fixture) advance(d time.Duration) { f.clock.Add(int64(d)) }
 // newFixture serves the API over a file store.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "store.yaml")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	getenv := func(name string) string {
+	st := storetest.File(t, func(name string) string {
 		if name == "OPENAI_KEY" {
 			return serverKey
 		}
 		return ""
-	}
-	st, err := filestore.Open(filestore.Options{Path: path, Getenv: getenv})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	ctx := context.Background()
 	if err := st.PutProvider(ctx, "openai", &filestore.ProviderData{Kind: record.KindOpenAI, Keys: []filestore.KeyData{{ID: "k1", Env: "OPENAI_KEY"}}}); err != nil {
 		t.Fatal(err)
@@ -83,51 +70,19 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-// vaultFixtures serves the API over Vault stores on one OpenBao dev
-// server, each on a KV v2 mount of its own.
-type vaultFixtures struct {
-	srv  *vaulttest.Server
-	root *api.Client
-	n    atomic.Int32
-}
-
-func newVaultFixtures(t *testing.T) *vaultFixtures {
-	srv := vaulttest.Start(t, "")
-	return &vaultFixtures{srv: srv, root: srv.Client(t, srv.RootToken)}
-}
-
-func (v *vaultFixtures) fixture(t *testing.T) *fixture {
+// newVaultFixture serves the API over a Vault store on v's OpenBao dev
+// server, on a KV v2 mount of its own.
+func newVaultFixture(t *testing.T, v *storetest.Vaults) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	mount := "kw" + string(rune('a'+v.n.Add(1)))
-	if err := v.root.Sys().MountWithContext(ctx, mount, &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
-		t.Fatal(err)
-	}
-	// A fresh KV v2 mount answers "upgrading" for a moment.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := v.root.KVv2(mount).Put(ctx, "providers/openai", map[string]any{"kind": "openai", "key_k1": serverKey}); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("mount %s: %v", mount, err)
-		}
-	}
-	file := filepath.Join(t.TempDir(), "vault-token")
-	if err := os.WriteFile(file, []byte(v.srv.RootToken), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	st, err := vault.New(vault.Config{Address: v.srv.Addr, Mount: mount, Auth: vault.AuthConfig{Method: "token", TokenFile: file}}, slog.New(slog.DiscardHandler), func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	if err := st.Start(sctx); err != nil {
+	st := v.Store(t)
+	if _, err := st.KV.Put(ctx, "providers/openai", map[string]any{"kind": "openai", "key_k1": serverKey}); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.EnsureSigningKey(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f := serveFixture(t, st)
+	f := serveFixture(t, st.Store)
 	f.deletedAgain = http.StatusNoContent
 	return f
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/filestore"
+	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
@@ -46,9 +47,9 @@ func TestAPIOnFileStore(t *testing.T) {
 // TestVaultAPI runs the whole suite over the Vault store, against a real
 // OpenBao dev server.
 func TestVaultAPI(t *testing.T) {
-	v := newVaultFixtures(t)
+	v := storetest.NewVaults(t)
 	for name, test := range suite {
-		t.Run(name, func(t *testing.T) { test(t, v.fixture(t)) })
+		t.Run(name, func(t *testing.T) { test(t, newVaultFixture(t, v)) })
 	}
 }
 
