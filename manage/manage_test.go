@@ -21,7 +21,7 @@ var (
 // clock is a settable clock for a Manager.
 type clock struct{ ns atomic.Int64 }
 
-func (c *clock) now() time.Time           { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
 func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // world is a Manager over st seeded with groups eng, ops and off
@@ -261,12 +261,18 @@ func TestCredentials(t *testing.T) {
 		{"bad base url", func() error {
 			return second(w.m.UpdateCredential(ctx, "alice", c.ID, manage.CredentialPatch{BaseURL: str("ftp://x")}))
 		}, manage.ErrInvalid},
-		{"someone else's", func() error { return second(w.m.UpdateCredential(ctx, "bob", c.ID, manage.CredentialPatch{Model: str("m")})) }, record.ErrNotFound},
+		{"someone else's", func() error {
+			return second(w.m.UpdateCredential(ctx, "bob", c.ID, manage.CredentialPatch{Model: str("m")}))
+		}, record.ErrNotFound},
 		{"read someone else's", func() error { return second(w.m.Credential(ctx, "bob", c.ID)) }, record.ErrNotFound},
 		{"delete someone else's", func() error { return w.m.DeleteCredential(ctx, "bob", c.ID) }, record.ErrNotFound},
-		{"update", func() error { return second(w.m.UpdateCredential(ctx, "alice", c.ID, manage.CredentialPatch{Model: str("gpt-4o")})) }, nil},
+		{"update", func() error {
+			return second(w.m.UpdateCredential(ctx, "alice", c.ID, manage.CredentialPatch{Model: str("gpt-4o")}))
+		}, nil},
 		{"delete", func() error { return w.m.DeleteCredential(ctx, "alice", c.ID) }, nil},
-		{"update deleted", func() error { return second(w.m.UpdateCredential(ctx, "alice", c.ID, manage.CredentialPatch{Model: str("m")})) }, record.ErrNotFound},
+		{"update deleted", func() error {
+			return second(w.m.UpdateCredential(ctx, "alice", c.ID, manage.CredentialPatch{Model: str("m")}))
+		}, record.ErrNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.run(); !is(err, tc.want) {

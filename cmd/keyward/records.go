@@ -149,4 +149,3 @@ func sub(args []string, usage string) (string, []string, error) {
 	}
 	return args[0], args[1:], nil
 }
-
