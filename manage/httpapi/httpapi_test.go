@@ -778,3 +778,37 @@ func TestAdminToken(t *testing.T) {
 		})
 	}
 }
+
+// TestForgedManagementTokensCostNoVaultRead: management tokens are verified
+// offline with the serving keyring, so forged and random ones never reach
+// Vault (before, every one cost a read of the signing keys).
+func TestForgedManagementTokensCostNoVaultRead(t *testing.T) {
+	f := newVaultFixture(t, storetest.NewVaults(t))
+	counter, ok := f.st.(interface{ Requests() uint64 })
+	if !ok {
+		t.Fatalf("%T counts no requests", f.st)
+	}
+	other, err := token.NewKeyring([]token.SigningKey{{ID: 1, Secret: bytes.Repeat([]byte{7}, token.KeySize)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	before := counter.Requests()
+	for i := range n {
+		forged, err := other.Management().Mint()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cred := forged.Token
+		if i%2 == 1 { // a well-formed token with a random tag
+			cred = cred[:len(cred)-8] + "AAAAAAAA"
+		}
+		if status, body := f.do(t, cred, "GET", "/v1/tokens", nil); status != 401 || errCode(body) != codeInvalidToken {
+			t.Fatalf("forged management token: %d %v", status, body)
+		}
+	}
+	if reads := counter.Requests() - before; reads != 0 {
+		t.Fatalf("%d forged management tokens cost %d Vault requests, want 0", n, reads)
+	}
+	t.Logf("%d forged management tokens: 0 Vault requests", n)
+}
