@@ -71,7 +71,7 @@ func TestRateLimit(t *testing.T) {
 // token none of its budget.
 func (s *stack) limitedToken(user, group string) string {
 	s.t.Helper()
-	tok := strings.TrimSpace(s.kw("token", "create", "-user", user, "-group", group))
+	tok := strings.TrimSpace(s.kw(tokenCreate(user, group)...))
 	s.waitForToken(tok, "no-such-provider", func(denied string) bool { return strings.Contains(denied, `"no_provider_key"`) })
 	return tok
 }

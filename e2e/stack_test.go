@@ -6,6 +6,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -173,9 +175,20 @@ func (s *stack) kwErr(args ...string) (string, error) {
 // store makes a new token usable within its poll interval.
 func (s *stack) token(user, group string, extra ...string) string {
 	s.t.Helper()
-	tok := strings.TrimSpace(s.kw(append([]string{"token", "create", "-user", user, "-group", group}, extra...)...))
+	tok := strings.TrimSpace(s.kw(tokenCreate(user, group, extra...)...))
 	s.waitForToken(tok, "openai", func(denied string) bool { return !strings.Contains(denied, `"invalid_token"`) })
 	return tok
+}
+
+// tokenCreate is the `keyward token create` command line for a token of
+// user in group, named uniquely unless extra names it (every token needs a
+// name, unique among its user's active tokens).
+func tokenCreate(user, group string, extra ...string) []string {
+	args := append([]string{"token", "create", "-user", user, "-group", group}, extra...)
+	if !slices.Contains(extra, "-name") {
+		args = append(args, "-name", "e2e-"+rand.Text()[:10])
+	}
+	return args
 }
 
 // waitForToken checks tok on provider's route straight over gRPC until

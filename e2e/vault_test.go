@@ -152,7 +152,7 @@ func (v *vaultEnv) kw(args ...string) string {
 // token creates a token with keyward's CLI.
 func (v *vaultEnv) token(user, group string) string {
 	v.t.Helper()
-	tok := strings.TrimSpace(v.kw("token", "create", "-user", user, "-group", group))
+	tok := strings.TrimSpace(v.kw(tokenCreate(user, group)...))
 	if !strings.HasPrefix(tok, token.Prefix) {
 		v.t.Fatalf("token create printed %q", tok)
 	}

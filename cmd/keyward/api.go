@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyward/keyward/manage/httpapi"
 )
 
 // The environment variables of `keyward api`. The credential has no flag:
@@ -72,7 +74,10 @@ const (
 // apiVerb is one `keyward api RESOURCE [VERB]`: the request it makes and
 // the flags that fill it.
 type apiVerb struct {
-	resource, verb, method string
+	resource, verb string
+	// route names the management API's route (httpapi.Route.Name); method
+	// and path come from the API's route table.
+	route, method string
 	// path has a {placeholder} for each leading positional argument; the
 	// arguments are path-escaped into it.
 	path string
@@ -88,8 +93,26 @@ type apiVerb struct {
 	once bool
 }
 
-// apiVerbs is the command table: every resource and verb of `keyward api`.
+// apiVerbs is the command table: every resource and verb of `keyward api`,
+// with the method and path of its route from the API's own table.
 func apiVerbs() []apiVerb {
+	verbs := apiCommands()
+	routes := map[string]httpapi.Route{}
+	for _, rt := range httpapi.Routes() {
+		routes[rt.Name] = rt
+	}
+	for i := range verbs {
+		rt, ok := routes[verbs[i].route]
+		if !ok {
+			panic("keyward api: no route " + verbs[i].route) // caught by TestAPIVerbsCoverRoutes
+		}
+		verbs[i].method, verbs[i].path = rt.Method, rt.Path
+	}
+	return verbs
+}
+
+// apiCommands are the resources and verbs of `keyward api`, by route.
+func apiCommands() []apiVerb {
 	user := []apiField{
 		{"role", fieldString, "ROLE", "user or admin"},
 		{"groups", fieldList, "a,b", "the groups the user may use"},
@@ -116,31 +139,31 @@ func apiVerbs() []apiVerb {
 	}
 	grace := []apiField{{"grace", fieldDuration, "D", "how long the old token keeps working (none: the server's default)"}}
 	return []apiVerb{
-		{resource: "me", method: "GET", path: "/v1/me", onBehalf: true},
-		{resource: "users", verb: "list", method: "GET", path: "/v1/users"},
-		{resource: "users", verb: "get", method: "GET", path: "/v1/users/{name}"},
-		{resource: "users", verb: "create", method: "POST", path: "/v1/users", bodyArgs: []string{"name"}, fields: user},
-		{resource: "users", verb: "update", method: "PUT", path: "/v1/users/{name}", fields: user},
-		{resource: "users", verb: "delete", method: "DELETE", path: "/v1/users/{name}"},
-		{resource: "groups", verb: "list", method: "GET", path: "/v1/groups"},
-		{resource: "groups", verb: "get", method: "GET", path: "/v1/groups/{name}"},
-		{resource: "groups", verb: "create", method: "POST", path: "/v1/groups", bodyArgs: []string{"name"}, fields: group},
-		{resource: "groups", verb: "update", method: "PUT", path: "/v1/groups/{name}", fields: group},
-		{resource: "groups", verb: "delete", method: "DELETE", path: "/v1/groups/{name}"},
-		{resource: "providers", verb: "list", method: "GET", path: "/v1/providers"},
-		{resource: "providers", verb: "get", method: "GET", path: "/v1/providers/{name}"},
-		{resource: "tokens", verb: "list", method: "GET", path: "/v1/tokens", onBehalf: true},
-		{resource: "tokens", verb: "get", method: "GET", path: "/v1/tokens/{id}", onBehalf: true},
-		{resource: "tokens", verb: "create", method: "POST", path: "/v1/tokens", fields: tok, required: []string{"group", "name"}, onBehalf: true, once: true},
-		{resource: "tokens", verb: "rotate", method: "POST", path: "/v1/tokens/{id}/rotate", fields: grace, onBehalf: true, once: true},
-		{resource: "tokens", verb: "revoke", method: "DELETE", path: "/v1/tokens/{id}", onBehalf: true},
-		{resource: "credentials", verb: "list", method: "GET", path: "/v1/credentials", onBehalf: true},
-		{resource: "credentials", verb: "get", method: "GET", path: "/v1/credentials/{id}", onBehalf: true},
-		{resource: "credentials", verb: "create", method: "POST", path: "/v1/credentials", fields: cred, required: []string{"name", "provider"}, onBehalf: true, key: keyRequired},
-		{resource: "credentials", verb: "update", method: "PUT", path: "/v1/credentials/{id}", fields: cred, onBehalf: true, key: keyOptional},
-		{resource: "credentials", verb: "delete", method: "DELETE", path: "/v1/credentials/{id}", onBehalf: true},
-		{resource: "mgmt-tokens", verb: "create", method: "POST", path: "/v1/users/{user}/management-tokens", once: true},
-		{resource: "mgmt-tokens", verb: "revoke", method: "DELETE", path: "/v1/users/{user}/management-tokens/{id}"},
+		{resource: "me", route: "me", onBehalf: true},
+		{resource: "users", verb: "list", route: "users.list"},
+		{resource: "users", verb: "get", route: "users.get"},
+		{resource: "users", verb: "create", route: "users.create", bodyArgs: []string{"name"}, fields: user},
+		{resource: "users", verb: "update", route: "users.update", fields: user},
+		{resource: "users", verb: "delete", route: "users.delete"},
+		{resource: "groups", verb: "list", route: "groups.list"},
+		{resource: "groups", verb: "get", route: "groups.get"},
+		{resource: "groups", verb: "create", route: "groups.create", bodyArgs: []string{"name"}, fields: group},
+		{resource: "groups", verb: "update", route: "groups.update", fields: group},
+		{resource: "groups", verb: "delete", route: "groups.delete"},
+		{resource: "providers", verb: "list", route: "providers.list"},
+		{resource: "providers", verb: "get", route: "providers.get"},
+		{resource: "tokens", verb: "list", route: "tokens.list", onBehalf: true},
+		{resource: "tokens", verb: "get", route: "tokens.get", onBehalf: true},
+		{resource: "tokens", verb: "create", route: "tokens.create", fields: tok, required: []string{"group", "name"}, onBehalf: true, once: true},
+		{resource: "tokens", verb: "rotate", route: "tokens.rotate", fields: grace, onBehalf: true, once: true},
+		{resource: "tokens", verb: "revoke", route: "tokens.revoke", onBehalf: true},
+		{resource: "credentials", verb: "list", route: "credentials.list", onBehalf: true},
+		{resource: "credentials", verb: "get", route: "credentials.get", onBehalf: true},
+		{resource: "credentials", verb: "create", route: "credentials.create", fields: cred, required: []string{"name", "provider"}, onBehalf: true, key: keyRequired},
+		{resource: "credentials", verb: "update", route: "credentials.update", fields: cred, onBehalf: true, key: keyOptional},
+		{resource: "credentials", verb: "delete", route: "credentials.delete", onBehalf: true},
+		{resource: "mgmt-tokens", verb: "create", route: "management-tokens.create", once: true},
+		{resource: "mgmt-tokens", verb: "revoke", route: "management-tokens.revoke"},
 	}
 }
 

@@ -368,3 +368,18 @@ func TestAPIFailures(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIVerbsCoverRoutes: `keyward api` has a verb for every route the
+// management API serves, and every verb's route exists.
+func TestAPIVerbsCoverRoutes(t *testing.T) {
+	verbs := apiVerbs() // panics on a verb without a route
+	covered := map[string]bool{}
+	for _, v := range verbs {
+		covered[v.route] = true
+	}
+	for _, rt := range httpapi.Routes() {
+		if !covered[rt.Name] {
+			t.Errorf("route %s (%s %s) has no keyward api verb", rt.Name, rt.Method, rt.Path)
+		}
+	}
+}

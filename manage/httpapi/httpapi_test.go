@@ -142,7 +142,7 @@ func listHas(b map[string]any, key, field string, v any) bool {
 // and everyone else gets past authentication and authorization.
 func testRouteRoles(t *testing.T, f *fixture) {
 	for _, rt := range (&Server{}).routes() {
-		path := strings.NewReplacer("{name}", "nobody", "{id}", strings.Repeat("A", token.IDLen)).Replace(rt.Path)
+		path := strings.NewReplacer("{name}", "nobody", "{user}", "nobody", "{id}", strings.Repeat("A", token.IDLen)).Replace(rt.Path)
 		for _, who := range []string{"", "alice", "root", BootstrapUser} {
 			status, body := f.do(t, f.creds[who], rt.Method, path, map[string]any{})
 			var want int

@@ -176,7 +176,7 @@ type apiTokenJSON struct {
 }
 
 func (s *Server) createAPIToken(w http.ResponseWriter, r *http.Request, c caller) {
-	name := r.PathValue("name")
+	name := r.PathValue("user")
 	tok, rec, err := s.m.IssueAPIToken(r.Context(), name)
 	tgt := target("user", name)
 	if err == nil {
@@ -188,7 +188,7 @@ func (s *Server) createAPIToken(w http.ResponseWriter, r *http.Request, c caller
 }
 
 func (s *Server) revokeAPIToken(w http.ResponseWriter, r *http.Request, c caller) {
-	name, id := r.PathValue("name"), r.PathValue("id")
+	name, id := r.PathValue("user"), r.PathValue("id")
 	err := s.m.RevokeAPIToken(r.Context(), name, id)
 	s.act(w, r, c, "management-token.revoke", target("management-token", id), err, func() { w.WriteHeader(http.StatusNoContent) }, slog.String("user", name))
 }
