@@ -100,8 +100,10 @@ func TestPrivateCredentials(t *testing.T) {
 
 	t.Run("who gets which key", func(t *testing.T) {
 		model := map[string]string{"x-ai-eg-model": "gpt-4o"}
-		gpt4o := putCredential(t, st, "alice", "openai", "gpt-4o", ownOpenAIModelKey)
+		// Written in this order, so that once keyward serves the last
+		// one it serves both: each write replaces the file whole.
 		putCredential(t, st, "alice", "anthropic", "", ownAnthropicKey)
+		gpt4o := putCredential(t, st, "alice", "openai", "gpt-4o", ownOpenAIModelKey)
 		waitFor(t, 2*time.Second, func() bool {
 			return s.sent(t, openaiPath, alice, "authorization", model) == "Bearer "+ownOpenAIModelKey
 		})
