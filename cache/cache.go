@@ -444,9 +444,12 @@ func (c *Cache[V]) loadAndStore(ctx context.Context, key string) *result[V] {
 	c.loads.Add(1)
 	val, err := c.callLoad(lctx, key)
 	notFound := err != nil && c.opts.IsNotFound != nil && c.opts.IsNotFound(err)
-	if err == nil || notFound {
+	switch {
+	case err == nil || notFound:
 		c.health.markUp() // the store answered
-	} else {
+	case lctx.Err() != nil:
+		// It did not answer at all. A store that answers with an
+		// error (or a record it cannot decode) is not waited for long.
 		c.health.markDown()
 	}
 

@@ -172,14 +172,12 @@ func TestGetScenarios(t *testing.T) {
 			steps: []step{
 				{setVal: "v1", want: "v1", loads: 1},
 				{advance: 30 * time.Second, setErr: errDown, want: "v1", loads: 2},
-				// Exactly TTL+MaxStale old. The store is down since the
-				// failed refresh: served at once, refreshed behind.
-				{advance: time.Minute, want: "v1", loads: 3},
+				{advance: time.Minute, want: "v1", loads: 3}, // exactly TTL+MaxStale old
 				{advance: time.Nanosecond, wantErr: errDown, loads: 4},
 				{setVal: "v2", want: "v2", loads: 5},
 				{want: "v2", loads: 5},
 			},
-			stats: Stats{Hits: 1, Misses: 4, Loads: 5, LoadErrors: 3, StaleServes: 2},
+			stats: Stats{Hits: 1, Misses: 5, Loads: 5, LoadErrors: 3, StaleServes: 2},
 		},
 		"MaxStale zero never serves stale": {
 			steps: []step{
@@ -436,6 +434,9 @@ func TestLoadTimeout(t *testing.T) {
 			clock.Advance(DefaultTTL)
 			got, err := c.Get(t.Context(), "g")
 			checkResult(t, "after TTL", c, got, err, tc.want, tc.wantErr)
+			if !c.health.Down() {
+				t.Error("store not down after a load ran out of LoadTimeout")
+			}
 		})
 	}
 }

@@ -9,7 +9,8 @@ import (
 // front of it. A store that hangs answers nothing, not even an error, for
 // as long as a load may take: without this, every lookup of an expired
 // record would wait on it again. Once one refresh has not answered within
-// its caller's deadline, or a load has failed, the store counts as down:
+// its caller's deadline (or a load within LoadTimeout), the store counts
+// as down:
 // Gets serve their last-known-good values at once (within MaxStale), Gets
 // already waiting for a refresh are released to do the same, and each such
 // record is refreshed in the background at most once a second. The

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -276,14 +277,7 @@ func (l *hangLoad) check(t *testing.T) {
 			names[p], c.sent.Load(), c.ok.Load(), c.refused.Load(), c.bare.Load(), c.errs.Load(), time.Duration(c.slowest.Load()).Round(time.Millisecond))
 	}
 	l.mu.Lock()
-	seen := slices.Sorted(func(yield func(string) bool) {
-		for k := range l.denied {
-			if !yield(k) {
-				return
-			}
-		}
-	})
-	for _, k := range seen {
+	for _, k := range slices.Sorted(maps.Keys(l.denied)) {
 		t.Logf("  refused: %s (%d times)", k, l.denied[k])
 	}
 	l.mu.Unlock()
