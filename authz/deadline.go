@@ -22,16 +22,24 @@ type lookups struct {
 	cancel     context.CancelFunc
 }
 
-// fetch is one lookup of name under the check's deadline.
-func fetch[V any](l *lookups, load func(context.Context, string) (V, error), name string) (V, error) {
-	if l.ctx == nil {
-		v, err := load(l.fromMemory, name)
-		if err == nil || errors.Is(err, record.ErrNotFound) {
-			return v, err
-		}
-		l.start()
+// next is the context of the next lookup: the check's deadline context
+// once a lookup has had to wait, else the one that asks from memory.
+func (l *lookups) next() context.Context {
+	if l.ctx != nil {
+		return l.ctx
 	}
-	return load(l.ctx, name)
+	return l.fromMemory
+}
+
+// again reports whether a lookup that failed with err, asked from memory,
+// must be asked again under the check's deadline, which it then starts.
+// A record that is gone is an answer: not again.
+func (l *lookups) again(err error) bool {
+	if l.ctx != nil || errors.Is(err, record.ErrNotFound) {
+		return false
+	}
+	l.start()
+	return true
 }
 
 // start makes the check's deadline context: Options.CheckDeadline from now,

@@ -321,28 +321,28 @@ func (a *Authorizer) checkToken(l *lookups, req *Request, d *Decision) Reason {
 // model, if they have one. A store failure is store_unavailable: a user's
 // key must not silently fall back to the server's, nor the other way round.
 func (a *Authorizer) privateKey(l *lookups, req *Request, d *Decision, user, provider string) (*record.PrivateKey, Reason) {
-	keys, err := fetch(l, a.records.PrivateKeys, user)
-	switch {
-	case err == nil:
-		if keys.Has(provider) && !d.modelRead {
-			// Only a user with credentials of their own for this
-			// provider pays for reading the model: it picks among them.
-			// (Users without any get an empty index from the caches.)
-			a.readModel(req, d, true)
-		}
-		return keys.For(provider, d.Model), ""
-	case errors.Is(err, record.ErrNotFound):
-		return nil, ""
-	default:
-		d.Err = err
-		return nil, ReasonStoreUnavailable
+	// A user the store does not know has none: no reason, nil keys.
+	keys, r := lookup(l, d, a.records.PrivateKeys, user, "")
+	if r != "" {
+		return nil, r
 	}
+	if keys.Has(provider) && !d.modelRead {
+		// Only a user with credentials of their own for this provider
+		// pays for reading the model: it picks among them. (Users
+		// without any get an empty index from the caches.)
+		a.readModel(req, d, true)
+	}
+	return keys.For(provider, d.Model), ""
 }
 
-// lookup loads one record. A record that is gone yields the reason
-// notFound; any other failure is store_unavailable (fail closed, 503).
+// lookup loads one record under the check's deadline (see lookups). A
+// record that is gone yields the reason notFound; any other failure is
+// store_unavailable (fail closed, 503).
 func lookup[V any](l *lookups, d *Decision, load func(context.Context, string) (*V, error), name string, notFound Reason) (*V, Reason) {
-	v, err := fetch(l, load, name)
+	v, err := load(l.next(), name)
+	if err != nil && l.again(err) {
+		v, err = load(l.ctx, name)
+	}
 	switch {
 	case err == nil:
 		return v, ""
