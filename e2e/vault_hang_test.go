@@ -27,7 +27,8 @@ import (
 // cache.ttl 1s so that every cached record expires during the stall. At
 // least 99% of the requests go through on last-known-good records, and
 // every refusal is keyward's own answer (its JSON body and
-// x-keyward-reason), never Envoy's bare 503 after its authz timeout.
+// x-keyward-reason), never Envoy's bare 503 after its authz timeout; a
+// token never seen before is refused with keyward's 503 store_unavailable.
 func TestVaultHang(t *testing.T) {
 	envoytest.Binary(t) // skips (or fails in CI) before any set-up when Envoy is missing
 	v := newVaultEnv(t)
@@ -38,6 +39,7 @@ func TestVaultHang(t *testing.T) {
 	for i := range tokens {
 		tokens[i] = v.token("alice", "eng")
 	}
+	fresh := v.token("alice", "eng") // never used before the stall
 
 	prov := fakeprovider.New()
 	upstream := httptest.NewServer(prov)
@@ -82,6 +84,13 @@ func TestVaultHang(t *testing.T) {
 		}
 		return len(now) == len(hangKinds)
 	})
+	// A token keyward has never seen: nothing to fall back on, so
+	// keyward's own refusal, by the check's deadline.
+	if a := load.send(fresh); a.status != http.StatusServiceUnavailable || !a.keywards() || a.code != "store_unavailable" {
+		t.Errorf("a token never seen, during the stall: %v, want keyward's 503 store_unavailable", a)
+	} else {
+		t.Logf("hang: a token never seen before, during the stall: keyward's 503 store_unavailable after %v", a.took.Round(time.Millisecond))
+	}
 	stall := time.Since(paused)
 	v.bao.Resume(t)
 	resumed := time.Now()
