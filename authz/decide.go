@@ -25,6 +25,11 @@ import (
 // Records are the live records the decision reads. Implementations return
 // an error wrapping record.ErrNotFound for a record that does not exist;
 // any other error means the store could not answer.
+//
+// A lookup whose context is already done must not wait for the store: it
+// answers from memory if it can (a cache's fresh or last-known-good
+// record), and otherwise fails at once; the decision then asks again under
+// the check's deadline (see Options.CheckDeadline).
 type Records interface {
 	Token(ctx context.Context, id string) (*record.Token, error)
 	User(ctx context.Context, name string) (*record.User, error)
@@ -57,7 +62,20 @@ type Options struct {
 	Hosts map[string]string
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// CheckDeadline bounds how long one check may wait for the store, all
+	// its lookups together: past it, a lookup answers from last-known-good
+	// records (see cache) or the check is refused with store_unavailable.
+	// It counts from the check's first lookup that has to wait (the ones
+	// before answered from memory), and never reaches past half the time
+	// left before the deadline the caller sent (Envoy sends its authz
+	// timeout), so that the answer is back before Envoy gives up. Default
+	// DefaultCheckDeadline.
+	CheckDeadline time.Duration
 }
+
+// DefaultCheckDeadline is the default Options.CheckDeadline: half of the
+// 500ms ext_authz timeout that keyward envoy-config sets by default.
+const DefaultCheckDeadline = 250 * time.Millisecond
 
 // ProviderExtension is the context_extensions key that names the provider
 // on an Envoy route.
@@ -72,6 +90,9 @@ type Authorizer struct {
 	limits *rateLimiters
 	// next spreads requests across a provider's keys.
 	next atomic.Uint64
+	// fromMemory is a context that is already done: lookups under it
+	// answer from memory only (see Records).
+	fromMemory context.Context
 }
 
 // NewAuthorizer returns an Authorizer over records and verifier.
@@ -87,11 +108,19 @@ func NewAuthorizer(records Records, verifier Verifier, opts Options) (*Authorize
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	switch {
+	case opts.CheckDeadline < 0:
+		return nil, errors.New("authz: CheckDeadline is negative")
+	case opts.CheckDeadline == 0:
+		opts.CheckDeadline = DefaultCheckDeadline
+	}
 	limits, err := newRateLimiters(rateLimitersSize)
 	if err != nil {
 		return nil, fmt.Errorf("authz: rate limiters: %w", err)
 	}
-	return &Authorizer{opts: opts, records: records, verifier: verifier, limits: limits}, nil
+	fromMemory, cancel := context.WithCancel(context.Background())
+	cancel()
+	return &Authorizer{opts: opts, records: records, verifier: verifier, limits: limits, fromMemory: fromMemory}, nil
 }
 
 // Request is what a decision looks at: the parts of Envoy's CheckRequest
@@ -156,13 +185,15 @@ type Decision struct {
 
 // Decide checks the request and picks the key it goes out with.
 func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
+	l := lookups{parent: ctx, fromMemory: a.fromMemory, deadline: a.opts.CheckDeadline}
+	defer l.end()
 	f := findCredentials(a.opts.Sources, req.Headers, req.Path)
 	d := Decision{found: f, Model: req.Headers[a.opts.ModelHeader]}
 	switch {
 	case f.management:
 		d.Reason = ReasonManagementToken
 	case f.tokenAt >= 0:
-		d.Reason = a.decideToken(ctx, req, &d)
+		d.Reason = a.decideToken(&l, req, &d)
 	case !f.customKey:
 		d.Reason = ReasonMissingCredential
 	case a.opts.DisableCustomKeys:
@@ -182,8 +213,8 @@ func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 // decideToken decides a request that carries a keyward token: every check
 // of checkToken, then, for a request those allow, the group's rate limit.
 // Only allowed requests count against the limit.
-func (a *Authorizer) decideToken(ctx context.Context, req *Request, d *Decision) Reason {
-	r := a.checkToken(ctx, req, d)
+func (a *Authorizer) decideToken(l *lookups, req *Request, d *Decision) Reason {
+	r := a.checkToken(l, req, d)
 	if r.Allowed() && d.Group.RequestsPerMinute > 0 && !a.limits.allow(d.TokenID, d.Group.RequestsPerMinute, a.opts.Now()) {
 		// A denial names no key.
 		d.Key, d.Credential = nil, nil
@@ -194,7 +225,7 @@ func (a *Authorizer) decideToken(ctx context.Context, req *Request, d *Decision)
 
 // checkToken applies every check to a token request but the rate limit.
 // An allowed answer has d.Group set.
-func (a *Authorizer) checkToken(ctx context.Context, req *Request, d *Decision) Reason {
+func (a *Authorizer) checkToken(l *lookups, req *Request, d *Decision) Reason {
 	id, hash, err := a.verifier.Verify(d.found.token)
 	switch {
 	case errors.Is(err, token.ErrMalformed):
@@ -210,7 +241,7 @@ func (a *Authorizer) checkToken(ctx context.Context, req *Request, d *Decision) 
 	d.TokenID = id
 
 	// Stage one: the token itself.
-	t, r := lookup(ctx, d, a.records.Token, id, ReasonInvalidToken)
+	t, r := lookup(l, d, a.records.Token, id, ReasonInvalidToken)
 	if t == nil {
 		return r
 	}
@@ -226,7 +257,7 @@ func (a *Authorizer) checkToken(ctx context.Context, req *Request, d *Decision) 
 	}
 
 	// Stage two: is the token's user, and its group, still live?
-	u, r := lookup(ctx, d, a.records.User, t.User, ReasonUserDeleted)
+	u, r := lookup(l, d, a.records.User, t.User, ReasonUserDeleted)
 	if u == nil {
 		return r
 	}
@@ -236,7 +267,7 @@ func (a *Authorizer) checkToken(ctx context.Context, req *Request, d *Decision) 
 	case !u.MayUse(t.Group):
 		return ReasonGroupNotPermitted
 	}
-	g, r := lookup(ctx, d, a.records.Group, t.Group, ReasonGroupDeleted)
+	g, r := lookup(l, d, a.records.Group, t.Group, ReasonGroupDeleted)
 	if g == nil {
 		return r
 	}
@@ -263,13 +294,13 @@ func (a *Authorizer) checkToken(ctx context.Context, req *Request, d *Decision) 
 		}
 		return ReasonCustomKey
 	}
-	p, r := lookup(ctx, d, a.records.Provider, name, ReasonNoProviderKey)
+	p, r := lookup(l, d, a.records.Provider, name, ReasonNoProviderKey)
 	if p == nil {
 		return r
 	}
 	d.Provider = p
 	if !a.opts.DisableCustomKeys && !g.DisableCustomKeys {
-		k, r := a.privateKey(ctx, req, d, t.User, name)
+		k, r := a.privateKey(l, req, d, t.User, name)
 		if r != "" {
 			return r
 		}
@@ -289,29 +320,29 @@ func (a *Authorizer) checkToken(ctx context.Context, req *Request, d *Decision) 
 // privateKey is user's own credential for provider and the request's
 // model, if they have one. A store failure is store_unavailable: a user's
 // key must not silently fall back to the server's, nor the other way round.
-func (a *Authorizer) privateKey(ctx context.Context, req *Request, d *Decision, user, provider string) (*record.PrivateKey, Reason) {
-	keys, err := a.records.PrivateKeys(ctx, user)
-	switch {
-	case err == nil:
-		if keys.Has(provider) && !d.modelRead {
-			// Only a user with credentials of their own for this
-			// provider pays for reading the model: it picks among them.
-			// (Users without any get an empty index from the caches.)
-			a.readModel(req, d, true)
-		}
-		return keys.For(provider, d.Model), ""
-	case errors.Is(err, record.ErrNotFound):
-		return nil, ""
-	default:
-		d.Err = err
-		return nil, ReasonStoreUnavailable
+func (a *Authorizer) privateKey(l *lookups, req *Request, d *Decision, user, provider string) (*record.PrivateKey, Reason) {
+	// A user the store does not know has none: no reason, nil keys.
+	keys, r := lookup(l, d, a.records.PrivateKeys, user, "")
+	if r != "" {
+		return nil, r
 	}
+	if keys.Has(provider) && !d.modelRead {
+		// Only a user with credentials of their own for this provider
+		// pays for reading the model: it picks among them. (Users
+		// without any get an empty index from the caches.)
+		a.readModel(req, d, true)
+	}
+	return keys.For(provider, d.Model), ""
 }
 
-// lookup loads one record. A record that is gone yields the reason
-// notFound; any other failure is store_unavailable (fail closed, 503).
-func lookup[V any](ctx context.Context, d *Decision, load func(context.Context, string) (*V, error), name string, notFound Reason) (*V, Reason) {
-	v, err := load(ctx, name)
+// lookup loads one record under the check's deadline (see lookups). A
+// record that is gone yields the reason notFound; any other failure is
+// store_unavailable (fail closed, 503).
+func lookup[V any](l *lookups, d *Decision, load func(context.Context, string) (*V, error), name string, notFound Reason) (*V, Reason) {
+	v, err := load(l.next(), name)
+	if err != nil && l.again(err) {
+		v, err = load(l.ctx, name)
+	}
 	switch {
 	case err == nil:
 		return v, ""

@@ -3,6 +3,12 @@
 // entry, one load per key at a time, negative entries for records that are
 // gone, stale-if-error serving, and invalidation that a late load cannot undo.
 //
+// A store that hangs is as harmless as one that is down: a Get waits for
+// the refresh of an expired value at most until its caller's deadline (the
+// check's, see authz), and a refresh that outlives it marks the store down
+// for every cache in front of it (see Health), which then serve their
+// last-known-good values at once.
+//
 // It sits on the authorization hot path: a fresh hit does no I/O and no
 // allocation and takes only one of several sharded locks.
 package cache
@@ -60,11 +66,17 @@ type Options struct {
 	MaxStale time.Duration
 	// LoadTimeout bounds one load. Defaults to DefaultLoadTimeout (5s).
 	LoadTimeout time.Duration
-	// StaleWait bounds how long a Get waits for the refresh of an expired
-	// entry that MaxStale still allows to serve; past it, that entry is
-	// served and the refresh finishes in the background. Defaults to
-	// DefaultStaleWait (250ms), below Envoy's usual ext_authz timeout.
+	// StaleWait bounds how long a Get whose context has no deadline waits
+	// for the refresh of an expired entry that MaxStale still allows to
+	// serve; past it, that entry is served, the refresh finishes in the
+	// background and the store counts as down (see Health). A context's
+	// deadline takes its place. Defaults to DefaultStaleWait (250ms), below
+	// Envoy's usual ext_authz timeout.
 	StaleWait time.Duration
+	// Health is shared by the caches of one backing store, so that a
+	// refresh that hangs in one spares the lookups of all the wait. Nil
+	// gives the cache a Health of its own.
+	Health *Health
 	// IsNotFound tells "the record is gone" apart from other loader
 	// errors. Such answers are cached as negative entries for NegativeTTL
 	// and replace a positive entry at once. Nil disables negative caching:
@@ -83,7 +95,7 @@ type Stats struct {
 	Misses       uint64 // Gets that found no fresh entry and went to a load
 	Loads        uint64 // loader calls
 	LoadErrors   uint64 // loader calls that failed with an error other than not-found
-	StaleServes  uint64 // Gets answered with a stale value because a load failed
+	StaleServes  uint64 // Gets answered with a value past its TTL: its refresh failed or did not answer in time, or the store is down
 }
 
 // Cache is an LRU-with-TTL cache of values of type V keyed by string. It is
@@ -96,6 +108,7 @@ type Cache[V any] struct {
 	shards []shard[V]
 	mask   uint64
 	group  singleflight.Group
+	health *Health
 
 	// mu guards the fields below and orders every store of a load's
 	// result against Invalidate and Purge. Only the miss path and the
@@ -109,6 +122,9 @@ type Cache[V any] struct {
 	// joined, if set, runs after a Get has joined a load; tests use it to
 	// know every caller is waiting before they let the load finish.
 	joined func()
+	// background are the refreshes nobody waits for (refreshBehind);
+	// tests wait for them.
+	background sync.WaitGroup
 
 	loads       atomic.Uint64
 	loadErrors  atomic.Uint64
@@ -203,6 +219,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.StaleWait == 0 {
 		o.StaleWait = DefaultStaleWait
 	}
+	if o.Health == nil {
+		o.Health = &Health{}
+	}
 	return o, nil
 }
 
@@ -236,6 +255,7 @@ func newCache[V any](load LoadFunc[V], opts Options, nShards int) *Cache[V] {
 		seed:     maphash.MakeSeed(),
 		shards:   make([]shard[V], nShards),
 		mask:     uint64(nShards - 1),
+		health:   opts.Health,
 		inflight: make(map[string]*keyFlight),
 	}
 	per := (opts.Size + nShards - 1) / nShards
@@ -263,9 +283,17 @@ func (c *Cache[V]) shard(key string) *shard[V] {
 // A not-found answer (see Options.IsNotFound) is returned as the loader's
 // own error, from the load and from the negative entry alike, so errors.Is
 // works. Other load errors come back wrapped with the key, unless a value no
-// older than TTL+MaxStale is at hand, which is then returned instead. If ctx
-// ends while waiting, Get returns ctx's error but the load carries on for
-// the other waiters and for the cache. A fresh hit never looks at ctx.
+// older than TTL+MaxStale is at hand, which is then returned instead.
+//
+// With such a value at hand, Get waits for its refresh only until ctx's
+// deadline (or StaleWait) and then returns the value, and it does not wait
+// at all while the store is down (see Health). Without one, if ctx ends
+// while waiting, Get returns ctx's error (context.Cause). Either way the
+// load carries on for the other waiters and for the cache. A ctx that is
+// already done asks for an answer from memory only: Get then returns what
+// it holds (fresh, negative, or last-known-good while it may not wait), and
+// otherwise ctx's error without starting a load. A fresh hit never looks
+// at ctx.
 func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 	sh := c.shard(key)
 	sh.mu.Lock()
@@ -283,18 +311,65 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 			return e.val, nil
 		}
 		if c.servableStale(e, now) {
-			if now < e.retryAt {
-				// A refresh failed a moment ago: don't make this
-				// check wait on the store again yet.
-				c.staleServes.Add(1)
-				return e.val, nil
-			}
-			sh.misses.Add(1)
-			return c.wait(ctx, key, e)
+			return c.stale(ctx, sh, key, e, now)
 		}
 	}
+	return c.miss(ctx, sh, key, nil)
+}
+
+// stale answers with e, expired but still servable, unless the store may be
+// waited for.
+func (c *Cache[V]) stale(ctx context.Context, sh *shard[V], key string, e *entry[V], now time.Duration) (V, error) {
+	switch {
+	case now < e.retryAt:
+		// A refresh failed (or was started while the store was down) a
+		// moment ago: don't ask the store again yet.
+	case c.health.Down():
+		// Nobody waits on a store that is down; one refresh in the
+		// background finds out whether it is back.
+		c.refreshBehind(ctx, key, e, now)
+	default:
+		return c.miss(ctx, sh, key, e)
+	}
+	c.staleServes.Add(1)
+	return e.val, nil
+}
+
+// miss waits for a load of key, which it joins or starts, unless ctx is
+// done already: nobody would wait for that load.
+func (c *Cache[V]) miss(ctx context.Context, sh *shard[V], key string, fallback *entry[V]) (V, error) {
+	if err := ctx.Err(); err != nil {
+		var zero V
+		return zero, fmt.Errorf("load %q: %w", key, context.Cause(ctx))
+	}
 	sh.misses.Add(1)
-	return c.wait(ctx, key, nil)
+	return c.wait(ctx, key, fallback)
+}
+
+// refreshBehind starts a refresh of key that nobody waits for, and holds
+// off the next one for staleRetry, so that a store that is down gets at
+// most one refresh per record and staleRetry. It does nothing if e is no
+// longer key's entry (invalidated, or replaced by a newer one).
+func (c *Cache[V]) refreshBehind(ctx context.Context, key string, e *entry[V], now time.Duration) {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	cur, ok := sh.lru.Peek(key)
+	if ok && cur == e {
+		retry := *e
+		retry.retryAt = addSat(now, staleRetry)
+		sh.lru.Add(key, &retry)
+	}
+	sh.mu.Unlock()
+	if !ok || cur != e {
+		return
+	}
+	key = strings.Clone(key) // see wait
+	c.background.Go(func() {
+		// Joins the refresh of key that may be running already.
+		_, _, _ = c.group.Do(key, func() (any, error) {
+			return c.loadAndStore(ctx, key), nil
+		})
+	})
 }
 
 // staleRetry is how long a stale entry is served without a new refresh
@@ -309,19 +384,16 @@ func (c *Cache[V]) servableStale(e *entry[V], now time.Duration) bool {
 }
 
 // wait joins (or starts) the load of key and waits for it or for ctx. With
-// a fallback (an expired entry that may still be served), it waits at most
-// StaleWait and then serves the fallback, leaving the load to finish in
-// the background: a hanging store must not hold checks past Envoy's
-// timeout when a last-known-good record is at hand.
+// a fallback (an expired entry that may still be served), it waits until
+// ctx's deadline (StaleWait without one), or until the store is marked
+// down, and then serves the fallback, leaving the load to finish in the
+// background: a hanging store must not hold checks past Envoy's timeout
+// when a last-known-good record is at hand. A load that has not answered
+// by then marks the store down, so that other Gets do not wait for it too.
 func (c *Cache[V]) wait(ctx context.Context, key string, fallback *entry[V]) (V, error) {
 	// The key may be a slice of a larger string (a token id is part of the
 	// client's token): the maps and the LRU must not keep that alive.
 	key = strings.Clone(key)
-	var zero V
-	if err := ctx.Err(); err != nil {
-		// Don't start a load nobody will wait for.
-		return zero, fmt.Errorf("load %q: %w", key, context.Cause(ctx))
-	}
 	ch := c.group.DoChan(key, func() (any, error) {
 		return c.loadAndStore(ctx, key), nil
 	})
@@ -329,10 +401,14 @@ func (c *Cache[V]) wait(ctx context.Context, key string, fallback *entry[V]) (V,
 		c.joined()
 	}
 	var giveUp <-chan time.Time
+	var down <-chan struct{}
 	if fallback != nil {
-		t := time.NewTimer(c.opts.StaleWait)
-		defer t.Stop()
-		giveUp = t.C
+		down = c.health.wentDown()
+		if _, ok := ctx.Deadline(); !ok {
+			t := time.NewTimer(c.opts.StaleWait)
+			defer t.Stop()
+			giveUp = t.C
+		}
 	}
 	select {
 	case r := <-ch:
@@ -341,12 +417,20 @@ func (c *Cache[V]) wait(ctx context.Context, key string, fallback *entry[V]) (V,
 			c.staleServes.Add(1)
 		}
 		return res.val, res.err
+	case <-down:
 	case <-giveUp:
-		c.staleServes.Add(1)
-		return fallback.val, nil
+		c.health.markDown()
 	case <-ctx.Done():
-		return zero, fmt.Errorf("load %q: %w", key, context.Cause(ctx))
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			c.health.markDown()
+		}
+		if fallback == nil {
+			var zero V
+			return zero, fmt.Errorf("load %q: %w", key, context.Cause(ctx))
+		}
 	}
+	c.staleServes.Add(1)
+	return fallback.val, nil
 }
 
 // loadAndStore runs one load for key and stores its outcome unless key was
@@ -360,6 +444,14 @@ func (c *Cache[V]) loadAndStore(ctx context.Context, key string) *result[V] {
 	c.loads.Add(1)
 	val, err := c.callLoad(lctx, key)
 	notFound := err != nil && c.opts.IsNotFound != nil && c.opts.IsNotFound(err)
+	switch {
+	case err == nil || notFound:
+		c.health.markUp() // the store answered
+	case lctx.Err() != nil:
+		// It did not answer at all. A store that answers with an
+		// error (or a record it cannot decode) is not waited for long.
+		c.health.markDown()
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -209,6 +209,7 @@ func TestGetScenarios(t *testing.T) {
 					store.set("g", s.setVal, s.setErr)
 				}
 				got, err := c.Get(t.Context(), "g")
+				c.background.Wait() // a refresh while the store is down
 				checkResult(t, fmt.Sprintf("step %d", i), c, got, err, s.want, s.wantErr)
 				if loads := c.Stats().Loads; loads != s.loads {
 					t.Errorf("step %d: loads = %d, want %d", i, loads, s.loads)
@@ -433,6 +434,9 @@ func TestLoadTimeout(t *testing.T) {
 			clock.Advance(DefaultTTL)
 			got, err := c.Get(t.Context(), "g")
 			checkResult(t, "after TTL", c, got, err, tc.want, tc.wantErr)
+			if !c.health.Down() {
+				t.Error("store not down after a load ran out of LoadTimeout")
+			}
 		})
 	}
 }
@@ -648,71 +652,31 @@ func TestInvalidationIsNeverUndone(t *testing.T) {
 	wg.Wait()
 }
 
-// TestHangingStoreServesStaleFast: with a last-known-good value at hand, a
-// Get never waits more than StaleWait on a store that does not answer, and
-// after a failed refresh it does not ask again for a while.
-func TestHangingStoreServesStaleFast(t *testing.T) {
-	clock := newFakeClock()
-	var mu sync.Mutex
-	loads, hang := 0, false
-	release := make(chan struct{})
-	load := func(ctx context.Context, key string) (string, error) {
-		mu.Lock()
-		loads++
-		h := hang
-		mu.Unlock()
-		if h {
-			select {
-			case <-release:
-			case <-ctx.Done():
-			}
-			return "", errors.New("store unreachable")
-		}
-		return "v1", nil
-	}
-	c, err := New(load, Options{Now: clock.Now, TTL: time.Second, MaxStale: time.Minute, StaleWait: 30 * time.Millisecond, LoadTimeout: 10 * time.Second})
+// TestStaleWaitWithoutDeadline: a Get whose context has no deadline waits
+// for the refresh of an expired value at most StaleWait, then serves it and
+// marks the store down.
+func TestStaleWaitWithoutDeadline(t *testing.T) {
+	g, clock := newGatedLoader(), newFakeClock()
+	c, err := New(g.load, Options{Now: clock.Now, TTL: time.Second, MaxStale: time.Minute, StaleWait: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	if v, err := c.Get(ctx, "k"); v != "v1" || err != nil {
-		t.Fatalf("first Get: %q, %v", v, err)
+	get := goGet(context.Background(), c, "k")
+	g.next(t).reply <- gatedReply{val: "v1"}
+	if r := recv(t, get); r.val != "v1" {
+		t.Fatalf("first Get: %q, %v", r.val, r.err)
 	}
-	mu.Lock()
-	hang = true
-	mu.Unlock()
 	clock.Advance(2 * time.Second)
-
-	start := time.Now()
-	v, err := c.Get(ctx, "k")
-	if took := time.Since(start); v != "v1" || err != nil || took > time.Second {
-		t.Fatalf("Get on a hanging store: %q, %v after %v; want the stale value within StaleWait", v, err, took)
+	get = goGet(context.Background(), c, "k")
+	refresh := g.next(t) // hangs: only StaleWait lets the Get return
+	if r := recv(t, get); r.val != "v1" || r.err != nil {
+		t.Fatalf("Get on a hanging store: %q, %v; want the stale value after StaleWait", r.val, r.err)
 	}
-	close(release) // the background refresh now fails
+	if !c.health.Down() {
+		t.Error("store not down after a refresh outlived StaleWait")
+	}
+	refresh.reply <- gatedReply{err: errDown}
 	waitUntil(t, func() bool { return c.Stats().LoadErrors == 1 })
-
-	mu.Lock()
-	before := loads
-	mu.Unlock()
-	for range 10 {
-		if v, err := c.Get(ctx, "k"); v != "v1" || err != nil {
-			t.Fatalf("Get after a failed refresh: %q, %v", v, err)
-		}
-	}
-	mu.Lock()
-	after := loads
-	mu.Unlock()
-	if after != before {
-		t.Fatalf("%d loads right after a failed refresh; want none for staleRetry", after-before)
-	}
-	// The store answers again: past the retry pause, a fresh load.
-	clock.Advance(2 * time.Minute)
-	mu.Lock()
-	hang = false
-	mu.Unlock()
-	if v, err := c.Get(ctx, "k"); v != "v1" || err != nil {
-		t.Fatalf("store back: %q, %v", v, err)
-	}
 }
 
 func waitUntil(t *testing.T, ok func() bool) {

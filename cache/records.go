@@ -34,9 +34,14 @@ type Records struct {
 }
 
 // NewRecords returns record caches over src, each sized and timed by opts.
+// They share one Health (opts.Health, or a new one): a store that hangs on
+// one kind of record is not waited for on the others.
 func NewRecords(src Source, opts Options) (*Records, error) {
 	if opts.IsNotFound == nil {
 		opts.IsNotFound = func(err error) bool { return errors.Is(err, record.ErrNotFound) }
+	}
+	if opts.Health == nil {
+		opts.Health = &Health{}
 	}
 	r := &Records{}
 	var err error

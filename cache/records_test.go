@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/record"
 )
@@ -191,5 +192,77 @@ func TestPrivateKeysHitDoesNotAllocate(t *testing.T) {
 		pk.For("openai", "gpt-4o")
 	}); n != 0 {
 		t.Fatalf("a warm PrivateKeys lookup allocates %v times", n)
+	}
+}
+
+// hangSource answers tokens and users; while hanging is set it blocks
+// every such load until release is closed, announcing each on started.
+type hangSource struct {
+	credSource
+	mu      sync.Mutex
+	hanging bool
+	started chan string
+	release chan struct{}
+}
+
+func (s *hangSource) block(what string) {
+	s.mu.Lock()
+	h := s.hanging
+	s.mu.Unlock()
+	if h {
+		s.started <- what
+		<-s.release
+	}
+}
+
+func (s *hangSource) Token(_ context.Context, id string) (*record.Token, error) {
+	s.block("token " + id)
+	return &record.Token{ID: id}, nil
+}
+
+func (s *hangSource) User(ctx context.Context, name string) (*record.User, error) {
+	s.block("user " + name)
+	return s.credSource.User(ctx, name)
+}
+
+// TestRecordsShareHealth: a token refresh that outlives its deadline spares
+// the user lookup the wait: the caches of one store share its Health.
+func TestRecordsShareHealth(t *testing.T) {
+	src := &hangSource{credSource: *newCredSource(), started: make(chan string, 4), release: make(chan struct{})}
+	clock := newFakeClock()
+	r, err := NewRecords(src, Options{Now: clock.Now, TTL: time.Second, MaxStale: time.Hour, StaleWait: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := r.Token(ctx, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.User(ctx, "u"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Second)
+	src.mu.Lock()
+	src.hanging = true
+	src.mu.Unlock()
+	defer close(src.release)
+
+	deadline := newDeadlineCtx()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Token(deadline, "t")
+		done <- err
+	}()
+	if got := <-src.started; got != "token t" {
+		t.Fatalf("load %q started, want token t", got)
+	}
+	deadline.expire()
+	if err := <-done; err != nil {
+		t.Fatalf("token at its deadline: %v; want the stale record", err)
+	}
+	// No deadline and StaleWait an hour: only the shared mark lets this
+	// return.
+	if u, err := r.User(context.Background(), "u"); err != nil || u.Name != "u" {
+		t.Fatalf("user while the store is down: %v, %v; want the stale record at once", u, err)
 	}
 }

@@ -177,6 +177,11 @@ type Cache struct {
 	Size int `yaml:"size"`
 	// TTL is how long a loaded record is trusted. Default 30s.
 	TTL time.Duration `yaml:"ttl"`
+	// CheckDeadline is how long one check may wait for the store, all its
+	// lookups together; past it the check answers from last-known-good
+	// records, or 503 store_unavailable. Default half of
+	// envoy.authz_timeout; it must be shorter than that.
+	CheckDeadline time.Duration `yaml:"check_deadline"`
 }
 
 const (
@@ -304,6 +309,9 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Envoy.MaxRequestBytes, envoy.DefaultMaxRequestBytes)
 	setDefault(&c.Cache.Size, 100_000)
 	setDefault(&c.Cache.TTL, 30*time.Second)
+	if c.Envoy.AuthzTimeout > 0 {
+		setDefault(&c.Cache.CheckDeadline, c.Envoy.AuthzTimeout/2)
+	}
 	setDefault(&c.LogLevel, "info")
 	setDefault(&c.ShutdownGrace, 10*time.Second)
 	setDefault(&c.Management.RotationGrace, 24*time.Hour)
@@ -362,6 +370,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.TTL <= 0 {
 		bad("cache.ttl", "must be positive")
+	}
+	switch d := c.Cache.CheckDeadline; {
+	case d < 0 || d == 0 && c.Envoy.AuthzTimeout > 0:
+		bad("cache.check_deadline", "must be positive")
+	case c.Envoy.AuthzTimeout <= 0:
+		// Reported above; the default deadline derives from it.
+	case d >= c.Envoy.AuthzTimeout:
+		bad("cache.check_deadline", "%s is not shorter than envoy.authz_timeout (%s): Envoy would give up first", d, c.Envoy.AuthzTimeout)
 	}
 	if g := c.Management.RotationGrace; g < 0 || g > manage.MaxRotationGrace {
 		bad("management.rotation_grace", "%s is not between 0 and %s", g, manage.MaxRotationGrace)

@@ -281,6 +281,7 @@ func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service,
 		ModelHeader:       cfg.ModelHeader,
 		DisableCustomKeys: cfg.DisableCustomKeys,
 		Hosts:             hosts,
+		CheckDeadline:     cfg.Cache.CheckDeadline,
 	})
 	if err != nil {
 		return nil, err

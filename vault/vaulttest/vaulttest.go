@@ -276,12 +276,67 @@ func (s *Server) Stop() {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM) // fails only if already gone
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused server acts on SIGTERM only once continued
 	select {
 	case <-p.exited:
 	case <-time.After(StopTimeout):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
 	}
+}
+
+// Pause stops the server's process with SIGSTOP, as a Vault that hangs:
+// its sockets stay open, so connections are accepted and requests sent,
+// but nothing answers until Resume. It returns once the kernel reports the
+// process stopped (on Linux; elsewhere once the signal is sent). Stop and
+// Restart work on a paused server too. Pausing a stopped server fails the
+// test.
+func (s *Server) Pause(t testing.TB) { s.signal(t, "pause", syscall.SIGSTOP, true) }
+
+// Resume continues a server stopped by Pause; requests sent meanwhile are
+// answered then.
+func (s *Server) Resume(t testing.TB) { s.signal(t, "resume", syscall.SIGCONT, false) }
+
+// signal sends sig to the running server and waits until /proc shows it
+// stopped or not, as wantStopped says; what names the call in errors.
+func (s *Server) signal(t testing.TB, what string, sig syscall.Signal, wantStopped bool) {
+	t.Helper()
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p == nil {
+		t.Fatalf("vaulttest: %s: the server is stopped", what)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("vaulttest: %s: %v", what, err)
+	}
+	stat := fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)
+	for start := time.Now(); ; time.Sleep(time.Millisecond) {
+		stopped, ok := procStopped(stat)
+		if !ok || stopped == wantStopped {
+			return
+		}
+		if time.Since(start) > StopTimeout {
+			t.Fatalf("vaulttest: %s: the process state did not change within %v", what, StopTimeout)
+		}
+	}
+}
+
+// procStopped reads the state of a process from its /proc stat file:
+// whether it is stopped, and false for ok when the file cannot be read
+// (not Linux, or the process is gone).
+func procStopped(statFile string) (stopped, ok bool) {
+	b, err := os.ReadFile(statFile)
+	if err != nil {
+		return false, false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses, the
+	// state follows the last ")".
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return false, false
+	}
+	return b[i+2] == 'T' || b[i+2] == 't', true
 }
 
 // Restart stops the server if it runs and starts it again on the same

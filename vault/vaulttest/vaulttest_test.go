@@ -1,8 +1,10 @@
 package vaulttest
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -61,6 +63,39 @@ func TestServerLifecycle(t *testing.T) {
 	}
 	// AppRole is enabled again on demand.
 	s.AppRole(t, "app", nil, 0, 0)
+}
+
+// TestPauseResume: a paused server accepts connections but does not
+// answer (a request times out rather than being refused), answers what
+// was sent meanwhile once resumed, and can be stopped while paused.
+func TestPauseResume(t *testing.T) {
+	s := Start(t, "keyward")
+	health := func(timeout time.Duration) error {
+		c := s.Client(t, s.RootToken)
+		c.SetMaxRetries(0)
+		c.SetClientTimeout(timeout)
+		_, err := c.Sys().HealthWithContext(context.Background())
+		return err
+	}
+	s.Pause(t)
+	// Hung, not refused: the client gives up, the server never says no.
+	var ne net.Error
+	if err := health(200 * time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("health while paused: %v, want a client timeout", err)
+	}
+	pending := make(chan error, 1)
+	go func() { pending <- health(30 * time.Second) }() // ends with the test at the latest: 30s
+	s.Resume(t)
+	if err := <-pending; err != nil {
+		t.Fatalf("a request sent while paused, after resume: %v", err)
+	}
+
+	s.Pause(t)
+	s.Stop() // continues the process so that it acts on SIGTERM
+	s.Restart(t)
+	if err := health(10 * time.Second); err != nil {
+		t.Fatalf("health after a stop while paused and a restart: %v", err)
+	}
 }
 
 func TestStartWithoutMount(t *testing.T) {
