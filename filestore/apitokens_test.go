@@ -185,15 +185,21 @@ func TestWatchReloadsAPITokens(t *testing.T) {
 	ctx := t.Context()
 	writer, path := withUsers(t)
 	reader := open(t, path, "", nil)
-	go reader.Watch(ctx, 10*time.Millisecond, slog.New(slog.DiscardHandler), func() {})
+	poll := reader.Poller(slog.New(slog.DiscardHandler), func() {})
 	a := newAPIToken(t, "ann")
 	if err := writer.PutAPIToken(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the API token", func() bool { _, err := reader.APIToken(ctx, a.ID); return err == nil })
+	poll()
+	if _, err := reader.APIToken(ctx, a.ID); err != nil {
+		t.Fatalf("the API token after a poll: %v", err)
+	}
 	a.Revoked = true
 	if err := writer.PutAPIToken(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the revocation", func() bool { got, err := reader.APIToken(ctx, a.ID); return err == nil && got.Revoked })
+	poll()
+	if got, err := reader.APIToken(ctx, a.ID); err != nil || !got.Revoked {
+		t.Errorf("the revocation after a poll: %+v, %v", got, err)
+	}
 }

@@ -275,17 +275,20 @@ func TestWatchReloadsCredentials(t *testing.T) {
 	ctx := t.Context()
 	writer, path := withUsers(t)
 	reader := open(t, path, "", nil)
-	go reader.Watch(ctx, 10*time.Millisecond, slog.New(slog.DiscardHandler), func() {})
+	poll := reader.Poller(slog.New(slog.DiscardHandler), func() {})
 	c := newCredential("ann", "watched")
 	if err := writer.PutCredential(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the credential", func() bool { _, err := reader.Credential(ctx, "ann", c.ID); return err == nil })
+	poll()
+	if _, err := reader.Credential(ctx, "ann", c.ID); err != nil {
+		t.Fatalf("the credential after a poll: %v", err)
+	}
 	if err := writer.DeleteCredential(ctx, "ann", c.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the deletion", func() bool {
-		_, err := reader.Credential(ctx, "ann", c.ID)
-		return errors.Is(err, record.ErrNotFound)
-	})
+	poll()
+	if _, err := reader.Credential(ctx, "ann", c.ID); !errors.Is(err, record.ErrNotFound) {
+		t.Errorf("the deletion after a poll: %v", err)
+	}
 }

@@ -26,7 +26,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
@@ -232,40 +231,6 @@ func readOptional(path string) ([]byte, error) {
 		return nil, nil
 	}
 	return b, err
-}
-
-// Watch checks the files every interval and reloads them when they change,
-// calling onChange whenever the records in force changed since the last
-// call: after a reload of what another process wrote, and after this
-// store's own Update (which reloads at once, so the files look unchanged
-// to the next check). A file that fails to parse is reported to log and
-// the last good snapshot stays in force. Watch returns when ctx is done.
-func (s *Store) Watch(ctx context.Context, interval time.Duration, log *slog.Logger, onChange func()) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	var lastErr string
-	seen := s.snap.Load()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := s.reload(); err != nil {
-			if err.Error() != lastErr {
-				log.Error("store reload failed; keeping the last good records", "err", err)
-				lastErr = err.Error()
-			}
-			continue
-		}
-		lastErr = ""
-		if snap := s.snap.Load(); snap != seen {
-			seen = snap
-			s.WarnMissing(log)
-			log.Info("store reloaded", "file", s.opts.Path, "tokens", len(snap.tokens.entries))
-			onChange()
-		}
-	}
 }
 
 // WarnMissing logs the environment variables that provider keys name but

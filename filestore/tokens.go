@@ -146,3 +146,5 @@ func fromUnixNano(n int64) time.Time {
 	}
 	return time.Unix(0, n).UTC()
 }
+
+func (t *tokenTable) len() int { return len(t.entries) }
