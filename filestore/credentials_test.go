@@ -243,8 +243,8 @@ func TestCredentialErrorsHideKey(t *testing.T) {
 		}
 	}
 	noKey(t, "PutCredential", err)
-	if _, err := os.Stat(filestore.DefaultCredentialsPath(path)); !os.IsNotExist(err) {
-		t.Errorf("an invalid credential was written: %v", err)
+	if raw := readFile(t, filestore.DefaultCredentialsPath(path)); strings.Contains(string(raw), bad.ID) {
+		t.Errorf("an invalid credential was written:\n%s", raw)
 	}
 
 	credPath := filestore.DefaultCredentialsPath(path)

@@ -122,7 +122,7 @@ func TestOpenMissingFile(t *testing.T) {
 		}
 	}
 	d, err := st.Read(ctx)
-	if err != nil || len(d.Providers)+len(d.Groups)+len(d.Users)+len(d.Tokens)+len(d.SigningKeys) != 0 {
+	if err != nil || len(d.Providers)+len(d.Groups)+len(d.Users)+d.Tokens.Len()+len(d.SigningKeys) != 0 {
 		t.Errorf("Read() = %+v, %v; want empty data", d, err)
 	}
 	for _, p := range []string{path, filestore.DefaultTokensPath(path)} {
@@ -372,7 +372,7 @@ func TestTokenFileFormat(t *testing.T) {
 	}
 	// One JSON object on one line, times in UTC.
 	raw := readFile(t, tokensPath)
-	want := `{"id":"abcdefghijklmnop","user":"ann","group":"team","name":"laptop","hash":"` + filestore.HashString(tk.Hash) +
+	want := `{"format":"keyward-tokens/1"}` + "\n" + `{"id":"abcdefghijklmnop","user":"ann","group":"team","name":"laptop","hash":"` + filestore.HashString(tk.Hash) +
 		`","created":"2025-03-01T10:30:45.123456789Z","expires":"2025-05-30T10:30:45.123456789Z","revoked":true}` + "\n"
 	if string(raw) != want {
 		t.Errorf("token file =\n%s\nwant\n%s", raw, want)
@@ -381,8 +381,8 @@ func TestTokenFileFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	td := d.Tokens[tk.ID]
-	if td == nil || td.Hash != filestore.HashString(tk.Hash) || td.Expires == nil || !td.Expires.Equal(expires) || !td.Created.Equal(created) {
+	td, ok := d.Tokens.Get(tk.ID)
+	if !ok || td.Hash != filestore.HashString(tk.Hash) || td.Expires == nil || !td.Expires.Equal(expires) || !td.Created.Equal(created) {
 		t.Errorf("Read() token = %+v", td)
 	}
 	got, err := open(t, path, "", nil).Token(ctx, tk.ID)
@@ -398,9 +398,10 @@ func TestTokenFileFormat(t *testing.T) {
 	if err := st.PutToken(ctx, tk); err != nil {
 		t.Fatal(err)
 	}
+	lines := strings.Split(strings.TrimSpace(string(readFile(t, tokensPath))), "\n")
 	for _, field := range []string{"expires", "name", "revoked"} {
-		if strings.Contains(string(readFile(t, tokensPath)), `"`+field+`"`) {
-			t.Errorf("a token without %s was written with one:\n%s", field, readFile(t, tokensPath))
+		if last := lines[len(lines)-1]; strings.Contains(last, `"`+field+`"`) {
+			t.Errorf("a token without %s was written with one:\n%s", field, last)
 		}
 	}
 	if got, err := open(t, path, "", nil).Token(ctx, tk.ID); err != nil || !got.Expires.IsZero() || got.Revoked {
@@ -467,7 +468,7 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 		"bad token hash": {
 			update: func() error {
 				return st.Update(ctx, func(d *filestore.Data) error {
-					d.Tokens["AAAAAAAAAAAAAAAA"] = &filestore.TokenData{User: "a", Group: "g", Hash: "abc"}
+					d.Tokens.Set("AAAAAAAAAAAAAAAA", filestore.TokenData{User: "a", Group: "g", Hash: "abc"})
 					return nil
 				})
 			},
@@ -476,25 +477,18 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 		"token without group": {
 			update: func() error {
 				return st.Update(ctx, func(d *filestore.Data) error {
-					d.Tokens["AAAAAAAAAAAAAAAA"] = &filestore.TokenData{User: "a", Hash: strings.Repeat("0", 64)}
+					d.Tokens.Set("AAAAAAAAAAAAAAAA", filestore.TokenData{User: "a", Hash: strings.Repeat("0", 64)})
 					return nil
 				})
 			},
 			want: "tokens.AAAAAAAAAAAAAAAA.group",
 		},
-		"nil token": {
-			update: func() error {
-				return st.Update(ctx, func(d *filestore.Data) error {
-					d.Tokens["AAAAAAAAAAAAAAAA"] = nil
-					return nil
-				})
-			},
-			want: "tokens.AAAAAAAAAAAAAAAA: empty record",
-		},
 		"tokens and group fail together": {
 			update: func() error {
 				return st.Update(ctx, func(d *filestore.Data) error {
-					clear(d.Tokens)
+					for id := range d.Tokens.All() {
+						d.Tokens.Delete(id)
+					}
 					d.Groups["bad name"] = &filestore.GroupData{}
 					return nil
 				})
@@ -622,7 +616,7 @@ func TestFileMode(t *testing.T) {
 	tokensPath := filestore.DefaultTokensPath(path)
 	// Files made readable by others by hand are tightened by the next write.
 	writeFile(t, path, "groups:\n  old: {}\n")
-	writeFile(t, tokensPath, "")
+	writeFile(t, tokensPath, `{"format":"keyward-tokens/1"}`+"\n")
 	for _, p := range []string{path, tokensPath} {
 		if err := os.Chmod(p, 0o644); err != nil {
 			t.Fatal(err)

@@ -50,7 +50,15 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 		if err := deleteEntry(d.Users, "user", name); err != nil {
 			return err
 		}
-		maps.DeleteFunc(d.Tokens, func(_ string, t *TokenData) bool { return t != nil && t.User == name })
+		var owned []string
+		for id, t := range d.Tokens.All() {
+			if t.User == name {
+				owned = append(owned, id)
+			}
+		}
+		for _, id := range owned {
+			d.Tokens.Delete(id)
+		}
 		delete(d.credentials, name)
 		maps.DeleteFunc(d.apiTokens, func(_ string, t *apiTokenData) bool { return t != nil && t.User == name })
 		return nil
@@ -60,19 +68,24 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 // PutToken creates or replaces a token record.
 func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
 	return s.Update(ctx, func(d *Data) error {
-		td := &TokenData{User: t.User, Group: t.Group, Name: t.Name, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy}
+		td := TokenData{User: t.User, Group: t.Group, Name: t.Name, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy}
 		if !t.Expires.IsZero() {
 			e := t.Expires.UTC()
 			td.Expires = &e
 		}
-		setEntry(&d.Tokens, t.ID, td)
+		d.Tokens.Set(t.ID, td)
 		return nil
 	})
 }
 
 // DeleteToken removes a token record.
 func (s *Store) DeleteToken(ctx context.Context, id string) error {
-	return s.Update(ctx, func(d *Data) error { return deleteEntry(d.Tokens, "token", id) })
+	return s.Update(ctx, func(d *Data) error {
+		if !d.Tokens.Delete(id) {
+			return fmt.Errorf("token %q: %w", id, record.ErrNotFound)
+		}
+		return nil
+	})
 }
 
 // UserTokens lists user's token records, from the loaded snapshot.
