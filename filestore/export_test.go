@@ -17,3 +17,7 @@ func (s *Store) Poller(log *slog.Logger, onChange func()) func() {
 func (s *Store) WatchTicks(ctx context.Context, ticks <-chan time.Time, log *slog.Logger, onChange func()) {
 	s.watch(ctx, ticks, log, onChange)
 }
+
+// SetCompactMin sets how many superseded lines the token file must hold
+// before a write rewrites it whole, so that tests reach it with a few.
+func (s *Store) SetCompactMin(n int) { s.compactMin = n }
