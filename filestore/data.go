@@ -409,6 +409,14 @@ func (p *problems) add(field, format string, args ...any) {
 	*p = append(*p, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 }
 
+// name adds a problem for the first of names that breaks k's rule; it
+// wraps record.ErrInvalidName.
+func (p *problems) name(field string, k nameKind, names ...string) {
+	if err := k.check(names...); err != nil {
+		*p = append(*p, fmt.Errorf("%s: %w", field, err))
+	}
+}
+
 // err joins the problems, sorted so that the report is stable whatever
 // the map order was.
 func (p problems) err() error {
@@ -450,9 +458,7 @@ func (d *Data) buildPolicy(getenv func(string) string) (*policy, error) {
 
 func (p *ProviderData) build(name string, getenv func(string) string, bad *problems, missing *[]string) *record.Provider {
 	field := "providers." + name
-	if err := record.ValidateName("provider", name); err != nil {
-		bad.add(field, "%v", err)
-	}
+	bad.name(field, providerName, name)
 	if p == nil {
 		bad.add(field, "empty record")
 		return nil
@@ -484,12 +490,11 @@ func (p *ProviderData) build(name string, getenv func(string) string, bad *probl
 
 func (g *GroupData) build(name string, bad *problems) *record.Group {
 	field := "groups." + name
-	if err := record.ValidateName("group", name); err != nil {
-		bad.add(field, "%v", err)
-	}
+	bad.name(field, groupName, name)
 	if g == nil {
 		g = &GroupData{}
 	}
+	bad.name(field+".providers", providerName, g.Providers...)
 	if g.RequestsPerMinute < 0 {
 		bad.add(field+".requests_per_minute", "must be 0 (no limit) or more")
 	}
@@ -498,12 +503,11 @@ func (g *GroupData) build(name string, bad *problems) *record.Group {
 
 func (u *UserData) build(name string, bad *problems) *record.User {
 	field := "users." + name
-	if err := record.ValidateName("user", name); err != nil {
-		bad.add(field, "%v", err)
-	}
+	bad.name(field, userName, name)
 	if u == nil {
 		u = &UserData{}
 	}
+	bad.name(field+".groups", groupName, u.Groups...)
 	role := u.Role
 	if role == "" {
 		role = record.RoleUser
@@ -518,23 +522,25 @@ func (u *UserData) build(name string, bad *problems) *record.User {
 func checkToken(id string, t *TokenData) error {
 	var bad problems
 	field := "tokens." + id
-	if !token.ValidID(id) {
-		bad.add(field, "not a token id")
-	}
+	bad.name(field, tokenID, id)
 	if t.Last4 != "" && len(t.Last4) != last4Len {
 		bad.add(field+".last4", "must be %d characters", last4Len)
 	}
-	if t.ReplacedBy != "" && !token.ValidID(t.ReplacedBy) {
-		bad.add(field+".replaced_by", "not a token id")
+	if t.ReplacedBy != "" {
+		bad.name(field+".replaced_by", tokenID, t.ReplacedBy)
 	}
 	if _, ok := record.ParseHash(t.Hash); !ok {
 		bad.add(field+".hash", "must be 64 hex digits (SHA-256)")
 	}
 	if t.User == "" {
 		bad.add(field+".user", "must be set")
+	} else {
+		bad.name(field+".user", userName, t.User)
 	}
 	if t.Group == "" {
 		bad.add(field+".group", "must be set")
+	} else {
+		bad.name(field+".group", groupName, t.Group)
 	}
 	if len(t.Name) > record.MaxTokenName {
 		bad.add(field+".name", "longer than %d bytes", record.MaxTokenName)
@@ -580,9 +586,7 @@ func buildAPITokens(tokens map[string]*apiTokenData) (map[string]*record.APIToke
 	out := make(map[string]*record.APIToken, len(tokens))
 	for id, t := range tokens {
 		field := "api_tokens." + id
-		if !token.ValidID(id) {
-			bad.add(field, "not a token id")
-		}
+		bad.name(field, tokenID, id)
 		if t == nil {
 			bad.add(field, "empty record")
 			continue
@@ -594,6 +598,8 @@ func buildAPITokens(tokens map[string]*apiTokenData) (map[string]*record.APIToke
 		}
 		if t.User == "" {
 			bad.add(field+".user", "must be set")
+		} else {
+			bad.name(field+".user", userName, t.User)
 		}
 		out[id] = rt
 	}

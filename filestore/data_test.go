@@ -134,7 +134,7 @@ func TestScanTokensErrors(t *testing.T) {
 		"trailing comma":        {in: a + ",\n" + b + "\n", want: "token file line 1:"},
 		"trailing text":         {in: a + " x\n", want: "token file line 1:"},
 		"record over two lines": {in: "{\n" + a[1:] + "\n", want: "token file line 1: unexpected EOF"},
-		"bad record":            {in: a + "\n" + tokenRecord("nope") + "\n", want: "token file line 2: tokens.nope: not a token id"},
+		"bad record":            {in: a + "\n" + tokenRecord("nope") + "\n", want: "token file line 2: tokens.nope: invalid name"},
 		"null":                  {in: "null\n", want: "token file line 1: tokens."},
 		"header not first":      {in: a + "\n" + header + "\n", want: "token file line 2: a header line may only come first"},
 		"another file's header": {in: `{"format":"keyward-credentials/1"}` + "\n", want: `token file line 1: format "keyward-credentials/1": not a token file`},
@@ -143,7 +143,7 @@ func TestScanTokensErrors(t *testing.T) {
 		"deleted bad id":        {in: `{"id":"nope","deleted":true}` + "\n", want: "token file line 1: a deleted line"},
 		"negative batch":        {in: `{"batch":-1}` + "\n", want: "token file line 1: a batch of -1 lines"},
 		"batch of batches":      {in: `{"batch":1}` + "\n" + `{"batch":1}` + "\n" + a + "\n", want: "token file line 2: a batch holds token lines only"},
-		"bad line in a batch":   {in: a + "\n" + `{"batch":2}` + "\n" + b + "\n\n" + tokenRecord("bad") + "\n", want: "token file line 5: tokens.bad: not a token id"},
+		"bad line in a batch":   {in: a + "\n" + `{"batch":2}` + "\n" + b + "\n\n" + tokenRecord("bad") + "\n", want: "token file line 5: tokens.bad: invalid name"},
 		"bad unterminated line": {in: a + "\n" + tokenRecord("bad"), want: "token file line 2: tokens.bad"},
 	}
 	for name, tc := range tests {

@@ -146,6 +146,9 @@ func (s *Store) WarnMissing(log *slog.Logger) {
 
 // Token returns the token record with the given id.
 func (s *Store) Token(_ context.Context, id string) (*record.Token, error) {
+	if err := tokenID.check(id); err != nil {
+		return nil, unreadable(err)
+	}
 	if t, ok := s.snap.Load().tokens.get(id); ok {
 		return t, nil
 	}
@@ -154,17 +157,17 @@ func (s *Store) Token(_ context.Context, id string) (*record.Token, error) {
 
 // User returns the named user.
 func (s *Store) User(_ context.Context, name string) (*record.User, error) {
-	return find(s.snap.Load().users, "user", name)
+	return find(s.snap.Load().users, userName, name)
 }
 
 // Group returns the named group.
 func (s *Store) Group(_ context.Context, name string) (*record.Group, error) {
-	return find(s.snap.Load().groups, "group", name)
+	return find(s.snap.Load().groups, groupName, name)
 }
 
 // Provider returns the named provider with its keys.
 func (s *Store) Provider(_ context.Context, name string) (*record.Provider, error) {
-	return find(s.snap.Load().providers, "provider", name)
+	return find(s.snap.Load().providers, providerName, name)
 }
 
 // SigningKeys returns the token signing keys.
@@ -172,11 +175,15 @@ func (s *Store) SigningKeys(context.Context) ([]token.SigningKey, error) {
 	return s.snap.Load().signingKeys, nil
 }
 
-func find[V any](m map[string]*V, kind, name string) (*V, error) {
+// find returns the record m holds under the name of kind k.
+func find[V any](m map[string]*V, k nameKind, name string) (*V, error) {
+	if err := k.check(name); err != nil {
+		return nil, unreadable(err)
+	}
 	if v, ok := m[name]; ok {
 		return v, nil
 	}
-	return nil, fmt.Errorf("%s %q: %w", kind, name, record.ErrNotFound)
+	return nil, fmt.Errorf("%s %q: %w", k, name, record.ErrNotFound)
 }
 
 // Read returns the store's data as it is on disk now.

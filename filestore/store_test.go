@@ -436,8 +436,8 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 		update func() error
 		want   string // substring of the error
 	}{
-		"bad group name": {update: func() error { return st.PutGroup(ctx, &record.Group{Name: "bad name"}) }, want: "groups.bad name"},
-		"bad user name":  {update: func() error { return st.PutUser(ctx, &record.User{Name: "-ann"}) }, want: "users.-ann"},
+		"bad group name": {update: func() error { return st.PutGroup(ctx, &record.Group{Name: "bad name"}) }, want: `group name "bad name"`},
+		"bad user name":  {update: func() error { return st.PutUser(ctx, &record.User{Name: "-ann"}) }, want: `user name "-ann"`},
 		"bad role": {
 			update: func() error { return st.PutUser(ctx, &record.User{Name: "ann", Role: "root"}) }, want: "users.ann.role",
 		},
@@ -459,11 +459,11 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 			want: "providers.openai.keys[1].id",
 		},
 		"bad token id": {
-			update: func() error { return st.PutToken(ctx, &record.Token{ID: "short", User: "a", Group: "g"}) }, want: "tokens.short",
+			update: func() error { return st.PutToken(ctx, &record.Token{ID: "short", User: "a", Group: "g"}) }, want: `token id "short"`,
 		},
 		"token without user": {
 			update: func() error { return st.PutToken(ctx, &record.Token{ID: "AAAAAAAAAAAAAAAA", Group: "g"}) },
-			want:   "tokens.AAAAAAAAAAAAAAAA.user",
+			want:   `user name ""`,
 		},
 		"bad token hash": {
 			update: func() error {

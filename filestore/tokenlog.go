@@ -189,8 +189,10 @@ func (sc *logScan) unterminated(line []byte, b *indexBuilder) error {
 	}
 	l, err := decodeLine[logLine](line)
 	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return nil // being written, or cut short
+	case errors.Is(err, io.ErrUnexpectedEOF) && bytes.HasPrefix(bytes.TrimSpace(line), []byte("{")):
+		// The start of a line being written, or cut short: keyward's
+		// lines are objects, of which no part is whole.
+		return nil
 	case err != nil:
 		return lineError(sc.lineNo+1, "%w", err)
 	case l.Format != "" || l.Batch != 0:

@@ -195,20 +195,20 @@ func TestTokenFileErrors(t *testing.T) {
 		"unknown field": {tokens: "\n" + strings.Replace(a, `"user"`, `"owner"`, 1), want: []string{"token file line 2", `unknown field "owner"`}},
 		"two on a line": {tokens: strings.TrimSuffix(a, "\n") + " " + tokenLine("BBBBBBBBBBBBBBBB", "ann", "team"), want: []string{"token file line 1", "more than one record"}},
 		"yaml tokens":   {tokens: "AAAAAAAAAAAAAAAA:\n  user: ann\n", want: []string{"token file line 1"}},
-		"bad id":        {tokens: tokenLine("nope", "ann", "team"), want: []string{"tokens.nope: not a token id"}},
+		"bad id":        {tokens: tokenLine("nope", "ann", "team"), want: []string{"token file line 1: tokens.nope: invalid name"}},
 		"no user":       {tokens: tokenLine("AAAAAAAAAAAAAAAA", "", "team"), want: []string{"tokens.AAAAAAAAAAAAAAAA.user: must be set"}},
 		"bad hash": {
 			tokens: strings.Replace(a, zeroHash, "xyz", 1),
 			want:   []string{"tokens.AAAAAAAAAAAAAAAA.hash: must be 64 hex digits"},
 		},
-		"null record": {tokens: a + "null\n", want: []string{"tokens.: not a token id"}},
+		"null record": {tokens: a + "null\n", want: []string{"token file line 2: ", "tokens.: invalid name"}},
 		"bad last4": {
 			tokens: strings.Replace(a, `"user"`, `"last4":"abcde","user"`, 1),
 			want:   []string{"tokens.AAAAAAAAAAAAAAAA.last4: must be 4 characters"},
 		},
 		"bad replaced_by": {
 			tokens: strings.Replace(a, `"user"`, `"replaced_by":"x/y","user"`, 1),
-			want:   []string{"tokens.AAAAAAAAAAAAAAAA.replaced_by: not a token id"},
+			want:   []string{"tokens.AAAAAAAAAAAAAAAA.replaced_by: invalid name"},
 		},
 	}
 	for name, tc := range tests {
