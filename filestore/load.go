@@ -268,6 +268,9 @@ func (st *state) data() (*Data, error) {
 func (s *Store) reload() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return false, ErrClosed
+	}
 	st, err := s.load(s.state, loadPoll)
 	switch {
 	case errors.Is(err, errBusy):

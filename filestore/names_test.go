@@ -132,6 +132,7 @@ func storedRecords(t *testing.T, f *fullStore) map[string]storedRecord {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer st.Close()
 	d, err := st.Read(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -44,6 +44,8 @@ type Store struct {
 	mu sync.Mutex
 	// state is what the last good load read; snap is its snapshot.
 	state *state
+	// closed is set by Close.
+	closed bool
 	// compactMin is how many superseded lines the token file must hold
 	// (and more than its records) before a write rewrites it whole.
 	compactMin int
@@ -126,6 +128,22 @@ func Open(opts Options) (*Store, error) {
 	s.publish(st)
 	return s, nil
 }
+
+// Close releases the token file the Store holds open to follow it (see
+// tokenLog). The Store's reads keep answering from the records loaded;
+// loads and writes fail with ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		s.state.tokens.release(nil)
+	}
+	return nil
+}
+
+// ErrClosed is the error of loads and writes after Close.
+var ErrClosed = errors.New("filestore: store closed")
 
 // Path returns the store file's path.
 func (s *Store) Path() string { return s.opts.Path }

@@ -44,6 +44,7 @@ func open(t *testing.T, path, envPath string, vars map[string]string) *filestore
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
+	t.Cleanup(func() { st.Close() })
 	return st
 }
 
@@ -1084,5 +1085,25 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClose: a closed Store answers reads from what it loaded, and refuses
+// to load or write.
+func TestClose(t *testing.T) {
+	ctx := t.Context()
+	st := open(t, storePath(t), "", nil)
+	must(t, st.PutGroup(ctx, &record.Group{Name: "team"}))
+	must(t, st.Close())
+	if _, err := st.Group(ctx, "team"); err != nil {
+		t.Errorf("Group after Close: %v", err)
+	}
+	if err := st.PutGroup(ctx, &record.Group{Name: "other"}); !errors.Is(err, filestore.ErrClosed) {
+		t.Errorf("PutGroup after Close = %v, want ErrClosed", err)
+	}
+	log, logs := newLogger()
+	st.Poller(log, func() {})()
+	if !strings.Contains(logs.String(), "closed") {
+		t.Errorf("a poll after Close logged %q", logs)
 	}
 }

@@ -24,6 +24,9 @@ func (s *Store) Update(_ context.Context, change func(*Data) error) error {
 	defer lock.unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
 	cur, err := s.load(s.state, loadWrite)
 	if err != nil {
 		s.failedLoads.Add(1)
