@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/keyward/keyward/record"
-	"github.com/keyward/keyward/token"
 )
 
 // Management tokens live in the API token file, by id, apart from the LLM
@@ -14,15 +13,15 @@ import (
 // APIToken returns the management token record id, from the loaded
 // snapshot, or an error wrapping record.ErrNotFound.
 func (s *Store) APIToken(_ context.Context, id string) (*record.APIToken, error) {
-	return find(s.snap.Load().apiTokens, "API token", id)
+	return find(s.snap.Load().apiTokens, tokenID, id)
 }
 
 // PutAPIToken creates or replaces a management token record. Its user
 // must exist (record.ErrNotFound otherwise), so that no token outlives
 // DeleteUser unowned.
 func (s *Store) PutAPIToken(ctx context.Context, t *record.APIToken) error {
-	if !token.ValidID(t.ID) {
-		return fmt.Errorf("API token id %q: not a token id", t.ID)
+	if err := checkAPIToken(t); err != nil {
+		return fmt.Errorf("API token: %w", err)
 	}
 	return s.Update(ctx, func(d *Data) error {
 		if _, ok := d.Users[t.User]; !ok {

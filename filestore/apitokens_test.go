@@ -135,8 +135,8 @@ func TestAPITokenFile(t *testing.T) {
 		t.Fatalf("API token file: %v, %v; want mode 0600", fi, err)
 	}
 	raw := string(readFile(t, file))
-	if !strings.Contains(raw, filestore.HashString(a.Hash)) || strings.Count(raw, "\n") != 1 {
-		t.Errorf("API token file is not one line with the hash: %s", raw)
+	if !strings.HasPrefix(raw, `{"format":"keyward-api-tokens/1"}`+"\n") || !strings.Contains(raw, filestore.HashString(a.Hash)) || strings.Count(raw, "\n") != 2 {
+		t.Errorf("API token file is not its header and one line with the hash: %s", raw)
 	}
 	for _, f := range []string{path, filestore.DefaultTokensPath(path)} {
 		if b, _ := os.ReadFile(f); strings.Contains(string(b), a.ID) {
@@ -148,7 +148,7 @@ func TestAPITokenFile(t *testing.T) {
 	// file and the line, a bad record names the record and field.
 	other := newAPIToken(t, "ann").ID
 	for _, tc := range []struct{ name, line, want string }{
-		{"unknown field", `{"id":"` + other + `","user":"ann","role":"admin"}`, file + ": API token file line 2"},
+		{"unknown field", `{"id":"` + other + `","user":"ann","role":"admin"}`, file + ": API token file line 3"},
 		{"bad hash", `{"id":"` + other + `","user":"ann","hash":"zz","created":"2025-01-01T00:00:00Z"}`, "api_tokens." + other + ".hash"},
 		{"listed twice", `{"id":"` + a.ID + `","user":"ann","hash":"` + filestore.HashString(a.Hash) + `","created":"2025-01-01T00:00:00Z"}`, "listed twice"},
 	} {
@@ -185,15 +185,21 @@ func TestWatchReloadsAPITokens(t *testing.T) {
 	ctx := t.Context()
 	writer, path := withUsers(t)
 	reader := open(t, path, "", nil)
-	go reader.Watch(ctx, 10*time.Millisecond, slog.New(slog.DiscardHandler), func() {})
+	poll := reader.Poller(slog.New(slog.DiscardHandler), func() {})
 	a := newAPIToken(t, "ann")
 	if err := writer.PutAPIToken(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the API token", func() bool { _, err := reader.APIToken(ctx, a.ID); return err == nil })
+	poll()
+	if _, err := reader.APIToken(ctx, a.ID); err != nil {
+		t.Fatalf("the API token after a poll: %v", err)
+	}
 	a.Revoked = true
 	if err := writer.PutAPIToken(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the revocation", func() bool { got, err := reader.APIToken(ctx, a.ID); return err == nil && got.Revoked })
+	poll()
+	if got, err := reader.APIToken(ctx, a.ID); err != nil || !got.Revoked {
+		t.Errorf("the revocation after a poll: %+v, %v", got, err)
+	}
 }

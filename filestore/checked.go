@@ -1,6 +1,7 @@
 package filestore
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -14,14 +15,20 @@ import (
 // CreateUser stores u unless a user of that name exists
 // (record.ErrExists).
 func (s *Store) CreateUser(ctx context.Context, u *record.User) error {
+	if err := checkUser(u); err != nil {
+		return err
+	}
 	return s.Update(ctx, func(d *Data) error { return createEntry(&d.Users, "user", u.Name, userData(u)) })
 }
 
 // UpdateUser applies change to the stored user and stores the result.
 func (s *Store) UpdateUser(ctx context.Context, name string, change func(*record.User) error) (*record.User, error) {
+	if err := userName.check(name); err != nil {
+		return nil, unreadable(err)
+	}
 	var out *record.User
 	err := s.Update(ctx, func(d *Data) (err error) {
-		out, err = updateEntry(d.Users, "user", name, (*UserData).record, userData, change)
+		out, err = updateEntry(d.Users, "user", name, (*UserData).record, userData, checkUser, change)
 		return err
 	})
 	return out, err
@@ -30,14 +37,20 @@ func (s *Store) UpdateUser(ctx context.Context, name string, change func(*record
 // CreateGroup stores g unless a group of that name exists
 // (record.ErrExists).
 func (s *Store) CreateGroup(ctx context.Context, g *record.Group) error {
+	if err := checkGroup(g); err != nil {
+		return err
+	}
 	return s.Update(ctx, func(d *Data) error { return createEntry(&d.Groups, "group", g.Name, groupData(g)) })
 }
 
 // UpdateGroup applies change to the stored group and stores the result.
 func (s *Store) UpdateGroup(ctx context.Context, name string, change func(*record.Group) error) (*record.Group, error) {
+	if err := groupName.check(name); err != nil {
+		return nil, unreadable(err)
+	}
 	var out *record.Group
 	err := s.Update(ctx, func(d *Data) (err error) {
-		out, err = updateEntry(d.Groups, "group", name, (*GroupData).record, groupData, change)
+		out, err = updateEntry(d.Groups, "group", name, (*GroupData).record, groupData, checkGroup, change)
 		return err
 	})
 	return out, err
@@ -53,13 +66,13 @@ func createEntry[V any](m *map[string]*V, kind, name string, v *V) error {
 
 // updateEntry changes the record m holds under name: made into a record,
 // changed, and stored back (under its own name, whatever change did).
-func updateEntry[V, R any](m map[string]*V, kind, name string, toRecord func(*V, string) *R, fromRecord func(*R) *V, change func(*R) error) (*R, error) {
+func updateEntry[V, R any](m map[string]*V, kind, name string, toRecord func(*V, string) *R, fromRecord func(*R) *V, check, change func(*R) error) (*R, error) {
 	v, ok := m[name]
 	if !ok {
 		return nil, fmt.Errorf("%s %q: %w", kind, name, record.ErrNotFound)
 	}
 	r := toRecord(v, name)
-	if err := change(r); err != nil {
+	if err := cmp.Or(change(r), check(r)); err != nil {
 		return nil, err
 	}
 	m[name] = fromRecord(r)
@@ -75,47 +88,41 @@ func (d *Data) owner(name string) (*record.User, error) {
 	return u.record(name), nil
 }
 
-// ownedTokens returns the token records of user.
-func (d *Data) ownedTokens(user string) ([]*record.Token, error) {
-	var out []*record.Token
-	for id, t := range d.Tokens {
-		if t == nil || t.User != user {
-			continue
-		}
-		rt, err := t.record(id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, rt)
-	}
-	return out, nil
-}
-
 // CreateToken stores the new token t once check has accepted its owner and
 // the tokens the owner holds.
 func (s *Store) CreateToken(ctx context.Context, t *record.Token, check func(*record.User, []*record.Token) error) error {
+	if err := checkTokenNames(t); err != nil {
+		return err
+	}
 	return s.Update(ctx, func(d *Data) error {
 		u, err := d.owner(t.User)
 		if err != nil {
 			return err
 		}
-		owned, err := d.ownedTokens(t.User)
+		owned, err := d.Tokens.Owned(t.User)
 		if err != nil {
 			return err
 		}
 		if err := check(u, owned); err != nil {
 			return err
 		}
-		return createEntry(&d.Tokens, "token", t.ID, tokenData(t))
+		if _, ok := d.Tokens.Get(t.ID); ok {
+			return fmt.Errorf("token %q: %w", t.ID, record.ErrExists)
+		}
+		d.Tokens.Set(t.ID, *tokenData(t))
+		return nil
 	})
 }
 
 // UpdateToken applies change to the stored token and stores the result.
 func (s *Store) UpdateToken(ctx context.Context, id string, change func(*record.Token) error) (*record.Token, error) {
+	if err := tokenID.check(id); err != nil {
+		return nil, unreadable(err)
+	}
 	var out *record.Token
 	err := s.Update(ctx, func(d *Data) error {
-		td, ok := d.Tokens[id]
-		if !ok || td == nil {
+		td, ok := d.Tokens.Get(id)
+		if !ok {
 			return fmt.Errorf("token %q: %w", id, record.ErrNotFound)
 		}
 		t, err := td.record(id)
@@ -126,7 +133,11 @@ func (s *Store) UpdateToken(ctx context.Context, id string, change func(*record.
 			return err
 		}
 		t.ID = id
-		d.Tokens[id], out = tokenData(t), t
+		if err := checkTokenNames(t); err != nil {
+			return err
+		}
+		d.Tokens.Set(id, *tokenData(t))
+		out = t
 		return nil
 	})
 	return out, err
@@ -135,6 +146,9 @@ func (s *Store) UpdateToken(ctx context.Context, id string, change func(*record.
 // CreateAPIToken stores the new management token t once check has
 // accepted its owner.
 func (s *Store) CreateAPIToken(ctx context.Context, t *record.APIToken, check func(*record.User) error) error {
+	if err := checkAPIToken(t); err != nil {
+		return fmt.Errorf("API token: %w", err)
+	}
 	return s.Update(ctx, func(d *Data) error {
 		u, err := d.owner(t.User)
 		if err != nil {
@@ -149,6 +163,9 @@ func (s *Store) CreateAPIToken(ctx context.Context, t *record.APIToken, check fu
 
 // UpdateAPIToken applies change to the stored management token.
 func (s *Store) UpdateAPIToken(ctx context.Context, id string, change func(*record.APIToken) error) (*record.APIToken, error) {
+	if err := tokenID.check(id); err != nil {
+		return nil, unreadable(err)
+	}
 	var out *record.APIToken
 	err := s.Update(ctx, func(d *Data) error {
 		td, ok := d.apiTokens[id]
@@ -163,6 +180,9 @@ func (s *Store) UpdateAPIToken(ctx context.Context, id string, change func(*reco
 			return err
 		}
 		t.ID = id
+		if err := checkAPIToken(t); err != nil {
+			return err
+		}
 		d.apiTokens[id], out = apiTokenDataOf(t), t
 		return nil
 	})
@@ -172,6 +192,9 @@ func (s *Store) UpdateAPIToken(ctx context.Context, id string, change func(*reco
 // SaveCredential creates or replaces c once check has accepted its owner
 // and the credentials the owner holds.
 func (s *Store) SaveCredential(ctx context.Context, c *record.Credential, check func(*record.User, []*record.Credential) error) error {
+	if err := checkCredential(c); err != nil {
+		return fmt.Errorf("credential: %w", err)
+	}
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("credential: %w", err)
 	}

@@ -17,6 +17,9 @@ import (
 // must exist (record.ErrNotFound otherwise), so that no credential outlives
 // DeleteUser unowned.
 func (s *Store) PutCredential(ctx context.Context, c *record.Credential) error {
+	if err := checkCredential(c); err != nil {
+		return fmt.Errorf("credential: %w", err)
+	}
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("credential: %w", err)
 	}
@@ -38,6 +41,9 @@ func (s *Store) PutCredential(ctx context.Context, c *record.Credential) error {
 // Credential returns user's credential id, from the loaded snapshot. It is
 // record.ErrNotFound when user has no such credential, whoever else may.
 func (s *Store) Credential(_ context.Context, user, id string) (*record.Credential, error) {
+	if err := cmp.Or(userName.check(user), credentialID.check(id)); err != nil {
+		return nil, unreadable(err)
+	}
 	if c, ok := s.snap.Load().credentials[user][id]; ok {
 		return c, nil
 	}
@@ -47,6 +53,9 @@ func (s *Store) Credential(_ context.Context, user, id string) (*record.Credenti
 // Credentials lists user's credentials, oldest first, from the loaded
 // snapshot.
 func (s *Store) Credentials(_ context.Context, user string) ([]*record.Credential, error) {
+	if err := userName.check(user); err != nil {
+		return nil, unreadable(err)
+	}
 	out := values(s.snap.Load().credentials[user])
 	slices.SortFunc(out, func(a, b *record.Credential) int {
 		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID))
@@ -57,6 +66,9 @@ func (s *Store) Credentials(_ context.Context, user string) ([]*record.Credentia
 // DeleteCredential removes user's credential id. It is record.ErrNotFound
 // when user has no such credential, whoever else may.
 func (s *Store) DeleteCredential(ctx context.Context, user, id string) error {
+	if err := cmp.Or(userName.check(user), credentialID.check(id)); err != nil {
+		return err
+	}
 	return s.Update(ctx, func(d *Data) error {
 		m := d.credentials[user]
 		if _, ok := m[id]; !ok {

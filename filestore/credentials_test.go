@@ -233,18 +233,21 @@ func TestDeleteUserRemovesCredentials(t *testing.T) {
 func TestCredentialErrorsHideKey(t *testing.T) {
 	ctx := t.Context()
 	st, path := withUsers(t)
-	bad := newCredential("ann", "bad name")
+	if err := st.PutCredential(ctx, newCredential("ann", "bad name")); !errors.Is(err, record.ErrInvalidName) {
+		t.Errorf("PutCredential(bad name) = %v, want record.ErrInvalidName", err)
+	}
+	bad := newCredential("ann", "bad")
 	bad.Key = "sk-" + credKey + "\n"
 	bad.Extra = json.RawMessage(`["` + credKey + `"]`)
 	err := st.PutCredential(ctx, bad)
-	for _, field := range []string{"name: ", "key: ", "extra: "} {
+	for _, field := range []string{"key: ", "extra: "} {
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("PutCredential(invalid) = %v, want an error about %s", err, field)
 		}
 	}
 	noKey(t, "PutCredential", err)
-	if _, err := os.Stat(filestore.DefaultCredentialsPath(path)); !os.IsNotExist(err) {
-		t.Errorf("an invalid credential was written: %v", err)
+	if raw := readFile(t, filestore.DefaultCredentialsPath(path)); strings.Contains(string(raw), bad.ID) {
+		t.Errorf("an invalid credential was written:\n%s", raw)
 	}
 
 	credPath := filestore.DefaultCredentialsPath(path)
@@ -275,17 +278,20 @@ func TestWatchReloadsCredentials(t *testing.T) {
 	ctx := t.Context()
 	writer, path := withUsers(t)
 	reader := open(t, path, "", nil)
-	go reader.Watch(ctx, 10*time.Millisecond, slog.New(slog.DiscardHandler), func() {})
+	poll := reader.Poller(slog.New(slog.DiscardHandler), func() {})
 	c := newCredential("ann", "watched")
 	if err := writer.PutCredential(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the credential", func() bool { _, err := reader.Credential(ctx, "ann", c.ID); return err == nil })
+	poll()
+	if _, err := reader.Credential(ctx, "ann", c.ID); err != nil {
+		t.Fatalf("the credential after a poll: %v", err)
+	}
 	if err := writer.DeleteCredential(ctx, "ann", c.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the deletion", func() bool {
-		_, err := reader.Credential(ctx, "ann", c.ID)
-		return errors.Is(err, record.ErrNotFound)
-	})
+	poll()
+	if _, err := reader.Credential(ctx, "ann", c.ID); !errors.Is(err, record.ErrNotFound) {
+		t.Errorf("the deletion after a poll: %v", err)
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -19,15 +18,15 @@ import (
 )
 
 // Data is the content of the store: the YAML store file (providers,
-// groups, users, signing keys) and the token file (one JSON record per
-// line). Together they mirror the Vault layout.
+// groups, users, signing keys), the token file, the credentials file and
+// the API token file. Together they mirror the Vault layout.
 type Data struct {
 	Providers   map[string]*ProviderData `yaml:"providers,omitempty"`
 	Groups      map[string]*GroupData    `yaml:"groups,omitempty"`
 	Users       map[string]*UserData     `yaml:"users,omitempty"`
 	SigningKeys []SigningKeyData         `yaml:"signing_keys,omitempty"`
-	// Tokens live in the token file, keyed here by token id.
-	Tokens map[string]*TokenData `yaml:"-"`
+	// Tokens live in the token file, by token id.
+	Tokens Tokens `yaml:"-"`
 	// credentials live in the credentials file, keyed here by user, then
 	// by credential id: a lookup without the user cannot find one. They
 	// are unexported so that they are changed only through the Store's
@@ -88,12 +87,6 @@ type TokenData struct {
 	ReplacedBy string `json:"replaced_by,omitempty"`
 }
 
-// tokenLine is one line of the token file.
-type tokenLine struct {
-	ID string `json:"id"`
-	TokenData
-}
-
 // credentialData is a user's provider credential, key included: it lives
 // only in the credentials file, which is written with mode 0600.
 type credentialData struct {
@@ -148,95 +141,106 @@ type SigningKeyData struct {
 	Secret string `yaml:"secret"`
 }
 
-// parseData decodes the store file and the token file strictly: unknown
-// fields are errors, so a typo (disable: true) cannot silently leave a
-// group enabled.
-func parseData(raw, tokens []byte) (*Data, error) {
+// parseStoreFile decodes the store file strictly: unknown fields are
+// errors, so a typo (disable: true) cannot silently leave a group enabled.
+// It reports whether the file held a YAML document at all: keyward never
+// writes one without, so a file that is empty or only comments was cut
+// short or emptied.
+func parseStoreFile(raw []byte) (*Data, bool, error) {
 	d := &Data{}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
-	if err := dec.Decode(d); err != nil && !errors.Is(err, io.EOF) {
-		if strings.Contains(err.Error(), "field tokens not found") {
-			return nil, fmt.Errorf("%w (token records now live in the token file beside the store file, one JSON record per line)", err)
-		}
-		return nil, err
+	switch err := dec.Decode(d); {
+	case errors.Is(err, io.EOF):
+		return d, false, nil
+	case err != nil && strings.Contains(err.Error(), "field tokens not found"):
+		// A hint only: the store file from before token files.
+		return nil, true, fmt.Errorf("%w (token records now live in the token file beside the store file, one JSON record per line)", err)
+	case err != nil:
+		return nil, true, err
 	}
-	var err error
-	if d.Tokens, err = parseTokens(tokens); err != nil {
-		return nil, &lineFileError{file: tokenFile, err: err}
-	}
-	return d, nil
+	return d, true, nil
 }
 
-// parseAll decodes the store file and the JSON lines files beside it.
-func parseAll(f files) (*Data, error) {
-	d, err := parseData(f.store, f.tokens)
-	if err != nil {
-		return nil, err
-	}
-	if d.credentials, err = parseCredentials(f.credentials); err != nil {
-		return nil, &lineFileError{file: credentialsFile, err: err}
-	}
-	if d.apiTokens, err = parseAPITokens(f.apiTokens); err != nil {
-		return nil, &lineFileError{file: apiTokensFile, err: err}
-	}
-	return d, nil
+// lineFile is one of the JSON lines files beside the store file.
+type lineFile struct {
+	// name is how errors call it.
+	name string
+	// format is its header line's: the first line keyward writes, so
+	// that a file keyward wrote is never empty, and a path that names the
+	// wrong file is caught.
+	format string
 }
 
 // The JSON lines files beside the store file.
-const (
-	tokenFile       = "token file"
-	credentialsFile = "credentials file"
-	apiTokensFile   = "API token file"
+var (
+	tokenFile       = lineFile{name: "token file", format: "keyward-tokens/1"}
+	credentialsFile = lineFile{name: "credentials file", format: "keyward-credentials/1"}
+	apiTokensFile   = lineFile{name: "API token file", format: "keyward-api-tokens/1"}
 )
 
-// lineFileError marks an error in one of the JSON lines files, so that it
-// is reported with that file's path rather than the store file's.
-type lineFileError struct {
-	file string // tokenFile, credentialsFile or apiTokensFile
-	err  error
+// decodeLine decodes one JSON line strictly: unknown fields, a second
+// record or anything after the record are errors.
+func decodeLine[T any](line []byte) (*T, error) {
+	v := new(T)
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("more than one record")
+	}
+	// More misses a stray ] or } after the record.
+	if len(bytes.TrimSpace(line[dec.InputOffset():])) > 0 {
+		return nil, errors.New("text after the record")
+	}
+	return v, nil
 }
 
-func (e *lineFileError) Error() string { return e.err.Error() }
-func (e *lineFileError) Unwrap() error { return e.err }
-
-// parseLines decodes a JSON lines file, one record per line, strictly:
-// unknown fields are errors. A JSON lines file rather than YAML because it
-// holds up to hundreds of thousands of records written by the CLI, and a
-// YAML mapping that large decodes in quadratic time. Blank lines are
-// skipped; errors give the file and the line number. add takes each record
-// and may refuse it.
-func parseLines[T any](raw []byte, file string, add func(*T) error) error {
-	for n := 1; len(raw) > 0; n++ {
+// parseLines decodes a JSON lines file that keyward rewrites whole, one
+// record per line, strictly. A JSON lines file rather than YAML because it
+// may hold many records written by keyward, and a YAML mapping that large
+// decodes in quadratic time. Blank lines are skipped; the first line may
+// be file's header; errors give the file and the line number. add takes
+// each record and may refuse it. It reports whether there was a header.
+func parseLines[T any](raw []byte, file lineFile, add func(*T) error) (bool, error) {
+	header := false
+	for n, first := 1, true; len(raw) > 0; n++ {
 		var line []byte
 		line, raw, _ = bytes.Cut(raw, []byte("\n"))
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		v := new(T)
-		dec := json.NewDecoder(bytes.NewReader(line))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(v); err != nil {
-			return fmt.Errorf("%s line %d: %w", file, n, err)
+		if first {
+			first = false
+			if h, err := decodeLine[headerLine](line); err == nil && h.Format != "" {
+				if h.Format != file.format {
+					return false, fmt.Errorf("%s line %d: format %q: not a %s (%q)", file.name, n, h.Format, file.name, file.format)
+				}
+				header = true
+				continue
+			}
 		}
-		if dec.More() {
-			return fmt.Errorf("%s line %d: more than one record", file, n)
-		}
-		// More misses a stray ] or } after the record.
-		if len(bytes.TrimSpace(line[dec.InputOffset():])) > 0 {
-			return fmt.Errorf("%s line %d: text after the record", file, n)
+		v, err := decodeLine[T](line)
+		if err != nil {
+			return false, fmt.Errorf("%s line %d: %w", file.name, n, err)
 		}
 		if err := add(v); err != nil {
-			return fmt.Errorf("%s line %d: %w", file, n, err)
+			return false, fmt.Errorf("%s line %d: %w", file.name, n, err)
 		}
 	}
-	return nil
+	return header, nil
 }
 
-// marshalLines writes records as a JSON lines file, in the order given.
-func marshalLines[T any](records []T) ([]byte, error) {
+// marshalLines writes a JSON lines file: its header, then records in the
+// order given.
+func marshalLines[T any](file lineFile, records []T) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
+	if err := enc.Encode(headerLine{Format: file.format}); err != nil {
+		return nil, err
+	}
 	for _, r := range records {
 		if err := enc.Encode(r); err != nil {
 			return nil, err
@@ -245,16 +249,11 @@ func marshalLines[T any](records []T) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// parseTokens decodes the token file.
-func parseTokens(raw []byte) (map[string]*TokenData, error) {
-	return parseByID(raw, tokenFile, "token", func(t *tokenLine) (string, *TokenData) { return t.ID, &t.TokenData })
-}
-
 // parseByID reads a JSON-lines file into a map by each line's id; an id
 // listed twice is an error.
-func parseByID[L, V any](raw []byte, file, what string, split func(*L) (string, *V)) (map[string]*V, error) {
+func parseByID[L, V any](raw []byte, file lineFile, what string, split func(*L) (string, *V)) (map[string]*V, bool, error) {
 	out := make(map[string]*V, bytes.Count(raw, []byte("\n")))
-	err := parseLines(raw, file, func(l *L) error {
+	header, err := parseLines(raw, file, func(l *L) error {
 		id, v := split(l)
 		if _, dup := out[id]; dup {
 			return fmt.Errorf("%s %q listed twice", what, id)
@@ -263,33 +262,50 @@ func parseByID[L, V any](raw []byte, file, what string, split func(*L) (string, 
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return out, nil
+	return out, header, nil
 }
 
-// marshalTokens writes the token file, oldest first so that diffs stay
-// small.
-func (d *Data) marshalTokens() ([]byte, error) {
-	ids := slices.Collect(maps.Keys(d.Tokens))
-	slices.SortFunc(ids, func(a, b string) int {
-		if c := d.Tokens[a].Created.Compare(d.Tokens[b].Created); c != 0 {
-			return c
-		}
-		return strings.Compare(a, b)
-	})
-	lines := make([]tokenLine, len(ids))
-	for i, id := range ids {
-		lines[i] = tokenLine{ID: id, TokenData: *d.Tokens[id]}
+// encodeTokenFile writes a whole token file: its header, then the records,
+// oldest first, so that it reads in the order the tokens were made.
+func encodeTokenFile(records []tokenChange) ([]byte, error) {
+	slices.SortFunc(records, byAge)
+	lines := make([]tokenLine, len(records))
+	for i, r := range records {
+		lines[i] = tokenLine{ID: r.id, TokenData: *r.td}
 	}
-	return marshalLines(lines)
+	return marshalLines(tokenFile, lines)
+}
+
+// encodeTokenChanges writes the lines that append changes to a token
+// file: one line, or a batch line and the batch, which readers take whole
+// or not at all.
+func encodeTokenChanges(changes []tokenChange) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	if len(changes) > 1 {
+		if err := enc.Encode(batchLine{Batch: len(changes)}); err != nil {
+			return nil, err
+		}
+	}
+	for _, c := range changes {
+		var line any = deletedLine{ID: c.id, Deleted: true}
+		if c.td != nil {
+			line = tokenLine{ID: c.id, TokenData: *c.td}
+		}
+		if err := enc.Encode(line); err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
 }
 
 // parseCredentials decodes the credentials file into credentials by user,
 // then id. Its errors name the line and never show a value.
-func parseCredentials(raw []byte) (map[string]map[string]*credentialData, error) {
+func parseCredentials(raw []byte) (map[string]map[string]*credentialData, bool, error) {
 	creds := map[string]map[string]*credentialData{}
-	err := parseLines(raw, credentialsFile, func(c *credentialLine) error {
+	header, err := parseLines(raw, credentialsFile, func(c *credentialLine) error {
 		if _, dup := creds[c.User][c.ID]; dup {
 			return fmt.Errorf("credential %q of user %q listed twice", c.ID, c.User)
 		}
@@ -300,9 +316,9 @@ func parseCredentials(raw []byte) (map[string]map[string]*credentialData, error)
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return creds, nil
+	return creds, header, nil
 }
 
 // marshalCredentials writes the credentials file by user, then oldest
@@ -323,11 +339,11 @@ func (d *Data) marshalCredentials() ([]byte, error) {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	return marshalLines(lines)
+	return marshalLines(credentialsFile, lines)
 }
 
 // parseAPITokens decodes the API token file.
-func parseAPITokens(raw []byte) (map[string]*apiTokenData, error) {
+func parseAPITokens(raw []byte) (map[string]*apiTokenData, bool, error) {
 	return parseByID(raw, apiTokensFile, "API token", func(t *apiTokenLine) (string, *apiTokenData) { return t.ID, &t.apiTokenData })
 }
 
@@ -343,7 +359,7 @@ func (d *Data) marshalAPITokens() ([]byte, error) {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	return marshalLines(lines)
+	return marshalLines(apiTokensFile, lines)
 }
 
 func (d *Data) marshal() ([]byte, error) {
@@ -363,180 +379,245 @@ func (d *Data) marshal() ([]byte, error) {
 }
 
 // snapshot is an immutable, validated view of the store, with provider
-// keys resolved from the environment.
+// keys resolved from the environment. Its parts come from different files
+// and are shared between snapshots while their files do not change.
 type snapshot struct {
-	providers   map[string]*record.Provider
-	groups      map[string]*record.Group
-	users       map[string]*record.User
-	tokens      *tokenTable
-	signingKeys []token.SigningKey
+	*policy
+	tokens *tokenIndex
 	// credentials are by user, then by credential id.
 	credentials map[string]map[string]*record.Credential
 	// apiTokens are management token records by id.
 	apiTokens map[string]*record.APIToken
+}
+
+// policy is what the store file and the environment hold.
+type policy struct {
+	providers   map[string]*record.Provider
+	groups      map[string]*record.Group
+	users       map[string]*record.User
+	signingKeys []token.SigningKey
 	// missingEnv lists environment variables that provider keys name but
 	// that are not set, for a warning (names only).
 	missingEnv []string
 }
 
-// build validates d and resolves it into a snapshot. Every error names the
-// record and field.
-func (d *Data) build(getenv func(string) string) (*snapshot, error) {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+// problems collects what is wrong with records, each naming its record
+// and field.
+type problems []error
+
+func (p *problems) add(field, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+}
+
+// name adds a problem for the first of names that breaks k's rule; it
+// wraps record.ErrInvalidName.
+func (p *problems) name(field string, k nameKind, names ...string) {
+	if err := k.check(names...); err != nil {
+		*p = append(*p, fmt.Errorf("%s: %w", field, err))
 	}
-	s := &snapshot{
-		providers:   make(map[string]*record.Provider, len(d.Providers)),
-		groups:      make(map[string]*record.Group, len(d.Groups)),
-		users:       make(map[string]*record.User, len(d.Users)),
-		tokens:      newTokenTable(len(d.Tokens)),
-		credentials: make(map[string]map[string]*record.Credential, len(d.credentials)),
-		apiTokens:   make(map[string]*record.APIToken, len(d.apiTokens)),
+}
+
+// err joins the problems, sorted so that the report is stable whatever
+// the map order was.
+func (p problems) err() error {
+	slices.SortFunc(p, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(p...)
+}
+
+// buildPolicy validates the store file's records and resolves provider
+// keys with getenv.
+func (d *Data) buildPolicy(getenv func(string) string) (*policy, error) {
+	var bad problems
+	s := &policy{
+		providers: make(map[string]*record.Provider, len(d.Providers)),
+		groups:    make(map[string]*record.Group, len(d.Groups)),
+		users:     make(map[string]*record.User, len(d.Users)),
 	}
 	for name, p := range d.Providers {
-		field := "providers." + name
-		if err := record.ValidateName("provider", name); err != nil {
-			bad(field, "%v", err)
+		if rp := p.build(name, getenv, &bad, &s.missingEnv); rp != nil {
+			s.providers[name] = rp
 		}
-		if p == nil {
-			bad(field, "empty record")
-			continue
-		}
-		rp := &record.Provider{Name: name, Kind: p.Kind, Header: strings.ToLower(p.Header), ValueTemplate: p.ValueTemplate, AnthropicVersion: p.AnthropicVersion}
-		if err := rp.ValidateConvention(); err != nil {
-			bad(field, "%v", err)
-		}
-		seen := map[string]bool{}
-		for i, k := range p.Keys {
-			kf := fmt.Sprintf("%s.keys[%d]", field, i)
-			if k.ID == "" || seen[k.ID] {
-				bad(kf+".id", "must be set and unique within the provider")
-			}
-			seen[k.ID] = true
-			if k.Env == "" {
-				bad(kf+".env", "must name the environment variable that holds the key")
-				continue
-			}
-			v := getenv(k.Env)
-			if v == "" {
-				s.missingEnv = append(s.missingEnv, k.Env)
-				continue
-			}
-			rp.Keys = append(rp.Keys, record.Key{ID: k.ID, Secret: v})
-		}
-		s.providers[name] = rp
 	}
 	for name, g := range d.Groups {
-		field := "groups." + name
-		if err := record.ValidateName("group", name); err != nil {
-			bad(field, "%v", err)
-		}
-		if g == nil {
-			g = &GroupData{}
-		}
-		if g.RequestsPerMinute < 0 {
-			bad(field+".requests_per_minute", "must be 0 (no limit) or more")
-		}
-		s.groups[name] = &record.Group{Name: name, Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys, RequestsPerMinute: g.RequestsPerMinute}
+		s.groups[name] = g.build(name, &bad)
 	}
 	for name, u := range d.Users {
-		field := "users." + name
-		if err := record.ValidateName("user", name); err != nil {
-			bad(field, "%v", err)
-		}
-		if u == nil {
-			u = &UserData{}
-		}
-		role := u.Role
-		if role == "" {
-			role = record.RoleUser
-		}
-		if role != record.RoleUser && role != record.RoleAdmin {
-			bad(field+".role", "%q is not user or admin", u.Role)
-		}
-		s.users[name] = &record.User{Name: name, Role: role, Disabled: u.Disabled, Groups: u.Groups}
-	}
-	for id, t := range d.Tokens {
-		field := "tokens." + id
-		raw, ok := token.ParseID(id)
-		if !ok {
-			bad(field, "not a token id")
-		}
-		if t == nil {
-			bad(field, "empty record")
-			continue
-		}
-		rt := &record.Token{ID: id, User: t.User, Group: t.Group, Name: t.Name, Created: t.Created, Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy}
-		if t.Last4 != "" && len(t.Last4) != last4Len {
-			bad(field+".last4", "must be %d characters", last4Len)
-		}
-		if t.ReplacedBy != "" && !token.ValidID(t.ReplacedBy) {
-			bad(field+".replaced_by", "not a token id")
-		}
-		if t.Expires != nil {
-			rt.Expires = *t.Expires
-		}
-		if rt.Hash, ok = record.ParseHash(t.Hash); !ok {
-			bad(field+".hash", "must be 64 hex digits (SHA-256)")
-		}
-		if t.User == "" {
-			bad(field+".user", "must be set")
-		}
-		if t.Group == "" {
-			bad(field+".group", "must be set")
-		}
-		if len(t.Name) > record.MaxTokenName {
-			bad(field+".name", "longer than %d bytes", record.MaxTokenName)
-		}
-		s.tokens.add(raw, rt)
-	}
-	s.tokens.done()
-	for user, m := range d.credentials {
-		byID := make(map[string]*record.Credential, len(m))
-		for id, c := range m {
-			field := "credentials." + user + "/" + id
-			if c == nil {
-				bad(field, "empty record")
-				continue
-			}
-			rc := c.record(user, id)
-			if err := rc.Validate(); err != nil {
-				bad(field, "%v", err)
-			}
-			byID[id] = rc
-		}
-		s.credentials[user] = byID
-	}
-	for id, t := range d.apiTokens {
-		field := "api_tokens." + id
-		if !token.ValidID(id) {
-			bad(field, "not a token id")
-		}
-		if t == nil {
-			bad(field, "empty record")
-			continue
-		}
-		rt := &record.APIToken{ID: id, User: t.User, Created: t.Created, Revoked: t.Revoked}
-		var ok bool
-		if rt.Hash, ok = record.ParseHash(t.Hash); !ok {
-			bad(field+".hash", "must be 64 hex digits (SHA-256)")
-		}
-		if t.User == "" {
-			bad(field+".user", "must be set")
-		}
-		s.apiTokens[id] = rt
+		s.users[name] = u.build(name, &bad)
 	}
 	for i, k := range d.SigningKeys {
 		secret, err := base64.StdEncoding.DecodeString(k.Secret)
 		if err != nil || len(secret) < token.KeySize {
-			bad(fmt.Sprintf("signing_keys[%d].secret", i), "must be base64 of at least %d bytes", token.KeySize)
+			bad.add(fmt.Sprintf("signing_keys[%d].secret", i), "must be base64 of at least %d bytes", token.KeySize)
 			continue
 		}
 		s.signingKeys = append(s.signingKeys, token.SigningKey{ID: k.ID, Secret: secret})
 	}
 	slices.Sort(s.missingEnv)
-	// Sorting makes the report stable whatever the map order was.
-	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	return s, errors.Join(errs...)
+	return s, bad.err()
+}
+
+func (p *ProviderData) build(name string, getenv func(string) string, bad *problems, missing *[]string) *record.Provider {
+	field := "providers." + name
+	bad.name(field, providerName, name)
+	if p == nil {
+		bad.add(field, "empty record")
+		return nil
+	}
+	rp := &record.Provider{Name: name, Kind: p.Kind, Header: strings.ToLower(p.Header), ValueTemplate: p.ValueTemplate, AnthropicVersion: p.AnthropicVersion}
+	if err := rp.ValidateConvention(); err != nil {
+		bad.add(field, "%v", err)
+	}
+	seen := map[string]bool{}
+	for i, k := range p.Keys {
+		kf := fmt.Sprintf("%s.keys[%d]", field, i)
+		if k.ID == "" || seen[k.ID] {
+			bad.add(kf+".id", "must be set and unique within the provider")
+		}
+		seen[k.ID] = true
+		if k.Env == "" {
+			bad.add(kf+".env", "must name the environment variable that holds the key")
+			continue
+		}
+		v := getenv(k.Env)
+		if v == "" {
+			*missing = append(*missing, k.Env)
+			continue
+		}
+		rp.Keys = append(rp.Keys, record.Key{ID: k.ID, Secret: v})
+	}
+	return rp
+}
+
+func (g *GroupData) build(name string, bad *problems) *record.Group {
+	field := "groups." + name
+	bad.name(field, groupName, name)
+	if g == nil {
+		g = &GroupData{}
+	}
+	bad.name(field+".providers", providerName, g.Providers...)
+	if g.RequestsPerMinute < 0 {
+		bad.add(field+".requests_per_minute", "must be 0 (no limit) or more")
+	}
+	return &record.Group{Name: name, Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys, RequestsPerMinute: g.RequestsPerMinute}
+}
+
+func (u *UserData) build(name string, bad *problems) *record.User {
+	field := "users." + name
+	bad.name(field, userName, name)
+	if u == nil {
+		u = &UserData{}
+	}
+	bad.name(field+".groups", groupName, u.Groups...)
+	role := u.Role
+	if role == "" {
+		role = record.RoleUser
+	}
+	if role != record.RoleUser && role != record.RoleAdmin {
+		bad.add(field+".role", "%q is not user or admin", u.Role)
+	}
+	return &record.User{Name: name, Role: role, Disabled: u.Disabled, Groups: u.Groups}
+}
+
+// checkToken validates token id's record.
+func checkToken(id string, t *TokenData) error {
+	var bad problems
+	field := "tokens." + id
+	bad.name(field, tokenID, id)
+	if t.Last4 != "" && len(t.Last4) != last4Len {
+		bad.add(field+".last4", "must be %d characters", last4Len)
+	}
+	if t.ReplacedBy != "" {
+		bad.name(field+".replaced_by", tokenID, t.ReplacedBy)
+	}
+	if _, ok := record.ParseHash(t.Hash); !ok {
+		bad.add(field+".hash", "must be 64 hex digits (SHA-256)")
+	}
+	if t.User == "" {
+		bad.add(field+".user", "must be set")
+	} else {
+		bad.name(field+".user", userName, t.User)
+	}
+	if t.Group == "" {
+		bad.add(field+".group", "must be set")
+	} else {
+		bad.name(field+".group", groupName, t.Group)
+	}
+	if len(t.Name) > record.MaxTokenName {
+		bad.add(field+".name", "longer than %d bytes", record.MaxTokenName)
+	}
+	// The file holds times in UTC, which JSON holds up to year 9999.
+	if y := t.Created.UTC().Year(); y < 0 || y > 9999 {
+		bad.add(field+".created", "must be within years 0 to 9999 in UTC")
+	}
+	if t.Expires != nil {
+		if y := t.Expires.UTC().Year(); y < 0 || y > 9999 {
+			bad.add(field+".expires", "must be within years 0 to 9999 in UTC")
+		}
+	}
+	return bad.err()
+}
+
+// buildCredentials validates users' credentials.
+func buildCredentials(creds map[string]map[string]*credentialData) (map[string]map[string]*record.Credential, error) {
+	var bad problems
+	out := make(map[string]map[string]*record.Credential, len(creds))
+	for user, m := range creds {
+		byID := make(map[string]*record.Credential, len(m))
+		for id, c := range m {
+			field := "credentials." + user + "/" + id
+			if c == nil {
+				bad.add(field, "empty record")
+				continue
+			}
+			rc := c.record(user, id)
+			if err := rc.Validate(); err != nil {
+				bad.add(field, "%v", err)
+			}
+			byID[id] = rc
+		}
+		out[user] = byID
+	}
+	return out, bad.err()
+}
+
+// buildAPITokens validates management token records.
+func buildAPITokens(tokens map[string]*apiTokenData) (map[string]*record.APIToken, error) {
+	var bad problems
+	out := make(map[string]*record.APIToken, len(tokens))
+	for id, t := range tokens {
+		field := "api_tokens." + id
+		bad.name(field, tokenID, id)
+		if t == nil {
+			bad.add(field, "empty record")
+			continue
+		}
+		rt := &record.APIToken{ID: id, User: t.User, Created: t.Created, Revoked: t.Revoked}
+		var ok bool
+		if rt.Hash, ok = record.ParseHash(t.Hash); !ok {
+			bad.add(field+".hash", "must be 64 hex digits (SHA-256)")
+		}
+		if t.User == "" {
+			bad.add(field+".user", "must be set")
+		} else {
+			bad.name(field+".user", userName, t.User)
+		}
+		out[id] = rt
+	}
+	return out, bad.err()
+}
+
+// validate checks everything an Update is about to write: the store
+// file's records, the credentials, the management tokens, and the token
+// records it changed.
+func (d *Data) validate() error {
+	_, errPolicy := d.buildPolicy(func(string) string { return "" })
+	_, errCreds := buildCredentials(d.credentials)
+	_, errAPI := buildAPITokens(d.apiTokens)
+	var errTokens []error
+	for _, c := range d.Tokens.written() {
+		if c.td != nil {
+			errTokens = append(errTokens, checkToken(c.id, c.td))
+		}
+	}
+	return errors.Join(errPolicy, errCreds, errAPI, errors.Join(errTokens...))
 }

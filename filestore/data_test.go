@@ -3,6 +3,7 @@ package filestore
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -15,38 +16,85 @@ import (
 
 const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
 
-// tokenRecord is a valid token file line for id.
+// tokenRecord is a valid token file line for id, without its newline.
 func tokenRecord(id string) string {
 	return `{"id":"` + id + `","user":"ann","group":"team","hash":"` + zeroHash + `","created":"2025-01-01T00:00:00Z"}`
 }
 
-func TestParseTokens(t *testing.T) {
+const header = `{"format":"keyward-tokens/1"}`
+
+// scanTokens reads a whole token file as a fresh load does, and returns
+// its records, how far it read, and where it stopped.
+func scanTokens(raw []byte) (map[string]TokenData, int, logScan, error) {
+	var sc logScan
+	b := newIndexBuilder()
+	n, err := sc.scan(raw, b)
+	if err != nil {
+		return nil, n, sc, err
+	}
+	return recordsOf(b.x), n, sc, nil
+}
+
+// recordsOf returns every record of x.
+func recordsOf(x *tokenIndex) map[string]TokenData {
+	out := map[string]TokenData{}
+	x.each(func(id token.RawID, e tokenEntry) bool {
+		out[id.String()] = x.data(id, e)
+		return true
+	})
+	return out
+}
+
+func TestScanTokens(t *testing.T) {
 	a, b := tokenRecord("AAAAAAAAAAAAAAAA"), tokenRecord("BBBBBBBBBBBBBBBB")
+	revokedA := strings.Replace(a, `"user"`, `"revoked":true,"user"`, 1)
 	tests := map[string]struct {
-		in   string
-		want []string // ids
+		in      string
+		want    []string // ids
+		revoked bool     // A is revoked
+		rest    int      // bytes left for the next read
 	}{
-		"empty":            {in: ""},
-		"only blank lines": {in: "\n  \n\t\r\n\n"},
-		"one":              {in: a + "\n", want: []string{"AAAAAAAAAAAAAAAA"}},
-		"no final newline": {in: a + "\n" + b, want: []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"}},
-		"blank lines":      {in: "\n" + a + "\n\n   \n" + b + "\n\n", want: []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"}},
-		"crlf and spaces":  {in: "  " + a + " \r\n\t" + b + "\r\n", want: []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"}},
+		"empty":                  {in: ""},
+		"header only":            {in: header + "\n"},
+		"only blank lines":       {in: "\n  \n\t\r\n\n"},
+		"one":                    {in: a + "\n", want: []string{"AAAAAAAAAAAAAAAA"}},
+		"header and two":         {in: header + "\n" + a + "\n" + b + "\n", want: []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"}},
+		"blank lines":            {in: "\n" + a + "\n\n   \n" + b + "\n\n", want: []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"}},
+		"crlf and spaces":        {in: "  " + a + " \r\n\t" + b + "\r\n", want: []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"}},
+		"a later line wins":      {in: a + "\n" + revokedA + "\n", want: []string{"AAAAAAAAAAAAAAAA"}, revoked: true},
+		"deleted":                {in: a + "\n" + b + "\n" + `{"id":"AAAAAAAAAAAAAAAA","deleted":true}` + "\n", want: []string{"BBBBBBBBBBBBBBBB"}},
+		"deleted, then again":    {in: a + "\n" + `{"id":"AAAAAAAAAAAAAAAA","deleted":true}` + "\n" + a + "\n", want: []string{"AAAAAAAAAAAAAAAA"}},
+		"deleting what is not":   {in: `{"id":"AAAAAAAAAAAAAAAA","deleted":true}` + "\n"},
+		"batch":                  {in: `{"batch":2}` + "\n" + a + "\n\n" + b + "\n", want: []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"}},
+		"unfinished batch waits": {in: a + "\n" + `{"batch":2}` + "\n" + b + "\n", want: []string{"AAAAAAAAAAAAAAAA"}, rest: len(`{"batch":2}` + "\n" + b + "\n")},
+		"batch cut in a line":    {in: `{"batch":2}` + "\n" + b + "\n" + a[:20], rest: len(`{"batch":2}` + "\n" + b + "\n" + a[:20])},
+		// A hand-written last line without a newline counts; it is read
+		// again next time.
+		"no final newline": {in: a + "\n" + b, want: []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"}, rest: len(b)},
+		// A write in progress or cut short waits.
+		"half a line":   {in: a + "\n" + b[:30], want: []string{"AAAAAAAAAAAAAAAA"}, rest: 30},
+		"half a header": {in: header[:10], rest: 10},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := parseTokens([]byte(tc.in))
+			got, n, _, err := scanTokens([]byte(tc.in))
 			if err != nil {
-				t.Fatalf("parseTokens(%q) = %v", tc.in, err)
+				t.Fatalf("scan(%q) = %v", tc.in, err)
+			}
+			if rest := len(tc.in) - n; rest != tc.rest {
+				t.Errorf("scan left %d bytes, want %d", rest, tc.rest)
 			}
 			if len(got) != len(tc.want) {
-				t.Errorf("parseTokens gave %d tokens, want %d", len(got), len(tc.want))
+				t.Errorf("scan gave %d tokens, want %d", len(got), len(tc.want))
 			}
 			for _, id := range tc.want {
-				td := got[id]
-				if td == nil || td.User != "ann" || td.Group != "team" || td.Hash != zeroHash ||
-					!td.Created.Equal(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)) || td.Expires != nil || td.Revoked {
+				td, ok := got[id]
+				if !ok || td.User != "ann" || td.Group != "team" || td.Hash != zeroHash ||
+					!td.Created.Equal(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)) || td.Expires != nil {
 					t.Errorf("token %s = %+v", id, td)
+				}
+				if id == "AAAAAAAAAAAAAAAA" && td.Revoked != tc.revoked {
+					t.Errorf("token A revoked = %v, want %v", td.Revoked, tc.revoked)
 				}
 			}
 		})
@@ -54,19 +102,19 @@ func TestParseTokens(t *testing.T) {
 
 	// Every field set.
 	full := `{"id":"AAAAAAAAAAAAAAAA","user":"a","group":"g","name":"n","hash":"` + zeroHash +
-		`","created":"2025-01-01T00:00:00Z","expires":"2026-01-01T00:00:00.5+02:00","revoked":true}`
-	got, err := parseTokens([]byte(full))
+		`","created":"2025-01-01T00:00:00Z","expires":"2026-01-01T00:00:00.5+02:00","revoked":true}` + "\n"
+	got, _, _, err := scanTokens([]byte(full))
 	if err != nil {
 		t.Fatal(err)
 	}
 	td := got["AAAAAAAAAAAAAAAA"]
-	if td == nil || td.User != "a" || td.Group != "g" || td.Name != "n" || !td.Revoked || td.Expires == nil ||
+	if td.User != "a" || td.Group != "g" || td.Name != "n" || !td.Revoked || td.Expires == nil ||
 		!td.Expires.Equal(time.Date(2025, 12, 31, 22, 0, 0, 5e8, time.UTC)) {
 		t.Errorf("full record = %+v", td)
 	}
 }
 
-func TestParseTokensErrors(t *testing.T) {
+func TestScanTokensErrors(t *testing.T) {
 	a, b := tokenRecord("AAAAAAAAAAAAAAAA"), tokenRecord("BBBBBBBBBBBBBBBB")
 	tests := map[string]struct {
 		in   string
@@ -79,7 +127,6 @@ func TestParseTokensErrors(t *testing.T) {
 		"unknown field":         {in: a + "\n" + `{"id":"BBBBBBBBBBBBBBBB","expiry":"2025-01-01T00:00:00Z"}` + "\n", want: `token file line 2: json: unknown field "expiry"`},
 		"wrong type":            {in: `{"id":"AAAAAAAAAAAAAAAA","revoked":"yes"}`, want: "token file line 1: json: cannot unmarshal string"},
 		"bad time":              {in: `{"id":"AAAAAAAAAAAAAAAA","created":"2025-01-01"}`, want: "token file line 1: parsing time"},
-		"duplicate id":          {in: a + "\n" + b + "\n\n" + a + "\n", want: `token file line 4: token "AAAAAAAAAAAAAAAA" listed twice`},
 		"two records on a line": {in: a + " " + b + "\n", want: "token file line 1: more than one record"},
 		"two records no space":  {in: b + "\n" + a + b + "\n", want: "token file line 2: more than one record"},
 		"trailing brace":        {in: a + "}\n", want: "token file line 1: text after the record"},
@@ -87,12 +134,23 @@ func TestParseTokensErrors(t *testing.T) {
 		"trailing comma":        {in: a + ",\n" + b + "\n", want: "token file line 1:"},
 		"trailing text":         {in: a + " x\n", want: "token file line 1:"},
 		"record over two lines": {in: "{\n" + a[1:] + "\n", want: "token file line 1: unexpected EOF"},
+		"bad record":            {in: a + "\n" + tokenRecord("nope") + "\n", want: "token file line 2: tokens.nope: invalid name"},
+		"null":                  {in: "null\n", want: "token file line 1: tokens."},
+		"header not first":      {in: a + "\n" + header + "\n", want: "token file line 2: a header line may only come first"},
+		"another file's header": {in: `{"format":"keyward-credentials/1"}` + "\n", want: `token file line 1: format "keyward-credentials/1": not a token file`},
+		"header with a record":  {in: `{"format":"keyward-tokens/1","id":"AAAAAAAAAAAAAAAA"}` + "\n", want: "token file line 1: a header line"},
+		"deleted with data":     {in: `{"id":"AAAAAAAAAAAAAAAA","deleted":true,"user":"a"}` + "\n", want: "token file line 1: a deleted line holds a token id and nothing else"},
+		"deleted bad id":        {in: `{"id":"nope","deleted":true}` + "\n", want: "token file line 1: a deleted line"},
+		"negative batch":        {in: `{"batch":-1}` + "\n", want: "token file line 1: a batch of -1 lines"},
+		"batch of batches":      {in: `{"batch":1}` + "\n" + `{"batch":1}` + "\n" + a + "\n", want: "token file line 2: a batch holds token lines only"},
+		"bad line in a batch":   {in: a + "\n" + `{"batch":2}` + "\n" + b + "\n\n" + tokenRecord("bad") + "\n", want: "token file line 5: tokens.bad: invalid name"},
+		"bad unterminated line": {in: a + "\n" + tokenRecord("bad"), want: "token file line 2: tokens.bad"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := parseTokens([]byte(tc.in))
+			got, _, _, err := scanTokens([]byte(tc.in))
 			if err == nil {
-				t.Fatalf("parseTokens(%q) = %d tokens, want an error", tc.in, len(got))
+				t.Fatalf("scan(%q) = %d tokens, want an error", tc.in, len(got))
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
@@ -101,29 +159,33 @@ func TestParseTokensErrors(t *testing.T) {
 	}
 }
 
-func TestParseDataRejectsTokensKey(t *testing.T) {
-	_, err := parseData([]byte("tokens:\n  AAAAAAAAAAAAAAAA: {user: a, group: g}\n"), nil)
+func TestParseStoreFileRejectsTokensKey(t *testing.T) {
+	_, _, err := parseStoreFile([]byte("tokens:\n  AAAAAAAAAAAAAAAA: {user: a, group: g}\n"))
 	if err == nil || !strings.Contains(err.Error(), "field tokens not found") {
-		t.Errorf("parseData with a tokens key = %v, want an unknown field error", err)
+		t.Errorf("parseStoreFile with a tokens key = %v, want an unknown field error", err)
 	}
 }
 
-// TestMarshalTokensOrder checks that the token file lists tokens oldest
-// first, then by id, so that a new token is one appended line.
-func TestMarshalTokensOrder(t *testing.T) {
+// TestEncodeTokenFileOrder checks that a token file written whole lists
+// tokens oldest first, then by id, after its header.
+func TestEncodeTokenFileOrder(t *testing.T) {
 	day := func(n int) time.Time { return time.Date(2025, 1, n, 0, 0, 0, 0, time.UTC) }
-	d := &Data{Tokens: map[string]*TokenData{
-		"CCCCCCCCCCCCCCCC": {User: "a", Group: "g", Hash: zeroHash, Created: day(1)},
-		"AAAAAAAAAAAAAAAA": {User: "a", Group: "g", Hash: zeroHash, Created: day(3)},
-		"BBBBBBBBBBBBBBBB": {User: "a", Group: "g", Hash: zeroHash, Created: day(2)},
-		"DDDDDDDDDDDDDDDD": {User: "a", Group: "g", Hash: zeroHash, Created: day(2)},
-	}}
-	out, err := d.marshalTokens()
+	records := []tokenChange{
+		{"CCCCCCCCCCCCCCCC", &TokenData{User: "a", Group: "g", Hash: zeroHash, Created: day(1)}},
+		{"AAAAAAAAAAAAAAAA", &TokenData{User: "a", Group: "g", Hash: zeroHash, Created: day(3)}},
+		{"BBBBBBBBBBBBBBBB", &TokenData{User: "a", Group: "g", Hash: zeroHash, Created: day(2)}},
+		{"DDDDDDDDDDDDDDDD", &TokenData{User: "a", Group: "g", Hash: zeroHash, Created: day(2)}},
+	}
+	out, err := encodeTokenFile(records)
 	if err != nil {
 		t.Fatal(err)
 	}
+	first, rest, _ := bytes.Cut(out, []byte("\n"))
+	if string(first) != header {
+		t.Errorf("first line %q, want the header %s", first, header)
+	}
 	var ids []string
-	for line := range bytes.Lines(out) {
+	for line := range bytes.Lines(rest) {
 		var l tokenLine
 		if err := json.Unmarshal(line, &l); err != nil {
 			t.Fatalf("line %q: %v", line, err)
@@ -134,53 +196,76 @@ func TestMarshalTokensOrder(t *testing.T) {
 	if strings.Join(ids, " ") != strings.Join(want, " ") {
 		t.Errorf("token file order = %v, want %v", ids, want)
 	}
-	if empty, err := (&Data{}).marshalTokens(); err != nil || len(empty) != 0 {
-		t.Errorf("marshalTokens of no tokens = %q, %v; want nothing", empty, err)
+	if empty, err := encodeTokenFile(nil); err != nil || string(empty) != header+"\n" {
+		t.Errorf("encodeTokenFile of no tokens = %q, %v; want the header alone", empty, err)
 	}
 }
 
-// TestTokenTable checks that token records survive the compact table and
-// that the table gives the garbage collector nothing to scan.
-func TestTokenTable(t *testing.T) {
+// TestTokenIndex checks that token records survive the compact index,
+// that a derived index leaves its base as it was, and that the index gives
+// the garbage collector nothing to scan.
+func TestTokenIndex(t *testing.T) {
 	var lines strings.Builder
 	ids := []string{"AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB", "CCCCCCCCCCCCCCCC"}
 	for _, id := range ids {
 		lines.WriteString(tokenRecord(id) + "\n")
 	}
-	lines.WriteString(`{"id":"DDDDDDDDDDDDDDDD","user":"bo","group":"g2","name":"ci runner","hash":"` + strings.Repeat("ab", 32) +
-		`","created":"2026-01-02T03:04:05.000000006Z","expires":"2027-01-01T00:00:00Z","revoked":true}` + "\n")
-	d, err := parseData(nil, []byte(lines.String()))
+	far := `{"id":"DDDDDDDDDDDDDDDD","user":"bo","group":"g2","name":"ci runner","hash":"` + strings.Repeat("ab", 32) +
+		`","created":"2026-01-02T03:04:05.000000006Z","expires":"9999-12-31T23:59:59.999999999Z","revoked":true,"last4":"wxyz","replaced_by":"AAAAAAAAAAAAAAAA"}`
+	lines.WriteString(far + "\n")
+	var sc logScan
+	b := newIndexBuilder()
+	if _, err := sc.scan([]byte(lines.String()), b); err != nil {
+		t.Fatal(err)
+	}
+	x := b.x
+	want, _, _, err := scanTokens([]byte(lines.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := d.build(func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	for id, want := range d.Tokens {
-		got, ok := s.tokens.get(id)
+	for id, w := range want {
+		got, ok := x.get(id)
 		if !ok {
 			t.Fatalf("token %s missing", id)
 		}
-		if got.ID != id || got.User != want.User || got.Group != want.Group || got.Name != want.Name ||
-			!got.Created.Equal(want.Created) || got.Revoked != want.Revoked || hexString(got.Hash) != want.Hash {
-			t.Errorf("token %s: got %+v, want %+v", id, got, want)
+		if got.ID != id || got.User != w.User || got.Group != w.Group || got.Name != w.Name || got.Last4 != w.Last4 || got.ReplacedBy != w.ReplacedBy ||
+			!got.Created.Equal(w.Created) || got.Revoked != w.Revoked || HashString(got.Hash) != w.Hash {
+			t.Errorf("token %s: got %+v, want %+v", id, got, w)
 		}
-		if (want.Expires == nil) != got.Expires.IsZero() || want.Expires != nil && !got.Expires.Equal(*want.Expires) {
-			t.Errorf("token %s: expires %v, want %v", id, got.Expires, want.Expires)
+		if (w.Expires == nil) != got.Expires.IsZero() || w.Expires != nil && !got.Expires.Equal(*w.Expires) {
+			t.Errorf("token %s: expires %v, want %v", id, got.Expires, w.Expires)
 		}
 	}
-	if _, ok := s.tokens.get("EEEEEEEEEEEEEEEE"); ok {
+	if d := want["DDDDDDDDDDDDDDDD"]; d.Expires == nil || d.Expires.Year() != 9999 || d.Created.Nanosecond() != 6 {
+		t.Errorf("times past 2262 or to the nanosecond do not survive: %+v", d)
+	}
+	if _, ok := x.get("EEEEEEEEEEEEEEEE"); ok {
 		t.Error("found a token that is not there")
 	}
-	if _, ok := s.tokens.get("not-an-id"); ok {
+	if _, ok := x.get("not-an-id"); ok {
 		t.Error("found a malformed id")
 	}
-	if len(s.tokens.all()) != 4 {
-		t.Errorf("all() = %d records", len(s.tokens.all()))
+	if len(x.all()) != 4 || x.len() != 4 {
+		t.Errorf("all() = %d records, len() = %d", len(x.all()), x.len())
 	}
-	if len(s.tokens.names) != 4 { // users ann, bo; groups team, g2
-		t.Errorf("names %q: want each user and group once", s.tokens.names)
+	if len(x.names) != 4 { // users ann, bo; groups team, g2
+		t.Errorf("names %q: want each user and group once", x.names)
+	}
+
+	// A derived index changes; its base does not.
+	d := deriveIndexBuilder(x, b.intern)
+	a, _ := token.ParseID("AAAAAAAAAAAAAAAA")
+	d.remove(a)
+	e, _ := token.ParseID("EEEEEEEEEEEEEEEE")
+	d.set(e, &TokenData{User: "cy", Group: "team", Hash: zeroHash})
+	if _, ok := d.x.get("AAAAAAAAAAAAAAAA"); ok || d.x.len() != 4 {
+		t.Errorf("derived index: A still there or %d records", d.x.len())
+	}
+	if got, ok := d.x.get("EEEEEEEEEEEEEEEE"); !ok || got.User != "cy" {
+		t.Errorf("derived index: E = %+v, %v", got, ok)
+	}
+	if !maps.EqualFunc(recordsOf(x), want, func(a, b TokenData) bool { return sameToken(&a, &b) }) {
+		t.Error("deriving an index changed its base")
 	}
 	for _, typ := range []reflect.Type{reflect.TypeFor[token.RawID](), reflect.TypeFor[tokenEntry]()} {
 		if hasPointers(typ) {
@@ -188,8 +273,6 @@ func TestTokenTable(t *testing.T) {
 		}
 	}
 }
-
-func hexString(h [32]byte) string { return HashString(h) }
 
 func hasPointers(t reflect.Type) bool {
 	switch t.Kind() {
@@ -209,23 +292,27 @@ func hasPointers(t reflect.Type) bool {
 	return true
 }
 
-// tokenFileErr is every error parseTokens may return.
+// tokenFileErr is every error a token file scan may return.
 var tokenFileErr = regexp.MustCompile(`^token file line (\d+): `)
 
-// FuzzParseTokens feeds the token file parser arbitrary input. It must never
-// panic, its errors must give a line the input has, and whatever it accepts
-// must be one JSON object on each non-blank line and survive a round trip
-// through marshalTokens unchanged.
-func FuzzParseTokens(f *testing.F) {
+// FuzzScanTokens feeds the token file reader arbitrary input. It must never
+// panic; its errors must give a line the input has; what it accepts, read
+// in two parts (as a serving process reads what was appended since its
+// last look) must give the records it gives read whole; and a file written
+// whole from those records must read back the same, and write the same.
+func FuzzScanTokens(f *testing.F) {
 	a := tokenRecord("AAAAAAAAAAAAAAAA")
 	seeds := []string{
 		"",
 		"\n\n \r\n",
-		a + "\n",
+		header + "\n" + a + "\n",
 		"\n" + a + "\n\n" + tokenRecord("BBBBBBBBBBBBBBBB"),
 		`{"id":"AAAAAAAAAAAAAAAA","user":"a","group":"g","name":"n","hash":"` + zeroHash +
 			`","created":"2025-01-01T00:00:00Z","expires":"2026-01-01T00:00:00.5+02:00","revoked":true}` + "\n",
-		a + "\n" + a + "\n",
+		a + "\n" + strings.Replace(a, `"user"`, `"revoked":true,"user"`, 1) + "\n",
+		a + "\n" + `{"id":"AAAAAAAAAAAAAAAA","deleted":true}` + "\n",
+		`{"batch":2}` + "\n" + a + "\n" + tokenRecord("BBBBBBBBBBBBBBBB") + "\n",
+		`{"batch":2}` + "\n" + a + "\n",
 		a + a + "\n",
 		a + "}\n",
 		a + "]",
@@ -234,124 +321,117 @@ func FuzzParseTokens(f *testing.F) {
 		"null\n",
 		"{}\n",
 		`{"ID":"x","Revoked":true}`,
-		`{"id":"x","created":"9999-12-31T23:59:59-01:00"}`,
+		`{"id":"AAAAAAAAAAAAAAAA","user":"a","group":"g","hash":"` + zeroHash + `","created":"9999-12-31T23:59:59-01:00"}` + "\n",
 		"[1,2]\n{",
 	}
-	for _, s := range seeds {
-		f.Add([]byte(s))
+	for i, s := range seeds {
+		f.Add([]byte(s), uint16(i*7))
 	}
-	f.Fuzz(func(t *testing.T, raw []byte) {
-		tokens, err := parseTokens(raw)
+	f.Fuzz(func(t *testing.T, raw []byte, cut uint16) {
+		whole, n, _, err := scanTokens(raw)
 		if err != nil {
-			if tokens != nil {
-				t.Errorf("parseTokens returned tokens with error %v", err)
-			}
 			m := tokenFileErr.FindStringSubmatch(err.Error())
 			if m == nil {
 				t.Fatalf("error %q does not give the line", err)
 			}
-			n, _ := strconv.Atoi(m[1])
-			if lines := bytes.Count(raw, []byte("\n")) + 1; n < 1 || n > lines {
-				t.Errorf("error %q names line %d of %d", err, n, lines)
+			no, _ := strconv.Atoi(m[1])
+			if lines := bytes.Count(raw, []byte("\n")) + 1; no < 1 || no > lines {
+				t.Errorf("error %q names line %d of %d", err, no, lines)
 			}
 			return
 		}
-		records := 0
-		for line := range bytes.Lines(raw) {
-			line = bytes.TrimSpace(line)
-			if len(line) == 0 {
-				continue
-			}
-			records++
-			if !json.Valid(line) || line[0] != '{' && !bytes.Equal(line, []byte("null")) {
-				t.Errorf("accepted line %q is not one JSON object", line)
-			}
+		if n > len(raw) || n > 0 && raw[n-1] != '\n' {
+			t.Fatalf("scan stopped at %d, not after a line", n)
 		}
-		if len(tokens) != records {
-			t.Errorf("parseTokens gave %d tokens for %d records", len(tokens), records)
-		}
-		d := &Data{Tokens: tokens}
-		out, err := d.marshalTokens()
+		// Read in two parts, the first cut anywhere.
+		var sc logScan
+		b := newIndexBuilder()
+		first := raw[:int(cut)%(len(raw)+1)]
+		m, err := sc.scan(first, b)
 		if err != nil {
-			// Times that JSON cannot hold (years past 9999 once in UTC)
-			// cannot come from a parsed file in their own zone.
-			t.Fatalf("marshalTokens of parsed tokens: %v", err)
+			t.Fatalf("the first part fails where the whole does not: %v", err)
 		}
-		back, err := parseTokens(out)
+		d := deriveIndexBuilder(b.x, b.intern)
+		if _, err := sc.scan(raw[m:], d); err != nil {
+			t.Fatalf("the rest fails where the whole does not: %v", err)
+		}
+		if got := recordsOf(d.x); !maps.EqualFunc(got, whole, func(a, b TokenData) bool { return sameToken(&a, &b) }) {
+			t.Fatalf("read in two parts: %v\nread whole: %v", got, whole)
+		}
+		var all []tokenChange
+		for id, td := range whole {
+			all = append(all, tokenChange{id, &td})
+		}
+		out, err := encodeTokenFile(all)
 		if err != nil {
-			t.Fatalf("written token file does not parse: %v\n%s", err, out)
+			t.Fatalf("encodeTokenFile of read tokens: %v", err)
 		}
-		again, err := (&Data{Tokens: back}).marshalTokens()
-		if err != nil || !bytes.Equal(again, out) {
-			t.Fatalf("token file round trip changed it: %v\n%s\n%s", err, out, again)
+		back, _, _, err := scanTokens(out)
+		if err != nil {
+			t.Fatalf("written token file does not read: %v\n%s", err, out)
+		}
+		if !maps.EqualFunc(back, whole, func(a, b TokenData) bool { return sameToken(&a, &b) }) {
+			t.Fatalf("written token file reads back otherwise:\n%s", out)
+		}
+		var again []tokenChange
+		for id, td := range back {
+			again = append(again, tokenChange{id, &td})
+		}
+		if out2, err := encodeTokenFile(again); err != nil || !bytes.Equal(out2, out) {
+			t.Fatalf("token file round trip changed it: %v\n%s\n%s", err, out, out2)
 		}
 	})
 }
 
-// FuzzParseData feeds the store file and token file parser arbitrary input.
-// It must never panic, and whatever it accepts must survive the write path:
-// what Update marshals is read back, is still valid, and marshals to the
-// same bytes (else Update would rewrite unchanged files).
-func FuzzParseData(f *testing.F) {
-	seeds := []struct{ yaml, tokens string }{
-		{"", ""},
-		{"providers:\n  openai:\n    kind: openai\n    keys: [{id: k1, env: OPENAI_KEY}]\n" +
-			"  gw:\n    kind: custom\n    header: X-Key\n    value_template: 'Token {key}'\n    keys: []\n", ""},
-		{"groups:\n  team: {providers: [openai], models: ['gpt-4o*'], disable_custom_keys: true, requests_per_minute: 60}\n  off: {disabled: true}\n  empty:\n", ""},
-		{"users:\n  ann: {role: admin, groups: [team]}\n  bob:\n", tokenRecord("AAAAAAAAAAAAAAAA") + "\n"},
-		{"", `{"id":"AAAAAAAAAAAAAAAA","user":"ann","group":"team","name":"laptop","hash":"` + zeroHash +
-			`","created":"2025-01-01T00:00:00Z","expires":"2026-01-01T00:00:00.5+02:00","revoked":true}` + "\n"},
-		{"tokens:\n  AAAAAAAAAAAAAAAA:\n    user: ann\n    group: team\n    hash: " + zeroHash + "\n", ""},
-		{"", "null\n"},
-		{"", tokenRecord("short") + "\n"},
-		{"", tokenRecord("AAAAAAAAAAAAAAAA") + "\n" + tokenRecord("AAAAAAAAAAAAAAAA") + "\n"},
-		{"signing_keys:\n  - {id: 1, secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=}\n  - {id: 300, secret: x}\n", ""},
-		{"signing_keys:\n  - {id: 1, secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=}\n", tokenRecord("AAAAAAAAAAAAAAAA")},
-		{"groups:\n  team:\n    disable: true\n", ""},
-		{"providers: {a: ~, '': {kind: x}}\n", ""},
-		{"&a [*a]", ""},
-		{"groups: !!binary aGVsbG8=\n", ""},
+// FuzzParseStoreFile feeds the store file parser arbitrary input. It must
+// never panic, and whatever it accepts must survive the write path: what
+// Update marshals is read back, is still valid, and marshals to the same
+// bytes (else Update would rewrite unchanged files).
+func FuzzParseStoreFile(f *testing.F) {
+	seeds := []string{
+		"",
+		"# only a comment\n",
+		"providers:\n  openai:\n    kind: openai\n    keys: [{id: k1, env: OPENAI_KEY}]\n" +
+			"  gw:\n    kind: custom\n    header: X-Key\n    value_template: 'Token {key}'\n    keys: []\n",
+		"groups:\n  team: {providers: [openai], models: ['gpt-4o*'], disable_custom_keys: true, requests_per_minute: 60}\n  off: {disabled: true}\n  empty:\n",
+		"users:\n  ann: {role: admin, groups: [team]}\n  bob:\n",
+		"tokens:\n  AAAAAAAAAAAAAAAA:\n    user: ann\n    group: team\n    hash: " + zeroHash + "\n",
+		"signing_keys:\n  - {id: 1, secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=}\n  - {id: 300, secret: x}\n",
+		"signing_keys:\n  - {id: 1, secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=}\n",
+		"groups:\n  team:\n    disable: true\n",
+		"providers: {a: ~, '': {kind: x}}\n",
+		"&a [*a]",
+		"groups: !!binary aGVsbG8=\n",
 	}
 	for _, s := range seeds {
-		f.Add([]byte(s.yaml), []byte(s.tokens))
+		f.Add([]byte(s))
 	}
 	empty := func(string) string { return "" }
-	f.Fuzz(func(t *testing.T, raw, tokens []byte) {
-		d, err := parseData(raw, tokens)
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		d, _, err := parseStoreFile(raw)
 		if err != nil {
 			return
 		}
 		if d == nil {
-			t.Fatal("parseData returned nil data and nil error")
+			t.Fatal("parseStoreFile returned nil data and nil error")
 		}
-		if _, err := d.build(empty); err != nil {
+		if _, err := d.buildPolicy(empty); err != nil {
 			return
 		}
 		out, err := d.marshal()
 		if err != nil {
 			t.Fatalf("marshal of valid data: %v", err)
 		}
-		outTokens, err := d.marshalTokens()
-		if err != nil {
-			t.Fatalf("marshalTokens of valid data: %v", err)
+		d2, doc, err := parseStoreFile(out)
+		if err != nil || !doc {
+			t.Fatalf("written file does not parse (document %v): %v\n%s", doc, err, out)
 		}
-		d2, err := parseData(out, outTokens)
-		if err != nil {
-			t.Fatalf("written files do not parse: %v\n%s\n%s", err, out, outTokens)
-		}
-		if _, err := d2.build(empty); err != nil {
-			t.Fatalf("written files do not validate: %v\n%s\n%s", err, out, outTokens)
-		}
-		if len(d2.Tokens) != len(d.Tokens) {
-			t.Fatalf("round trip kept %d of %d tokens", len(d2.Tokens), len(d.Tokens))
+		if _, err := d2.buildPolicy(empty); err != nil {
+			t.Fatalf("written file does not validate: %v\n%s", err, out)
 		}
 		out2, err := d2.marshal()
 		if err != nil || !bytes.Equal(out2, out) {
 			t.Fatalf("store file round trip changed it: %v\n%s\n%s", err, out, out2)
-		}
-		outTokens2, err := d2.marshalTokens()
-		if err != nil || !bytes.Equal(outTokens2, outTokens) {
-			t.Fatalf("token file round trip changed it: %v\n%s\n%s", err, outTokens, outTokens2)
 		}
 	})
 }

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +44,7 @@ func open(t *testing.T, path, envPath string, vars map[string]string) *filestore
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
+	t.Cleanup(func() { st.Close() })
 	return st
 }
 
@@ -90,15 +90,15 @@ func newLogger() (*slog.Logger, *testlog.Buffer) {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
-// waitFor polls cond until it holds or a few seconds pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// replaceFile writes data to path as an editor that saves safely does: a
+// new file renamed over the old one, so that a reader sees the old or the
+// new file whole, never half of one.
+func replaceFile(t *testing.T, path, data string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".edit")
+	writeFile(t, tmp, data)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -123,7 +123,7 @@ func TestOpenMissingFile(t *testing.T) {
 		}
 	}
 	d, err := st.Read(ctx)
-	if err != nil || len(d.Providers)+len(d.Groups)+len(d.Users)+len(d.Tokens)+len(d.SigningKeys) != 0 {
+	if err != nil || len(d.Providers)+len(d.Groups)+len(d.Users)+d.Tokens.Len()+len(d.SigningKeys) != 0 {
 		t.Errorf("Read() = %+v, %v; want empty data", d, err)
 	}
 	for _, p := range []string{path, filestore.DefaultTokensPath(path)} {
@@ -373,7 +373,7 @@ func TestTokenFileFormat(t *testing.T) {
 	}
 	// One JSON object on one line, times in UTC.
 	raw := readFile(t, tokensPath)
-	want := `{"id":"abcdefghijklmnop","user":"ann","group":"team","name":"laptop","hash":"` + filestore.HashString(tk.Hash) +
+	want := `{"format":"keyward-tokens/1"}` + "\n" + `{"id":"abcdefghijklmnop","user":"ann","group":"team","name":"laptop","hash":"` + filestore.HashString(tk.Hash) +
 		`","created":"2025-03-01T10:30:45.123456789Z","expires":"2025-05-30T10:30:45.123456789Z","revoked":true}` + "\n"
 	if string(raw) != want {
 		t.Errorf("token file =\n%s\nwant\n%s", raw, want)
@@ -382,8 +382,8 @@ func TestTokenFileFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	td := d.Tokens[tk.ID]
-	if td == nil || td.Hash != filestore.HashString(tk.Hash) || td.Expires == nil || !td.Expires.Equal(expires) || !td.Created.Equal(created) {
+	td, ok := d.Tokens.Get(tk.ID)
+	if !ok || td.Hash != filestore.HashString(tk.Hash) || td.Expires == nil || !td.Expires.Equal(expires) || !td.Created.Equal(created) {
 		t.Errorf("Read() token = %+v", td)
 	}
 	got, err := open(t, path, "", nil).Token(ctx, tk.ID)
@@ -399,9 +399,10 @@ func TestTokenFileFormat(t *testing.T) {
 	if err := st.PutToken(ctx, tk); err != nil {
 		t.Fatal(err)
 	}
+	lines := strings.Split(strings.TrimSpace(string(readFile(t, tokensPath))), "\n")
 	for _, field := range []string{"expires", "name", "revoked"} {
-		if strings.Contains(string(readFile(t, tokensPath)), `"`+field+`"`) {
-			t.Errorf("a token without %s was written with one:\n%s", field, readFile(t, tokensPath))
+		if last := lines[len(lines)-1]; strings.Contains(last, `"`+field+`"`) {
+			t.Errorf("a token without %s was written with one:\n%s", field, last)
 		}
 	}
 	if got, err := open(t, path, "", nil).Token(ctx, tk.ID); err != nil || !got.Expires.IsZero() || got.Revoked {
@@ -436,8 +437,8 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 		update func() error
 		want   string // substring of the error
 	}{
-		"bad group name": {update: func() error { return st.PutGroup(ctx, &record.Group{Name: "bad name"}) }, want: "groups.bad name"},
-		"bad user name":  {update: func() error { return st.PutUser(ctx, &record.User{Name: "-ann"}) }, want: "users.-ann"},
+		"bad group name": {update: func() error { return st.PutGroup(ctx, &record.Group{Name: "bad name"}) }, want: `group name "bad name"`},
+		"bad user name":  {update: func() error { return st.PutUser(ctx, &record.User{Name: "-ann"}) }, want: `user name "-ann"`},
 		"bad role": {
 			update: func() error { return st.PutUser(ctx, &record.User{Name: "ann", Role: "root"}) }, want: "users.ann.role",
 		},
@@ -459,16 +460,16 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 			want: "providers.openai.keys[1].id",
 		},
 		"bad token id": {
-			update: func() error { return st.PutToken(ctx, &record.Token{ID: "short", User: "a", Group: "g"}) }, want: "tokens.short",
+			update: func() error { return st.PutToken(ctx, &record.Token{ID: "short", User: "a", Group: "g"}) }, want: `token id "short"`,
 		},
 		"token without user": {
 			update: func() error { return st.PutToken(ctx, &record.Token{ID: "AAAAAAAAAAAAAAAA", Group: "g"}) },
-			want:   "tokens.AAAAAAAAAAAAAAAA.user",
+			want:   `user name ""`,
 		},
 		"bad token hash": {
 			update: func() error {
 				return st.Update(ctx, func(d *filestore.Data) error {
-					d.Tokens["AAAAAAAAAAAAAAAA"] = &filestore.TokenData{User: "a", Group: "g", Hash: "abc"}
+					d.Tokens.Set("AAAAAAAAAAAAAAAA", filestore.TokenData{User: "a", Group: "g", Hash: "abc"})
 					return nil
 				})
 			},
@@ -477,25 +478,18 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 		"token without group": {
 			update: func() error {
 				return st.Update(ctx, func(d *filestore.Data) error {
-					d.Tokens["AAAAAAAAAAAAAAAA"] = &filestore.TokenData{User: "a", Hash: strings.Repeat("0", 64)}
+					d.Tokens.Set("AAAAAAAAAAAAAAAA", filestore.TokenData{User: "a", Hash: strings.Repeat("0", 64)})
 					return nil
 				})
 			},
 			want: "tokens.AAAAAAAAAAAAAAAA.group",
 		},
-		"nil token": {
-			update: func() error {
-				return st.Update(ctx, func(d *filestore.Data) error {
-					d.Tokens["AAAAAAAAAAAAAAAA"] = nil
-					return nil
-				})
-			},
-			want: "tokens.AAAAAAAAAAAAAAAA: empty record",
-		},
 		"tokens and group fail together": {
 			update: func() error {
 				return st.Update(ctx, func(d *filestore.Data) error {
-					clear(d.Tokens)
+					for id := range d.Tokens.All() {
+						d.Tokens.Delete(id)
+					}
 					d.Groups["bad name"] = &filestore.GroupData{}
 					return nil
 				})
@@ -623,7 +617,7 @@ func TestFileMode(t *testing.T) {
 	tokensPath := filestore.DefaultTokensPath(path)
 	// Files made readable by others by hand are tightened by the next write.
 	writeFile(t, path, "groups:\n  old: {}\n")
-	writeFile(t, tokensPath, "")
+	writeFile(t, tokensPath, `{"format":"keyward-tokens/1"}`+"\n")
 	for _, p := range []string{path, tokensPath} {
 		if err := os.Chmod(p, 0o644); err != nil {
 			t.Fatal(err)
@@ -925,50 +919,24 @@ func TestConcurrentWriters(t *testing.T) {
 	}
 }
 
+// TestWatch drives Watch's polls one at a time through the changes a
+// serving process sees: every step is followed by two polls, so that a
+// second look at the same files must neither call onChange again nor log
+// the same failure twice.
 func TestWatch(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
+	ctx := t.Context()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "store.yaml")
 	tokensPath := filestore.DefaultTokensPath(path)
 	envPath := filepath.Join(dir, ".env")
-	writeFile(t, envPath, "OPENAI_KEY=sk-old\n")
+	replaceFile(t, envPath, "OPENAI_KEY=sk-old\n")
 	st := open(t, path, envPath, nil)
-
+	other := open(t, path, envPath, nil) // another process: the CLI
 	log, logs := newLogger()
-	var changes atomic.Int32
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		st.Watch(ctx, 20*time.Millisecond, log, func() { changes.Add(1) })
-	}()
-	hasGroup := func(name string) bool {
-		_, err := st.Group(ctx, name)
-		return err == nil
-	}
-	changedSince := func(n int32) func() bool { return func() bool { return changes.Load() > n } }
+	changes := 0
+	poll := st.Poller(log, func() { changes++ })
 
-	// A write through another Store (another process).
-	other := open(t, path, envPath, nil)
-	if err := other.PutGroup(ctx, &record.Group{Name: "first"}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the other Store's group", func() bool { return hasGroup("first") })
-	waitFor(t, "onChange after the other Store's write", changedSince(0))
-
-	// A hand edit, written in place.
-	n := changes.Load()
-	writeFile(t, path, `groups:
-  first: {}
-  second:
-    models: [gpt-4o]
-providers:
-  openai:
-    kind: openai
-    keys: [{id: k1, env: OPENAI_KEY}]
-`)
-	waitFor(t, "the hand-edited group", func() bool { return hasGroup("second") })
-	waitFor(t, "onChange after the hand edit", changedSince(n))
+	hasGroup := func(name string) bool { _, err := st.Group(ctx, name); return err == nil }
 	key := func() string {
 		p, err := st.Provider(ctx, "openai")
 		if err != nil || len(p.Keys) != 1 {
@@ -976,93 +944,166 @@ providers:
 		}
 		return p.Keys[0].Secret
 	}
-	if got := key(); got != "sk-old" {
-		t.Errorf("provider key = %q, want sk-old", got)
-	}
-
-	// A new key in the .env file.
-	n = changes.Load()
-	writeFile(t, envPath, "# rotated\nOPENAI_KEY=sk-newer\n")
-	waitFor(t, "the rotated key", func() bool { return key() == "sk-newer" })
-	waitFor(t, "onChange after the .env change", changedSince(n))
-
-	// A broken file is logged once and the last good records stay.
-	n = changes.Load()
-	writeFile(t, path, "groups: [\n")
-	waitFor(t, "the reload error in the log", func() bool { return strings.Contains(logs.String(), "store reload failed") })
-	time.Sleep(100 * time.Millisecond) // a few more polls
-	if !hasGroup("second") || key() != "sk-newer" {
-		t.Error("a broken file replaced the last good records")
-	}
-	if got := changes.Load(); got != n {
-		t.Errorf("onChange called %d times for a broken file", got-n)
-	}
-	if c := strings.Count(logs.String(), "store reload failed"); c != 1 {
-		t.Errorf("the same error was logged %d times, want once", c)
-	}
-
-	// Fixed again, it is picked up.
-	writeFile(t, path, "groups:\n  third: {}\n")
-	waitFor(t, "the fixed file", func() bool { return hasGroup("third") && !hasGroup("second") })
-	waitFor(t, "onChange after the fix", changedSince(n))
-
-	// A token written by another Store (the CLI) is picked up.
-	hasToken := func(id string) bool {
-		_, err := st.Token(ctx, id)
-		return err == nil
-	}
 	tk := newToken(t, "ann", "third")
-	n = changes.Load()
-	if err := other.PutToken(ctx, tk); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the other Store's token", func() bool { return hasToken(tk.ID) })
-	waitFor(t, "onChange after the token write", changedSince(n))
-
-	// A write through the watched Store itself (the management API in the
-	// serving process) reloads at once, and must still reach onChange:
-	// the caches in front of the store hold the old record.
-	n = changes.Load()
-	revoked := *tk
-	revoked.Revoked = true
-	if err := st.PutToken(ctx, &revoked); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "onChange after the watched Store's own write", changedSince(n))
-
-	// A broken token file is logged and the last good tokens stay.
-	n = changes.Load()
-	writeFile(t, tokensPath, "{\"id\":\n")
-	waitFor(t, "the token file error in the log", func() bool { return strings.Contains(logs.String(), "token file line 1") })
-	time.Sleep(100 * time.Millisecond)
-	if !hasToken(tk.ID) {
-		t.Error("a broken token file replaced the last good tokens")
-	}
-	if got := changes.Load(); got != n {
-		t.Errorf("onChange called %d times for a broken token file", got-n)
-	}
-
-	if _, err := other.Read(ctx); err == nil || !strings.Contains(err.Error(), "token file line 1") {
-		t.Errorf("Read of a broken token file = %v, want the line", err)
-	}
-
-	// Revoked by hand in the token file.
-	line := fmt.Sprintf(`{"id":%q,"user":"ann","group":"third","hash":%q,"created":"2025-01-01T00:00:00Z","revoked":true}`+"\n",
-		tk.ID, filestore.HashString(tk.Hash))
-	writeFile(t, tokensPath, line)
-	waitFor(t, "the hand-revoked token", func() bool {
+	tokenState := func() string {
 		got, err := st.Token(ctx, tk.ID)
-		return err == nil && got.Revoked
-	})
-	waitFor(t, "onChange after the token file fix", changedSince(n))
+		switch {
+		case err != nil:
+			return "missing"
+		case got.Revoked:
+			return "revoked"
+		}
+		return "active"
+	}
+	handEdit := `groups:
+  first: {}
+  second:
+    models: [gpt-4o]
+providers:
+  openai:
+    kind: openai
+    keys: [{id: k1, env: OPENAI_KEY}]
+`
+	steps := []struct {
+		name    string
+		act     func(t *testing.T)
+		changed bool
+		holds   func() bool // the records in force after the step
+		logged  string      // a failure logged once, if any
+	}{{
+		name:    "another Store's write",
+		act:     func(t *testing.T) { must(t, other.PutGroup(ctx, &record.Group{Name: "first"})) },
+		changed: true,
+		holds:   func() bool { return hasGroup("first") },
+	}, {
+		// Written in place, as some editors save. The new content has
+		// another size, so the change shows however coarse the file
+		// system's clock is.
+		name: "hand edit in place",
+		act: func(t *testing.T) {
+			if int64(len(handEdit)) == statFiles(t, path)[path].Size() {
+				t.Fatal("the hand edit must change the file's size")
+			}
+			writeFile(t, path, handEdit)
+		},
+		changed: true,
+		holds:   func() bool { return hasGroup("second") && key() == "sk-old" },
+	}, {
+		name:    "a new key in the .env file",
+		act:     func(t *testing.T) { replaceFile(t, envPath, "# rotated\nOPENAI_KEY=sk-newer\n") },
+		changed: true,
+		holds:   func() bool { return key() == "sk-newer" },
+	}, {
+		name:   "a broken store file keeps the last good records",
+		act:    func(t *testing.T) { replaceFile(t, path, "groups: [\n") },
+		holds:  func() bool { return hasGroup("second") && key() == "sk-newer" },
+		logged: "store reload failed",
+	}, {
+		name:    "the store file fixed",
+		act:     func(t *testing.T) { replaceFile(t, path, "groups:\n  third: {}\n") },
+		changed: true,
+		holds:   func() bool { return hasGroup("third") && !hasGroup("second") },
+	}, {
+		name:    "a token another Store wrote",
+		act:     func(t *testing.T) { must(t, other.PutToken(ctx, tk)) },
+		changed: true,
+		holds:   func() bool { return tokenState() == "active" },
+	}, {
+		// The management API writes through the watched Store itself:
+		// Update reloads at once, and onChange must still follow, since
+		// the caches in front of the store hold the old record.
+		name: "the watched Store's own write",
+		act: func(t *testing.T) {
+			revoked := *tk
+			revoked.Revoked = true
+			must(t, st.PutToken(ctx, &revoked))
+		},
+		changed: true,
+		holds:   func() bool { return tokenState() == "revoked" },
+	}, {
+		name:   "a broken token file keeps the last good tokens",
+		act:    func(t *testing.T) { replaceFile(t, tokensPath, "{\"id\":\n") },
+		holds:  func() bool { return tokenState() == "revoked" },
+		logged: "token file line 1",
+	}, {
+		name: "a token revived by hand",
+		act: func(t *testing.T) {
+			replaceFile(t, tokensPath, fmt.Sprintf(`{"id":%q,"user":"ann","group":"third","hash":%q,"created":"2025-01-01T00:00:00Z"}`+"\n",
+				tk.ID, filestore.HashString(tk.Hash)))
+		},
+		changed: true,
+		holds:   func() bool { return tokenState() == "active" },
+	}}
+	for _, step := range steps {
+		before, logBefore := changes, logs.String()
+		step.act(t)
+		poll()
+		poll()
+		if got := changes - before; got != map[bool]int{true: 1}[step.changed] {
+			t.Errorf("%s: onChange called %d times", step.name, got)
+		}
+		if !step.holds() {
+			t.Errorf("%s: the records in force are not as expected", step.name)
+		}
+		newLogs := strings.TrimPrefix(logs.String(), logBefore)
+		if step.logged != "" && strings.Count(newLogs, step.logged) != 1 {
+			t.Errorf("%s: %q logged %d times, want once:\n%s", step.name, step.logged, strings.Count(newLogs, step.logged), newLogs)
+		}
+		if step.logged == "" && strings.Contains(newLogs, "level=ERROR") {
+			t.Errorf("%s: logged an error:\n%s", step.name, newLogs)
+		}
+	}
 	if strings.Contains(logs.String(), "sk-") {
 		t.Errorf("the log holds a key:\n%s", logs)
 	}
+}
 
+// TestWatchLoop checks Watch's loop: it polls at each tick and returns
+// when its context is done.
+func TestWatchLoop(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	path := storePath(t)
+	st := open(t, path, "", nil)
+	ticks := make(chan time.Time)
+	changed := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		st.WatchTicks(ctx, ticks, slog.New(slog.DiscardHandler), func() { changed <- struct{}{} })
+	}()
+	must(t, open(t, path, "", nil).PutGroup(ctx, &record.Group{Name: "team"}))
+	ticks <- time.Now()
+	<-changed
+	if _, err := st.Group(ctx, "team"); err != nil {
+		t.Errorf("after a tick: %v", err)
+	}
 	cancel()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-		t.Fatal("Watch did not return after its context was cancelled")
+	<-done
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClose: a closed Store answers reads from what it loaded, and refuses
+// to load or write.
+func TestClose(t *testing.T) {
+	ctx := t.Context()
+	st := open(t, storePath(t), "", nil)
+	must(t, st.PutGroup(ctx, &record.Group{Name: "team"}))
+	must(t, st.Close())
+	if _, err := st.Group(ctx, "team"); err != nil {
+		t.Errorf("Group after Close: %v", err)
+	}
+	if err := st.PutGroup(ctx, &record.Group{Name: "other"}); !errors.Is(err, filestore.ErrClosed) {
+		t.Errorf("PutGroup after Close = %v, want ErrClosed", err)
+	}
+	log, logs := newLogger()
+	st.Poller(log, func() {})()
+	if !strings.Contains(logs.String(), "closed") {
+		t.Errorf("a poll after Close logged %q", logs)
 	}
 }

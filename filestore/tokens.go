@@ -1,6 +1,8 @@
 package filestore
 
 import (
+	"encoding/binary"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -9,120 +11,141 @@ import (
 	"github.com/keyward/keyward/token"
 )
 
-// tokenTable holds the token records of a snapshot without pointers: a
+// tokenIndex holds the token records of a snapshot without pointers: a
 // store of hundreds of thousands of tokens would otherwise give the garbage
 // collector that many records to scan on every cycle, which showed in the
 // tail latency of every check. Records are made on lookup; the record
 // caches in front of the store keep the ones in use.
-type tokenTable struct {
-	entries map[token.RawID]tokenEntry
-	// names are the distinct user and group names, few and shared.
-	names   []string
-	nameIdx map[string]uint32
-	// text holds the tokens' own names end to end.
+//
+// An index is never changed once published. The records are spread over
+// tokenShards maps by id so that a reload that read a few new lines copies
+// the shards those lines fall in, not every record: a token appended to a
+// file of 100,000 costs what it costs in a file of 100.
+type tokenIndex struct {
+	// shards hold the records by id; a nil shard holds none.
+	shards []tokenShard
+	// names are the distinct user and group names, few and shared. Later
+	// indexes append to the same array past this one's length, which this
+	// one never reads.
+	names []string
+	// text holds the tokens' own names end to end, shared likewise.
 	text []byte
+	// n is the number of records.
+	n int
+}
+
+type tokenShard = map[token.RawID]tokenEntry
+
+// tokenShards is how many shards an index has: with random ids, a store of
+// 100,000 tokens has about 100 in each.
+const tokenShards = 1024
+
+func shardOf(id token.RawID) int {
+	return int(binary.BigEndian.Uint16(id[:2])) % tokenShards
 }
 
 type tokenEntry struct {
-	hash             [32]byte
-	created, expires int64 // Unix nanoseconds; 0 for none
-	user, group      uint32
-	nameOff, nameLen uint32
-	revoked          bool
+	hash [32]byte
+	// Times are Unix seconds and nanoseconds: every time a JSON file can
+	// hold fits, where Unix nanoseconds end in 2262.
+	created, expires         int64
+	createdNsec, expiresNsec int32
+	user, group              uint32
+	nameOff, nameLen         uint32
+	revoked                  bool
 	// last4 holds Token.Last4 (zero bytes when unknown).
 	last4 [last4Len]byte
 	// replacedBy is Token.ReplacedBy when replaced is set.
 	replacedBy token.RawID
 	replaced   bool
+	// hasExpires tells an expiry apart from none.
+	hasExpires bool
 }
 
 // last4Len is the length of Token.Last4.
 const last4Len = 4
 
-func newTokenTable(n int) *tokenTable {
-	return &tokenTable{entries: make(map[token.RawID]tokenEntry, n), nameIdx: map[string]uint32{}}
-}
-
-func (t *tokenTable) intern(name string) uint32 {
-	if i, ok := t.nameIdx[name]; ok {
-		return i
+func (x *tokenIndex) len() int {
+	if x == nil {
+		return 0
 	}
-	i := uint32(len(t.names))
-	t.names = append(t.names, name)
-	t.nameIdx[name] = i
-	return i
+	return x.n
 }
 
-func (t *tokenTable) add(id token.RawID, r *record.Token) {
-	e := tokenEntry{
-		hash:    r.Hash,
-		created: unixNano(r.Created),
-		expires: unixNano(r.Expires),
-		user:    t.intern(r.User),
-		group:   t.intern(r.Group),
-		nameOff: uint32(len(t.text)),
-		nameLen: uint32(len(r.Name)),
-		revoked: r.Revoked,
+func (x *tokenIndex) lookup(id token.RawID) (tokenEntry, bool) {
+	if x == nil || x.shards == nil {
+		return tokenEntry{}, false
 	}
-	copy(e.last4[:], r.Last4)
-	if raw, ok := token.ParseID(r.ReplacedBy); ok {
-		e.replacedBy, e.replaced = raw, true
-	}
-	t.entries[id] = e
-	t.text = append(t.text, r.Name...)
+	e, ok := x.shards[shardOf(id)][id]
+	return e, ok
 }
 
-// done drops what is only needed while the table is built.
-func (t *tokenTable) done() {
-	t.nameIdx = nil
-	t.text = slices.Clip(t.text)
-}
-
-func (t *tokenTable) get(id string) (*record.Token, bool) {
+func (x *tokenIndex) get(id string) (*record.Token, bool) {
 	raw, ok := token.ParseID(id)
 	if !ok {
 		return nil, false
 	}
-	e, ok := t.entries[raw]
+	e, ok := x.lookup(raw)
 	if !ok {
 		return nil, false
 	}
-	return t.record(raw, e), true
+	return x.record(raw, e), true
 }
 
-func (t *tokenTable) all() []*record.Token {
-	out := make([]*record.Token, 0, len(t.entries))
-	for id, e := range t.entries {
-		out = append(out, t.record(id, e))
+// each calls yield for every record until it returns false.
+func (x *tokenIndex) each(yield func(token.RawID, tokenEntry) bool) {
+	if x == nil {
+		return
 	}
+	for _, sh := range x.shards {
+		for id, e := range sh {
+			if !yield(id, e) {
+				return
+			}
+		}
+	}
+}
+
+func (x *tokenIndex) all() []*record.Token {
+	out := make([]*record.Token, 0, x.len())
+	x.each(func(id token.RawID, e tokenEntry) bool {
+		out = append(out, x.record(id, e))
+		return true
+	})
 	return out
 }
 
 // owned returns user's tokens, making records for theirs only.
-func (t *tokenTable) owned(user string) []*record.Token {
-	idx := slices.Index(t.names, user)
+func (x *tokenIndex) owned(user string) []*record.Token {
+	if x == nil {
+		return nil
+	}
+	idx := slices.Index(x.names, user)
 	if idx < 0 {
 		return nil
 	}
 	var out []*record.Token
-	for id, e := range t.entries {
+	x.each(func(id token.RawID, e tokenEntry) bool {
 		if e.user == uint32(idx) {
-			out = append(out, t.record(id, e))
+			out = append(out, x.record(id, e))
 		}
-	}
+		return true
+	})
 	return out
 }
 
-func (t *tokenTable) record(id token.RawID, e tokenEntry) *record.Token {
+func (x *tokenIndex) record(id token.RawID, e tokenEntry) *record.Token {
 	r := &record.Token{
 		ID:      id.String(),
 		Hash:    e.hash,
-		User:    t.names[e.user],
-		Group:   t.names[e.group],
-		Name:    strings.Clone(string(t.text[e.nameOff : e.nameOff+e.nameLen])),
-		Created: fromUnixNano(e.created),
-		Expires: fromUnixNano(e.expires),
+		User:    x.names[e.user],
+		Group:   x.names[e.group],
+		Name:    strings.Clone(string(x.text[e.nameOff : e.nameOff+e.nameLen])),
+		Created: fromUnix(e.created, e.createdNsec),
 		Revoked: e.revoked,
+	}
+	if e.hasExpires {
+		r.Expires = fromUnix(e.expires, e.expiresNsec)
 	}
 	if e.last4 != [last4Len]byte{} {
 		r.Last4 = string(e.last4[:])
@@ -133,16 +156,111 @@ func (t *tokenTable) record(id token.RawID, e tokenEntry) *record.Token {
 	return r
 }
 
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
+// data returns the entry as the token file holds it.
+func (x *tokenIndex) data(id token.RawID, e tokenEntry) TokenData {
+	r := x.record(id, e)
+	td := TokenData{
+		User: r.User, Group: r.Group, Name: r.Name, Hash: HashString(r.Hash), Created: r.Created,
+		Revoked: r.Revoked, Last4: r.Last4, ReplacedBy: r.ReplacedBy,
 	}
-	return t.UnixNano()
+	if e.hasExpires {
+		td.Expires = &r.Expires
+	}
+	return td
 }
 
-func fromUnixNano(n int64) time.Time {
-	if n == 0 {
+// indexBuilder makes a new index from an old one, or from nothing, by
+// setting and removing records. Only one builder may derive from an index
+// at a time (the Store's load lock): builders append to the names and
+// text arrays that the index shares.
+type indexBuilder struct {
+	x *tokenIndex
+	// owned marks the shards this builder copied (or made) and may change;
+	// nil when every shard is its own.
+	owned map[int]bool
+	// intern finds a name's index in x.names. It is shared by every
+	// builder of a Store and may hold names a failed load appended: a hit
+	// counts only when x.names has that name there.
+	intern map[string]uint32
+}
+
+// newIndexBuilder starts an index from nothing.
+func newIndexBuilder() *indexBuilder {
+	return &indexBuilder{x: &tokenIndex{shards: make([]tokenShard, tokenShards)}, intern: map[string]uint32{}}
+}
+
+// deriveIndexBuilder starts an index from base, whose builder used
+// intern.
+func deriveIndexBuilder(base *tokenIndex, intern map[string]uint32) *indexBuilder {
+	x := *base
+	x.shards = slices.Clone(base.shards)
+	return &indexBuilder{x: &x, owned: map[int]bool{}, intern: intern}
+}
+
+// shard returns shard i, copied first if the base index shares it.
+func (b *indexBuilder) shard(i int) tokenShard {
+	if b.owned != nil && !b.owned[i] {
+		b.x.shards[i] = maps.Clone(b.x.shards[i])
+		b.owned[i] = true
+	}
+	if b.x.shards[i] == nil {
+		b.x.shards[i] = tokenShard{}
+	}
+	return b.x.shards[i]
+}
+
+func (b *indexBuilder) name(s string) uint32 {
+	if i, ok := b.intern[s]; ok && int(i) < len(b.x.names) && b.x.names[i] == s {
+		return i
+	}
+	i := uint32(len(b.x.names))
+	b.x.names = append(b.x.names, s)
+	b.intern[s] = i
+	return i
+}
+
+// set stores td, which checkToken accepted, as id's record.
+func (b *indexBuilder) set(id token.RawID, td *TokenData) {
+	hash, _ := record.ParseHash(td.Hash)
+	e := tokenEntry{
+		hash:    hash,
+		user:    b.name(td.User),
+		group:   b.name(td.Group),
+		nameOff: uint32(len(b.x.text)),
+		nameLen: uint32(len(td.Name)),
+		revoked: td.Revoked,
+	}
+	e.created, e.createdNsec = toUnix(td.Created)
+	if td.Expires != nil {
+		e.expires, e.expiresNsec = toUnix(*td.Expires)
+		e.hasExpires = true
+	}
+	copy(e.last4[:], td.Last4)
+	if raw, ok := token.ParseID(td.ReplacedBy); ok {
+		e.replacedBy, e.replaced = raw, true
+	}
+	b.x.text = append(b.x.text, td.Name...)
+	sh := b.shard(shardOf(id))
+	if _, ok := sh[id]; !ok {
+		b.x.n++
+	}
+	sh[id] = e
+}
+
+// remove drops id's record, if there is one.
+func (b *indexBuilder) remove(id token.RawID) {
+	if _, ok := b.x.lookup(id); ok {
+		delete(b.shard(shardOf(id)), id)
+		b.x.n--
+	}
+}
+
+func toUnix(t time.Time) (int64, int32) { return t.Unix(), int32(t.Nanosecond()) }
+
+func fromUnix(sec int64, nsec int32) time.Time {
+	t := time.Unix(sec, int64(nsec)).UTC()
+	if t.IsZero() {
 		return time.Time{}
 	}
-	return time.Unix(0, n).UTC()
+	return t
 }

@@ -2,6 +2,7 @@ package filestore_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -69,8 +70,9 @@ func TestTokensPathOption(t *testing.T) {
 	if _, err := re.Token(ctx, tk.ID); err != nil {
 		t.Errorf("reopened with the same TokensPath: %v", err)
 	}
-	if _, err := open(t, path, "", nil).Token(ctx, tk.ID); err == nil {
-		t.Error("a store opened with the default token path sees the token")
+	// Opened with the default token path, the store lacks its token file.
+	if _, err := filestore.Open(filestore.Options{Path: path, Getenv: env(nil)}); !errors.Is(err, filestore.ErrFileLost) {
+		t.Errorf("Open with the default token path = %v, want ErrFileLost", err)
 	}
 }
 
@@ -79,31 +81,28 @@ func TestTokensPathOption(t *testing.T) {
 func TestTokenFileRoundTrip(t *testing.T) {
 	ctx := t.Context()
 	path := storePath(t)
+	tokensPath := filestore.DefaultTokensPath(path)
 	st := open(t, path, "", nil)
 	expires := time.Date(2026, 1, 1, 0, 0, 0, 5e8, time.UTC)
-	want := map[string]*filestore.TokenData{
+	want := map[string]filestore.TokenData{
 		"AAAAAAAAAAAAAAAA": {User: "ann", Group: "team", Name: "laptop", Hash: zeroHash, Created: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), Expires: &expires, Revoked: true, Last4: "a-_9", ReplacedBy: "BBBBBBBBBBBBBBBB"},
 		"BBBBBBBBBBBBBBBB": {User: "ann", Group: "other", Hash: strings.Repeat("ab", 32), Created: time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)},
 		"CCCCCCCCCCCCCCCC": {User: "bob", Group: "team", Name: `quote " and <tag> & ünïcode`, Hash: strings.Repeat("f", 64)},
 	}
-	if err := st.Update(ctx, func(d *filestore.Data) error {
-		d.Tokens = map[string]*filestore.TokenData{}
+	must(t, st.Update(ctx, func(d *filestore.Data) error {
 		for id, td := range want {
-			c := *td
-			d.Tokens[id] = &c
+			d.Tokens.Set(id, td)
 		}
 		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	check := func(t *testing.T, got map[string]*filestore.TokenData) {
+	}))
+	check := func(t *testing.T, got *filestore.Tokens) {
 		t.Helper()
-		if len(got) != len(want) {
-			t.Errorf("got %d tokens, want %d", len(got), len(want))
+		if got.Len() != len(want) {
+			t.Errorf("got %d tokens, want %d", got.Len(), len(want))
 		}
 		for id, w := range want {
-			g := got[id]
-			if g == nil {
+			g, ok := got.Get(id)
+			if !ok {
 				t.Errorf("token %s missing", id)
 				continue
 			}
@@ -117,9 +116,10 @@ func TestTokenFileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(t, d.Tokens)
-	if n := bytes.Count(readFile(t, filestore.DefaultTokensPath(path)), []byte("\n")); n != len(want) {
-		t.Errorf("token file has %d lines, want %d", n, len(want))
+	check(t, &d.Tokens)
+	// The header, and the tokens written whole into a new file.
+	if n := bytes.Count(readFile(t, tokensPath), []byte("\n")); n != 1+len(want) {
+		t.Errorf("token file has %d lines, want %d", n, 1+len(want))
 	}
 	for name, s := range map[string]*filestore.Store{"writer": st, "reopened": open(t, path, "", nil)} {
 		for id, w := range want {
@@ -134,31 +134,50 @@ func TestTokenFileRoundTrip(t *testing.T) {
 		}
 	}
 
-	// Revoke one and delete another, through Update.
-	if err := st.Update(ctx, func(d *filestore.Data) error {
-		d.Tokens["BBBBBBBBBBBBBBBB"].Revoked = true
-		delete(d.Tokens, "CCCCCCCCCCCCCCCC")
+	// Revoke one and delete another, through Update: two lines appended
+	// as one batch. A copy changed without Set changes nothing.
+	before := readFile(t, tokensPath)
+	must(t, st.Update(ctx, func(d *filestore.Data) error {
+		b, _ := d.Tokens.Get("BBBBBBBBBBBBBBBB")
+		b.Revoked = true
+		d.Tokens.Set("BBBBBBBBBBBBBBBB", b)
+		a, _ := d.Tokens.Get("AAAAAAAAAAAAAAAA")
+		a.Name = "changed without Set"
+		*a.Expires = time.Time{}
+		if !d.Tokens.Delete("CCCCCCCCCCCCCCCC") || d.Tokens.Delete("CCCCCCCCCCCCCCCC") {
+			t.Error("Delete does not report what it deleted")
+		}
+		if d.Tokens.Len() != 2 {
+			t.Errorf("Len() = %d after a delete, want 2", d.Tokens.Len())
+		}
 		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	want["BBBBBBBBBBBBBBBB"].Revoked = true
+	}))
+	b := want["BBBBBBBBBBBBBBBB"]
+	b.Revoked = true
+	want["BBBBBBBBBBBBBBBB"] = b
 	delete(want, "CCCCCCCCCCCCCCCC")
+	after := readFile(t, tokensPath)
+	if !bytes.HasPrefix(after, before) || bytes.Count(after[len(before):], []byte("\n")) != 3 {
+		t.Errorf("the change was not appended as a batch of two:\n%s", after[min(len(before), len(after)):])
+	}
 	d, err = open(t, path, "", nil).Read(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(t, d.Tokens)
+	check(t, &d.Tokens)
 	if got, err := st.Token(ctx, "BBBBBBBBBBBBBBBB"); err != nil || !got.Revoked {
 		t.Errorf("revoked token = %+v, %v", got, err)
 	}
 
-	// Deleting the last token leaves an empty token file, which is an
-	// empty set of tokens.
-	if err := st.Update(ctx, func(d *filestore.Data) error { clear(d.Tokens); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if b := readFile(t, filestore.DefaultTokensPath(path)); len(b) != 0 {
+	// Deleting every token leaves a token file that is an empty set, and
+	// not an empty file.
+	must(t, st.Update(ctx, func(d *filestore.Data) error {
+		for id := range d.Tokens.All() {
+			d.Tokens.Delete(id)
+		}
+		return nil
+	}))
+	if b := readFile(t, tokensPath); len(bytes.TrimSpace(b)) == 0 {
 		t.Errorf("token file after deleting every token = %q", b)
 	}
 	if ts, err := open(t, path, "", nil).Tokens(ctx); err != nil || len(ts) != 0 {
@@ -174,23 +193,22 @@ func TestTokenFileErrors(t *testing.T) {
 	}{
 		"bad json":      {tokens: a + "\n{\"id\": \"BBBBBBBBBBBBBBBB\",\n", want: []string{"token file line 3", "unexpected EOF"}},
 		"unknown field": {tokens: "\n" + strings.Replace(a, `"user"`, `"owner"`, 1), want: []string{"token file line 2", `unknown field "owner"`}},
-		"duplicate id":  {tokens: a + tokenLine("BBBBBBBBBBBBBBBB", "ann", "team") + a, want: []string{"token file line 3", `"AAAAAAAAAAAAAAAA" listed twice`}},
 		"two on a line": {tokens: strings.TrimSuffix(a, "\n") + " " + tokenLine("BBBBBBBBBBBBBBBB", "ann", "team"), want: []string{"token file line 1", "more than one record"}},
 		"yaml tokens":   {tokens: "AAAAAAAAAAAAAAAA:\n  user: ann\n", want: []string{"token file line 1"}},
-		"bad id":        {tokens: tokenLine("nope", "ann", "team"), want: []string{"tokens.nope: not a token id"}},
+		"bad id":        {tokens: tokenLine("nope", "ann", "team"), want: []string{"token file line 1: tokens.nope: invalid name"}},
 		"no user":       {tokens: tokenLine("AAAAAAAAAAAAAAAA", "", "team"), want: []string{"tokens.AAAAAAAAAAAAAAAA.user: must be set"}},
 		"bad hash": {
 			tokens: strings.Replace(a, zeroHash, "xyz", 1),
 			want:   []string{"tokens.AAAAAAAAAAAAAAAA.hash: must be 64 hex digits"},
 		},
-		"null record": {tokens: a + "null\n", want: []string{"tokens.: not a token id"}},
+		"null record": {tokens: a + "null\n", want: []string{"token file line 2: ", "tokens.: invalid name"}},
 		"bad last4": {
 			tokens: strings.Replace(a, `"user"`, `"last4":"abcde","user"`, 1),
 			want:   []string{"tokens.AAAAAAAAAAAAAAAA.last4: must be 4 characters"},
 		},
 		"bad replaced_by": {
 			tokens: strings.Replace(a, `"user"`, `"replaced_by":"x/y","user"`, 1),
-			want:   []string{"tokens.AAAAAAAAAAAAAAAA.replaced_by: not a token id"},
+			want:   []string{"tokens.AAAAAAAAAAAAAAAA.replaced_by: invalid name"},
 		},
 	}
 	for name, tc := range tests {
@@ -215,6 +233,7 @@ func TestTokenFileErrors(t *testing.T) {
 func TestTokenFileBlankLines(t *testing.T) {
 	ctx := t.Context()
 	path := storePath(t)
+	writeFile(t, path, "{}\n")
 	writeFile(t, filestore.DefaultTokensPath(path), "\n"+tokenLine("AAAAAAAAAAAAAAAA", "ann", "team")+"\n  \r\n"+
 		strings.TrimSuffix(tokenLine("BBBBBBBBBBBBBBBB", "bob", "team"), "\n")+"\r\n\n")
 	st := open(t, path, "", nil)

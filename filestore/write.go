@@ -11,6 +11,9 @@ import (
 // PutProvider creates or replaces a provider record. Its keys name
 // environment variables: the file never holds key material.
 func (s *Store) PutProvider(ctx context.Context, name string, p *ProviderData) error {
+	if err := providerName.check(name); err != nil {
+		return err
+	}
 	return s.Update(ctx, func(d *Data) error {
 		setEntry(&d.Providers, name, p)
 		return nil
@@ -19,11 +22,14 @@ func (s *Store) PutProvider(ctx context.Context, name string, p *ProviderData) e
 
 // DeleteProvider removes a provider record.
 func (s *Store) DeleteProvider(ctx context.Context, name string) error {
-	return s.Update(ctx, func(d *Data) error { return deleteEntry(d.Providers, "provider", name) })
+	return deleteEntry(ctx, s, providerName, name, func(d *Data) map[string]*ProviderData { return d.Providers })
 }
 
 // PutGroup creates or replaces a group.
 func (s *Store) PutGroup(ctx context.Context, g *record.Group) error {
+	if err := checkGroup(g); err != nil {
+		return err
+	}
 	return s.Update(ctx, func(d *Data) error {
 		setEntry(&d.Groups, g.Name, &GroupData{Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys, RequestsPerMinute: g.RequestsPerMinute})
 		return nil
@@ -32,11 +38,14 @@ func (s *Store) PutGroup(ctx context.Context, g *record.Group) error {
 
 // DeleteGroup removes a group. Its tokens stay, and are denied.
 func (s *Store) DeleteGroup(ctx context.Context, name string) error {
-	return s.Update(ctx, func(d *Data) error { return deleteEntry(d.Groups, "group", name) })
+	return deleteEntry(ctx, s, groupName, name, func(d *Data) map[string]*GroupData { return d.Groups })
 }
 
 // PutUser creates or replaces a user.
 func (s *Store) PutUser(ctx context.Context, u *record.User) error {
+	if err := checkUser(u); err != nil {
+		return err
+	}
 	return s.Update(ctx, func(d *Data) error {
 		setEntry(&d.Users, u.Name, &UserData{Role: u.Role, Disabled: u.Disabled, Groups: u.Groups})
 		return nil
@@ -46,11 +55,22 @@ func (s *Store) PutUser(ctx context.Context, u *record.User) error {
 // DeleteUser removes a user, every token and management token they own
 // and every credential they stored, in one write.
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
+	if err := userName.check(name); err != nil {
+		return err
+	}
 	return s.Update(ctx, func(d *Data) error {
-		if err := deleteEntry(d.Users, "user", name); err != nil {
+		if err := removeEntry(d.Users, userName, name); err != nil {
 			return err
 		}
-		maps.DeleteFunc(d.Tokens, func(_ string, t *TokenData) bool { return t != nil && t.User == name })
+		var owned []string
+		for id, t := range d.Tokens.All() {
+			if t.User == name {
+				owned = append(owned, id)
+			}
+		}
+		for _, id := range owned {
+			d.Tokens.Delete(id)
+		}
 		delete(d.credentials, name)
 		maps.DeleteFunc(d.apiTokens, func(_ string, t *apiTokenData) bool { return t != nil && t.User == name })
 		return nil
@@ -59,24 +79,38 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 
 // PutToken creates or replaces a token record.
 func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
+	if err := checkTokenNames(t); err != nil {
+		return err
+	}
 	return s.Update(ctx, func(d *Data) error {
-		td := &TokenData{User: t.User, Group: t.Group, Name: t.Name, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy}
+		td := TokenData{User: t.User, Group: t.Group, Name: t.Name, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy}
 		if !t.Expires.IsZero() {
 			e := t.Expires.UTC()
 			td.Expires = &e
 		}
-		setEntry(&d.Tokens, t.ID, td)
+		d.Tokens.Set(t.ID, td)
 		return nil
 	})
 }
 
 // DeleteToken removes a token record.
 func (s *Store) DeleteToken(ctx context.Context, id string) error {
-	return s.Update(ctx, func(d *Data) error { return deleteEntry(d.Tokens, "token", id) })
+	if err := tokenID.check(id); err != nil {
+		return err
+	}
+	return s.Update(ctx, func(d *Data) error {
+		if !d.Tokens.Delete(id) {
+			return fmt.Errorf("token %q: %w", id, record.ErrNotFound)
+		}
+		return nil
+	})
 }
 
 // UserTokens lists user's token records, from the loaded snapshot.
 func (s *Store) UserTokens(_ context.Context, user string) ([]*record.Token, error) {
+	if err := userName.check(user); err != nil {
+		return nil, unreadable(err)
+	}
 	return s.snap.Load().tokens.owned(user), nil
 }
 
@@ -110,9 +144,18 @@ func setEntry[V any](m *map[string]*V, name string, v *V) {
 	(*m)[name] = v
 }
 
-func deleteEntry[V any](m map[string]*V, kind, name string) error {
+// deleteEntry removes the record named name, of kind k, from the map of
+// d that records returns.
+func deleteEntry[V any](ctx context.Context, s *Store, k nameKind, name string, records func(*Data) map[string]*V) error {
+	if err := k.check(name); err != nil {
+		return err
+	}
+	return s.Update(ctx, func(d *Data) error { return removeEntry(records(d), k, name) })
+}
+
+func removeEntry[V any](m map[string]*V, k nameKind, name string) error {
 	if _, ok := m[name]; !ok {
-		return fmt.Errorf("%s %q: %w", kind, name, record.ErrNotFound)
+		return fmt.Errorf("%s %q: %w", k, name, record.ErrNotFound)
 	}
 	delete(m, name)
 	return nil

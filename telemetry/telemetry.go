@@ -70,6 +70,11 @@ type Options struct {
 	// (cache.Records.Stats). Reading them at scrape time costs the hot
 	// path nothing: the caches count anyway.
 	CacheStats func() iter.Seq2[string, cache.Stats]
+	// StoreLoadErrors, when set, is read at each scrape and added to
+	// keyward_store_errors_total: loads the store makes itself that
+	// failed, such as the file store's reloads of its files
+	// (filestore.Store.FailedLoads), which no cache sees.
+	StoreLoadErrors func() uint64
 	// Version is keyward's version for keyward_build_info. Default: the
 	// main module's version from the build information.
 	Version string
@@ -226,6 +231,9 @@ func cacheInstruments(meter metric.Meter, opts Options) error {
 			loadErrors += s.LoadErrors
 		}
 		if storeErrors != nil {
+			if opts.StoreLoadErrors != nil {
+				loadErrors += opts.StoreLoadErrors()
+			}
 			o.ObserveInt64(storeErrors, int64(loadErrors), storeAttrs)
 		}
 		return nil

@@ -245,6 +245,12 @@ func TestCachesAndStoreErrors(t *testing.T) {
 		t.Errorf("keyward_store_errors_total = %v, want %v", g, wantErrs)
 	}
 
+	// The store's own failed loads are added.
+	got, _ = scrape(t, newMetrics(t, telemetry.Options{Store: "file", CacheStats: records.Stats, StoreLoadErrors: func() uint64 { return 5 }}))
+	if v := got[`keyward_store_errors_total{store="file"}`]; v != 7 {
+		t.Errorf("keyward_store_errors_total with 5 failed store loads = %v, want 7", v)
+	}
+
 	// Read at each scrape: later lookups show in the next one.
 	records.User(ctx, "alice")
 	got, _ = scrape(t, m)

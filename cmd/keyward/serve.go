@@ -24,6 +24,7 @@ import (
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/manage/httpapi"
+	"github.com/keyward/keyward/filestore"
 	"github.com/keyward/keyward/telemetry"
 	"github.com/keyward/keyward/token"
 	"github.com/keyward/keyward/vault"
@@ -262,7 +263,11 @@ func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service,
 	}
 	s := &service{log: log, store: st, records: records, verifier: &token.Verifier{}}
 	if cfg.Metrics.Listen != "" {
-		if s.metrics, err = telemetry.New(telemetry.Options{Store: cfg.Store.Kind, CacheStats: records.Stats, Log: log}); err != nil {
+		topts := telemetry.Options{Store: cfg.Store.Kind, CacheStats: records.Stats, Log: log}
+		if fs, ok := st.(*filestore.Store); ok {
+			topts.StoreLoadErrors = fs.FailedLoads // its reloads fail where no cache sees them
+		}
+		if s.metrics, err = telemetry.New(topts); err != nil {
 			return nil, err
 		}
 	}

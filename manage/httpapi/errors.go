@@ -101,6 +101,9 @@ func (s *Server) errorFor(ctx context.Context, action string, err error) *apiErr
 		return &apiError{http.StatusConflict, codeLimitReached, err.Error()}
 	case errors.Is(err, record.ErrNotFound):
 		return &apiError{http.StatusNotFound, codeNotFound, "Not found."}
+	case errors.Is(err, record.ErrInvalidName):
+		// A name or id the store refuses to write: the client's input.
+		return &apiError{http.StatusBadRequest, codeInvalidRequest, "A name or id in the request breaks the naming rules."}
 	case errors.Is(err, record.ErrNotAnnounced):
 		s.log.LogAttrs(ctx, slog.LevelError, "management change not announced", slog.String("action", action), slog.String("error", err.Error()))
 		return &apiError{http.StatusServiceUnavailable, codeNotAnnounced, "The change is stored, but the other keyward replicas could not be told of it: send the same request again."}

@@ -102,13 +102,13 @@ func TestFixtureLoads(t *testing.T) {
 	if again, _ := os.ReadFile(f.storePath); string(again) != string(raw) {
 		t.Error("filestore rewrote the fixture: its encoding differs from filestore's")
 	}
-	if len(d.Tokens) != spec.tokens || len(d.Groups) != spec.groups || len(d.Users) != spec.users {
-		t.Fatalf("store has %d tokens, %d groups, %d users; want %+v", len(d.Tokens), len(d.Groups), len(d.Users), spec)
+	if d.Tokens.Len() != spec.tokens || len(d.Groups) != spec.groups || len(d.Users) != spec.users {
+		t.Fatalf("store has %d tokens, %d groups, %d users; want %+v", d.Tokens.Len(), len(d.Groups), len(d.Users), spec)
 	}
 	for _, tok := range f.tokens {
 		id := tok[len(token.Prefix) : len(token.Prefix)+token.IDLen]
-		td := d.Tokens[id]
-		if td == nil {
+		td, ok := d.Tokens.Get(id)
+		if !ok {
 			t.Fatalf("token %s not in the store", id)
 		}
 		u := d.Users[td.User]

@@ -79,13 +79,13 @@ func writeFixture(ctx context.Context, dir string, spec fixtureSpec) (*fixture, 
 				return err
 			}
 			g := i % spec.groups
-			d.Tokens[m.ID] = &filestore.TokenData{
+			d.Tokens.Set(m.ID, filestore.TokenData{
 				User:    groupMember(g, i/spec.groups, spec.users),
 				Group:   groupName(g),
 				Name:    fmt.Sprintf("load-%d", i),
 				Hash:    filestore.HashString(m.Hash),
 				Created: now,
-			}
+			})
 			f.tokens = append(f.tokens, m.Token)
 		}
 		return nil
@@ -111,7 +111,6 @@ func fill(d *filestore.Data, spec fixtureSpec, key token.SigningKey) {
 	}
 	d.Groups = make(map[string]*filestore.GroupData, spec.groups)
 	d.Users = make(map[string]*filestore.UserData, spec.users)
-	d.Tokens = make(map[string]*filestore.TokenData, spec.tokens)
 	d.SigningKeys = []filestore.SigningKeyData{{ID: key.ID, Secret: base64.StdEncoding.EncodeToString(key.Secret)}}
 	for u := range spec.users {
 		d.Users[userName(u)] = &filestore.UserData{Role: "user"}
