@@ -273,6 +273,7 @@ func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service,
 		ModelHeader:       cfg.ModelHeader,
 		DisableCustomKeys: cfg.DisableCustomKeys,
 		Hosts:             hosts,
+		Endpoints:         cfg.EndpointSpecs(),
 	})
 	if err != nil {
 		return nil, err
