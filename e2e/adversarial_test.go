@@ -25,6 +25,8 @@ type attack struct {
 	body   string
 	// chunked sends the body without a content-length.
 	chunked bool
+	// status, when set, is the answer noLeak expects.
+	status int
 }
 
 // send makes the request through Envoy and returns the answer and what
@@ -116,6 +118,9 @@ func (s *stack) noLeak(t *testing.T, attacks []attack, secrets ...string) int {
 		r, got := s.send(t, a)
 		if where := leaks(got, secrets...); len(where) > 0 {
 			t.Errorf("%s: %d; the provider received a client credential in %v", a.name, r.status, where)
+		}
+		if a.status != 0 && r.status != a.status {
+			t.Errorf("%s: %d %s, want %d", a.name, r.status, r.body, a.status)
 		}
 	}
 	return len(attacks)
@@ -221,25 +226,25 @@ func TestAdversarialCredentials(t *testing.T) {
 		{name: "bearer token", path: "/openai/v1/chat/completions", header: hdr("authorization", "Bearer "+a), body: chatBody},
 	})
 	tokens := s.noLeak(t, []attack{
-		{name: "?ke%79=token", path: gem + "?ke%79=" + a + "&alt=sse", body: geminiBody},
-		{name: "?key=A&ke%79=B", path: gem + "?key=" + a + "&ke%79=" + b, body: geminiBody},
-		{name: "?key=A&key=B", path: gem + "?key=" + a + "&key=" + b, body: geminiBody},
-		{name: "?KEY=B beside a bearer token", path: gem + "?KEY=" + b, header: hdr("authorization", "Bearer "+a), body: geminiBody},
-		{name: "?key+=B beside a bearer token", path: gem + "?key+=" + b, header: hdr("authorization", "Bearer "+a), body: geminiBody},
-		{name: "?x=1;key=B beside ?key=A", path: gem + "?x=1;key=" + b + "&key=" + a, body: geminiBody},
-		{name: "own key, token A, token B", path: "/openai/v1/chat/completions", header: hdr("authorization", "Bearer "+ownOpenAI, "x-api-key", a, "x-goog-api-key", b), body: chatBody},
-		{name: "x-api-key twice: own key and token B", path: "/anthropic/v1/messages", header: hdr("authorization", "Bearer "+a, "x-api-key", ownOpenAI, "x-api-key", b), body: anthropicBody},
-		{name: "x_api_key with token B", path: "/anthropic/v1/messages", header: hdr("authorization", "Bearer "+a, "x_api_key", b), body: anthropicBody},
-		{name: "Authorization: Basic token", path: "/openai/v1/chat/completions", header: hdr("authorization", "Basic "+a), body: chatBody},
-		{name: "Authorization: token without a scheme, own key beside", path: "/anthropic/v1/messages", header: hdr("authorization", a, "x-api-key", ownOpenAI), body: anthropicBody},
-		{name: "Authorization: Bearer<TAB>token", path: "/openai/v1/chat/completions", header: hdr("authorization", "Bearer\t"+a), body: chatBody},
+		{name: "?ke%79=token", status: 400, path: gem + "?ke%79=" + a + "&alt=sse", body: geminiBody},
+		{name: "?key=A&ke%79=B", status: 400, path: gem + "?key=" + a + "&ke%79=" + b, body: geminiBody},
+		{name: "?key=A&key=B", status: 400, path: gem + "?key=" + a + "&key=" + b, body: geminiBody},
+		{name: "?KEY=B beside a bearer token", status: 400, path: gem + "?KEY=" + b, header: hdr("authorization", "Bearer "+a), body: geminiBody},
+		{name: "?key+=B beside a bearer token", status: 400, path: gem + "?key+=" + b, header: hdr("authorization", "Bearer "+a), body: geminiBody},
+		{name: "?x=1;key=B beside ?key=A", status: 400, path: gem + "?x=1;key=" + b + "&key=" + a, body: geminiBody},
+		{name: "own key, token A, token B", status: 400, path: "/openai/v1/chat/completions", header: hdr("authorization", "Bearer "+ownOpenAI, "x-api-key", a, "x-goog-api-key", b), body: chatBody},
+		{name: "x-api-key twice: own key and token B", status: 400, path: "/anthropic/v1/messages", header: hdr("authorization", "Bearer "+a, "x-api-key", ownOpenAI, "x-api-key", b), body: anthropicBody},
+		{name: "x_api_key with token B", status: 200, path: "/anthropic/v1/messages", header: hdr("authorization", "Bearer "+a, "x_api_key", b), body: anthropicBody},
+		{name: "Authorization: Basic token", status: 401, path: "/openai/v1/chat/completions", header: hdr("authorization", "Basic "+a), body: chatBody},
+		{name: "Authorization: token without a scheme, own key beside", status: 401, path: "/anthropic/v1/messages", header: hdr("authorization", a, "x-api-key", ownOpenAI), body: anthropicBody},
+		{name: "Authorization: Bearer<TAB>token", status: 200, path: "/openai/v1/chat/completions", header: hdr("authorization", "Bearer\t"+a), body: chatBody},
 	}, a[3:], b[3:])
 	custom := s.noLeak(t, []attack{
-		{name: "locked: ?key=token&ke%79=own", path: gem + "?key=" + locked + "&ke%79=" + own, body: geminiBody},
-		{name: "locked: ?key=token&x=1;key=own", path: gem + "?key=" + locked + "&x=1;key=" + own, body: geminiBody},
-		{name: "locked: ?KEY=own", path: gem + "?KEY=" + own, header: hdr("authorization", "Bearer "+locked), body: geminiBody},
-		{name: "locked: x_goog_api_key own", path: gem, header: hdr("authorization", "Bearer "+locked, "x_goog_api_key", own), body: geminiBody},
-		{name: "locked: Authorization: Basic own, token in x-goog-api-key", path: gem, header: hdr("authorization", "Basic "+own, "x-goog-api-key", locked), body: geminiBody},
+		{name: "locked: ?key=token&ke%79=own", status: 400, path: gem + "?key=" + locked + "&ke%79=" + own, body: geminiBody},
+		{name: "locked: ?key=token&x=1;key=own", status: 400, path: gem + "?key=" + locked + "&x=1;key=" + own, body: geminiBody},
+		{name: "locked: ?KEY=own", status: 400, path: gem + "?KEY=" + own, header: hdr("authorization", "Bearer "+locked), body: geminiBody},
+		{name: "locked: x_goog_api_key own", status: 200, path: gem, header: hdr("authorization", "Bearer "+locked, "x_goog_api_key", own), body: geminiBody},
+		{name: "locked: Authorization: Basic own, token in x-goog-api-key", status: 403, path: gem, header: hdr("authorization", "Basic "+own, "x-goog-api-key", locked), body: geminiBody},
 	}, own, ownOpenAI, locked[3:])
 	t.Logf("credentials: 2 allowed controls, %d token attacks, %d custom-key attacks", tokens, custom)
 }
