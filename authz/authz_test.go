@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -275,8 +276,7 @@ func TestDecide(t *testing.T) {
 		"allowed lower-case bearer":  {headers: map[string]string{"authorization": "bearer " + f.tokens["ok"]}, provider: "openai", want: ReasonAllowed},
 		"allowed not yet expired":    {headers: tok("future"), provider: "openai", want: ReasonAllowed},
 		"provider from host":         {opts: Options{Hosts: map[string]string{"api.openai.com": "openai"}}, headers: tok("ok"), host: "API.openai.com:443", want: ReasonAllowed, wantKey: "k1"},
-		"model allowed by prefix":    {headers: map[string]string{"authorization": "Bearer " + f.tokens["gpt"], "x-ai-eg-model": "gpt-4o-mini"}, provider: "openai", want: ReasonAllowed},
-		"model allowed exactly":      {headers: map[string]string{"authorization": "Bearer " + f.tokens["gpt"], "x-ai-eg-model": "o3"}, provider: "openai", want: ReasonAllowed},
+		"model header alone":         {headers: map[string]string{"authorization": "Bearer " + f.tokens["gpt"], "x-ai-eg-model": "gpt-4o-mini"}, provider: "openai", want: ReasonBodyNotForwarded},
 		"missing credential":         {headers: map[string]string{}, provider: "openai", want: ReasonMissingCredential},
 		"empty bearer":               {headers: map[string]string{"authorization": "Bearer "}, provider: "openai", want: ReasonMissingCredential},
 		"malformed token":            {headers: bearerHeader(f.tokens["ok"][:40]), provider: "openai", want: ReasonMalformedToken},
@@ -293,7 +293,7 @@ func TestDecide(t *testing.T) {
 		"unknown provider":           {headers: tok("ok"), host: "example.com", want: ReasonUnknownProvider},
 		"provider not allowed":       {headers: tok("narrow"), provider: "openai", want: ReasonProviderNotAllowed},
 		"model not allowed":          {headers: map[string]string{"authorization": "Bearer " + f.tokens["gpt"], "x-ai-eg-model": "gpt-3.5-turbo"}, provider: "openai", want: ReasonModelNotAllowed},
-		"model missing":              {headers: tok("gpt"), provider: "openai", want: ReasonModelNotAllowed},
+		"model missing":              {headers: tok("gpt"), provider: "openai", want: ReasonBodyNotForwarded},
 		"no provider key":            {headers: tok("ok"), provider: "empty", want: ReasonNoProviderKey},
 		"provider record missing":    {headers: tok("ok"), provider: "nowhere", want: ReasonNoProviderKey},
 		"custom key alone allowed":   {headers: bearerHeader("sk-client-own-key"), provider: "openai", want: ReasonCustomKey},
@@ -311,7 +311,7 @@ func TestDecide(t *testing.T) {
 			if tc.host != "" {
 				req.Attributes.Request.Http.Host = tc.host
 			}
-			r := Request{Headers: tc.headers, Path: req.Attributes.Request.Http.Path, Host: req.Attributes.Request.Http.Host, ContextExtensions: req.Attributes.ContextExtensions}
+			r := Request{Method: "POST", Headers: tc.headers, Path: req.Attributes.Request.Http.Path, Host: req.Attributes.Request.Http.Host, ContextExtensions: req.Attributes.ContextExtensions}
 			d := s.authorizer.Decide(context.Background(), &r)
 			if d.Reason != tc.want {
 				t.Fatalf("reason %q, want %q (err %v)", d.Reason, tc.want, d.Err)
@@ -348,8 +348,15 @@ func TestEveryReasonHasAResponse(t *testing.T) {
 		if h["content-type"] != "application/json" {
 			t.Errorf("%s: content-type %q", reason, h["content-type"])
 		}
-		if _, ok := h["www-authenticate"]; ok != (reason.HTTPStatus() == 401) {
+		// RFC 6750 §3.1: an error code only when a credential was sent.
+		challenge, ok := h["www-authenticate"]
+		switch status := reason.HTTPStatus(); {
+		case ok != (status == 401 || status == 400):
 			t.Errorf("%s: www-authenticate present=%v", reason, ok)
+		case reason == ReasonMissingCredential && challenge != `Bearer realm="keyward"`,
+			status == 400 && challenge != `Bearer realm="keyward", error="invalid_request"`,
+			status == 401 && reason != ReasonMissingCredential && challenge != `Bearer realm="keyward", error="invalid_token"`:
+			t.Errorf("%s: www-authenticate %q", reason, challenge)
 		}
 		if resp.GetStatus().GetCode() == 0 {
 			t.Errorf("%s: gRPC status OK on a denial", reason)
@@ -626,46 +633,149 @@ func TestDenialLogRate(t *testing.T) {
 	}
 }
 
-func TestQueryParam(t *testing.T) {
+func TestQueryCredential(t *testing.T) {
 	tests := []struct {
 		path, name, want string
-		ok               bool
+		ok, unambiguous  bool
 	}{
-		{"/x", "key", "", false},
-		{"/x?key=abc", "key", "abc", true},
-		{"/x?a=1&key=abc&key=def", "key", "abc", true},
-		{"/x?akey=1&keys=2", "key", "", false},
-		{"/x?k%65y=abc", "key", "abc", true},
-		{"/x?key=a%2Bb", "key", "a+b", true},
-		{"/x?key=%zz", "key", "%zz", true},
-		{"/x?key", "key", "", true},
-		{"/x?key=abc#frag", "key", "abc", true},
+		{"/x", "key", "", false, true},
+		{"/x?", "key", "", false, true},
+		{"/x?key=abc", "key", "abc", true, true},
+		{"/x?a=1&key=abc&b=2", "key", "abc", true, true},
+		{"/x?akey=1&keys=2&monkey=3&ke=4&y=5", "key", "", false, true},
+		{"/x?key=a%2Bb", "key", "a+b", true, true},
+		{"/x?key=a+b", "key", "a b", true, true},
+		{"/x?key=%zz", "key", "%zz", true, true},
+		{"/x?key", "key", "", true, true},
+		{"/x?key=", "key", "", true, true},
+		{"/x?key=abc#frag", "key", "abc#frag", true, true},
+		{"/x?key=a?key=b", "key", "a?key=b", true, true},
+		// Spellings Envoy does not remove.
+		{"/x?k%65y=abc", "key", "", false, false},
+		{"/x?%6b%65%79=abc", "key", "", false, false},
+		{"/x?KEY=abc", "key", "", false, false},
+		{"/x?Key=abc", "key", "", false, false},
+		{"/x?key+=abc", "key", "", false, false},
+		{"/x?+key=abc", "key", "", false, false},
+		{"/x?key%20=abc", "key", "", false, false},
+		{"/x?a=1;key=abc", "key", "", false, false},
+		{"/x?key=abc;a=1", "key", "", false, false},
+		{"/x?key;=abc", "key", "", false, false},
+		// Twice, even the same.
+		{"/x?key=abc&key=def", "key", "", false, false},
+		{"/x?key=abc&key=abc", "key", "", false, false},
+		{"/x?key&key=abc", "key", "", false, false},
+		{"/x?key=abc&ke%79=def", "key", "", false, false},
+		// Not spellings of key.
+		{"/x?k%zzey=abc", "key", "", false, true},
+		{"/x?ke%2579=abc", "key", "", false, true},
+		{"/x?k+ey=abc", "key", "", false, true},
 	}
 	for _, tc := range tests {
-		got, ok := queryParam(tc.path, tc.name)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("queryParam(%q, %q) = %q, %v; want %q, %v", tc.path, tc.name, got, ok, tc.want, tc.ok)
+		got, ok, unambiguous := queryCredential(tc.path, tc.name)
+		if got != tc.want || ok != tc.ok || unambiguous != tc.unambiguous {
+			t.Errorf("queryCredential(%q, %q) = %q, %v, %v; want %q, %v, %v", tc.path, tc.name, got, ok, unambiguous, tc.want, tc.ok, tc.unambiguous)
 		}
 	}
 }
 
+func TestAuthorization(t *testing.T) {
+	tests := []struct {
+		value, cred string
+		bearer      bool
+	}{
+		{"Bearer kw_x", "kw_x", true},
+		{"bearer kw_x", "kw_x", true},
+		{"BEARER   kw_x", "kw_x", true},
+		{"Bearer\tkw_x", "kw_x", true},
+		{" Bearer kw_x ", "kw_x", true},
+		{"Bearer", "", true},
+		{"Bearer ", "", true},
+		{"Basic dXNlcg==", "dXNlcg==", false},
+		{"Token kw_x", "kw_x", false},
+		{"kw_x", "kw_x", false},
+		{"Bearerkw_x", "Bearerkw_x", false},
+		{"", "", false},
+	}
+	for _, tc := range tests {
+		if cred, bearer := authorization(tc.value); cred != tc.cred || bearer != tc.bearer {
+			t.Errorf("authorization(%q) = %q, %v; want %q, %v", tc.value, cred, bearer, tc.cred, tc.bearer)
+		}
+	}
+}
+
+// FuzzFindCredentials: whatever a client sends, every credential keyward
+// reads is in a place the answer has Envoy remove, as Envoy 1.40 removes
+// it (envoyRemoved): after every source is removed nothing is left that
+// keyward reads as a credential, and after the token's place alone is
+// removed (the client's own key going through) no token is left. Else the
+// request is refused before any of that (ambiguous, management token, a
+// token under another scheme).
 func FuzzFindCredentials(f *testing.F) {
 	sources := []Source{{Header: "authorization"}, {Header: "x-api-key"}, {Query: "key"}}
-	f.Add("Bearer kw_abc", "sk-x", "/v1?key=kw_y&a=b")
-	f.Add("", "", "?")
-	f.Add("Basic dXNlcg==", "kw_", "/%zz?key=%")
-	f.Fuzz(func(t *testing.T, auth, apiKey, path string) {
-		got := findCredentials(sources, map[string]string{"authorization": auth, "x-api-key": apiKey}, path)
-		if got.tokenAt >= 0 && !token.LooksLikeToken(got.token) {
+	f.Add("Bearer kw_abc", "sk-x", "x-goog-api-key", "v", "/v1?key=kw_y&a=b")
+	f.Add("", "", "", "", "?")
+	f.Add("Basic dXNlcg==", "kw_", "x_api_key", "kw_z", "/%zz?key=%")
+	f.Add("Bearer sk-own", "kw_a", "", "", "/v1?ke%79=kw_b&x=1;key=sk&KEY=1&key+=2")
+	f.Add("Bearer\tkw_a", "a,b", "x-keyward-user", "root", "/v1?key&key=kw_a#f")
+	f.Fuzz(func(t *testing.T, auth, apiKey, name, value, path string) {
+		headers := map[string]string{"authorization": auth, "x-api-key": apiKey}
+		if name = strings.ToLower(name); name != "" {
+			headers[name] = value
+		}
+		got := findCredentials(sources, headers, path)
+		switch {
+		case got.tokenAt >= 0 && !token.LooksLikeToken(got.token):
 			t.Fatalf("token %q without prefix", got.token)
-		}
-		if got.tokenAt >= 0 && got.tokenAt == got.customAt {
+		case got.tokenAt >= 0 && got.tokenAt == got.customAt:
 			t.Fatal("one source is both token and custom key")
-		}
-		if got.customKey != (got.customAt >= 0) {
+		case got.customKey != (got.customAt >= 0):
 			t.Fatal("customKey and customAt disagree")
+		case got.ambiguous || got.management || got.badScheme:
+			return
+		}
+		rest, restPath := envoyRemoved(sources, headers, path, -1)
+		if after := findCredentials(sources, rest, restPath); after.tokenAt >= 0 || after.customKey || after.ambiguous || after.management || after.badScheme {
+			t.Fatalf("after every credential is removed, keyward still reads %+v", after)
+		}
+		if got.tokenAt >= 0 {
+			rest, restPath = envoyRemoved(sources, headers, path, got.tokenAt)
+			if after := findCredentials(sources, rest, restPath); after.tokenAt >= 0 || after.ambiguous {
+				t.Fatalf("after the token's place is removed, keyward still reads %+v", after)
+			}
 		}
 	})
+}
+
+// envoyRemoved is the headers and path that reach the provider after Envoy
+// 1.40 applies headers_to_remove and query_parameters_to_remove for
+// sources[only], or for every source when only is -1: it removes the
+// headers, and every '&'-separated query parameter whose raw name is the
+// source's query name (as measured; it also reorders the rest, which does
+// not matter here).
+func envoyRemoved(sources []Source, headers map[string]string, path string, only int) (map[string]string, string) {
+	headers = maps.Clone(headers)
+	for i, s := range sources {
+		if only >= 0 && i != only {
+			continue
+		}
+		if s.Header != "" {
+			delete(headers, s.Header)
+			continue
+		}
+		before, query, ok := strings.Cut(path, "?")
+		if !ok {
+			continue
+		}
+		var kept []string
+		for _, pair := range strings.Split(query, "&") {
+			if name, _, _ := strings.Cut(pair, "="); name != s.Query {
+				kept = append(kept, pair)
+			}
+		}
+		path = before + "?" + strings.Join(kept, "&")
+	}
+	return headers, path
 }
 
 func BenchmarkCheckAllowed(b *testing.B) {

@@ -60,6 +60,11 @@ type Options struct {
 	// Hosts maps a request host (lower case, no port) to a provider name,
 	// for routes that carry no provider context extension.
 	Hosts map[string]string
+	// Endpoints add to the built-in endpoint tables, by provider name:
+	// where the models of a request live, for groups that restrict models
+	// (see EndpointSpec). An entry replaces the built-in ones that a
+	// request could match both.
+	Endpoints map[string][]EndpointSpec
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// CheckDeadline bounds how long one check may wait for the store, all
@@ -86,8 +91,10 @@ type Authorizer struct {
 	opts     Options
 	records  Records
 	verifier Verifier
-	// limits are the per-token buckets of groups with a rate limit.
+	// limits are the per-user buckets of groups with a rate limit.
 	limits *rateLimiters
+	// endpoints say where the models of a request live.
+	endpoints *endpoints
 	// next spreads requests across a provider's keys.
 	next atomic.Uint64
 	// fromMemory is a context that is already done: lookups under it
@@ -118,25 +125,38 @@ func NewAuthorizer(records Records, verifier Verifier, opts Options) (*Authorize
 	if err != nil {
 		return nil, fmt.Errorf("authz: rate limiters: %w", err)
 	}
+	eps, err := newEndpoints(opts.Endpoints)
+	if err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
+	}
 	fromMemory, cancel := context.WithCancel(context.Background())
 	cancel()
-	return &Authorizer{opts: opts, records: records, verifier: verifier, limits: limits, fromMemory: fromMemory}, nil
+	return &Authorizer{opts: opts, records: records, verifier: verifier, limits: limits, endpoints: eps, fromMemory: fromMemory}, nil
 }
 
 // Request is what a decision looks at: the parts of Envoy's CheckRequest
 // that matter, by reference (nothing is copied).
 type Request struct {
+	// Method is the request's HTTP method.
+	Method string
 	// Headers are the request headers, names in lower case.
 	Headers map[string]string
 	// Path is the request path with its query string.
 	Path string
 	// Host is the request's :authority.
 	Host string
-	// ContextExtensions are the route's ext_authz context extensions.
+	// ContextExtensions are the route's ext_authz context extensions: the
+	// provider, and how the route rewrites the path (see
+	// PathPrefixExtension).
 	ContextExtensions map[string]string
 	// Body is the request body when Envoy forwards it (with_request_body),
 	// possibly truncated; "" when it does not. It is read only when policy
 	// needs the model: see Decision.Model.
+	//
+	// Envoy 1.40 adds PartialBodyHeader to the check request exactly when
+	// it forwards a body, and never passes on a client's copy of it
+	// (measured): without it, a request has no body or one keyward did not
+	// see.
 	Body string
 }
 
@@ -168,13 +188,16 @@ type Decision struct {
 	// when the request goes out on it rather than on a server key.
 	Credential *record.Credential
 	// Model is the model the provider will use, as far as the decision
-	// needed to know: the JSON body's "model", else the model the path
-	// names (Gemini's models/{model}:, Azure's deployments/{name}/), else
-	// the model header. The body is read only for a group that restricts
-	// models or a user with credentials of their own, and the path for
-	// those and for denials (the audit log); an allowed request needing
-	// neither keeps the header's model, and pays nothing for the others.
-	// On a model_not_allowed denial it is the model refused.
+	// needed to know. In a group that restricts models it is the one in
+	// the place its endpoint says (see checkModels; "" for several
+	// different ones). Otherwise it is the JSON body's "model", else the
+	// model the path names (Gemini's models/{model}:, Azure's
+	// deployments/{name}/, read by pathModel, a best effort that decides
+	// no policy), else the model header: the body is read only for a user
+	// with credentials of their own, the path for those and for denials
+	// (the audit log); an allowed request needing neither keeps the
+	// header's model, and pays nothing for the others. On a
+	// model_not_allowed denial it is the model refused.
 	Model string
 
 	found found
@@ -192,6 +215,10 @@ func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 	switch {
 	case f.management:
 		d.Reason = ReasonManagementToken
+	case f.ambiguous:
+		d.Reason = ReasonAmbiguousCredential
+	case f.badScheme:
+		d.Reason = ReasonMalformedToken
 	case f.tokenAt >= 0:
 		d.Reason = a.decideToken(&l, req, &d)
 	case !f.customKey:
@@ -211,11 +238,11 @@ func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 }
 
 // decideToken decides a request that carries a keyward token: every check
-// of checkToken, then, for a request those allow, the group's rate limit.
-// Only allowed requests count against the limit.
+// of checkToken, then, for a request those allow, the group's rate limit,
+// which the user's tokens share. Only allowed requests count against it.
 func (a *Authorizer) decideToken(l *lookups, req *Request, d *Decision) Reason {
 	r := a.checkToken(l, req, d)
-	if r.Allowed() && d.Group.RequestsPerMinute > 0 && !a.limits.allow(d.TokenID, d.Group.RequestsPerMinute, a.opts.Now()) {
+	if r.Allowed() && d.Group.RequestsPerMinute > 0 && !a.limits.allow(d.Token.User, d.Group.Name, d.Group.RequestsPerMinute, a.opts.Now()) {
 		// A denial names no key.
 		d.Key, d.Credential = nil, nil
 		return ReasonRateLimited
@@ -224,8 +251,57 @@ func (a *Authorizer) decideToken(l *lookups, req *Request, d *Decision) Reason {
 }
 
 // checkToken applies every check to a token request but the rate limit.
-// An allowed answer has d.Group set.
+// An allowed answer has d.Token and d.Group set.
 func (a *Authorizer) checkToken(l *lookups, req *Request, d *Decision) Reason {
+	if r := a.liveToken(l, d); r != "" {
+		return r
+	}
+	g := d.Group
+	if g.Disabled {
+		return ReasonGroupDisabled
+	}
+
+	// Policy: provider and model.
+	name := a.providerName(req)
+	if name == "" {
+		return ReasonUnknownProvider
+	}
+	d.ProviderName = name
+	if !g.AllowsProvider(name) {
+		return ReasonProviderNotAllowed
+	}
+	var p *record.Provider
+	if len(g.Models) > 0 {
+		// Where the models live depends on the provider's kind. A
+		// provider without a record has no built-in endpoints.
+		var r Reason
+		if p, r = lookup(l, d, a.records.Provider, name, ""); r != "" {
+			return r
+		}
+		if r := a.checkModels(req, g, p, d); r != "" {
+			return r
+		}
+	}
+	if d.found.customKey {
+		if a.opts.DisableCustomKeys || g.DisableCustomKeys {
+			return ReasonCustomKeyForbidden
+		}
+		return ReasonCustomKey
+	}
+	if p == nil {
+		var r Reason
+		if p, r = lookup(l, d, a.records.Provider, name, ReasonNoProviderKey); p == nil {
+			return r
+		}
+	}
+	return a.pickKey(l, req, d, p)
+}
+
+// liveToken is stage one and two of a token's check: the token itself
+// (signature, then its record: secret, revocation, expiry), then whether
+// its user and group are still live. It sets d.TokenID, d.Token and
+// d.Group as far as it gets.
+func (a *Authorizer) liveToken(l *lookups, d *Decision) Reason {
 	id, hash, err := a.verifier.Verify(d.found.token)
 	switch {
 	case errors.Is(err, token.ErrMalformed):
@@ -239,8 +315,6 @@ func (a *Authorizer) checkToken(l *lookups, req *Request, d *Decision) Reason {
 		return ReasonInvalidToken
 	}
 	d.TokenID = id
-
-	// Stage one: the token itself.
 	t, r := lookup(l, d, a.records.Token, id, ReasonInvalidToken)
 	if t == nil {
 		return r
@@ -255,8 +329,6 @@ func (a *Authorizer) checkToken(l *lookups, req *Request, d *Decision) Reason {
 	case t.Expired(a.opts.Now()):
 		return ReasonTokenExpired
 	}
-
-	// Stage two: is the token's user, and its group, still live?
 	u, r := lookup(l, d, a.records.User, t.User, ReasonUserDeleted)
 	if u == nil {
 		return r
@@ -272,35 +344,15 @@ func (a *Authorizer) checkToken(l *lookups, req *Request, d *Decision) Reason {
 		return r
 	}
 	d.Group = g
-	if g.Disabled {
-		return ReasonGroupDisabled
-	}
+	return ""
+}
 
-	// Policy: provider and model.
-	name := a.providerName(req)
-	if name == "" {
-		return ReasonUnknownProvider
-	}
-	d.ProviderName = name
-	if !g.AllowsProvider(name) {
-		return ReasonProviderNotAllowed
-	}
-	if r := a.checkModels(req, g, d); r != "" {
-		return r
-	}
-	if d.found.customKey {
-		if a.opts.DisableCustomKeys || g.DisableCustomKeys {
-			return ReasonCustomKeyForbidden
-		}
-		return ReasonCustomKey
-	}
-	p, r := lookup(l, d, a.records.Provider, name, ReasonNoProviderKey)
-	if p == nil {
-		return r
-	}
+// pickKey sets the key the request goes out on: the user's own where
+// policy allows and they have one, else one of p's server keys.
+func (a *Authorizer) pickKey(l *lookups, req *Request, d *Decision, p *record.Provider) Reason {
 	d.Provider = p
-	if !a.opts.DisableCustomKeys && !g.DisableCustomKeys {
-		k, r := a.privateKey(l, req, d, t.User, name)
+	if !a.opts.DisableCustomKeys && !d.Group.DisableCustomKeys {
+		k, r := a.privateKey(l, req, d, d.Token.User, d.ProviderName)
 		if r != "" {
 			return r
 		}
@@ -365,68 +417,6 @@ func (a *Authorizer) providerName(req *Request) string {
 		host = host[:i]
 	}
 	return a.opts.Hosts[strings.ToLower(host)]
-}
-
-// checkModels applies the group's model policy. A group that restricts
-// models must allow every model the request names — the model header, the
-// path's model, and every "model" of the JSON body — so that no one of them
-// can launder another: the header is client-controlled in plain Envoy, and
-// the body is what the provider reads. A request that names none is refused
-// (model_not_allowed); one whose path or body model cannot be read is
-// refused as model_unknown. On a refusal d.Model is the model refused, for
-// the audit log. A group without restrictions costs nothing here: the body
-// is not read.
-func (a *Authorizer) checkModels(req *Request, g *record.Group, d *Decision) Reason {
-	if len(g.Models) == 0 {
-		return ""
-	}
-	d.modelRead = true
-	named := false
-	if m := req.Headers[a.opts.ModelHeader]; m != "" {
-		if !g.AllowsModel(m) {
-			d.Model = m
-			return ReasonModelNotAllowed
-		}
-		named = true
-	}
-	switch m, r := pathModel(req.Path); r {
-	case pathUnknown:
-		return ReasonModelUnknown
-	case pathHasModel:
-		if !g.AllowsModel(m) {
-			d.Model = m
-			return ReasonModelNotAllowed
-		}
-		d.Model, named = m, true
-	}
-	if partialBody(req) {
-		// The rest of the body may hold another "model" (the last one
-		// wins for most parsers): nothing in the part seen can be
-		// trusted.
-		return ReasonModelUnknown
-	}
-	if req.Body != "" {
-		denied, refused := false, ""
-		m, r := scanBody(req.Body, func(m string) {
-			named = true
-			if !denied && !g.AllowsModel(m) {
-				denied, refused = true, m
-			}
-		})
-		switch {
-		case r == bodyInvalid:
-			return ReasonModelUnknown
-		case denied:
-			d.Model = refused
-			return ReasonModelNotAllowed
-		case r == bodyModel:
-			d.Model = m
-		}
-	}
-	if !named {
-		return ReasonModelNotAllowed
-	}
-	return ""
 }
 
 // readModel resolves d.Model (see Decision.Model): the body's model when

@@ -57,73 +57,30 @@ func modelFromBody(body string) (model string, ok bool) {
 // allow every one of them. Values of such members that are not strings are
 // not yielded: no provider takes them as a model.
 func scanBody(body string, yield func(model string)) (model string, r bodyResult) {
-	s := body
-	i := skipSpace(s, 0)
-	if i >= len(s) || s[i] != '{' {
-		return "", bodyInvalid
-	}
 	st := nesting{max: maxDepth - 1}
 	found, nonString := false, false
-	i = skipSpace(s, i+1)
-	if i < len(s) && s[i] == '}' {
-		i++
-	} else {
-		for {
-			if i >= len(s) || s[i] != '"' {
-				return "", bodyInvalid
+	end := members(body, skipSpace(body, 0), func(key string, plain bool, i int) int {
+		exact, folded := keyIs(key, plain, "model")
+		if !folded || i >= len(body) || body[i] != '"' {
+			if exact {
+				model, found, nonString = "", false, true
 			}
-			end, plain := skipString(s, i)
-			if end < 0 {
-				return "", bodyInvalid
-			}
-			exact, folded := modelKey(s[i:end], plain)
-			i = skipSpace(s, end)
-			if i >= len(s) || s[i] != ':' {
-				return "", bodyInvalid
-			}
-			i = skipSpace(s, i+1)
-			switch {
-			case folded && i < len(s) && s[i] == '"':
-				end, plain = skipString(s, i)
-				if end < 0 {
-					return "", bodyInvalid
-				}
-				v, ok := unquote(s[i:end], plain)
-				if !ok {
-					return "", bodyInvalid
-				}
-				if yield != nil {
-					yield(v)
-				}
-				if exact {
-					model, found, nonString = v, true, false
-				}
-				i = end
-			default:
-				if exact {
-					model, found, nonString = "", false, true
-				}
-				if i = skipValue(s, i, &st); i < 0 {
-					return "", bodyInvalid
-				}
-			}
-			i = skipSpace(s, i)
-			if i >= len(s) {
-				return "", bodyInvalid
-			}
-			if s[i] == ',' {
-				i = skipSpace(s, i+1)
-				continue
-			}
-			if s[i] != '}' {
-				return "", bodyInvalid
-			}
-			i++
-			break
+			return skipValue(body, i, &st)
 		}
-	}
+		v, end := stringAt(body, i)
+		if end < 0 {
+			return -1
+		}
+		if yield != nil {
+			yield(v)
+		}
+		if exact {
+			model, found, nonString = v, true, false
+		}
+		return end
+	})
 	switch {
-	case skipSpace(s, i) != len(s), nonString:
+	case end < 0 || skipSpace(body, end) != len(body) || nonString:
 		return "", bodyInvalid
 	case found:
 		return model, bodyModel
@@ -132,16 +89,114 @@ func scanBody(body string, yield func(model string)) (model string, r bodyResult
 	}
 }
 
-// modelKey reports whether the raw (quoted) key is "model", and whether it
-// is "model" in any letter case. plain says the key has no escape and no
-// byte above 0x7f.
-func modelKey(raw string, plain bool) (exact, folded bool) {
+// step is one step of a JSON path into a request body: the member key,
+// then, with each, every element of the array the member holds.
+type step struct {
+	key  string
+	each bool
+}
+
+// scanPath validates body as one JSON object and calls yield with every
+// string at path in it: under every member whose key is the step's key in
+// any letter case (see keyIs), duplicates included, and with each, under
+// every element of its array. ok is false when body is not one valid JSON
+// object, or when a value along path is not what path says (not an object,
+// not an array, not a string at its end): keyward then cannot tell which
+// models the provider reads.
+func scanPath(body string, path []step, yield func(string)) (ok bool) {
+	end := walk(body, skipSpace(body, 0), path, yield)
+	return end >= 0 && skipSpace(body, end) == len(body)
+}
+
+// walk is scanPath for the value at s[i]; it returns the index just past
+// the value, or -1.
+func walk(s string, i int, path []step, yield func(string)) int {
+	if len(path) == 0 {
+		v, end := stringAt(s, i)
+		if end >= 0 {
+			yield(v)
+		}
+		return end
+	}
+	st := nesting{max: maxDepth - 1}
+	return members(s, i, func(key string, plain bool, j int) int {
+		if _, folded := keyIs(key, plain, path[0].key); !folded {
+			return skipValue(s, j, &st)
+		}
+		if !path[0].each {
+			return walk(s, j, path[1:], yield)
+		}
+		return elements(s, j, func(k int) int { return walk(s, k, path[1:], yield) })
+	})
+}
+
+// members calls member for each member of the JSON object that starts at
+// s[i], in order, with its raw key (quotes included), whether the key is
+// plain (see skipString) and the index of its value; member returns the
+// index just past the value, or -1. members returns the index just past
+// the object, or -1 when it is not a valid object.
+func members(s string, i int, member func(key string, plain bool, value int) int) int {
+	return items(s, i, '{', '}', func(start int) int {
+		if start >= len(s) || s[start] != '"' {
+			return -1
+		}
+		end, plain := skipString(s, start)
+		if end < 0 {
+			return -1
+		}
+		colon := skipSpace(s, end)
+		if colon >= len(s) || s[colon] != ':' {
+			return -1
+		}
+		return member(s[start:end], plain, skipSpace(s, colon+1))
+	})
+}
+
+// elements is members for the JSON array that starts at s[i]: element gets
+// the index of each value.
+func elements(s string, i int, element func(value int) int) int {
+	return items(s, i, '[', ']', element)
+}
+
+// items walks the object or array that starts at s[i] with open and ends
+// with end, calling item at the start of each of its items (a member or a
+// value), which returns the index just past it, or -1. It returns the
+// index just past the container, or -1.
+func items(s string, i int, open, end byte, item func(i int) int) int {
+	if i >= len(s) || s[i] != open {
+		return -1
+	}
+	if i = skipSpace(s, i+1); i < len(s) && s[i] == end {
+		return i + 1
+	}
+	for {
+		if i = item(i); i < 0 {
+			return -1
+		}
+		if i = skipSpace(s, i); i >= len(s) {
+			return -1
+		}
+		switch s[i] {
+		case ',':
+			i = skipSpace(s, i+1)
+		case end:
+			return i + 1
+		default:
+			return -1
+		}
+	}
+}
+
+// keyIs reports whether the raw (quoted) key is name, and whether it is
+// name in any letter case, by Unicode simple folding as Go's encoding/json
+// matches struct fields ("ſession" is "session" to it). plain says the key
+// has no escape and no byte above 0x7f.
+func keyIs(raw string, plain bool, name string) (exact, folded bool) {
 	k := raw[1 : len(raw)-1]
 	if !plain {
-		// Every character of "model" takes at most 6 bytes escaped
-		// (\u006d), and nothing outside ASCII folds to it; longer keys
-		// need no decoding.
-		if len(k) > 5*6 || strings.IndexByte(k, '\\') < 0 {
+		// No character takes more than 6 bytes, escaped (\u017f): a
+		// longer key needs no decoding.
+		if len(k) > len(name)*6 {
 			return false, false
 		}
 		var ok bool
@@ -149,10 +204,24 @@ func modelKey(raw string, plain bool) (exact, folded bool) {
 			return false, false
 		}
 	}
-	if len(k) != len("model") {
-		return false, false
+	return k == name, strings.EqualFold(k, name)
+}
+
+// stringAt decodes the JSON string at s[i], returning it and the index just
+// past it; end is -1 when there is no valid string at i.
+func stringAt(s string, i int) (v string, end int) {
+	if i >= len(s) || s[i] != '"' {
+		return "", -1
 	}
-	return k == "model", strings.EqualFold(k, "model")
+	end, plain := skipString(s, i)
+	if end < 0 {
+		return "", -1
+	}
+	v, ok := unquote(s[i:end], plain)
+	if !ok {
+		return "", -1
+	}
+	return v, end
 }
 
 // unquote decodes the raw JSON string (quotes included) that skipString
@@ -479,6 +548,9 @@ const (
 //     prefix may replace "/openai" before the request goes upstream.
 //
 // Percent-escapes in the segment are decoded, as the provider decodes them.
+// It labels a request (the audit log, a user's own credential for the
+// model); no policy rests on it: a group that restricts models matches the
+// path against its provider's endpoints instead (see endpoint.match).
 func pathModel(path string) (model string, r pathResult) {
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]

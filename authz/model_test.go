@@ -2,6 +2,7 @@ package authz
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -245,6 +246,8 @@ func FuzzPathModel(f *testing.F) {
 	})
 }
 
+// TestDecideModel: how a group that restricts models reads them; the
+// adversarial cases are in TestAdversarialModels.
 func TestDecideModel(t *testing.T) {
 	f := newFixture(t)
 	s := f.server(t, Options{})
@@ -253,12 +256,15 @@ func TestDecideModel(t *testing.T) {
 		forbidden = `{"model":"gpt-3.5-turbo","messages":[{"role":"user","content":"hi"}]}`
 	)
 	tests := map[string]struct {
-		tok       string // the fixture's token name; "gpt" restricts models to gpt-4o* and o3
-		header    string // x-ai-eg-model
-		partial   string // x-envoy-auth-partial-body, when set
-		path      string
-		body      string
-		want      Reason
+		tok      string // the fixture's token name; "gpt" restricts models to gpt-4o* and o3
+		header   string // x-ai-eg-model
+		partial  string // x-envoy-auth-partial-body: "false" when there is a body, unless set; "-" for none
+		provider string // default openai
+		path     string // default /v1/chat/completions
+		body     string
+		want     Reason
+		// wantModel is Decision.Model: the model refused, or the one the
+		// request goes out for.
 		wantModel string
 	}{
 		"body allowed":                     {tok: "gpt", body: allowed, want: ReasonAllowed, wantModel: "gpt-4o-mini"},
@@ -270,12 +276,12 @@ func TestDecideModel(t *testing.T) {
 		"duplicate forbidden last":         {tok: "gpt", body: `{"model":"gpt-4o","model":"gpt-3.5-turbo"}`, want: ReasonModelNotAllowed, wantModel: "gpt-3.5-turbo"},
 		"duplicates allowed: last wins":    {tok: "gpt", body: `{"model":"o3","model":"gpt-4o"}`, want: ReasonAllowed, wantModel: "gpt-4o"},
 		"other letter case forbidden":      {tok: "gpt", body: `{"model":"gpt-4o","Model":"gpt-3.5-turbo"}`, want: ReasonModelNotAllowed, wantModel: "gpt-3.5-turbo"},
+		"other letter case only":           {tok: "gpt", body: `{"MODEL":"gpt-4o"}`, want: ReasonModelNotAllowed},
 		"nested model ignored":             {tok: "gpt", body: `{"model":"o3","metadata":{"model":"gpt-3.5-turbo"}}`, want: ReasonAllowed, wantModel: "o3"},
-		"body without model, header":       {tok: "gpt", header: "o3", body: `{"messages":[]}`, want: ReasonAllowed, wantModel: "o3"},
+		"body without model, header":       {tok: "gpt", header: "o3", body: `{"messages":[]}`, want: ReasonModelNotAllowed, wantModel: "o3"},
 		"body without model, no header":    {tok: "gpt", body: `{"messages":[]}`, want: ReasonModelNotAllowed},
-		"no body, header":                  {tok: "gpt", header: "o3", want: ReasonAllowed, wantModel: "o3"},
-		"nothing names a model":            {tok: "gpt", want: ReasonModelNotAllowed},
-		"complete body":                    {tok: "gpt", partial: "false", body: allowed, want: ReasonAllowed, wantModel: "gpt-4o-mini"},
+		"no body, header":                  {tok: "gpt", header: "o3", want: ReasonBodyNotForwarded, wantModel: "o3"},
+		"empty body":                       {tok: "gpt", header: "o3", partial: "-", path: "/v1/chat/completions", want: ReasonBodyNotForwarded, wantModel: "o3"},
 		"partial body":                     {tok: "gpt", partial: "true", body: allowed[:40], want: ReasonModelUnknown},
 		"partial body with a model":        {tok: "gpt", partial: "true", body: allowed, want: ReasonModelUnknown},
 		"partial joined to a client copy":  {tok: "gpt", partial: "false,true", header: "o3", body: allowed, want: ReasonModelUnknown, wantModel: "o3"},
@@ -283,14 +289,17 @@ func TestDecideModel(t *testing.T) {
 		"not JSON":                         {tok: "gpt", header: "o3", body: "--boundary\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-3.5-turbo", want: ReasonModelUnknown, wantModel: "o3"},
 		"lenient JSON":                     {tok: "gpt", header: "o3", body: `{"temperature":NaN,"model":"gpt-3.5-turbo"}`, want: ReasonModelUnknown, wantModel: "o3"},
 		"model not a string":               {tok: "gpt", header: "o3", body: `{"model":["gpt-3.5-turbo"]}`, want: ReasonModelUnknown, wantModel: "o3"},
-		"path allowed":                     {tok: "gpt", path: "/v1beta/models/o3:generateContent", want: ReasonAllowed, wantModel: "o3"},
-		"path forbidden, header allowed":   {tok: "gpt", header: "o3", path: "/v1beta/models/gemini-ultra:generateContent", want: ReasonModelNotAllowed, wantModel: "gemini-ultra"},
-		"path unreadable":                  {tok: "gpt", header: "o3", path: "/v1beta/models/o3%zz:generateContent", want: ReasonModelUnknown, wantModel: "o3"},
-		"azure deployment":                 {tok: "gpt", path: "/openai/deployments/gpt-4o/chat/completions", body: `{"messages":[]}`, want: ReasonAllowed, wantModel: "gpt-4o"},
-		"body before path":                 {tok: "gpt", path: "/openai/deployments/gpt-4o/chat/completions", body: `{"model":"o3"}`, want: ReasonAllowed, wantModel: "o3"},
+		"path allowed":                     {tok: "gpt", provider: "gemini", path: "/v1beta/models/o3:generateContent", body: `{}`, want: ReasonAllowed, wantModel: "o3"},
+		"path forbidden, header allowed":   {tok: "gpt", provider: "gemini", header: "o3", path: "/v1beta/models/gemini-ultra:generateContent", body: `{}`, want: ReasonModelNotAllowed, wantModel: "gemini-ultra"},
+		"path unreadable":                  {tok: "gpt", provider: "gemini", header: "o3", path: "/v1beta/models/o3%zz:generateContent", body: `{}`, want: ReasonModelUnknown, wantModel: "o3"},
+		"path on another provider":         {tok: "gpt", header: "o3", path: "/v1beta/models/o3:generateContent", body: `{}`, want: ReasonEndpointNotAllowed, wantModel: "o3"},
+		"azure deployment":                 {tok: "gpt", provider: "azure", path: "/openai/deployments/gpt-4o/chat/completions", body: `{"messages":[]}`, want: ReasonAllowed, wantModel: "gpt-4o"},
+		"azure deployment, body model":     {tok: "gpt", provider: "azure", path: "/openai/deployments/gpt-4o/chat/completions", body: `{"model":"o3"}`, want: ReasonAllowed, wantModel: "gpt-4o"},
+		"azure body forbidden":             {tok: "gpt", provider: "azure", path: "/openai/deployments/gpt-4o/chat/completions", body: forbidden, want: ReasonModelNotAllowed, wantModel: "gpt-3.5-turbo"},
 		// A group without model restrictions never reads the body.
 		"unrestricted: body not read": {tok: "ok", header: "h", body: forbidden, want: ReasonAllowed, wantModel: "h"},
 		"unrestricted: invalid body":  {tok: "ok", body: "not json", partial: "true", want: ReasonAllowed},
+		"unrestricted: no body":       {tok: "ok", partial: "-", want: ReasonAllowed},
 		// Nor the path, unless for the audit log of a denial.
 		"unrestricted: header kept": {tok: "ok", header: "h", path: "/v1beta/models/p:generateContent", want: ReasonAllowed, wantModel: "h"},
 		"denied: path over header":  {tok: "revoked", header: "h", path: "/v1beta/models/p:generateContent", want: ReasonTokenRevoked, wantModel: "p"},
@@ -301,14 +310,15 @@ func TestDecideModel(t *testing.T) {
 			if tc.header != "" {
 				h["x-ai-eg-model"] = tc.header
 			}
-			if tc.partial != "" {
+			switch {
+			case tc.partial == "-":
+			case tc.partial != "":
 				h[PartialBodyHeader] = tc.partial
+			case tc.body != "":
+				h[PartialBodyHeader] = "false"
 			}
-			path := tc.path
-			if path == "" {
-				path = "/v1/chat/completions"
-			}
-			d := s.authorizer.Decide(context.Background(), &Request{Headers: h, Path: path, Body: tc.body, ContextExtensions: map[string]string{"provider": "openai"}})
+			path, provider := cmp.Or(tc.path, "/v1/chat/completions"), cmp.Or(tc.provider, "openai")
+			d := s.authorizer.Decide(context.Background(), &Request{Method: "POST", Headers: h, Path: path, Body: tc.body, ContextExtensions: map[string]string{"provider": provider}})
 			if d.Reason != tc.want || d.Model != tc.wantModel {
 				t.Fatalf("reason %q, model %q; want %q, %q", d.Reason, d.Model, tc.want, tc.wantModel)
 			}

@@ -4,21 +4,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
 	"github.com/keyward/keyward/record"
 )
 
-// decide runs one decision for a token of the fixture.
+// decide runs one decision for a token of the fixture: a chat completion
+// that names model in its header and its body, when model is set.
 func (f *fixture) decide(t testing.TB, opts Options, tok, provider, model string) Decision {
 	t.Helper()
+	return f.decideWith(t, opts, tok, provider, model, nil)
+}
+
+// decideWith is decide with extra request headers.
+func (f *fixture) decideWith(t testing.TB, opts Options, tok, provider, model string, extra map[string]string) Decision {
+	t.Helper()
 	headers := bearerHeader(f.tokens[tok])
+	maps.Copy(headers, extra)
+	var body string
 	if model != "" {
 		headers["x-ai-eg-model"] = model
+		headers[PartialBodyHeader] = "false"
+		body = `{"model":"` + model + `"}`
 	}
 	req := checkRequest(headers, "", provider)
-	r := Request{Headers: headers, Path: req.Attributes.Request.Http.Path, Host: req.Attributes.Request.Http.Host, ContextExtensions: req.Attributes.ContextExtensions}
+	r := Request{Method: "POST", Headers: headers, Path: req.Attributes.Request.Http.Path, Host: req.Attributes.Request.Http.Host, ContextExtensions: req.Attributes.ContextExtensions, Body: body}
 	return f.server(t, opts).authorizer.Decide(context.Background(), &r)
 }
 
@@ -109,16 +121,7 @@ func TestPrivateKeyDecisions(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(f.records)
 			}
-			headers := bearerHeader(f.tokens[tc.tok])
-			if tc.model != "" {
-				headers["x-ai-eg-model"] = tc.model
-			}
-			for k, v := range tc.headers {
-				headers[k] = v
-			}
-			req := checkRequest(headers, "", tc.provider)
-			r := Request{Headers: headers, Path: req.Attributes.Request.Http.Path, ContextExtensions: req.Attributes.ContextExtensions}
-			d := f.server(t, Options{}).authorizer.Decide(context.Background(), &r)
+			d := f.decideWith(t, Options{}, tc.tok, tc.provider, tc.model, tc.headers)
 			if d.Reason != tc.want {
 				t.Fatalf("reason %s, want %s (err %v)", d.Reason, tc.want, d.Err)
 			}

@@ -14,7 +14,7 @@ import (
 )
 
 // limited adds a group name with limit rpm, which alice may use, and
-// tokens of it; it returns the tokens by name.
+// tokens of hers in it; it returns the tokens by name.
 func (f *fixture) limited(t testing.TB, group string, rpm int, tokens ...string) map[string]string {
 	t.Helper()
 	f.records.groups[group] = &record.Group{Name: group, RequestsPerMinute: rpm}
@@ -23,14 +23,20 @@ func (f *fixture) limited(t testing.TB, group string, rpm int, tokens ...string)
 	f.records.users["alice"] = &alice
 	out := map[string]string{}
 	for _, name := range tokens {
-		m, err := f.ring.Mint()
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.records.tokens[m.ID] = &record.Token{ID: m.ID, Hash: m.Hash, User: "alice", Group: group, Name: name, Created: testNow.Add(-time.Hour)}
-		out[name] = m.Token
+		out[name] = f.mint(t, "alice", group, name)
 	}
 	return out
+}
+
+// mint stores a new token of user in group and returns it.
+func (f *fixture) mint(t testing.TB, user, group, name string) string {
+	t.Helper()
+	m, err := f.ring.Mint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.records.tokens[m.ID] = &record.Token{ID: m.ID, Hash: m.Hash, User: user, Group: group, Name: name, Created: testNow.Add(-time.Hour)}
+	return m.Token
 }
 
 // clock is a settable Options.Now.
@@ -72,11 +78,18 @@ func TestRateLimit(t *testing.T) {
 			{token: "a", n: maxBurst, want: ReasonAllowed},
 			{token: "a", n: 1, want: ReasonRateLimited},
 		}},
-		"each token has its own budget": {rpm: 2, steps: []step{
+		// b has never been used: a new or rotated token brings no budget.
+		"a user's tokens share one budget": {rpm: 3, steps: []step{
 			{token: "a", n: 2, want: ReasonAllowed},
+			{token: "b", n: 1, want: ReasonAllowed},
 			{token: "a", n: 1, want: ReasonRateLimited},
-			{token: "b", n: 2, want: ReasonAllowed},
 			{token: "b", n: 1, want: ReasonRateLimited},
+		}},
+		"each user has their own budget": {rpm: 2, steps: []step{
+			{token: "a", n: 2, want: ReasonAllowed},
+			{token: "b", n: 1, want: ReasonRateLimited},
+			{token: "bob", n: 2, want: ReasonAllowed},
+			{token: "bob", n: 1, want: ReasonRateLimited},
 		}},
 		"the bucket refills at rpm/60 a second": {rpm: 60, steps: []step{
 			{token: "a", n: 60, want: ReasonAllowed},
@@ -115,6 +128,8 @@ func TestRateLimit(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t)
 			toks := f.limited(t, "lim", tc.rpm, "a", "b")
+			f.records.users["bob"] = &record.User{Name: "bob", Groups: []string{"lim"}}
+			toks["bob"] = f.mint(t, "bob", "lim", "bob")
 			c := &clock{now: testNow}
 			a, err := NewAuthorizer(f.records, f.ring, Options{Sources: []Source{{Header: "authorization"}}, Now: c.Now})
 			if err != nil {

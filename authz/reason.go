@@ -10,6 +10,11 @@ const (
 	ReasonAllowed   Reason = "allowed"
 	ReasonCustomKey Reason = "allowed_custom_key"
 
+	// 400: the request carries its credentials so that keyward cannot
+	// tell which one is meant, or so that Envoy would leave one in place
+	// (RFC 6750's invalid_request).
+	ReasonAmbiguousCredential Reason = "ambiguous_credential"
+
 	// 401: no usable keyward credential.
 	ReasonMissingCredential Reason = "missing_credential"
 	ReasonMalformedToken    Reason = "malformed_token"
@@ -28,10 +33,18 @@ const (
 	ReasonProviderNotAllowed Reason = "provider_not_allowed"
 	ReasonModelNotAllowed    Reason = "model_not_allowed"
 	// ReasonModelUnknown: the group restricts models and the request's
-	// body or path names a model keyward cannot read (a body cut at
-	// Envoy's limit, not one valid JSON object, a "model" that is not a
+	// body, path or query names a model keyward cannot read (a body cut
+	// at Envoy's limit, not one valid JSON object, a "model" that is not a
 	// string), so it cannot tell which model the provider would use.
-	ReasonModelUnknown       Reason = "model_unknown"
+	ReasonModelUnknown Reason = "model_unknown"
+	// ReasonEndpointNotAllowed: the group restricts models and the
+	// request is for an endpoint keyward does not know where every model
+	// lives in (see Endpoint), or one configured as naming none.
+	ReasonEndpointNotAllowed Reason = "endpoint_not_allowed"
+	// ReasonBodyNotForwarded: the group restricts models and the request
+	// has a body Envoy did not send to keyward (no with_request_body), so
+	// the model the provider reads is unknown.
+	ReasonBodyNotForwarded   Reason = "body_not_forwarded"
 	ReasonCustomKeyForbidden Reason = "custom_key_forbidden"
 
 	// 429: the token's group rate limit (record.Group.RequestsPerMinute)
@@ -47,9 +60,10 @@ const (
 // Reasons lists every denial reason, for tests, docs and metric setup.
 func Reasons() []Reason {
 	return []Reason{
-		ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked,
+		ReasonAmbiguousCredential, ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked,
 		ReasonManagementToken, ReasonUserDeleted, ReasonUserDisabled, ReasonGroupDeleted, ReasonGroupDisabled, ReasonGroupNotPermitted,
-		ReasonUnknownProvider, ReasonProviderNotAllowed, ReasonModelNotAllowed, ReasonModelUnknown, ReasonCustomKeyForbidden,
+		ReasonUnknownProvider, ReasonProviderNotAllowed, ReasonModelNotAllowed, ReasonModelUnknown, ReasonEndpointNotAllowed,
+		ReasonBodyNotForwarded, ReasonCustomKeyForbidden,
 		ReasonRateLimited,
 		ReasonNoProviderKey, ReasonStoreUnavailable, ReasonInternal,
 	}
@@ -63,6 +77,8 @@ func (r Reason) HTTPStatus() int {
 	switch r {
 	case ReasonAllowed, ReasonCustomKey:
 		return 200
+	case ReasonAmbiguousCredential:
+		return 400
 	case ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked, ReasonManagementToken:
 		return 401
 	case ReasonRateLimited:
@@ -77,6 +93,8 @@ func (r Reason) HTTPStatus() int {
 // errorType is the OpenAI-style error "type" for the reason's status.
 func (r Reason) errorType() string {
 	switch r.HTTPStatus() {
+	case 400:
+		return "invalid_request_error"
 	case 401:
 		return "authentication_error"
 	case 403:
@@ -94,8 +112,10 @@ func (r Reason) Message() string {
 	switch r {
 	case ReasonMissingCredential:
 		return "No API key provided. Send your keyward token as a Bearer token or in x-api-key."
+	case ReasonAmbiguousCredential:
+		return "The request carries more than one credential, or one keyward does not read in that form (a repeated, comma-joined or encoded name such as ?ke%79=, KEY=, x_api_key); send one keyward token in one place."
 	case ReasonMalformedToken:
-		return "The keyward token is malformed (truncated or mistyped)."
+		return "The keyward token is malformed (truncated or mistyped), or sent in Authorization under a scheme other than Bearer."
 	case ReasonInvalidToken:
 		return "The keyward token is not valid."
 	case ReasonTokenExpired:
@@ -121,7 +141,11 @@ func (r Reason) Message() string {
 	case ReasonModelNotAllowed:
 		return "The token's group may not use this model (or the request does not name one)."
 	case ReasonModelUnknown:
-		return "The token's group restricts models, and keyward could not read which model this request uses (a body larger than keyward reads, a body that is not a JSON object, or a model that is not a string)."
+		return "The token's group restricts models, and keyward could not read which model this request uses (a body larger than keyward reads, a body that is not a JSON object, a model that is not a string, a path model with characters keyward does not read, or a model or deployment query parameter)."
+	case ReasonEndpointNotAllowed:
+		return "The token's group restricts models, and this endpoint is not one keyward knows where every model of the request lives in."
+	case ReasonBodyNotForwarded:
+		return "The token's group restricts models, and the request has a body keyward did not receive (Envoy must forward request bodies: keyward envoy-config -forward-body)."
 	case ReasonCustomKeyForbidden:
 		return "Provider keys supplied by clients are not allowed here; use a keyward token."
 	case ReasonRateLimited:

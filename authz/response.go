@@ -106,7 +106,8 @@ func newResponder(sources []Source, cacheSize int) (*responder, error) {
 }
 
 // respond returns the CheckResponse for d. requestHeaders are consulted
-// only for client-supplied x-keyward-* and anthropic-version headers.
+// only for client-supplied x-keyward-* (when d.found says there are some)
+// and anthropic-version headers.
 func (r *responder) respond(d *Decision, requestHeaders map[string]string) *authv3.CheckResponse {
 	if !d.Reason.Allowed() {
 		if resp, ok := r.denied[d.Reason]; ok {
@@ -118,7 +119,7 @@ func (r *responder) respond(d *Decision, requestHeaders map[string]string) *auth
 	if d.Provider != nil && d.Provider.Kind == record.KindAnthropic {
 		_, clientVersion = requestHeaders["anthropic-version"]
 	}
-	if hasForeignIdentityHeader(requestHeaders) {
+	if d.found.foreignIdentity {
 		return r.build(d, requestHeaders, clientVersion)
 	}
 	if d.Token == nil {
@@ -163,18 +164,10 @@ func Unpack(resp *authv3.CheckResponse) (*authv3.CheckResponse, error) {
 	return out, proto.Unmarshal(raw, out)
 }
 
-// hasForeignIdentityHeader reports whether the client sent an x-keyward-*
-// header that keyward does not overwrite anyway. Usually it did not, and
-// the cached response serves.
-func hasForeignIdentityHeader(headers map[string]string) bool {
-	for name := range headers {
-		if isForeignIdentityHeader(name) {
-			return true
-		}
-	}
-	return false
-}
-
+// isForeignIdentityHeader reports whether the client header name is an
+// x-keyward-* header that keyward does not overwrite anyway, which the
+// answer must remove. Usually there is none (see found.foreignIdentity),
+// and the cached response serves.
 func isForeignIdentityHeader(name string) bool {
 	return len(name) > len(headerPrefix) && name[:len(headerPrefix)] == headerPrefix &&
 		name != HeaderUser && name != HeaderGroup && name != HeaderTokenID
@@ -320,10 +313,14 @@ func deniedResponse(reason Reason) *authv3.CheckResponse {
 		setHeader("content-type", "application/json"),
 		setHeader("x-keyward-reason", string(reason)),
 	}
+	if challenge := wwwAuthenticate(reason); challenge != "" {
+		headers = append(headers, setHeader("www-authenticate", challenge))
+	}
 	rpc := code.Code_PERMISSION_DENIED
 	switch status {
+	case 400:
+		rpc = code.Code_INVALID_ARGUMENT
 	case 401:
-		headers = append(headers, setHeader("www-authenticate", `Bearer realm="keyward", error="invalid_token"`))
 		rpc = code.Code_UNAUTHENTICATED
 	case 429:
 		rpc = code.Code_RESOURCE_EXHAUSTED
@@ -338,4 +335,22 @@ func deniedResponse(reason Reason) *authv3.CheckResponse {
 			Body:    string(raw),
 		}},
 	}
+}
+
+// wwwAuthenticate is the challenge of a denial, as RFC 6750 §3 words it: no
+// error code when the request carried no credential, invalid_token for one
+// that is not valid, invalid_request (400) for credentials keyward cannot
+// read unambiguously; none for the other denials, which are not about the
+// credential.
+func wwwAuthenticate(reason Reason) string {
+	const challenge = `Bearer realm="keyward"`
+	switch {
+	case reason == ReasonMissingCredential:
+		return challenge
+	case reason == ReasonAmbiguousCredential:
+		return challenge + `, error="invalid_request"`
+	case reason.HTTPStatus() == 401:
+		return challenge + `, error="invalid_token"`
+	}
+	return ""
 }

@@ -122,6 +122,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	attrs := req.GetAttributes()
 	http := attrs.GetRequest().GetHttp()
 	r := Request{
+		Method:            http.GetMethod(),
 		Headers:           http.GetHeaders(),
 		Path:              http.GetPath(),
 		Host:              http.GetHost(),

@@ -24,6 +24,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/envoy"
 	"github.com/keyward/keyward/manage"
 
@@ -53,6 +54,11 @@ type Config struct {
 	// provider context extension, and tells envoy-config where each
 	// provider is.
 	Routes []Route `yaml:"routes"`
+	// Endpoints add to keyward's built-in endpoint tables, by provider
+	// name: the endpoints a group that restricts models may call, and
+	// where each keeps its models. An entry replaces the built-in ones a
+	// request could match both. Default: none added.
+	Endpoints map[string][]Endpoint `yaml:"endpoints"`
 	// Vault configures the Vault/OpenBao store (store.kind: vault).
 	Vault vault.Config `yaml:"vault"`
 	// Management configures the management API.
@@ -117,6 +123,19 @@ type Route struct {
 	// Upstream is the provider's base URL for envoy-config, e.g.
 	// https://api.openai.com.
 	Upstream string `yaml:"upstream"`
+}
+
+// Endpoint is one endpoint of a provider's API and where its model is
+// (see authz.EndpointSpec).
+type Endpoint struct {
+	// Method is the HTTP method, e.g. POST.
+	Method string `yaml:"method"`
+	// Path is the path the provider serves, e.g. /v1/chat/completions or
+	// /v1beta/models/{model}:generateContent.
+	Path string `yaml:"path"`
+	// Model is where the model is: path, body.<json path> (body.model,
+	// body.requests[].params.model) or none (refused).
+	Model string `yaml:"model"`
 }
 
 // Management configures the HTTP management API served by keyward serve.
@@ -408,6 +427,7 @@ func (c *Config) Validate() error {
 			bad(field+".header", "x-keyward-* headers are keyward's own")
 		}
 	}
+	errs = append(errs, c.validateEndpoints()...)
 	seenPrefix := map[string]int{}
 	seenHost := map[string]int{}
 	for i, r := range c.Routes {
@@ -472,4 +492,33 @@ func relativeTo(dir, path string) string {
 		return path
 	}
 	return filepath.Join(dir, path)
+}
+
+// EndpointSpecs is Endpoints as the authorizer takes them.
+func (c *Config) EndpointSpecs() map[string][]authz.EndpointSpec {
+	out := make(map[string][]authz.EndpointSpec, len(c.Endpoints))
+	for provider, eps := range c.Endpoints {
+		for _, e := range eps {
+			out[provider] = append(out[provider], authz.EndpointSpec{Method: e.Method, Path: e.Path, Model: e.Model})
+		}
+	}
+	return out
+}
+
+// validateEndpoints checks Endpoints, naming the field of each problem.
+func (c *Config) validateEndpoints() []error {
+	var errs []error
+	for provider, specs := range c.EndpointSpecs() {
+		if err := record.ValidateName("provider", provider); err != nil {
+			errs = append(errs, fmt.Errorf("endpoints: %w", err))
+		}
+		var ee *authz.EndpointError
+		switch err := authz.ParseEndpoints(specs); {
+		case errors.As(err, &ee):
+			errs = append(errs, fmt.Errorf("endpoints.%s[%d].%s: %s", provider, ee.Index, ee.Field, ee.Msg))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("endpoints.%s: %w", provider, err))
+		}
+	}
+	return errs
 }

@@ -153,6 +153,10 @@ log_level: debug
 shutdown_grace: 3s
 metrics:
   listen: 127.0.0.1:9464
+endpoints:
+  vllm:
+    - {method: POST, path: /v1/chat/completions, model: body.model}
+    - {method: POST, path: /v1/batches, model: none}
 `)
 	c, err := config.Load(path, env(nil))
 	if err != nil {
@@ -184,6 +188,10 @@ metrics:
 		Metrics:       config.Metrics{Listen: "127.0.0.1:9464"},
 		LogLevel:      "debug",
 		ShutdownGrace: 3 * time.Second,
+		Endpoints: map[string][]config.Endpoint{"vllm": {
+			{Method: "POST", Path: "/v1/chat/completions", Model: "body.model"},
+			{Method: "POST", Path: "/v1/batches", Model: "none"},
+		}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", c, want)
@@ -270,6 +278,19 @@ func TestValidationErrors(t *testing.T) {
 		},
 		"metrics.listen": {
 			yaml: "metrics: {listen: localhost}\n", fields: []string{"metrics.listen"},
+		},
+		"endpoints.p[i].path": {
+			yaml:   "endpoints: {vllm: [{method: POST, path: /v1/chat, model: none}, {method: POST, path: '/v1/a%2Fb', model: none}]}\n",
+			fields: []string{"endpoints.vllm[1].path"},
+		},
+		"endpoints.p[i].model": {
+			yaml: "endpoints: {vllm: [{method: POST, path: /v1/chat, model: header}]}\n", fields: []string{"endpoints.vllm[0].model"},
+		},
+		"endpoints.p[i].method": {
+			yaml: "endpoints: {vllm: [{path: /v1/chat, model: none}]}\n", fields: []string{"endpoints.vllm[0].method"},
+		},
+		"endpoints provider": {
+			yaml: "endpoints: {'bad name': [{method: POST, path: /v1/chat, model: none}]}\n", fields: []string{"endpoints"},
 		},
 		"metrics.listen without port": {
 			yaml: "metrics: {listen: '127.0.0.1:'}\n", fields: []string{"metrics.listen"},

@@ -12,9 +12,10 @@ import (
 )
 
 // TestRateLimit runs a group's requests_per_minute through real Envoy: a
-// token gets its minute's burst, the next request is a 429 rate_limited
-// that the OpenAI SDK reports as such, the provider never sees it, another
-// token of the group has its own budget, and the denial is audited.
+// user gets their minute's burst, the next request is a 429 rate_limited
+// that the OpenAI SDK reports as such, the provider never sees it, the
+// user's other token shares the budget (TestAdversarialRatePerUser: and
+// another user has their own), and the denial is audited.
 func TestRateLimit(t *testing.T) {
 	const rpm = 5 // the bucket holds a minute's worth: 5, then one each 12s
 	s := newStack(t, stackOptions{})
@@ -49,9 +50,9 @@ func TestRateLimit(t *testing.T) {
 	}
 	assertNoSecrets(t, "429 answer", string(r.body)+r.header.Get("x-keyward-reason"), openaiKey, tok)
 
-	// Another token of the same group draws from its own bucket.
-	if r := s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + other}, chatBody); r.status != 200 {
-		t.Errorf("the group's other token: %d %s, want 200", r.status, r.body)
+	// The user's other token draws from the same bucket.
+	if r := s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + other}, chatBody); r.status != 429 {
+		t.Errorf("alice's other token: %d %s, want 429", r.status, r.body)
 	}
 
 	// The refusal is audited like any denial.

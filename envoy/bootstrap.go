@@ -42,6 +42,11 @@ const (
 	// ContextExtensionProvider is the context_extensions key that carries
 	// the provider name to keyward.
 	ContextExtensionProvider = "provider"
+	// ContextExtensionPathPrefix and ContextExtensionPrefixRewrite carry
+	// a route's path prefix and what Envoy rewrites it to, so that keyward
+	// sees the path the provider will (authz.PathPrefixExtension).
+	ContextExtensionPathPrefix    = "path_prefix"
+	ContextExtensionPrefixRewrite = "prefix_rewrite"
 	// NoRouteBody is the body of the 404 sent for paths no route matches.
 	NoRouteBody = `{"error":{"message":"no route","type":"invalid_request_error","code":"no_route"}}`
 
@@ -144,7 +149,10 @@ func listener(o Options, routes []*routev3.Route) (*listenerv3.Listener, error) 
 	if err != nil {
 		return nil, err
 	}
-	router, err := anyOf(&routerv3.Router{})
+	// No x-envoy-* headers towards the provider: x-envoy-original-path
+	// would show it the mesh's route, and the path before any
+	// rewrite; x-envoy-original-host the mesh's host names.
+	router, err := anyOf(&routerv3.Router{SuppressEnvoyHeaders: true})
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +164,16 @@ func listener(o Options, routes []*routev3.Route) (*listenerv3.Listener, error) 
 		// cannot route one way and be seen another way upstream.
 		NormalizePath: wrapperspb.Bool(true),
 		MergeSlashes:  true,
+		// An escaped slash or backslash (%2F, %5C) makes a path that
+		// Envoy, keyward and the provider may split differently
+		// (".../models%2Fgemini-pro:..."): refused with a 400.
+		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_REJECT_REQUEST,
+		// x_api_key is a header Envoy passes on and some servers read as
+		// x-api-key: dropped before any filter, so that no credential
+		// travels under a name keyward does not remove.
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_DROP_HEADER,
+		},
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: listenerName,
 			VirtualHosts: []*routev3.VirtualHost{{
@@ -217,7 +235,11 @@ func extAuthz(o Options) *extauthzv3.ExtAuthz {
 func providerRoute(r Route, up upstream) (*routev3.Route, error) {
 	perRoute, err := anyOf(&extauthzv3.ExtAuthzPerRoute{
 		Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: &extauthzv3.CheckSettings{
-			ContextExtensions: map[string]string{ContextExtensionProvider: r.Provider},
+			ContextExtensions: map[string]string{
+				ContextExtensionProvider:      r.Provider,
+				ContextExtensionPathPrefix:    r.PathPrefix,
+				ContextExtensionPrefixRewrite: up.pathPrefix,
+			},
 		}},
 	})
 	if err != nil {

@@ -19,9 +19,12 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
+	kwauthz "github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/envoy"
 	"github.com/keyward/keyward/envoy/envoytest"
 )
@@ -200,6 +203,23 @@ func TestBootstrapStructure(t *testing.T) {
 	}
 	if got := routes[0].GetRoute().GetPrefixRewrite(); got != "/openai/" {
 		t.Errorf("prefix_rewrite = %q, want /openai/", got)
+	}
+	// keyward rewrites the path as Envoy does, to match it against the
+	// provider's endpoints: it reads the same keys.
+	ext := per.GetCheckSettings().GetContextExtensions()
+	if ext[kwauthz.PathPrefixExtension] != "/openai/azure/" || ext[kwauthz.PrefixRewriteExtension] != "/openai/" || ext[kwauthz.ProviderExtension] != "azure" {
+		t.Errorf("context_extensions = %v, want the route's prefix and rewrite", ext)
+	}
+	// What the provider could read another way than keyward does is
+	// refused or dropped before any filter, and Envoy adds no x-envoy-*
+	// header (x-envoy-original-path) upstream.
+	if hcm.GetPathWithEscapedSlashesAction() != hcmv3.HttpConnectionManager_REJECT_REQUEST ||
+		hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() != corev3.HttpProtocolOptions_DROP_HEADER {
+		t.Errorf("escaped slashes %v, headers with underscores %v", hcm.GetPathWithEscapedSlashesAction(), hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction())
+	}
+	var router routerv3.Router
+	if err := hcm.GetHttpFilters()[1].GetTypedConfig().UnmarshalTo(&router); err != nil || !router.GetSuppressEnvoyHeaders() {
+		t.Errorf("router: suppress_envoy_headers %v (%v)", router.GetSuppressEnvoyHeaders(), err)
 	}
 	if err := routes[2].GetTypedPerFilterConfig()[envoy.ExtAuthzFilter].UnmarshalTo(&per); err != nil {
 		t.Fatal(err)

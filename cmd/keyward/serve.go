@@ -287,6 +287,7 @@ func newService(cfg *config.Config, st recordStore, log *slog.Logger) (*service,
 		DisableCustomKeys: cfg.DisableCustomKeys,
 		Hosts:             hosts,
 		CheckDeadline:     cfg.Cache.CheckDeadline,
+		Endpoints:         cfg.EndpointSpecs(),
 	})
 	if err != nil {
 		return nil, err
