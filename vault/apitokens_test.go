@@ -50,7 +50,7 @@ func sameAPIToken(a, b *record.APIToken) bool {
 // change marker, the stored shape, DeleteUser, and the example policies.
 func TestAPITokens(t *testing.T) {
 	srv := vaulttest.Start(t, "keyward")
-	st := newStore(t, srv, vault.Config{PollInterval: 50 * time.Millisecond})
+	st := newStore(t, srv, vault.Config{})
 	ctx := t.Context()
 	for _, u := range []string{"ann", "bob"} {
 		if err := st.PutUser(ctx, &record.User{Name: u, Role: record.RoleAdmin}); err != nil {
@@ -58,8 +58,8 @@ func TestAPITokens(t *testing.T) {
 		}
 	}
 	rec := &recorder{}
-	go st.Watch(ctx, rec, func() {})
-	time.Sleep(150 * time.Millisecond) // the first poll only learns where the marker is
+	p := st.Poller()
+	p.Poll(ctx, rec, func() {}) // the first poll only learns where the marker is
 
 	ann, ann2, bob := newAPIToken(t, "ann"), newAPIToken(t, "ann"), newAPIToken(t, "bob")
 	for _, a := range []*record.APIToken{ann, ann2, bob} {
@@ -67,7 +67,8 @@ func TestAPITokens(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rec.waitFor(t, vault.KindAPIToken+"/"+ann.ID)
+	p.Poll(ctx, rec, func() {})
+	rec.has(t, vault.KindAPIToken+"/"+ann.ID)
 
 	t.Run("round trip", func(t *testing.T) {
 		got, err := st.APIToken(ctx, ann.ID)
