@@ -3,11 +3,9 @@ package vault
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/keyward/keyward/record"
-	"github.com/keyward/keyward/token"
 )
 
 // Management tokens live at api-tokens/<id>, apart from the LLM tokens:
@@ -23,8 +21,8 @@ const apiTokensDir = "api-tokens/"
 // APIToken returns the management token record id, or an error wrapping
 // record.ErrNotFound.
 func (s *Store) APIToken(ctx context.Context, id string) (*record.APIToken, error) {
-	if !token.ValidID(id) {
-		return nil, fmt.Errorf("API token %q: %w", id, record.ErrNotFound)
+	if err := checkTokenID("API token", id); err != nil {
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, apiTokensDir+id)
 	if err != nil {
@@ -37,10 +35,7 @@ func (s *Store) APIToken(ctx context.Context, id string) (*record.APIToken, erro
 // must exist (record.ErrNotFound otherwise), so that no token is written
 // for nobody.
 func (s *Store) PutAPIToken(ctx context.Context, t *record.APIToken) error {
-	if !token.ValidID(t.ID) {
-		return fmt.Errorf("API token id %q: not a token id", t.ID)
-	}
-	if err := checkName("user", t.User); err != nil {
+	if err := errors.Join(checkTokenID("API token", t.ID), checkName("user", t.User)); err != nil {
 		return err
 	}
 	if _, err := s.get(ctx, usersDir+t.User); err != nil {

@@ -22,22 +22,13 @@ const KindCredential = "credential"
 
 func credentialsDir(user string) string { return usersDir + user + "/credentials/" }
 
-// checkCredential keeps the user and id that become a path plain; anything
-// else is not found.
-func checkCredential(user, id string) error {
-	if err := checkName("user", user); err != nil {
-		return err
-	}
-	if !record.ValidCredentialID(id) {
-		return fmt.Errorf("credential %q: %w", id, record.ErrNotFound)
-	}
-	return nil
-}
-
 // PutCredential creates or replaces one of c.User's credentials. The user
 // must exist (record.ErrNotFound otherwise), so that no credential is
 // written for nobody.
 func (s *Store) PutCredential(ctx context.Context, c *record.Credential) error {
+	if err := checkCredential(c.User, c.ID); err != nil {
+		return err
+	}
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("credential: %w", err)
 	}
@@ -51,7 +42,7 @@ func (s *Store) PutCredential(ctx context.Context, c *record.Credential) error {
 // user has no such credential, whoever else may.
 func (s *Store) Credential(ctx context.Context, user, id string) (*record.Credential, error) {
 	if err := checkCredential(user, id); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, credentialsDir(user)+id)
 	if err != nil {
@@ -68,7 +59,7 @@ func (s *Store) Credential(ctx context.Context, user, id string) (*record.Creden
 // has none (an empty list, no error).
 func (s *Store) Credentials(ctx context.Context, user string) ([]*record.Credential, error) {
 	if err := checkName("user", user); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	out, err := listRecords(ctx, s, credentialsDir(user), func(ctx context.Context, id string) (*record.Credential, error) {
 		return s.Credential(ctx, user, id)

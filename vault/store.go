@@ -89,7 +89,7 @@ func New(cfg Config, log *slog.Logger, getenv func(string) string) (*Store, erro
 	// No retries inside a request: a check waiting on Vault should fail
 	// over to its cached record at once; the poller tries again next tick.
 	vc.MaxRetries = 0
-	requests := &countingTransport{next: vc.HttpClient.Transport}
+	requests := &countingTransport{next: refuseRedirects{next: vc.HttpClient.Transport}}
 	vc.HttpClient.Transport = requests
 	client, err := api.NewClient(vc)
 	if err != nil {
@@ -174,18 +174,10 @@ func (s *Store) get(ctx context.Context, path string) (*api.KVSecret, error) {
 	return sec, nil
 }
 
-// checkName keeps names that become Vault paths plain.
-func checkName(kind, name string) error {
-	if err := record.ValidateName(kind, name); err != nil {
-		return fmt.Errorf("%w: %v", record.ErrNotFound, err)
-	}
-	return nil
-}
-
 // Token returns the token record with the given id.
 func (s *Store) Token(ctx context.Context, id string) (*record.Token, error) {
-	if !token.ValidID(id) {
-		return nil, fmt.Errorf("token %q: %w", id, record.ErrNotFound)
+	if err := checkTokenID("token", id); err != nil {
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, tokensDir+id)
 	if err != nil {
@@ -197,7 +189,7 @@ func (s *Store) Token(ctx context.Context, id string) (*record.Token, error) {
 // User returns the named user.
 func (s *Store) User(ctx context.Context, name string) (*record.User, error) {
 	if err := checkName("user", name); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, usersDir+name)
 	if err != nil {
@@ -209,7 +201,7 @@ func (s *Store) User(ctx context.Context, name string) (*record.User, error) {
 // Group returns the named group.
 func (s *Store) Group(ctx context.Context, name string) (*record.Group, error) {
 	if err := checkName("group", name); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, groupsDir+name)
 	if err != nil {
@@ -223,7 +215,7 @@ func (s *Store) Group(ctx context.Context, name string) (*record.Group, error) {
 // Vault is picked up within a poll interval.
 func (s *Store) Provider(ctx context.Context, name string) (*record.Provider, error) {
 	if err := checkName("provider", name); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, providersDir+name)
 	if err != nil {

@@ -37,22 +37,34 @@ const (
 
 // PutGroup creates or replaces a group.
 func (s *Store) PutGroup(ctx context.Context, g *record.Group) error {
+	if err := checkName("group", g.Name); err != nil {
+		return err
+	}
 	return s.put(ctx, KindGroup, g.Name, groupsDir+g.Name, encodeGroup(g))
 }
 
 // DeleteGroup removes a group. Its tokens stay, and are denied.
 func (s *Store) DeleteGroup(ctx context.Context, name string) error {
+	if err := checkName("group", name); err != nil {
+		return err
+	}
 	return s.delete(ctx, KindGroup, name, groupsDir+name)
 }
 
 // PutUser creates or replaces a user.
 func (s *Store) PutUser(ctx context.Context, u *record.User) error {
+	if err := checkName("user", u.Name); err != nil {
+		return err
+	}
 	return s.put(ctx, KindUser, u.Name, usersDir+u.Name, encodeUser(u))
 }
 
 // DeleteUser removes a user, every token and management token they own
 // and every credential they stored.
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
+	if err := checkName("user", name); err != nil {
+		return err
+	}
 	tokens, err := s.Tokens(ctx)
 	if err != nil {
 		return err
@@ -82,11 +94,8 @@ func userTokensDir(user string) string { return usersDir + user + "/tokens/" }
 // written first: a token is never stored without one, so UserTokens
 // misses none.
 func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
-	if !token.ValidID(t.ID) {
-		return fmt.Errorf("token id %q: not a token id", t.ID)
-	}
-	if err := record.ValidateName("user", t.User); err != nil {
-		return fmt.Errorf("token %s: %w", t.ID, err)
+	if err := errors.Join(checkTokenID("token", t.ID), checkName("user", t.User), checkName("group", t.Group)); err != nil {
+		return err
 	}
 	if _, err := s.kv.Put(ctx, userTokensDir(t.User)+t.ID, map[string]any{"token": t.ID}); err != nil {
 		return fmt.Errorf("vault write %s: %w", userTokensDir(t.User)+t.ID, err)
@@ -96,6 +105,9 @@ func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
 
 // DeleteToken removes a token record and its owner's index entry.
 func (s *Store) DeleteToken(ctx context.Context, id string) error {
+	if err := checkTokenID("token", id); err != nil {
+		return err
+	}
 	t, err := s.Token(ctx, id)
 	if err != nil {
 		return err
@@ -112,8 +124,8 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 // UserTokens lists user's tokens through the user's index: one list and
 // one read per token of theirs.
 func (s *Store) UserTokens(ctx context.Context, user string) ([]*record.Token, error) {
-	if err := record.ValidateName("user", user); err != nil {
-		return nil, nil // no such user can own a token
+	if err := checkName("user", user); err != nil {
+		return nil, notFound(err)
 	}
 	all, err := listRecords(ctx, s, userTokensDir(user), s.Token)
 	if err != nil {
