@@ -62,29 +62,55 @@ func nameOps() map[string]nameOp {
 		return &record.Credential{ID: id, User: user, Name: "x", Provider: "openai", Key: "sk-x", Created: now}
 	}
 	return map[string]nameOp{
-		"Token":                  read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Token(ctx, n)) }),
-		"User":                   read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.User(ctx, n)) }),
-		"Group":                  read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Group(ctx, n)) }),
-		"Provider":               read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Provider(ctx, n)) }),
-		"APIToken":               read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.APIToken(ctx, n)) }),
-		"UserTokens":             read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.UserTokens(ctx, n)) }),
-		"Credentials":            read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credentials(ctx, n)) }),
-		"Credential user":        read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credential(ctx, n, fixCredential)) }),
-		"Credential id":          read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credential(ctx, fixUser, n)) }),
-		"PutGroup":               write(func(ctx context.Context, st *vault.Store, n string) error { return st.PutGroup(ctx, &record.Group{Name: n}) }),
-		"DeleteGroup":            write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteGroup(ctx, n) }),
-		"PutUser":                write(func(ctx context.Context, st *vault.Store, n string) error { return st.PutUser(ctx, &record.User{Name: n}) }),
-		"DeleteUser":             write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteUser(ctx, n) }),
-		"DeleteToken":            write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteToken(ctx, n) }),
-		"DeleteCredential user":  write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteCredential(ctx, n, fixCredential) }),
-		"DeleteCredential id":    write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteCredential(ctx, fixUser, n) }),
-		"PutCredential user":     write(func(ctx context.Context, st *vault.Store, n string) error { return st.PutCredential(ctx, cred(n, "c2")) }),
-		"PutCredential id":       write(func(ctx context.Context, st *vault.Store, n string) error { return st.PutCredential(ctx, cred(fixUser, n)) }),
-		"PutAPIToken id":         write(func(ctx context.Context, st *vault.Store, n string) error { return st.PutAPIToken(ctx, &record.APIToken{ID: n, User: fixUser}) }),
-		"PutAPIToken user":       write(func(ctx context.Context, st *vault.Store, n string) error { return st.PutAPIToken(ctx, &record.APIToken{ID: "CCCCCCCCCCCCCCCC", User: n}) }),
-		"PutToken id":            write(func(ctx context.Context, st *vault.Store, n string) error { return st.PutToken(ctx, &record.Token{ID: n, User: fixUser, Group: fixGroup}) }),
-		"PutToken user (index)":  write(func(ctx context.Context, st *vault.Store, n string) error { return st.PutToken(ctx, &record.Token{ID: "DDDDDDDDDDDDDDDD", User: n, Group: fixGroup}) }),
-		"PutToken group":         write(func(ctx context.Context, st *vault.Store, n string) error { return st.PutToken(ctx, &record.Token{ID: "DDDDDDDDDDDDDDDD", User: fixUser, Group: n}) }),
+		"Token":       read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Token(ctx, n)) }),
+		"User":        read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.User(ctx, n)) }),
+		"Group":       read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Group(ctx, n)) }),
+		"Provider":    read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Provider(ctx, n)) }),
+		"APIToken":    read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.APIToken(ctx, n)) }),
+		"UserTokens":  read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.UserTokens(ctx, n)) }),
+		"Credentials": read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credentials(ctx, n)) }),
+		"Credential user": read(func(ctx context.Context, st *vault.Store, n string) error {
+			return second(st.Credential(ctx, n, fixCredential))
+		}),
+		"Credential id": read(func(ctx context.Context, st *vault.Store, n string) error {
+			return second(st.Credential(ctx, fixUser, n))
+		}),
+		"PutGroup": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutGroup(ctx, &record.Group{Name: n})
+		}),
+		"DeleteGroup": write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteGroup(ctx, n) }),
+		"PutUser": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutUser(ctx, &record.User{Name: n})
+		}),
+		"DeleteUser":  write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteUser(ctx, n) }),
+		"DeleteToken": write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteToken(ctx, n) }),
+		"DeleteCredential user": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.DeleteCredential(ctx, n, fixCredential)
+		}),
+		"DeleteCredential id": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.DeleteCredential(ctx, fixUser, n)
+		}),
+		"PutCredential user": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutCredential(ctx, cred(n, "c2"))
+		}),
+		"PutCredential id": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutCredential(ctx, cred(fixUser, n))
+		}),
+		"PutAPIToken id": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutAPIToken(ctx, &record.APIToken{ID: n, User: fixUser})
+		}),
+		"PutAPIToken user": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutAPIToken(ctx, &record.APIToken{ID: "CCCCCCCCCCCCCCCC", User: n})
+		}),
+		"PutToken id": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutToken(ctx, &record.Token{ID: n, User: fixUser, Group: fixGroup})
+		}),
+		"PutToken user (index)": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutToken(ctx, &record.Token{ID: "DDDDDDDDDDDDDDDD", User: n, Group: fixGroup})
+		}),
+		"PutToken group": write(func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutToken(ctx, &record.Token{ID: "DDDDDDDDDDDDDDDD", User: fixUser, Group: n})
+		}),
 	}
 }
 
