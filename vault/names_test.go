@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
 	"github.com/keyward/keyward/vault"
 	"github.com/keyward/keyward/vault/vaulttest"
 )
@@ -48,69 +49,89 @@ func seedFixture(t testing.TB, srv *vaulttest.Server, st *vault.Store) {
 
 // nameOp is one public store method with one name or id left open.
 type nameOp struct {
+	// read is true for gets and lists: an invalid name is not found too.
 	read bool
-	do   func(ctx context.Context, st *vault.Store, name string) error
+	// valid is the rule the open name or id must follow.
+	valid func(string) bool
+	do    func(ctx context.Context, st *vault.Store, name string) error
+	// may lists the records the method may change for a valid name, the
+	// change marker aside: exact paths, or folders ending in "/".
+	may func(name string) []string
 }
 
+func validName(n string) bool { return record.ValidateName("x", n) == nil }
+
 // nameOps covers every public method that puts a name or id into a path,
-// each name or id in its own entry.
+// each name or id in its own entry. They act on the fixture.
 func nameOps() map[string]nameOp {
-	read := func(f func(context.Context, *vault.Store, string) error) nameOp { return nameOp{read: true, do: f} }
-	write := func(f func(context.Context, *vault.Store, string) error) nameOp { return nameOp{do: f} }
+	type doFunc = func(context.Context, *vault.Store, string) error
+	read := func(valid func(string) bool, f doFunc) nameOp { return nameOp{read: true, valid: valid, do: f} }
+	write := func(valid func(string) bool, f doFunc, may func(string) []string) nameOp {
+		return nameOp{valid: valid, do: f, may: may}
+	}
+	paths := func(format ...string) func(string) []string {
+		return func(n string) []string {
+			out := make([]string, len(format))
+			for i, f := range format {
+				out[i] = strings.ReplaceAll(f, "{}", n)
+			}
+			return out
+		}
+	}
 	now := time.Now()
 	cred := func(user, id string) *record.Credential {
 		return &record.Credential{ID: id, User: user, Name: "x", Provider: "openai", Key: "sk-x", Created: now}
 	}
+	const newToken, newAPIToken = "DDDDDDDDDDDDDDDD", "CCCCCCCCCCCCCCCC"
 	return map[string]nameOp{
-		"Token":       read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Token(ctx, n)) }),
-		"User":        read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.User(ctx, n)) }),
-		"Group":       read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Group(ctx, n)) }),
-		"Provider":    read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Provider(ctx, n)) }),
-		"APIToken":    read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.APIToken(ctx, n)) }),
-		"UserTokens":  read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.UserTokens(ctx, n)) }),
-		"Credentials": read(func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credentials(ctx, n)) }),
-		"Credential user": read(func(ctx context.Context, st *vault.Store, n string) error {
-			return second(st.Credential(ctx, n, fixCredential))
-		}),
-		"Credential id": read(func(ctx context.Context, st *vault.Store, n string) error {
-			return second(st.Credential(ctx, fixUser, n))
-		}),
-		"PutGroup": write(func(ctx context.Context, st *vault.Store, n string) error {
-			return st.PutGroup(ctx, &record.Group{Name: n})
-		}),
-		"DeleteGroup": write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteGroup(ctx, n) }),
-		"PutUser": write(func(ctx context.Context, st *vault.Store, n string) error {
-			return st.PutUser(ctx, &record.User{Name: n})
-		}),
-		"DeleteUser":  write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteUser(ctx, n) }),
-		"DeleteToken": write(func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteToken(ctx, n) }),
-		"DeleteCredential user": write(func(ctx context.Context, st *vault.Store, n string) error {
-			return st.DeleteCredential(ctx, n, fixCredential)
-		}),
-		"DeleteCredential id": write(func(ctx context.Context, st *vault.Store, n string) error {
-			return st.DeleteCredential(ctx, fixUser, n)
-		}),
-		"PutCredential user": write(func(ctx context.Context, st *vault.Store, n string) error {
-			return st.PutCredential(ctx, cred(n, "c2"))
-		}),
-		"PutCredential id": write(func(ctx context.Context, st *vault.Store, n string) error {
-			return st.PutCredential(ctx, cred(fixUser, n))
-		}),
-		"PutAPIToken id": write(func(ctx context.Context, st *vault.Store, n string) error {
+		"Token":           read(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Token(ctx, n)) }),
+		"User":            read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.User(ctx, n)) }),
+		"Group":           read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Group(ctx, n)) }),
+		"Provider":        read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Provider(ctx, n)) }),
+		"APIToken":        read(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error { return second(st.APIToken(ctx, n)) }),
+		"UserTokens":      read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.UserTokens(ctx, n)) }),
+		"Credentials":     read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credentials(ctx, n)) }),
+		"Credential user": read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credential(ctx, n, fixCredential)) }),
+		"Credential id":   read(record.ValidCredentialID, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credential(ctx, fixUser, n)) }),
+		"PutGroup": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.PutGroup(ctx, &record.Group{Name: n}) },
+			paths("groups/{}")),
+		"DeleteGroup": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteGroup(ctx, n) },
+			paths("groups/{}")),
+		"PutUser": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.PutUser(ctx, &record.User{Name: n}) },
+			paths("users/{}")),
+		"DeleteUser": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteUser(ctx, n) },
+			func(n string) []string {
+				may := []string{"users/" + n, "users/" + n + "/"}
+				if n == fixUser {
+					may = append(may, "tokens/"+fixToken, "api-tokens/"+fixAPIToken)
+				}
+				return may
+			}),
+		"DeleteToken": write(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteToken(ctx, n) },
+			paths("tokens/{}", "users/"+fixUser+"/tokens/{}")),
+		"DeleteCredential user": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteCredential(ctx, n, fixCredential) },
+			paths("users/{}/credentials/"+fixCredential)),
+		"DeleteCredential id": write(record.ValidCredentialID, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteCredential(ctx, fixUser, n) },
+			paths("users/"+fixUser+"/credentials/{}")),
+		"PutCredential user": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.PutCredential(ctx, cred(n, "c2")) },
+			paths("users/{}/credentials/c2")),
+		"PutCredential id": write(record.ValidCredentialID, func(ctx context.Context, st *vault.Store, n string) error { return st.PutCredential(ctx, cred(fixUser, n)) },
+			paths("users/"+fixUser+"/credentials/{}")),
+		"PutAPIToken id": write(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error {
 			return st.PutAPIToken(ctx, &record.APIToken{ID: n, User: fixUser})
-		}),
-		"PutAPIToken user": write(func(ctx context.Context, st *vault.Store, n string) error {
-			return st.PutAPIToken(ctx, &record.APIToken{ID: "CCCCCCCCCCCCCCCC", User: n})
-		}),
-		"PutToken id": write(func(ctx context.Context, st *vault.Store, n string) error {
+		}, paths("api-tokens/{}")),
+		"PutAPIToken user": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutAPIToken(ctx, &record.APIToken{ID: newAPIToken, User: n})
+		}, paths("api-tokens/"+newAPIToken)),
+		"PutToken id": write(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error {
 			return st.PutToken(ctx, &record.Token{ID: n, User: fixUser, Group: fixGroup})
-		}),
-		"PutToken user (index)": write(func(ctx context.Context, st *vault.Store, n string) error {
-			return st.PutToken(ctx, &record.Token{ID: "DDDDDDDDDDDDDDDD", User: n, Group: fixGroup})
-		}),
-		"PutToken group": write(func(ctx context.Context, st *vault.Store, n string) error {
-			return st.PutToken(ctx, &record.Token{ID: "DDDDDDDDDDDDDDDD", User: fixUser, Group: n})
-		}),
+		}, paths("tokens/{}", "users/"+fixUser+"/tokens/{}")),
+		"PutToken user (index)": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutToken(ctx, &record.Token{ID: newToken, User: n, Group: fixGroup})
+		}, paths("tokens/"+newToken, "users/{}/tokens/"+newToken)),
+		"PutToken group": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutToken(ctx, &record.Token{ID: newToken, User: fixUser, Group: n})
+		}, paths("tokens/"+newToken, "users/"+fixUser+"/tokens/"+newToken)),
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 
 // newStore starts a store logged in with a token of the given policies
 // ("" for the root token).
-func newStore(t *testing.T, srv *vaulttest.Server, cfg vault.Config, policies ...string) *vault.Store {
+func newStore(t testing.TB, srv *vaulttest.Server, cfg vault.Config, policies ...string) *vault.Store {
 	t.Helper()
 	tok := srv.RootToken
 	if len(policies) > 0 {

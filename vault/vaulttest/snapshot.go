@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hashicorp/vault/api"
@@ -19,14 +20,36 @@ func Snapshot(t testing.TB, client *api.Client, mount string) map[string]string 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	out := map[string]string{}
-	if err := walk(ctx, client.KVv2(mount), client.Logical(), mount, "", out); err != nil {
+	var paths []string
+	if err := walk(ctx, client.Logical(), mount, "", &paths); err != nil {
 		t.Fatalf("vaulttest: snapshot of %s: %v", mount, err)
+	}
+	// The metadata reads are independent: a few at a time keep a snapshot
+	// cheap enough to take around every step of a fuzz target.
+	states := make([]string, len(paths))
+	errs := make([]error, len(paths))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, path := range paths {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			states[i], errs[i] = state(ctx, client.KVv2(mount), path)
+		})
+	}
+	wg.Wait()
+	out := make(map[string]string, len(paths))
+	for i, path := range paths {
+		if errs[i] != nil {
+			t.Fatalf("vaulttest: snapshot of %s: %v", mount, errs[i])
+		}
+		out[path] = states[i]
 	}
 	return out
 }
 
-func walk(ctx context.Context, kv *api.KVv2, logical *api.Logical, mount, dir string, out map[string]string) error {
+// walk appends the path of every record under dir.
+func walk(ctx context.Context, logical *api.Logical, mount, dir string, paths *[]string) error {
 	sec, err := logical.ListWithContext(ctx, mount+"/metadata/"+dir)
 	if err != nil {
 		return fmt.Errorf("list %s: %w", dir, err)
@@ -37,21 +60,25 @@ func walk(ctx context.Context, kv *api.KVv2, logical *api.Logical, mount, dir st
 	keys, _ := sec.Data["keys"].([]any)
 	for _, k := range keys {
 		name, _ := k.(string)
-		if strings.HasSuffix(name, "/") {
-			if err := walk(ctx, kv, logical, mount, dir+name, out); err != nil {
-				return err
-			}
+		if !strings.HasSuffix(name, "/") {
+			*paths = append(*paths, dir+name)
 			continue
 		}
-		meta, err := kv.GetMetadata(ctx, dir+name)
-		if err != nil {
-			return fmt.Errorf("metadata of %s: %w", dir+name, err)
+		if err := walk(ctx, logical, mount, dir+name, paths); err != nil {
+			return err
 		}
-		deleted := ""
-		if v, ok := meta.Versions[fmt.Sprint(meta.CurrentVersion)]; ok && !v.DeletionTime.IsZero() {
-			deleted = v.DeletionTime.String()
-		}
-		out[dir+name] = fmt.Sprintf("v%d updated %s deleted %q", meta.CurrentVersion, meta.UpdatedTime, deleted)
 	}
 	return nil
+}
+
+func state(ctx context.Context, kv *api.KVv2, path string) (string, error) {
+	meta, err := kv.GetMetadata(ctx, path)
+	if err != nil {
+		return "", fmt.Errorf("metadata of %s: %w", path, err)
+	}
+	deleted := ""
+	if v, ok := meta.Versions[fmt.Sprint(meta.CurrentVersion)]; ok && !v.DeletionTime.IsZero() {
+		deleted = v.DeletionTime.String()
+	}
+	return fmt.Sprintf("v%d updated %s deleted %q", meta.CurrentVersion, meta.UpdatedTime, deleted), nil
 }
