@@ -84,20 +84,28 @@ func nameOps() map[string]nameOp {
 	}
 	const newToken, newAPIToken = "DDDDDDDDDDDDDDDD", "CCCCCCCCCCCCCCCC"
 	return map[string]nameOp{
-		"Token":           read(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Token(ctx, n)) }),
-		"User":            read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.User(ctx, n)) }),
-		"Group":           read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Group(ctx, n)) }),
-		"Provider":        read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Provider(ctx, n)) }),
-		"APIToken":        read(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error { return second(st.APIToken(ctx, n)) }),
-		"UserTokens":      read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.UserTokens(ctx, n)) }),
-		"Credentials":     read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credentials(ctx, n)) }),
-		"Credential user": read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credential(ctx, n, fixCredential)) }),
-		"Credential id":   read(record.ValidCredentialID, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credential(ctx, fixUser, n)) }),
-		"PutGroup": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.PutGroup(ctx, &record.Group{Name: n}) },
+		"Token":       read(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Token(ctx, n)) }),
+		"User":        read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.User(ctx, n)) }),
+		"Group":       read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Group(ctx, n)) }),
+		"Provider":    read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Provider(ctx, n)) }),
+		"APIToken":    read(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error { return second(st.APIToken(ctx, n)) }),
+		"UserTokens":  read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.UserTokens(ctx, n)) }),
+		"Credentials": read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Credentials(ctx, n)) }),
+		"Credential user": read(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return second(st.Credential(ctx, n, fixCredential))
+		}),
+		"Credential id": read(record.ValidCredentialID, func(ctx context.Context, st *vault.Store, n string) error {
+			return second(st.Credential(ctx, fixUser, n))
+		}),
+		"PutGroup": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutGroup(ctx, &record.Group{Name: n})
+		},
 			paths("groups/{}")),
 		"DeleteGroup": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteGroup(ctx, n) },
 			paths("groups/{}")),
-		"PutUser": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.PutUser(ctx, &record.User{Name: n}) },
+		"PutUser": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutUser(ctx, &record.User{Name: n})
+		},
 			paths("users/{}")),
 		"DeleteUser": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteUser(ctx, n) },
 			func(n string) []string {
@@ -109,13 +117,21 @@ func nameOps() map[string]nameOp {
 			}),
 		"DeleteToken": write(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteToken(ctx, n) },
 			paths("tokens/{}", "users/"+fixUser+"/tokens/{}")),
-		"DeleteCredential user": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteCredential(ctx, n, fixCredential) },
+		"DeleteCredential user": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.DeleteCredential(ctx, n, fixCredential)
+		},
 			paths("users/{}/credentials/"+fixCredential)),
-		"DeleteCredential id": write(record.ValidCredentialID, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteCredential(ctx, fixUser, n) },
+		"DeleteCredential id": write(record.ValidCredentialID, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.DeleteCredential(ctx, fixUser, n)
+		},
 			paths("users/"+fixUser+"/credentials/{}")),
-		"PutCredential user": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.PutCredential(ctx, cred(n, "c2")) },
+		"PutCredential user": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutCredential(ctx, cred(n, "c2"))
+		},
 			paths("users/{}/credentials/c2")),
-		"PutCredential id": write(record.ValidCredentialID, func(ctx context.Context, st *vault.Store, n string) error { return st.PutCredential(ctx, cred(fixUser, n)) },
+		"PutCredential id": write(record.ValidCredentialID, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.PutCredential(ctx, cred(fixUser, n))
+		},
 			paths("users/"+fixUser+"/credentials/{}")),
 		"PutAPIToken id": write(token.ValidID, func(ctx context.Context, st *vault.Store, n string) error {
 			return st.PutAPIToken(ctx, &record.APIToken{ID: n, User: fixUser})
