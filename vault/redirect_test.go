@@ -65,7 +65,11 @@ func TestRedirectsRefused(t *testing.T) {
 	for _, status := range []int{300, 301, 302, 303, 307, 308} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path == "/v1/auth/token/lookup-self" {
+				switch r.URL.Path {
+				case "/v1/sys/health":
+					io.WriteString(w, activeHealth)
+					return
+				case "/v1/auth/token/lookup-self":
 					io.WriteString(w, `{"data":{"ttl":0,"renewable":false}}`)
 					return
 				}
@@ -90,6 +94,9 @@ func TestRedirectsRefused(t *testing.T) {
 		})
 	}
 }
+
+// activeHealth is sys/health's answer on an active node.
+const activeHealth = `{"initialized":true,"sealed":false,"standby":false}`
 
 // fakeStore is a started store on a fake Vault at addr, logged in with a
 // token the fake accepts.

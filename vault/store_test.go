@@ -311,8 +311,8 @@ func TestIdleRequestsConstant(t *testing.T) {
 }
 
 // idleRequestsPerPoll is what an idle poll costs with no provider in use:
-// one read of the change marker.
-const idleRequestsPerPoll = 1
+// the active node's health check and one read of the change marker.
+const idleRequestsPerPoll = 2
 
 // TestConcurrentWritersLoseNothing: every change reaches the marker once,
 // however many writers race (check-and-set with backoff).
