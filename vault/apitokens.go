@@ -1,12 +1,12 @@
 package vault
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
 
 	"github.com/keyward/keyward/record"
-	"github.com/keyward/keyward/token"
 )
 
 // Management tokens live at api-tokens/<id>, apart from the LLM tokens:
@@ -22,8 +22,8 @@ const apiTokensDir = "api-tokens/"
 // APIToken returns the management token record id, or an error wrapping
 // record.ErrNotFound.
 func (s *Store) APIToken(ctx context.Context, id string) (*record.APIToken, error) {
-	if !token.ValidID(id) {
-		return nil, fmt.Errorf("API token %q: %w", id, record.ErrNotFound)
+	if err := checkTokenID("API token", id); err != nil {
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, apiTokensDir+id)
 	if err != nil {
@@ -36,10 +36,7 @@ func (s *Store) APIToken(ctx context.Context, id string) (*record.APIToken, erro
 // must exist (record.ErrNotFound otherwise), so that no token is written
 // for nobody.
 func (s *Store) PutAPIToken(ctx context.Context, t *record.APIToken) error {
-	if !token.ValidID(t.ID) {
-		return fmt.Errorf("API token id %q: not a token id", t.ID)
-	}
-	if err := checkName("user", t.User); err != nil {
+	if err := cmp.Or(checkTokenID("API token", t.ID), checkName("user", t.User)); err != nil {
 		return err
 	}
 	if _, err := s.get(ctx, usersDir+t.User); err != nil {
@@ -52,10 +49,7 @@ func (s *Store) PutAPIToken(ctx context.Context, t *record.APIToken) error {
 // accepted its owner, atomically with the owner's deletion (see
 // ownedWrite).
 func (s *Store) CreateAPIToken(ctx context.Context, t *record.APIToken, check func(*record.User) error) error {
-	if !token.ValidID(t.ID) {
-		return fmt.Errorf("API token id %q: not a token id", t.ID)
-	}
-	if err := checkName("user", t.User); err != nil {
+	if err := cmp.Or(checkTokenID("API token", t.ID), checkName("user", t.User)); err != nil {
 		return err
 	}
 	path := apiTokensDir + t.ID
@@ -73,8 +67,8 @@ func (s *Store) CreateAPIToken(ctx context.Context, t *record.APIToken, check fu
 // UpdateAPIToken applies change to the stored management token with
 // check-and-set, and announces it.
 func (s *Store) UpdateAPIToken(ctx context.Context, id string, change func(*record.APIToken) error) (*record.APIToken, error) {
-	if !token.ValidID(id) {
-		return nil, fmt.Errorf("API token %q: %w", id, record.ErrNotFound)
+	if err := checkTokenID("API token", id); err != nil {
+		return nil, notFound(err)
 	}
 	return updateRecord(ctx, s, KindAPIToken, id, apiTokensDir+id, codec[record.APIToken]{decodeAPIToken, encodeAPIToken}, change)
 }

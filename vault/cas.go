@@ -96,8 +96,8 @@ func retryCAS(ctx context.Context, path string, attempt func() error) error {
 	return fmt.Errorf("vault write %s: too many concurrent writers", path)
 }
 
-// notFound is record.ErrNotFound for a path.
-func notFound(path string) error { return fmt.Errorf("%s: %w", path, record.ErrNotFound) }
+// pathNotFound is record.ErrNotFound for a path.
+func pathNotFound(path string) error { return fmt.Errorf("%s: %w", path, record.ErrNotFound) }
 
 // createNamed stores data at path unless a live record is there
 // (record.ErrExists); a path never written or holding a tombstone takes
@@ -136,7 +136,7 @@ func updateRecord[R any](ctx context.Context, s *Store, kind, name, path string,
 		case err != nil:
 			return err
 		case !cur.live():
-			return notFound(path)
+			return pathNotFound(path)
 		}
 		r, err := c.decode(name, cur.data)
 		if err != nil {
@@ -169,7 +169,7 @@ func (s *Store) bury(ctx context.Context, path string) error {
 		case err != nil:
 			return err
 		case cur.n == 0:
-			return notFound(path)
+			return pathNotFound(path)
 		case !cur.live():
 			return nil
 		}
@@ -196,7 +196,7 @@ func (s *Store) ownedWrite(ctx context.Context, user string, write func(u *recor
 		case err != nil:
 			return err
 		case !cur.live():
-			return notFound(path)
+			return pathNotFound(path)
 		}
 		u, err := decodeUser(user, cur.data)
 		if err != nil {

@@ -145,11 +145,19 @@ func TestConfigValidate(t *testing.T) {
 		"k8s no role":   {Config{Auth: AuthConfig{Method: "kubernetes"}}, "vault.auth.role"},
 		"bad mount":     {Config{Mount: "a/b"}, "vault.mount"},
 		"fast poll":     {Config{PollInterval: time.Millisecond}, "vault.poll_interval"},
+		"addresses":     {Config{Addresses: []string{"http://10.0.0.1:8200", "https://vault-1.vault:8200/"}}, ""},
+		"both":          {Config{Address: "http://a:8200", Addresses: []string{"http://b:8200"}}, "vault.addresses: set address or addresses"},
+		"no scheme":     {Config{Addresses: []string{"http://a:8200", "b:8200"}}, "vault.addresses[1]"},
+		"path":          {Config{Addresses: []string{"http://a:8200/vault"}}, "vault.addresses[0]"},
+		"user info":     {Config{Addresses: []string{"https://u:p@a:8200"}}, "vault.addresses[0]"},
 	}
 	for name, tc := range tests {
 		err := tc.cfg.WithDefaults().Validate()
 		if (err == nil) != (tc.want == "") || err != nil && !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), ":p@") {
+			t.Errorf("%s: the error carries the password: %v", name, err)
 		}
 	}
 }

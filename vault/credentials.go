@@ -21,18 +21,6 @@ const KindCredential = "credential"
 
 func credentialsDir(user string) string { return usersDir + user + "/credentials/" }
 
-// checkCredential keeps the user and id that become a path plain; anything
-// else is not found.
-func checkCredential(user, id string) error {
-	if err := checkName("user", user); err != nil {
-		return err
-	}
-	if !record.ValidCredentialID(id) {
-		return fmt.Errorf("credential %q: %w", id, record.ErrNotFound)
-	}
-	return nil
-}
-
 // PutCredential creates or replaces one of c.User's credentials. The user
 // must exist (record.ErrNotFound otherwise), so that no credential is
 // written for nobody.
@@ -44,6 +32,9 @@ func (s *Store) PutCredential(ctx context.Context, c *record.Credential) error {
 // and the credentials the owner holds, atomically with the owner's other
 // credential writes and deletion (see ownedWrite), and announces it.
 func (s *Store) SaveCredential(ctx context.Context, c *record.Credential, check func(*record.User, []*record.Credential) error) error {
+	if err := checkCredential(c.User, c.ID); err != nil {
+		return err
+	}
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("credential: %w", err)
 	}
@@ -85,7 +76,7 @@ func (s *Store) restore(ctx context.Context, path string, prev version) error {
 // user has no such credential, whoever else may.
 func (s *Store) Credential(ctx context.Context, user, id string) (*record.Credential, error) {
 	if err := checkCredential(user, id); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, credentialsDir(user)+id)
 	if err != nil {
@@ -102,7 +93,7 @@ func (s *Store) Credential(ctx context.Context, user, id string) (*record.Creden
 // has none (an empty list, no error).
 func (s *Store) Credentials(ctx context.Context, user string) ([]*record.Credential, error) {
 	if err := checkName("user", user); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	out, err := listRecords(ctx, s, credentialsDir(user), func(ctx context.Context, id string) (*record.Credential, error) {
 		return s.Credential(ctx, user, id)

@@ -283,6 +283,11 @@ type tokenKeeper struct {
 	// a token handed out with a TTL below the watcher's grace period would
 	// otherwise make the keeper log in back to back.
 	minInterval time.Duration
+	// clock times the waits between logins; watch keeps one token alive
+	// and returns when it is time to log in again (renewUntilDone outside
+	// tests). Both are seams, so that tests drive the loop by events.
+	clock clock
+	watch func(ctx context.Context, secret *api.Secret)
 
 	kick     chan struct{} // relogin's request, buffered 1
 	logins   atomic.Int64
@@ -294,16 +299,30 @@ func newTokenKeeper(client *api.Client, method api.AuthMethod, log *slog.Logger)
 	if s, ok := method.(fmt.Stringer); ok {
 		name = s.String()
 	}
-	return &tokenKeeper{
+	k := &tokenKeeper{
 		client:      client,
 		method:      method,
 		name:        name,
 		log:         log,
 		backoff:     loginBackoff,
 		minInterval: time.Second,
+		clock:       realClock{},
 		kick:        make(chan struct{}, 1),
 	}
+	k.watch = k.renewUntilDone
+	return k
 }
+
+// clock is what the keeper needs of time.
+type clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // loginBackoff doubles from 1s up to maxLoginBackoff, with jitter so that
 // replicas restarted together do not log in together.
@@ -331,18 +350,18 @@ func (k *tokenKeeper) login(ctx context.Context) (*api.Secret, error) {
 // watcher has stopped; a renewal request in flight then ends within the
 // client's timeout, as the api's renewal takes no context.
 func (k *tokenKeeper) run(ctx context.Context, secret *api.Secret) {
-	last := time.Now()
+	last := k.clock.Now()
 	for {
 		if secret != nil {
 			k.watch(ctx, secret)
 		}
-		if !sleep(ctx, time.Until(last.Add(k.minInterval))) {
+		if !k.sleep(ctx, last.Add(k.minInterval).Sub(k.clock.Now())) {
 			return
 		}
 		if secret = k.loginUntilDone(ctx); secret == nil {
 			return
 		}
-		last = time.Now()
+		last = k.clock.Now()
 		select { // a request made for the old token is answered
 		case <-k.kick:
 		default:
@@ -373,13 +392,14 @@ func (k *tokenKeeper) loginUntilDone(ctx context.Context) *api.Secret {
 		}
 		wait := k.backoff(failures)
 		k.log.Error("vault login failed", "method", k.name, "failures", failures, "retry_in", wait.String(), "err", err)
-		if !sleep(ctx, wait) {
+		if !k.sleep(ctx, wait) {
 			return nil
 		}
 	}
 }
 
-// watch renews secret's token until it is time to log in again or ctx is done.
+// renewUntilDone renews secret's token until it is time to log in again
+// or ctx is done.
 //
 // The api.LifetimeWatcher alone reacts late to a token's end, which matters
 // with short TTLs: it retries failed renewals with a 10s initial backoff;
@@ -389,7 +409,7 @@ func (k *tokenKeeper) loginUntilDone(ctx context.Context) *api.Secret {
 // wait silently for the old lease to run out. So the watcher renews through
 // a clone of the client without retries, stops at the first error
 // (RenewBehaviorErrorOnErrors), and reports 403s here.
-func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) {
+func (k *tokenKeeper) renewUntilDone(ctx context.Context, secret *api.Secret) {
 	if secret.Auth == nil || (!secret.Auth.Renewable && secret.Auth.LeaseDuration <= 0) {
 		// A token without TTL (root, or created with none) never expires:
 		// nothing to renew, and the watcher would return at once.
@@ -479,17 +499,16 @@ func (k *tokenKeeper) Logins() int64 { return k.logins.Load() }
 // Renewals returns how many renewals succeeded (for tests and logs).
 func (k *tokenKeeper) Renewals() int64 { return k.renewals.Load() }
 
-// sleep waits d or until ctx is done, and reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
+// sleep waits d on the keeper's clock or until ctx is done, and reports
+// whether ctx is still live.
+func (k *tokenKeeper) sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-t.C:
+	case <-k.clock.After(d):
 		return true
 	}
 }

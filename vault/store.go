@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,9 +20,17 @@ import (
 
 // Config configures the Vault store.
 type Config struct {
-	// Address is Vault's URL. Default $VAULT_ADDR (api.DefaultConfig also
-	// reads VAULT_CACERT and the other standard variables).
+	// Address is Vault's URL: one that always reaches the active node (a
+	// single server, or a load balancer or service that routes to the
+	// active node only, as sys/health's 200 tells). Default $VAULT_ADDR
+	// (api.DefaultConfig also reads VAULT_CACERT and the other standard
+	// variables).
 	Address string `yaml:"address"`
+	// Addresses lists every node of a cluster instead, as
+	// http(s)://HOST:PORT: keyward asks each one's sys/health, sends every
+	// request to the active one and follows it through failovers. Set
+	// address or addresses, not both.
+	Addresses []string `yaml:"addresses"`
 	// Mount is the KV v2 mount keyward's records live under. Default
 	// "keyward".
 	Mount string `yaml:"mount"`
@@ -64,7 +74,8 @@ type Store struct {
 	log      *slog.Logger
 	client   *api.Client
 	kv       *api.KVv2
-	requests *countingTransport
+	requests *atomic.Uint64
+	nodes    *activeNode
 	method   api.AuthMethod
 	keeper   *tokenKeeper
 	// background is the token keeper's goroutine.
@@ -82,15 +93,28 @@ func New(cfg Config, log *slog.Logger, getenv func(string) string) (*Store, erro
 	if vc.Error != nil {
 		return nil, fmt.Errorf("vault: %w", vc.Error)
 	}
-	if cfg.Address != "" {
-		vc.Address = cfg.Address
+	addrs := cfg.Addresses
+	if len(addrs) == 0 {
+		if cfg.Address != "" {
+			vc.Address = cfg.Address
+		}
+		addrs = []string{vc.Address}
 	}
+	vc.Address = addrs[0] // requests are routed to the active node
 	vc.Timeout = cfg.Timeout
 	// No retries inside a request: a check waiting on Vault should fail
 	// over to its cached record at once; the poller tries again next tick.
 	vc.MaxRetries = 0
-	requests := &countingTransport{next: vc.HttpClient.Transport}
-	vc.HttpClient.Transport = requests
+	// Every request is counted and no redirect is followed; the client's
+	// requests go to the active node, the health probes to each address.
+	requests := &atomic.Uint64{}
+	base := vc.HttpClient.Transport
+	probe := &http.Client{Timeout: cfg.Timeout, Transport: &countingTransport{n: requests, next: refuseRedirects{next: base}}}
+	nodes, err := newActiveNode(addrs, probe, base)
+	if err != nil {
+		return nil, err
+	}
+	vc.HttpClient.Transport = &countingTransport{n: requests, next: refuseRedirects{next: nodes}}
 	client, err := api.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
@@ -111,15 +135,21 @@ func New(cfg Config, log *slog.Logger, getenv func(string) string) (*Store, erro
 		client:           client,
 		kv:               client.KVv2(cfg.Mount),
 		requests:         requests,
+		nodes:            nodes,
 		method:           method,
 		keeper:           newTokenKeeper(client, method, log),
 		providerVersions: map[string]int{},
 	}, nil
 }
 
-// Start logs in and keeps the token alive in the background until ctx is
-// done (Wait waits for that). It returns the first login's error.
+// Start finds the active node, logs in and keeps the token alive in the
+// background until ctx is done (Wait waits for that). It returns the
+// first error of either.
 func (s *Store) Start(ctx context.Context) error {
+	if _, err := s.nodes.check(ctx); err != nil {
+		return err
+	}
+	s.log.Info("vault active node", "address", s.nodes.current())
 	secret, err := s.keeper.login(ctx)
 	if err != nil {
 		return err
@@ -132,17 +162,20 @@ func (s *Store) Start(ctx context.Context) error {
 // Start's ctx is done).
 func (s *Store) Wait() { s.background.Wait() }
 
-// Requests returns how many HTTP requests the store has sent to Vault.
-func (s *Store) Requests() uint64 { return s.requests.n.Load() }
+// Requests returns how many HTTP requests the store has sent to Vault,
+// health probes included.
+func (s *Store) Requests() uint64 { return s.requests.Load() }
 
-// Client returns the underlying Vault client (for tests and tools).
+// Client returns the underlying Vault client (for tests and tools). Its
+// requests go to the active node, whatever its Address says, and fail
+// with ErrNoActiveNode while none is known.
 func (s *Store) Client() *api.Client { return s.client }
 
 // countingTransport counts requests, so that tests and the load tool can
 // show what keyward costs Vault.
 type countingTransport struct {
 	next http.RoundTripper
-	n    atomic.Uint64
+	n    *atomic.Uint64
 }
 
 func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -174,18 +207,10 @@ func (s *Store) get(ctx context.Context, path string) (*api.KVSecret, error) {
 	return sec, nil
 }
 
-// checkName keeps names that become Vault paths plain.
-func checkName(kind, name string) error {
-	if err := record.ValidateName(kind, name); err != nil {
-		return fmt.Errorf("%w: %v", record.ErrNotFound, err)
-	}
-	return nil
-}
-
 // Token returns the token record with the given id.
 func (s *Store) Token(ctx context.Context, id string) (*record.Token, error) {
-	if !token.ValidID(id) {
-		return nil, fmt.Errorf("token %q: %w", id, record.ErrNotFound)
+	if err := checkTokenID("token", id); err != nil {
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, tokensDir+id)
 	if err != nil {
@@ -197,7 +222,7 @@ func (s *Store) Token(ctx context.Context, id string) (*record.Token, error) {
 // User returns the named user.
 func (s *Store) User(ctx context.Context, name string) (*record.User, error) {
 	if err := checkName("user", name); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, usersDir+name)
 	if err != nil {
@@ -209,7 +234,7 @@ func (s *Store) User(ctx context.Context, name string) (*record.User, error) {
 // Group returns the named group.
 func (s *Store) Group(ctx context.Context, name string) (*record.Group, error) {
 	if err := checkName("group", name); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, groupsDir+name)
 	if err != nil {
@@ -223,7 +248,7 @@ func (s *Store) Group(ctx context.Context, name string) (*record.Group, error) {
 // Vault is picked up within a poll interval.
 func (s *Store) Provider(ctx context.Context, name string) (*record.Provider, error) {
 	if err := checkName("provider", name); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	sec, err := s.get(ctx, providersDir+name)
 	if err != nil {
@@ -267,6 +292,21 @@ func (c Config) Validate() error {
 	}
 	if err := record.ValidateName("mount", c.Mount); err != nil {
 		bad("mount", "%q is not a plain mount name", c.Mount)
+	}
+	if c.Address != "" && len(c.Addresses) > 0 {
+		bad("addresses", "set address or addresses, not both")
+	}
+	for i, a := range c.Addresses {
+		u, err := url.Parse(a)
+		if err != nil {
+			bad(fmt.Sprintf("addresses[%d]", i), "not a URL: want http(s)://HOST[:PORT]")
+			continue
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" ||
+			u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			// Redacted: a password in the URL stays out of the error.
+			bad(fmt.Sprintf("addresses[%d]", i), "%q is not http(s)://HOST[:PORT]", u.Redacted())
+		}
 	}
 	if c.PollInterval < 50*time.Millisecond {
 		bad("poll_interval", "%s is too short (at least 50ms)", c.PollInterval)

@@ -44,8 +44,8 @@ func TestUserTokens(t *testing.T) {
 	if got := ids("bob"); len(got) != 1 || got[0] != "CCCCCCCCCCCCCCCC" {
 		t.Fatalf("bob's tokens: %v", got)
 	}
-	if got := ids("../ann"); len(got) != 0 {
-		t.Fatalf("a path as a user name: %v", got)
+	if got, err := st.UserTokens(ctx, "../ann"); !errors.Is(err, record.ErrInvalidName) || len(got) != 0 {
+		t.Fatalf("a path as a user name: %v, %v; want none and ErrInvalidName", got, err)
 	}
 	if err := st.DeleteToken(ctx, "AAAAAAAAAAAAAAAA"); err != nil {
 		t.Fatal(err)

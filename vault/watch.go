@@ -18,9 +18,11 @@ type Invalidator interface {
 // Watch polls Vault every PollInterval until ctx is done, telling inv what
 // changed. onKeys runs when the token signing keys may have changed.
 //
-// One poll is one read of the change marker, plus one metadata read per
-// provider in use (so that a key rotated directly in Vault is seen within a
-// poll): a constant few requests, however many tokens and groups there are.
+// One poll is a health check of the active node (see active.go), one read
+// of the change marker, and one metadata read per provider in use (so that
+// a key rotated directly in Vault is seen within a poll): a constant few
+// requests, however many tokens and groups there are. When the active node
+// changes, every cache is dropped.
 // Records changed directly in Vault, past keyward, are picked up when their
 // cache TTL runs out.
 //
@@ -49,7 +51,12 @@ type watchState struct {
 }
 
 func (s *Store) poll(ctx context.Context, w *watchState, inv Invalidator, onKeys func()) {
-	seq, changes, _, err := s.readMarker(ctx)
+	var seq int
+	var changes []change
+	switched, err := s.nodes.check(ctx)
+	if err == nil {
+		seq, changes, _, err = s.readMarker(ctx)
+	}
 	if err == nil {
 		err = s.pollProviders(ctx, inv)
 	}
@@ -76,9 +83,14 @@ func (s *Store) poll(ctx context.Context, w *watchState, inv Invalidator, onKeys
 	}
 	switch {
 	case w.down:
-		s.log.Info("vault reachable again", "after", time.Since(w.downSince).Round(time.Millisecond).String())
+		s.log.Info("vault reachable again", "after", time.Since(w.downSince).Round(time.Millisecond).String(), "active_node", s.nodes.current())
 		w.down = false
 		resync("vault was unreachable")
+	case switched:
+		// Records read from the old node in its last moments as active
+		// may predate changes the new one has.
+		s.log.Info("vault active node changed", "address", s.nodes.current())
+		resync("the active node changed")
 	case !w.started:
 	case seq < w.last:
 		resync("change marker went back")

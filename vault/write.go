@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -34,19 +35,25 @@ const (
 // package manage creates and changes groups with CreateGroup and
 // UpdateGroup).
 func (s *Store) PutGroup(ctx context.Context, g *record.Group) error {
+	if err := checkName("group", g.Name); err != nil {
+		return err
+	}
 	return s.put(ctx, KindGroup, g.Name, groupsDir+g.Name, encodeGroup(g))
 }
 
 // CreateGroup stores g unless a group of that name exists
 // (record.ErrExists).
 func (s *Store) CreateGroup(ctx context.Context, g *record.Group) error {
+	if err := checkName("group", g.Name); err != nil {
+		return err
+	}
 	return s.createNamed(ctx, KindGroup, g.Name, groupsDir+g.Name, encodeGroup(g))
 }
 
 // UpdateGroup applies change to the stored group and stores the result.
 func (s *Store) UpdateGroup(ctx context.Context, name string, change func(*record.Group) error) (*record.Group, error) {
 	if err := checkName("group", name); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	return updateRecord(ctx, s, KindGroup, name, groupsDir+name, codec[record.Group]{decodeGroup, encodeGroup}, change)
 }
@@ -66,19 +73,25 @@ func (s *Store) DeleteGroup(ctx context.Context, name string) error {
 // PutUser creates or replaces a user, whatever is stored (a raw write:
 // package manage creates and changes users with CreateUser and UpdateUser).
 func (s *Store) PutUser(ctx context.Context, u *record.User) error {
+	if err := checkName("user", u.Name); err != nil {
+		return err
+	}
 	return s.put(ctx, KindUser, u.Name, usersDir+u.Name, encodeUser(u))
 }
 
 // CreateUser stores u unless a user of that name exists
 // (record.ErrExists).
 func (s *Store) CreateUser(ctx context.Context, u *record.User) error {
+	if err := checkName("user", u.Name); err != nil {
+		return err
+	}
 	return s.createNamed(ctx, KindUser, u.Name, usersDir+u.Name, encodeUser(u))
 }
 
 // UpdateUser applies change to the stored user and stores the result.
 func (s *Store) UpdateUser(ctx context.Context, name string, change func(*record.User) error) (*record.User, error) {
 	if err := checkName("user", name); err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
 	return updateRecord(ctx, s, KindUser, name, usersDir+name, codec[record.User]{decodeUser, encodeUser}, change)
 }
@@ -144,15 +157,9 @@ func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
 	return s.put(ctx, KindToken, t.ID, tokensDir+t.ID, encodeToken(t))
 }
 
-// checkToken keeps the id and owner of a token to be written plain.
+// checkToken checks the id, owner and group of a token to be written.
 func checkToken(t *record.Token) error {
-	if !token.ValidID(t.ID) {
-		return fmt.Errorf("token id %q: not a token id", t.ID)
-	}
-	if err := record.ValidateName("user", t.User); err != nil {
-		return fmt.Errorf("token %s: %w", t.ID, err)
-	}
-	return nil
+	return cmp.Or(checkTokenID("token", t.ID), checkName("user", t.User), checkName("group", t.Group))
 }
 
 func (s *Store) putIndex(ctx context.Context, t *record.Token) error {
@@ -192,14 +199,17 @@ func (s *Store) CreateToken(ctx context.Context, t *record.Token, check func(*re
 // UpdateToken applies change to the stored token and stores the result
 // with check-and-set: of two changes at once, the second sees the first.
 func (s *Store) UpdateToken(ctx context.Context, id string, change func(*record.Token) error) (*record.Token, error) {
-	if !token.ValidID(id) {
-		return nil, fmt.Errorf("token %q: %w", id, record.ErrNotFound)
+	if err := checkTokenID("token", id); err != nil {
+		return nil, notFound(err)
 	}
 	return updateRecord(ctx, s, KindToken, id, tokensDir+id, codec[record.Token]{decodeToken, encodeToken}, change)
 }
 
 // DeleteToken removes a token record and its owner's index entry.
 func (s *Store) DeleteToken(ctx context.Context, id string) error {
+	if err := checkTokenID("token", id); err != nil {
+		return err
+	}
 	t, err := s.Token(ctx, id)
 	if err != nil {
 		return err
@@ -224,8 +234,8 @@ func (s *Store) removeToken(ctx context.Context, user, id string) error {
 // UserTokens lists user's tokens through the user's index: one list and
 // one read per token of theirs.
 func (s *Store) UserTokens(ctx context.Context, user string) ([]*record.Token, error) {
-	if err := record.ValidateName("user", user); err != nil {
-		return nil, nil // no such user can own a token
+	if err := checkName("user", user); err != nil {
+		return nil, notFound(err)
 	}
 	all, err := listRecords(ctx, s, userTokensDir(user), s.Token)
 	if err != nil {
