@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -41,6 +42,49 @@ type Files struct {
 	// compared with the certificate's URI SANs, anything else with its
 	// DNS SANs (without regard to case). Needs ClientCAFile.
 	AllowedClients []string `yaml:"allowed_clients"`
+}
+
+// Enabled reports whether any file is named: TLS is then on.
+func (f Files) Enabled() bool {
+	return f.CertFile != "" || f.KeyFile != "" || f.ClientCAFile != "" || len(f.AllowedClients) > 0
+}
+
+// Validate checks the fields without reading the files; each error names
+// its field as written in YAML.
+func (f Files) Validate() error {
+	var errs []error
+	if f.CertFile == "" {
+		errs = append(errs, errors.New("cert_file: required with TLS"))
+	}
+	if f.KeyFile == "" {
+		errs = append(errs, errors.New("key_file: required with TLS"))
+	}
+	if len(f.AllowedClients) > 0 && f.ClientCAFile == "" {
+		errs = append(errs, errors.New("allowed_clients: needs client_ca_file, which verifies them"))
+	}
+	for i, id := range f.AllowedClients {
+		if err := ValidateIdentity(id); err != nil {
+			errs = append(errs, fmt.Errorf("allowed_clients[%d]: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateIdentity checks one identity of an allow-list: a URI with a
+// scheme and a host ("spiffe://trust.domain/path"), or a DNS name.
+// Wildcards are not identities: they would admit names no one chose.
+func ValidateIdentity(id string) error {
+	if IsURI(id) {
+		u, err := url.Parse(id)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("%q is not a URI with a scheme and a host", id)
+		}
+		return nil
+	}
+	if id == "" || strings.ContainsAny(id, "*/:@ \t") {
+		return fmt.Errorf("%q is not a DNS name or a spiffe:// URI", id)
+	}
+	return nil
 }
 
 // ErrClientNotAllowed is the handshake error of a client certificate whose
@@ -84,8 +128,8 @@ func Load(f Files, opts Options) (*Source, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if len(f.AllowedClients) > 0 && f.ClientCAFile == "" {
-		return nil, errors.New("allowed_clients: needs client_ca_file")
+	if err := f.Validate(); err != nil {
+		return nil, err
 	}
 	s := &Source{files: f, opts: opts, allowed: newAllowList(f.AllowedClients), refused: rate.Sometimes{Interval: time.Second}}
 	raw, sum, err := s.read()

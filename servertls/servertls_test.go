@@ -291,3 +291,38 @@ func TestReloadMissingFile(t *testing.T) {
 		t.Fatalf("Reload after the file came back: %v %v", changed, err)
 	}
 }
+
+func TestValidate(t *testing.T) {
+	ok := servertls.Files{CertFile: "c", KeyFile: "k", ClientCAFile: "ca", AllowedClients: []string{envoyID, "envoy.internal"}}
+	cases := map[string]struct {
+		edit func(*servertls.Files)
+		want []string // fields named; none for valid
+	}{
+		"valid":                 {edit: func(*servertls.Files) {}},
+		"no client CA":          {edit: func(f *servertls.Files) { f.ClientCAFile, f.AllowedClients = "", nil }},
+		"no files":              {edit: func(f *servertls.Files) { f.CertFile, f.KeyFile = "", "" }, want: []string{"cert_file", "key_file"}},
+		"allow-list without CA": {edit: func(f *servertls.Files) { f.ClientCAFile = "" }, want: []string{"allowed_clients"}},
+		"wildcard":              {edit: func(f *servertls.Files) { f.AllowedClients = []string{"*.internal"} }, want: []string{"allowed_clients[0]"}},
+		"uri without host":      {edit: func(f *servertls.Files) { f.AllowedClients = []string{envoyID, "spiffe:///x"} }, want: []string{"allowed_clients[1]"}},
+		"empty identity":        {edit: func(f *servertls.Files) { f.AllowedClients = []string{""} }, want: []string{"allowed_clients[0]"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			f := ok
+			f.AllowedClients = append([]string(nil), ok.AllowedClients...)
+			tc.edit(&f)
+			err := f.Validate()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			for _, field := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), field+":") {
+					t.Errorf("Validate: %v, want it to name %s", err, field)
+				}
+			}
+		})
+	}
+}
