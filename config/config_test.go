@@ -183,6 +183,7 @@ metrics:
 		Metrics:       config.Metrics{Listen: "127.0.0.1:9464"},
 		LogLevel:      "debug",
 		ShutdownGrace: 3 * time.Second,
+		ShutdownDrain: 5 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", c, want)

@@ -50,21 +50,25 @@ func (f Files) Enabled() bool {
 }
 
 // Validate checks the fields without reading the files; each error names
-// its field as written in YAML.
-func (f Files) Validate() error {
+// its field as written in YAML, after prefix and a dot when prefix is set.
+func (f Files) Validate(prefix string) error {
+	if prefix != "" {
+		prefix += "."
+	}
 	var errs []error
+	bad := func(field, msg string) { errs = append(errs, fmt.Errorf("%s%s: %s", prefix, field, msg)) }
 	if f.CertFile == "" {
-		errs = append(errs, errors.New("cert_file: required with TLS"))
+		bad("cert_file", "required with TLS")
 	}
 	if f.KeyFile == "" {
-		errs = append(errs, errors.New("key_file: required with TLS"))
+		bad("key_file", "required with TLS")
 	}
 	if len(f.AllowedClients) > 0 && f.ClientCAFile == "" {
-		errs = append(errs, errors.New("allowed_clients: needs client_ca_file, which verifies them"))
+		bad("allowed_clients", "needs client_ca_file, which verifies them")
 	}
 	for i, id := range f.AllowedClients {
 		if err := ValidateIdentity(id); err != nil {
-			errs = append(errs, fmt.Errorf("allowed_clients[%d]: %w", i, err))
+			bad(fmt.Sprintf("allowed_clients[%d]", i), err.Error())
 		}
 	}
 	return errors.Join(errs...)
@@ -128,7 +132,7 @@ func Load(f Files, opts Options) (*Source, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := f.Validate(); err != nil {
+	if err := f.Validate(""); err != nil {
 		return nil, err
 	}
 	s := &Source{files: f, opts: opts, allowed: newAllowList(f.AllowedClients), refused: rate.Sometimes{Interval: time.Second}}

@@ -311,7 +311,7 @@ func TestValidate(t *testing.T) {
 			f := ok
 			f.AllowedClients = append([]string(nil), ok.AllowedClients...)
 			tc.edit(&f)
-			err := f.Validate()
+			err := f.Validate("")
 			if len(tc.want) == 0 {
 				if err != nil {
 					t.Fatal(err)
