@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/mgmt"
+	"github.com/keyward/keyward/serve"
 )
 
 const apiAdminSecret = "bootstrap-admin-credential-api-test-0123456789"
@@ -59,11 +61,11 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := openStore(cfg, getenv)
+	st, err := serve.OpenStore(cfg, slog.New(slog.DiscardHandler), getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := mgmt.New(mgmt.Options{Store: st, AdminToken: apiAdminSecret})
+	srv, err := mgmt.New(mgmt.Options{Store: st.Records(), AdminToken: apiAdminSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
