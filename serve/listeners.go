@@ -25,8 +25,9 @@ import (
 // listeners are serve's open listeners, each with the server that will
 // serve it, and the TLS material to keep fresh.
 type listeners struct {
-	servers []*server
-	tls     []watchedTLS
+	servers  []*server
+	tls      []watchedTLS
+	onReload func(name string) // a test hook
 }
 
 // server is one listener and how it is served and stopped.
@@ -48,8 +49,8 @@ type watchedTLS struct {
 // listen opens every listener cfg asks for: the ext_authz gRPC server,
 // and the management API and metrics when configured. Nothing is left
 // open when it fails. closing ends health Watch streams at shutdown.
-func (s *service) listen(cfg *config.Config, st *Store, getenv func(string) string, closing context.Context) (ls *listeners, err error) {
-	ls = &listeners{}
+func (s *service) listen(cfg *config.Config, st *Store, opts Options, closing context.Context) (ls *listeners, err error) {
+	ls = &listeners{onReload: opts.tlsReloaded}
 	defer func() {
 		if err != nil {
 			ls.close()
@@ -68,7 +69,7 @@ func (s *service) listen(cfg *config.Config, st *Store, getenv func(string) stri
 		return ls, err
 	}
 	if cfg.Management.Listen != "" {
-		h, err := s.managementHandler(cfg.Management, st.records, getenv)
+		h, err := s.managementHandler(cfg.Management, st.records, opts.Getenv)
 		if err != nil {
 			return ls, err
 		}
@@ -90,7 +91,11 @@ func (ls *listeners) loadTLS(field, name string, t config.TLS, log *slog.Logger,
 	if !t.Enabled() {
 		return nil, nil
 	}
-	src, err := servertls.Load(t.Files, servertls.Options{Name: name, Log: log, NextProtos: nextProtos})
+	o := servertls.Options{Name: name, Log: log, NextProtos: nextProtos}
+	if ls.onReload != nil {
+		o.OnReload = func() { ls.onReload(name) }
+	}
+	src, err := servertls.Load(t.Files, o)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", field, err)
 	}

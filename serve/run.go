@@ -36,6 +36,9 @@ type Options struct {
 	listening func(map[string]net.Addr)
 	// after is the drain's clock; default time.After.
 	after func(time.Duration) <-chan time.Time
+	// tlsReloaded, in tests, hears of each certificate reload, by
+	// listener name.
+	tlsReloaded func(name string)
 }
 
 func (o Options) withDefaults() Options {
@@ -81,7 +84,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	debug.FreeOSMemory()
 	closing, endWatches := context.WithCancel(context.Background())
 	defer endWatches()
-	ls, err := svc.listen(cfg, st, opts.Getenv, closing)
+	ls, err := svc.listen(cfg, st, opts, closing)
 	if err != nil {
 		return err
 	}

@@ -64,8 +64,11 @@ type storeKind interface {
 
 // OpenStore opens the store cfg names (store.kind): the file store is read
 // from disk, a Vault store is set up without contacting Vault (Start logs
-// in). log receives the store's own events.
+// in). log receives the store's own events (nil: discarded).
 func OpenStore(cfg *config.Config, log *slog.Logger, getenv func(string) string) (*Store, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if cfg.Store.Kind == "vault" {
 		vs, err := vault.New(cfg.Vault, log, getenv)
 		if err != nil {

@@ -103,6 +103,9 @@ type Options struct {
 	Log *slog.Logger
 	// NextProtos are the ALPN protocols offered (gRPC adds h2 itself).
 	NextProtos []string
+	// OnReload, when set, is called after each reload that replaced the
+	// material, before Reload returns.
+	OnReload func()
 }
 
 // Source holds the current TLS material of one listener. Config's
@@ -189,6 +192,9 @@ func (s *Source) Reload() (bool, error) {
 			s.cur.Store(m)
 			s.reloads.Add(1)
 			s.logLoaded("tls certificate reloaded", m)
+			if s.opts.OnReload != nil {
+				s.opts.OnReload()
+			}
 			return true, nil
 		}
 	}

@@ -211,23 +211,27 @@ func TestReloadClientCA(t *testing.T) {
 	}
 }
 
-// TestWatch: the polling loop picks a rotation up by itself.
+// TestWatch: the polling loop picks a rotation up by itself and says so.
 func TestWatch(t *testing.T) {
 	p := newPKI(t)
-	src := load(t, p.files, nil)
+	reloaded := make(chan struct{}, 1)
+	src, err := servertls.Load(p.files, servertls.Options{OnReload: func() { reloaded <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { src.Watch(ctx, time.Millisecond); close(done) }()
 	defer func() { cancel(); <-done }()
 	next := p.ca.Issue(t, "keyward.test")
 	next.WriteFiles(t, p.dir, "server")
-	hangGuard := time.After(time.Minute)
-	for src.Leaf().SerialNumber.Cmp(next.Cert.SerialNumber) != 0 {
-		select {
-		case <-hangGuard:
-			t.Fatal("Watch did not pick up the rotated certificate")
-		case <-time.After(time.Millisecond):
-		}
+	select {
+	case <-reloaded:
+	case <-time.After(time.Minute): // a hang guard
+		t.Fatal("Watch did not pick up the rotated certificate")
+	}
+	if src.Leaf().SerialNumber.Cmp(next.Cert.SerialNumber) != 0 {
+		t.Fatal("reloaded, but not the rotated certificate")
 	}
 }
 
