@@ -5,7 +5,9 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +23,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -71,7 +74,8 @@ type stack struct {
 	env      []string
 	provider *fakeprovider.Server
 	envoyURL string
-	authz    string
+	authz    string // keyward's listen address, also the gRPC target of the tests' own calls
+	creds    credentials.TransportCredentials
 	keyward  *exec.Cmd
 	logs     *testlog.Buffer
 	exited   chan error
@@ -85,6 +89,12 @@ type stackOptions struct {
 	// forwardBody generates Envoy's bootstrap with -forward-body: Envoy
 	// sends the request body (up to 64 KiB) to keyward.
 	forwardBody bool
+	// listen, when set, is keyward's listen address (unix:/path); the
+	// default is a free loopback port.
+	listen string
+	// authzTLS, when set, is how the tests' own gRPC calls reach a
+	// keyward that serves TLS.
+	authzTLS *tls.Config
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -94,7 +104,10 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	upstream := httptest.NewServer(s.provider)
 	t.Cleanup(upstream.Close)
 
-	s.authz = envoytest.FreeAddr(t)
+	s.authz, s.creds = cmp.Or(opts.listen, envoytest.FreeAddr(t)), insecure.NewCredentials()
+	if opts.authzTLS != nil {
+		s.creds = credentials.NewTLS(opts.authzTLS)
+	}
 	listen := envoytest.FreeAddr(t)
 	admin := envoytest.FreeAddr(t)
 	s.envoyURL = "http://" + listen
@@ -106,6 +119,7 @@ store:
   env_file: .env
   poll_interval: 200ms
 shutdown_grace: 5s
+shutdown_drain: 0s
 routes:
   - {provider: openai, path_prefix: /openai/, upstream: %[2]s}
   - {provider: anthropic, path_prefix: /anthropic/, upstream: %[2]s}
@@ -182,7 +196,7 @@ func (s *stack) token(user, group string, extra ...string) string {
 // known holds for the denial body ("" when allowed).
 func (s *stack) waitForToken(tok, provider string, known func(denied string) bool) {
 	s.t.Helper()
-	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(s.creds))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -211,7 +225,7 @@ func (s *stack) startKeyward() {
 	go func() { s.exited <- cmd.Wait() }()
 	t.Cleanup(func() { s.stopKeyward() })
 
-	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(s.creds))
 	if err != nil {
 		t.Fatal(err)
 	}
