@@ -173,7 +173,12 @@ func (s *stack) kw(args ...string) string {
 }
 
 func (s *stack) kwErr(args ...string) (string, error) {
-	cmd := exec.Command(cliBin, append(args, "-config", s.config)...)
+	return s.kwWith(s.config, args...)
+}
+
+// kwWith runs a keyward CLI command against the configuration at path.
+func (s *stack) kwWith(path string, args ...string) (string, error) {
+	cmd := exec.Command(cliBin, append(args, "-config", path)...)
 	cmd.Env = append(os.Environ(), s.env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -277,7 +282,13 @@ type response struct {
 // do sends a request through Envoy.
 func (s *stack) do(method, path string, headers map[string]string, body string) response {
 	s.t.Helper()
-	req, err := http.NewRequest(method, s.envoyURL+path, strings.NewReader(body))
+	return s.doAt(s.envoyURL, method, path, headers, body)
+}
+
+// doAt sends a request through the Envoy listening at base.
+func (s *stack) doAt(base, method, path string, headers map[string]string, body string) response {
+	s.t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 	if err != nil {
 		s.t.Fatal(err)
 	}
