@@ -29,14 +29,24 @@ import (
 	"github.com/keyward/keyward/manage"
 
 	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/servertls"
 	"github.com/keyward/keyward/vault"
 )
 
 // Config is keyward's validated process configuration.
 type Config struct {
-	// Listen is the ext_authz gRPC address. Default 127.0.0.1:9191;
-	// env KEYWARD_LISTEN.
+	// Listen is the ext_authz gRPC address: host:port, or unix:/path for
+	// a unix socket (for an Envoy in the same pod). Default
+	// 127.0.0.1:9191; env KEYWARD_LISTEN.
 	Listen string `yaml:"listen"`
+	// TLS secures Listen with mutual TLS: keyward's answers carry
+	// provider keys, so only the clients on tls.allowed_clients (Envoy)
+	// may ask. Off by default.
+	TLS TLS `yaml:"tls"`
+	// AllowPlaintext lets Listen be a TCP address other hosts can reach
+	// without TLS; serve refuses that otherwise, and warns at start when
+	// allowed. Default false.
+	AllowPlaintext bool `yaml:"allow_plaintext"`
 	// Store says where records live.
 	Store Store `yaml:"store"`
 	// Credentials lists where clients may put their credential, in the
@@ -77,7 +87,26 @@ type Config struct {
 	// ShutdownGrace is how long serve waits for in-flight checks on
 	// SIGTERM. Default 10s.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// ShutdownDrain is how long serve keeps answering after SIGTERM with
+	// its health already NOT_SERVING, so that Envoy's health checks take
+	// it out of rotation before its listeners close; then in-flight
+	// requests get ShutdownGrace. Default 5s; 0 stops at once.
+	ShutdownDrain time.Duration `yaml:"shutdown_drain"`
 }
+
+// TLS is the TLS of one of serve's listeners: its certificate and key,
+// and optionally the CA bundle client certificates must chain to and the
+// identities admitted. The files are re-read every ReloadInterval and a
+// changed, usable set serves new connections without a restart.
+type TLS struct {
+	servertls.Files `yaml:",inline"`
+	// ReloadInterval is how often the files are checked for changes.
+	// Default 10s.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLS) Enabled() bool { return t.Files.Enabled() }
 
 // Store says where records live.
 type Store struct {
@@ -143,6 +172,12 @@ type Management struct {
 	// Listen is its address, e.g. 127.0.0.1:9292. Empty, the default,
 	// turns the API off. Env KEYWARD_MANAGEMENT_LISTEN.
 	Listen string `yaml:"listen"`
+	// TLS serves the API over HTTPS; client certificates are asked for
+	// only when tls.client_ca_file is set. Off by default.
+	TLS TLS `yaml:"tls"`
+	// AllowPlaintext lets Listen be a TCP address other hosts can reach
+	// without TLS (see Config.AllowPlaintext).
+	AllowPlaintext bool `yaml:"allow_plaintext"`
 	// RotationGrace is how long a rotated token keeps working when the
 	// rotation names no grace period of its own. Default (and when 0)
 	// 24h; at most 720h.
@@ -161,6 +196,11 @@ type Metrics struct {
 	// 127.0.0.1:9464. Empty, the default, turns metrics off. Env
 	// KEYWARD_METRICS_LISTEN.
 	Listen string `yaml:"listen"`
+	// TLS serves the endpoint over HTTPS. Off by default.
+	TLS TLS `yaml:"tls"`
+	// AllowPlaintext lets Listen be a TCP address other hosts can reach
+	// without TLS (see Config.AllowPlaintext).
+	AllowPlaintext bool `yaml:"allow_plaintext"`
 }
 
 // Audit configures the audit log.
@@ -179,8 +219,18 @@ type Envoy struct {
 	// Admin is Envoy's admin listener; empty for none. Default
 	// 127.0.0.1:9901.
 	Admin string `yaml:"admin"`
-	// AuthzAddress is how Envoy reaches keyward. Default: Listen of keyward.
+	// AuthzAddress is how Envoy reaches keyward: host:port (a name that
+	// resolves to several addresses makes each a replica) or unix:/path.
+	// Default: Listen of keyward, unless AuthzAddresses is set.
 	AuthzAddress string `yaml:"authz_address"`
+	// AuthzAddresses are several keyward replicas, each written as
+	// AuthzAddress; set this or AuthzAddress. Envoy health-checks every
+	// replica and retries a check on another when one cannot answer.
+	AuthzAddresses []string `yaml:"authz_addresses"`
+	// AuthzTLS makes Envoy speak mutual TLS to keyward: Envoy's client
+	// certificate, the CA keyward's certificate chains to, and keyward's
+	// identities. Paths are Envoy's, absolute. Off by default.
+	AuthzTLS envoy.AuthzTLS `yaml:"authz_tls"`
 	// AuthzTimeout bounds each check. Default 500ms.
 	AuthzTimeout time.Duration `yaml:"authz_timeout"`
 	// MaxRequestBytes is how much of a request body envoy-config
@@ -204,9 +254,13 @@ type Cache struct {
 }
 
 const (
-	defaultStoreFile  = "keyward-store.yaml"
-	defaultEnvoyAdmin = "127.0.0.1:9901"
+	defaultStoreFile     = "keyward-store.yaml"
+	defaultEnvoyAdmin    = "127.0.0.1:9901"
+	defaultShutdownDrain = 5 * time.Second
 )
+
+// UnixPrefix starts a listen address that is a unix socket path.
+const UnixPrefix = envoy.UnixPrefix
 
 // DefaultCredentials is where clients' credentials are looked for when the
 // configuration names none: the headers of the OpenAI, Anthropic, Gemini and
@@ -227,9 +281,10 @@ func Default() *Config {
 
 // newConfig returns a Config holding the defaults that an explicit empty
 // value overrides, so they are set before decoding rather than by
-// applyDefaults: envoy.admin: "" means no admin listener.
+// applyDefaults: envoy.admin: "" means no admin listener, shutdown_drain:
+// 0s no drain.
 func newConfig() *Config {
-	return &Config{Envoy: Envoy{Admin: defaultEnvoyAdmin}}
+	return &Config{Envoy: Envoy{Admin: defaultEnvoyAdmin}, ShutdownDrain: defaultShutdownDrain}
 }
 
 // Load reads the file at path (none when path is empty), applies the
@@ -254,6 +309,11 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 		c.Store.File = relativeTo(dir, c.Store.File)
 		c.Store.TokensFile = relativeTo(dir, c.Store.TokensFile)
 		c.Store.EnvFile = relativeTo(dir, c.Store.EnvFile)
+		for _, t := range []*TLS{&c.TLS, &c.Management.TLS, &c.Metrics.TLS} {
+			t.CertFile = relativeTo(dir, t.CertFile)
+			t.KeyFile = relativeTo(dir, t.KeyFile)
+			t.ClientCAFile = relativeTo(dir, t.ClientCAFile)
+		}
 	}
 	if err := c.applyEnv(getenv); err != nil {
 		return nil, err
@@ -323,7 +383,14 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.ModelHeader, "x-ai-eg-model")
 	c.ModelHeader = strings.ToLower(c.ModelHeader)
 	setDefault(&c.Envoy.Listen, "127.0.0.1:10000")
-	setDefault(&c.Envoy.AuthzAddress, c.Listen)
+	if len(c.Envoy.AuthzAddresses) == 0 {
+		setDefault(&c.Envoy.AuthzAddress, c.Listen)
+	}
+	for _, t := range []*TLS{&c.TLS, &c.Management.TLS, &c.Metrics.TLS} {
+		if t.Enabled() {
+			setDefault(&t.ReloadInterval, 10*time.Second)
+		}
+	}
 	setDefault(&c.Envoy.AuthzTimeout, 500*time.Millisecond)
 	setDefault(&c.Envoy.MaxRequestBytes, envoy.DefaultMaxRequestBytes)
 	setDefault(&c.Cache.Size, 100_000)
@@ -354,9 +421,29 @@ func (c *Config) Validate() error {
 			bad(field, "%q is not host:port", addr)
 		}
 	}
-	checkAddr("listen", c.Listen)
+	checkListen := func(field, addr string) {
+		if path, ok := strings.CutPrefix(addr, UnixPrefix); !ok {
+			checkAddr(field, addr)
+		} else if !filepath.IsAbs(path) {
+			bad(field, "%q: the unix socket path must be absolute", addr)
+		}
+	}
+	checkListen("listen", c.Listen)
 	checkAddr("envoy.listen", c.Envoy.Listen)
-	checkAddr("envoy.authz_address", c.Envoy.AuthzAddress)
+	if c.Envoy.AuthzAddress != "" || len(c.Envoy.AuthzAddresses) == 0 {
+		checkListen("envoy.authz_address", c.Envoy.AuthzAddress)
+	}
+	for i, a := range c.Envoy.AuthzAddresses {
+		checkListen(fmt.Sprintf("envoy.authz_addresses[%d]", i), a)
+	}
+	if c.Envoy.AuthzAddress != "" && len(c.Envoy.AuthzAddresses) > 0 {
+		bad("envoy.authz_addresses", "set envoy.authz_address or envoy.authz_addresses, not both")
+	}
+	if c.Envoy.AuthzTLS.Enabled() {
+		if err := c.Envoy.AuthzTLS.Validate("envoy.authz_tls"); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.Envoy.Admin != "" {
 		checkAddr("envoy.admin", c.Envoy.Admin)
 	}
@@ -366,6 +453,7 @@ func (c *Config) Validate() error {
 	if c.Metrics.Listen != "" {
 		checkAddr("metrics.listen", c.Metrics.Listen)
 	}
+	errs = append(errs, c.validateTLS()...)
 	switch c.Store.Kind {
 	case "file", "": // "" only in configurations built in Go
 	case "vault":
@@ -409,6 +497,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace < 0 {
 		bad("shutdown_grace", "must not be negative")
+	}
+	if c.ShutdownDrain < 0 {
+		bad("shutdown_drain", "must not be negative")
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		bad("log_level", "%q is not debug, info, warn or error", c.LogLevel)
@@ -464,6 +555,41 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateTLS checks the listeners' TLS settings. The ext_authz listener
+// answers with provider keys: its TLS must authenticate the client (a
+// client CA and an allow-list), where management and metrics may leave
+// client certificates out.
+func (c *Config) validateTLS() []error {
+	var errs []error
+	check := func(field string, t TLS, mutual bool) {
+		if !t.Enabled() {
+			return
+		}
+		if err := t.Files.Validate(field); err != nil {
+			errs = append(errs, err)
+		}
+		if mutual && t.ClientCAFile == "" {
+			errs = append(errs, fmt.Errorf("%s.client_ca_file: required: only Envoy may ask for keys", field))
+		}
+		if mutual && len(t.AllowedClients) == 0 {
+			errs = append(errs, fmt.Errorf("%s.allowed_clients: at least one identity (Envoy's spiffe:// ID or DNS name): the CA may sign other workloads too", field))
+		}
+		if t.ReloadInterval < 10*time.Millisecond {
+			errs = append(errs, fmt.Errorf("%s.reload_interval: %s is too short (at least 10ms)", field, t.ReloadInterval))
+		}
+	}
+	check("tls", c.TLS, true)
+	check("management.tls", c.Management.TLS, false)
+	check("metrics.tls", c.Metrics.TLS, false)
+	if c.Management.TLS.Enabled() && c.Management.Listen == "" {
+		errs = append(errs, errors.New("management.tls: set without management.listen"))
+	}
+	if c.Metrics.TLS.Enabled() && c.Metrics.Listen == "" {
+		errs = append(errs, errors.New("metrics.tls: set without metrics.listen"))
+	}
+	return errs
 }
 
 // validHeaderName accepts lower-case HTTP token characters, as Envoy

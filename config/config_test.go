@@ -192,6 +192,7 @@ endpoints:
 			{Method: "POST", Path: "/v1/chat/completions", Model: "body.model"},
 			{Method: "POST", Path: "/v1/batches", Model: "none"},
 		}},
+		ShutdownDrain: 5 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", c, want)

@@ -5,8 +5,10 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +25,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -73,7 +76,8 @@ type stack struct {
 	env      []string
 	provider *fakeprovider.Server
 	envoyURL string
-	authz    string
+	authz    string // keyward's listen address, also the gRPC target of the tests' own calls
+	creds    credentials.TransportCredentials
 	keyward  *exec.Cmd
 	logs     *testlog.Buffer
 	exited   chan error
@@ -87,6 +91,12 @@ type stackOptions struct {
 	// forwardBody generates Envoy's bootstrap with -forward-body: Envoy
 	// sends the request body (up to 64 KiB) to keyward.
 	forwardBody bool
+	// listen, when set, is keyward's listen address (unix:/path); the
+	// default is a free loopback port.
+	listen string
+	// authzTLS, when set, is how the tests' own gRPC calls reach a
+	// keyward that serves TLS.
+	authzTLS *tls.Config
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -96,7 +106,10 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	upstream := httptest.NewServer(s.provider)
 	t.Cleanup(upstream.Close)
 
-	s.authz = envoytest.FreeAddr(t)
+	s.authz, s.creds = cmp.Or(opts.listen, envoytest.FreeAddr(t)), insecure.NewCredentials()
+	if opts.authzTLS != nil {
+		s.creds = credentials.NewTLS(opts.authzTLS)
+	}
 	listen := envoytest.FreeAddr(t)
 	admin := envoytest.FreeAddr(t)
 	s.envoyURL = "http://" + listen
@@ -108,6 +121,7 @@ store:
   env_file: .env
   poll_interval: 200ms
 shutdown_grace: 5s
+shutdown_drain: 0s
 routes:
   - {provider: openai, path_prefix: /openai/, upstream: %[2]s}
   - {provider: anthropic, path_prefix: /anthropic/, upstream: %[2]s}
@@ -161,7 +175,12 @@ func (s *stack) kw(args ...string) string {
 }
 
 func (s *stack) kwErr(args ...string) (string, error) {
-	cmd := exec.Command(cliBin, append(args, "-config", s.config)...)
+	return s.kwWith(s.config, args...)
+}
+
+// kwWith runs a keyward CLI command against the configuration at path.
+func (s *stack) kwWith(path string, args ...string) (string, error) {
+	cmd := exec.Command(cliBin, append(args, "-config", path)...)
 	cmd.Env = append(os.Environ(), s.env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -195,7 +214,7 @@ func tokenCreate(user, group string, extra ...string) []string {
 // known holds for the denial body ("" when allowed).
 func (s *stack) waitForToken(tok, provider string, known func(denied string) bool) {
 	s.t.Helper()
-	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(s.creds))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -224,7 +243,7 @@ func (s *stack) startKeyward() {
 	go func() { s.exited <- cmd.Wait() }()
 	t.Cleanup(func() { s.stopKeyward() })
 
-	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.authz, grpc.WithTransportCredentials(s.creds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +295,13 @@ type response struct {
 // do sends a request through Envoy.
 func (s *stack) do(method, path string, headers map[string]string, body string) response {
 	s.t.Helper()
-	req, err := http.NewRequest(method, s.envoyURL+path, strings.NewReader(body))
+	return s.doAt(s.envoyURL, method, path, headers, body)
+}
+
+// doAt sends a request through the Envoy listening at base.
+func (s *stack) doAt(base, method, path string, headers map[string]string, body string) response {
+	s.t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 	if err != nil {
 		s.t.Fatal(err)
 	}

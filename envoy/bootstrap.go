@@ -20,7 +20,6 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	downstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -78,7 +77,7 @@ func Bootstrap(o Options) (*bootstrapv3.Bootstrap, error) {
 		return cmp.Compare(len(b.PathPrefix), len(a.PathPrefix))
 	})
 
-	authzCluster, err := authzCluster(o.AuthzAddress)
+	authzCluster, err := authzCluster(o)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +144,11 @@ func overloadManager(maxConns int64) (*overloadv3.OverloadManager, error) {
 }
 
 func listener(o Options, routes []*routev3.Route) (*listenerv3.Listener, error) {
-	authz, err := anyOf(extAuthz(o))
+	filter, err := extAuthz(o)
+	if err != nil {
+		return nil, err
+	}
+	authz, err := anyOf(filter)
 	if err != nil {
 		return nil, err
 	}
@@ -210,13 +213,18 @@ func listener(o Options, routes []*routev3.Route) (*listenerv3.Listener, error) 
 // allowed_upstream_headers or header mutation rules: keyward must be able to
 // overwrite (OVERWRITE_IF_EXISTS_OR_ADD) and remove any credential header and
 // query parameter, and must see every header to find the client credential.
-func extAuthz(o Options) *extauthzv3.ExtAuthz {
+func extAuthz(o Options) (*extauthzv3.ExtAuthz, error) {
+	retry, err := authzRetryPolicy()
+	if err != nil {
+		return nil, err
+	}
 	a := &extauthzv3.ExtAuthz{
 		Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
 				ClusterName: AuthzCluster,
 			}},
-			Timeout: durationpb.New(o.AuthzTimeout),
+			Timeout:     durationpb.New(o.AuthzTimeout),
+			RetryPolicy: retry,
 		}},
 		TransportApiVersion:    corev3.ApiVersion_V3,
 		FailureModeAllow:       false, // fail closed: no keyward, no provider key
@@ -229,7 +237,7 @@ func extAuthz(o Options) *extauthzv3.ExtAuthz {
 			AllowPartialMessage: true,
 		}
 	}
-	return a
+	return a, nil
 }
 
 func providerRoute(r Route, up upstream) (*routev3.Route, error) {
@@ -287,25 +295,6 @@ func noRoute() (*routev3.Route, error) {
 	}, nil
 }
 
-func authzCluster(addr string) (*clusterv3.Cluster, error) {
-	host, port, err := splitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("authz address: %w", err)
-	}
-	// ext_authz over Envoy's gRPC client needs HTTP/2 to the cluster.
-	h2, err := anyOf(&httpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-		}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	c := cluster(AuthzCluster, host, port, isIP(host), clusterv3.Cluster_STRICT_DNS, authzConnectTimeout)
-	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpOptionsKey: h2}
-	return c, nil
-}
-
 func providerCluster(provider string, up upstream, caFile string) (*clusterv3.Cluster, error) {
 	// LOGICAL_DNS: one connection target at a time, re-resolved as DNS
 	// changes — what a large provider behind a CDN wants.
@@ -347,22 +336,26 @@ func providerCluster(provider string, up upstream, caFile string) (*clusterv3.Cl
 // cluster builds a one-endpoint cluster: STATIC for an IP, dnsType for a
 // hostname.
 func cluster(name, host string, port uint32, ip bool, dnsType clusterv3.Cluster_DiscoveryType, connectTimeout time.Duration) *clusterv3.Cluster {
+	return clusterOf(name, []*corev3.Address{address(host, port)}, !ip, dnsType, connectTimeout)
+}
+
+// clusterOf builds a cluster of addrs: dnsType when one of them is a
+// hostname, else STATIC.
+func clusterOf(name string, addrs []*corev3.Address, dns bool, dnsType clusterv3.Cluster_DiscoveryType, connectTimeout time.Duration) *clusterv3.Cluster {
+	endpoints := make([]*endpointv3.LbEndpoint, len(addrs))
+	for i, a := range addrs {
+		endpoints[i] = &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: a}}}
+	}
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout:       durationpb.New(connectTimeout),
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-						Address: address(host, port),
-					}},
-				}},
-			}},
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: endpoints}},
 		},
 	}
-	if !ip {
+	if dns {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: dnsType}
 		// Prefer IPv4: many containers have no IPv6 route, and AUTO would
 		// try an unreachable AAAA first.

@@ -11,7 +11,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"flag"
+	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,14 +21,18 @@ import (
 	"testing"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	kwauthz "github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/envoy"
 	"github.com/keyward/keyward/envoy/envoytest"
+	"github.com/keyward/keyward/internal/testpki"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the current output")
@@ -64,6 +70,22 @@ var goldenCases = map[string]envoy.Options{
 			{Provider: "vllm", PathPrefix: "/vllm/", Upstream: "http://vllm.internal"},
 			{Provider: "ipv6", PathPrefix: "/ipv6/", Upstream: "https://[2001:db8::1]"},
 		},
+	},
+	// replicas: two keyward replicas by IP over mutual TLS.
+	"replicas-mtls": {
+		ListenAddress:  "127.0.0.1:10000",
+		AuthzAddresses: []string{"10.0.0.11:9191", "10.0.0.12:9191"},
+		AuthzTLS: envoy.AuthzTLS{
+			CertFile: "/etc/envoy/keyward/tls.crt", KeyFile: "/etc/envoy/keyward/tls.key", CAFile: "/etc/envoy/keyward/ca.crt",
+			ServerIdentities: []string{"spiffe://cluster.local/ns/keyward/sa/keyward", "keyward.keyward.svc"},
+		},
+		Routes: []envoy.Route{{Provider: "openai", PathPrefix: "/openai/", Upstream: "https://api.openai.com"}},
+	},
+	// unix: keyward as a sidecar on a unix socket (a pipe address).
+	"unix": {
+		ListenAddress: "127.0.0.1:10000",
+		AuthzAddress:  "unix:/run/keyward/authz.sock",
+		Routes:        []envoy.Route{{Provider: "openai", PathPrefix: "/openai/", Upstream: "https://api.openai.com"}},
 	},
 }
 
@@ -113,6 +135,9 @@ func TestEnvoyAcceptsConfig(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			// Validation opens the CA file: point at one that exists here.
 			o.TrustedCAFile = writeCA(t)
+			if o.AuthzTLS.Enabled() {
+				o.AuthzTLS = writeAuthzTLS(t, o.AuthzTLS.ServerIdentities)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			out, err := envoytest.Validate(ctx, bin, render(t, o))
@@ -121,6 +146,18 @@ func TestEnvoyAcceptsConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeAuthzTLS writes Envoy's client certificate and the CA that keyward's
+// certificate chains to, for validation.
+func writeAuthzTLS(t *testing.T, identities []string) envoy.AuthzTLS {
+	t.Helper()
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "envoy_test keyward CA")
+	cert, key := ca.Issue(t, "spiffe://cluster.local/ns/gateway/sa/envoy").WriteFiles(t, dir, "envoy")
+	caFile := filepath.Join(dir, "ca.crt")
+	testpki.WriteAtomic(t, caFile, ca.PEM)
+	return envoy.AuthzTLS{CertFile: cert, KeyFile: key, CAFile: caFile, ServerIdentities: identities}
 }
 
 // writeCA writes a throwaway self-signed CA certificate (never used to trust
@@ -267,6 +304,30 @@ func TestValidate(t *testing.T) {
 		"admin bad":              {mod: func(o *envoy.Options) { o.AdminAddress = "admin" }, want: []string{"admin_address"}},
 		"authz missing":          {mod: func(o *envoy.Options) { o.AuthzAddress = "" }, want: []string{"authz_address"}},
 		"authz no host":          {mod: func(o *envoy.Options) { o.AuthzAddress = ":9000" }, want: []string{"authz_address"}},
+		"valid replicas": {mod: func(o *envoy.Options) {
+			o.AuthzAddress, o.AuthzAddresses = "", []string{"10.0.0.1:9191", "keyward:9191"}
+		}},
+		"valid unix":          {mod: func(o *envoy.Options) { o.AuthzAddress = "unix:/run/keyward.sock" }},
+		"valid tls":           {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS() }},
+		"authz both":          {mod: func(o *envoy.Options) { o.AuthzAddresses = []string{"10.0.0.1:9191"} }, want: []string{"authz_addresses"}},
+		"authz unix relative": {mod: func(o *envoy.Options) { o.AuthzAddress = "unix:keyward.sock" }, want: []string{"authz_address"}},
+		"authz replica bad":   {mod: func(o *envoy.Options) { o.AuthzAddress, o.AuthzAddresses = "", []string{"10.0.0.1:9191", "nope"} }, want: []string{"authz_addresses[1]"}},
+		"authz replica twice": {mod: func(o *envoy.Options) {
+			o.AuthzAddress, o.AuthzAddresses = "", []string{"10.0.0.1:9191", "10.0.0.1:9191"}
+		}, want: []string{"authz_addresses[1]"}},
+		"authz unix and tcp": {mod: func(o *envoy.Options) {
+			o.AuthzAddress, o.AuthzAddresses = "", []string{"unix:/a.sock", "10.0.0.1:9191"}
+		}, want: []string{"authz_addresses"}},
+		"tls relative files": {
+			mod: func(o *envoy.Options) {
+				o.AuthzTLS = validTLS()
+				o.AuthzTLS.CertFile, o.AuthzTLS.KeyFile = "tls.crt", ""
+			},
+			want: []string{"authz_tls.cert_file", "authz_tls.key_file"},
+		},
+		"tls no identity":        {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.ServerIdentities = nil }, want: []string{"authz_tls.server_identities"}},
+		"tls bad identity":       {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.ServerIdentities = []string{"*.svc"} }, want: []string{"authz_tls.server_identities[0]"}},
+		"tls no ca":              {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.CAFile = "" }, want: []string{"authz_tls.ca_file"}},
 		"authz timeout negative": {mod: func(o *envoy.Options) { o.AuthzTimeout = -time.Second }, want: []string{"authz_timeout"}},
 		"max conns negative":     {mod: func(o *envoy.Options) { o.MaxConnections = -1 }, want: []string{"max_connections"}},
 		"body too big":           {mod: func(o *envoy.Options) { o.MaxRequestBytes = envoy.MaxMaxRequestBytes + 1 }, want: []string{"max_request_bytes"}},
@@ -320,6 +381,10 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+func validTLS() envoy.AuthzTLS {
+	return envoy.AuthzTLS{CertFile: "/t/tls.crt", KeyFile: "/t/tls.key", CAFile: "/t/ca.crt", ServerIdentities: []string{"spiffe://td/keyward"}}
+}
+
 func TestValidateUpstreamSchemeMessage(t *testing.T) {
 	o := validOptions()
 	o.Routes = append(o.Routes, envoy.Route{Provider: "x", PathPrefix: "/x/", Upstream: "ftp://x"})
@@ -349,4 +414,121 @@ func fields(err error) []string {
 		}
 	}
 	return out
+}
+
+// TestAuthzCluster: the keyward cluster has every replica, checks their
+// gRPC health, Envoy retries a check on another replica, and speaks
+// mutual TLS when asked.
+func TestAuthzCluster(t *testing.T) {
+	tests := map[string]struct {
+		mod       func(*envoy.Options)
+		endpoints []string
+		kind      clusterv3.Cluster_DiscoveryType
+		sni       string
+		sans      []string // "DNS:name" / "URI:uri"; nil: no TLS
+	}{
+		"one ip": {mod: func(*envoy.Options) {}, endpoints: []string{"127.0.0.1:9000"}, kind: clusterv3.Cluster_STATIC},
+		"replicas by name": {
+			mod: func(o *envoy.Options) {
+				o.AuthzAddress, o.AuthzAddresses = "", []string{"keyward-0.keyward:9191", "10.0.0.2:9191"}
+			},
+			endpoints: []string{"keyward-0.keyward:9191", "10.0.0.2:9191"}, kind: clusterv3.Cluster_STRICT_DNS,
+		},
+		"unix socket": {mod: func(o *envoy.Options) { o.AuthzAddress = "unix:/run/k.sock" }, endpoints: []string{"unix:/run/k.sock"}, kind: clusterv3.Cluster_STATIC},
+		"mtls": {
+			mod: func(o *envoy.Options) {
+				o.AuthzTLS = validTLS()
+				o.AuthzTLS.ServerIdentities = append(o.AuthzTLS.ServerIdentities, "keyward.svc", "other.svc")
+			},
+			endpoints: []string{"127.0.0.1:9000"}, kind: clusterv3.Cluster_STATIC,
+			sni: "keyward.svc", sans: []string{"URI:spiffe://td/keyward", "DNS:keyward.svc", "DNS:other.svc"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			o := validOptions()
+			tc.mod(&o)
+			b, err := envoy.Bootstrap(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := b.GetStaticResources().GetClusters()[0]
+			if c.GetName() != envoy.AuthzCluster || c.GetType() != tc.kind {
+				t.Fatalf("cluster %s of type %v, want %s of type %v", c.GetName(), c.GetType(), envoy.AuthzCluster, tc.kind)
+			}
+			var got []string
+			for _, ep := range c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints() {
+				a := ep.GetEndpoint().GetAddress()
+				if p := a.GetPipe(); p != nil {
+					got = append(got, envoy.UnixPrefix+p.GetPath())
+				} else {
+					got = append(got, net.JoinHostPort(a.GetSocketAddress().GetAddress(), fmt.Sprint(a.GetSocketAddress().GetPortValue())))
+				}
+			}
+			if !slices.Equal(got, tc.endpoints) {
+				t.Errorf("endpoints %v, want %v", got, tc.endpoints)
+			}
+			hc := c.GetHealthChecks()
+			if len(hc) != 1 || hc[0].GetGrpcHealthCheck().GetServiceName() != envoy.AuthzHealthService {
+				t.Errorf("health checks %v, want one gRPC check of %s", hc, envoy.AuthzHealthService)
+			}
+			if got := c.GetCircuitBreakers().GetThresholds()[0].GetMaxRetries().GetValue(); got < 100 {
+				t.Errorf("max_retries %d: a replica's death would overflow the retry breaker", got)
+			}
+			checkRetry(t, b)
+			checkTLS(t, c, tc.sni, tc.sans)
+		})
+	}
+}
+
+func checkRetry(t *testing.T, b *bootstrapv3.Bootstrap) {
+	t.Helper()
+	var hcm hcmv3.HttpConnectionManager
+	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	var authz extauthzv3.ExtAuthz
+	if err := hcm.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(&authz); err != nil {
+		t.Fatal(err)
+	}
+	r := authz.GetGrpcService().GetRetryPolicy()
+	if r.GetNumRetries().GetValue() < 1 || len(r.GetRetryHostPredicate()) != 1 || r.GetRetryHostPredicate()[0].GetName() != "envoy.retry_host_predicates.previous_hosts" {
+		t.Errorf("retry policy %v: want retries on another host", r)
+	}
+	for _, on := range []string{"connect-failure", "reset", "unavailable"} {
+		if !strings.Contains(r.GetRetryOn(), on) {
+			t.Errorf("retry_on %q lacks %s", r.GetRetryOn(), on)
+		}
+	}
+	if back := r.GetRetryBackOff().GetMaxInterval().AsDuration(); back == 0 || back*time.Duration(r.GetNumRetries().GetValue()) >= envoy.DefaultAuthzTimeout {
+		t.Errorf("retry back-off %v: the retries do not fit in the check's timeout", back)
+	}
+}
+
+func checkTLS(t *testing.T, c *clusterv3.Cluster, sni string, sans []string) {
+	t.Helper()
+	if sans == nil {
+		if c.GetTransportSocket() != nil {
+			t.Error("TLS to keyward without AuthzTLS")
+		}
+		return
+	}
+	var up tlsv3.UpstreamTlsContext
+	if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(&up); err != nil {
+		t.Fatal(err)
+	}
+	if up.GetSni() != sni {
+		t.Errorf("sni %q, want %q", up.GetSni(), sni)
+	}
+	common := up.GetCommonTlsContext()
+	if len(common.GetTlsCertificates()) != 1 || !slices.Equal(common.GetAlpnProtocols(), []string{"h2"}) {
+		t.Errorf("client certificate %v, alpn %v", common.GetTlsCertificates(), common.GetAlpnProtocols())
+	}
+	var got []string
+	for _, m := range common.GetValidationContext().GetMatchTypedSubjectAltNames() {
+		got = append(got, m.GetSanType().String()+":"+m.GetMatcher().GetExact())
+	}
+	if !slices.Equal(got, sans) {
+		t.Errorf("SAN matchers %v, want %v", got, sans)
+	}
 }

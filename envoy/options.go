@@ -1,8 +1,10 @@
 // Package envoy generates the Envoy bootstrap that `keyward envoy-config`
 // prints: one HTTP listener whose ext_authz filter asks keyward over gRPC
 // (transport API v3) and whose router sends path prefixes to LLM provider
-// upstreams. Everything is built from go-control-plane typed messages; YAML
-// is only a rendering of those messages (see MarshalYAML).
+// upstreams. The keyward cluster may hold several replicas (health-checked,
+// a failed check retried on another) over mutual TLS or a unix socket.
+// Everything is built from go-control-plane typed messages; YAML is only a
+// rendering of those messages (see MarshalYAML).
 package envoy
 
 import (
@@ -70,9 +72,19 @@ type Options struct {
 	// AdminAddress is the IP:port of Envoy's admin listener; "" means no
 	// admin listener.
 	AdminAddress string
-	// AuthzAddress is keyward's gRPC ext_authz host:port. An IP gives a
-	// STATIC cluster, a hostname a STRICT_DNS one. Required.
+	// AuthzAddress is keyward's gRPC ext_authz address: host:port (an IP
+	// gives a STATIC cluster, a hostname a STRICT_DNS one with every
+	// address the name resolves to an endpoint) or unix:/path, a unix
+	// socket. Set it or AuthzAddresses.
 	AuthzAddress string
+	// AuthzAddresses are several keyward replicas, each written as
+	// AuthzAddress is; unix sockets and TCP addresses do not mix. Every
+	// replica is health-checked (gRPC health, AuthzHealthService) and a
+	// check a replica cannot answer is retried on another.
+	AuthzAddresses []string
+	// AuthzTLS, when any field is set, makes Envoy speak mutual TLS to
+	// keyward.
+	AuthzTLS AuthzTLS
 	// AuthzTimeout bounds each ext_authz call. Defaults to
 	// DefaultAuthzTimeout (500ms).
 	AuthzTimeout time.Duration
@@ -124,11 +136,7 @@ func (o Options) Validate() error {
 			add("admin_address", "%v", err)
 		}
 	}
-	if o.AuthzAddress == "" {
-		add("authz_address", "required")
-	} else if _, _, err := splitHostPort(o.AuthzAddress); err != nil {
-		add("authz_address", "%v", err)
-	}
+	errs = append(errs, o.validateAuthz(add)...)
 	if o.AuthzTimeout < 0 {
 		add("authz_timeout", "must not be negative, got %s", o.AuthzTimeout)
 	}

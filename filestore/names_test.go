@@ -23,7 +23,7 @@ type nameOp struct {
 	// update is set for read-modify-writes: an invalid name is a missing
 	// record too, as for a read.
 	update bool
-	call  func(ctx context.Context, st *filestore.Store) error
+	call   func(ctx context.Context, st *filestore.Store) error
 	// valid reports whether the name given is valid where it goes.
 	valid bool
 	// may reports whether the call may change the record key, whose
@@ -61,7 +61,9 @@ func nameOps(f *fullStore, n string) []nameOp {
 	accept := func(*record.User, []*record.Token) error { return nil }
 	return []nameOp{
 		write("CreateUser", user, keyIs("user/"+n), func(ctx context.Context, st *filestore.Store) error { return st.CreateUser(ctx, &record.User{Name: n}) }),
-		write("CreateGroup", group, keyIs("group/"+n), func(ctx context.Context, st *filestore.Store) error { return st.CreateGroup(ctx, &record.Group{Name: n}) }),
+		write("CreateGroup", group, keyIs("group/"+n), func(ctx context.Context, st *filestore.Store) error {
+			return st.CreateGroup(ctx, &record.Group{Name: n})
+		}),
 		write("CreateToken user", user, keyIs("token/"+other), func(ctx context.Context, st *filestore.Store) error {
 			return st.CreateToken(ctx, newTok(other, n, "team"), accept)
 		}),

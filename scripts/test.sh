@@ -45,7 +45,7 @@ done < <(grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
 done)
 
 step "benchmarks"
-go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:=1s}" ./authz/ ./token/ ./cache/ ./cmd/keyward/
+go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:=1s}" ./authz/ ./token/ ./cache/ ./serve/
 
 step "load: keyward vs an allow-everything ext_authz server"
 bash scripts/load.sh -duration "${LOADTIME:=5s}" -rounds 2

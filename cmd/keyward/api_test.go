@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/manage/httpapi"
+	"github.com/keyward/keyward/serve"
 	"github.com/keyward/keyward/token"
 )
 
@@ -61,15 +63,15 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := openStore(cfg, getenv)
+	st, err := serve.OpenStore(cfg, slog.New(slog.DiscardHandler), getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := manage.New(st, manage.Options{})
+	m, err := manage.New(st.Records(), manage.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := st.SigningKeys(context.Background())
+	keys, err := st.Records().SigningKeys(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,15 +2,30 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/keyward/keyward/envoy"
 )
 
+// addrFlags collects repeated -authz-address flags.
+type addrFlags []string
+
+func (a *addrFlags) String() string { return strings.Join(*a, ",") }
+
+func (a *addrFlags) Set(v string) error {
+	*a = append(*a, v)
+	return nil
+}
+
 // envoyConfig prints an Envoy bootstrap: a listener with keyward's ext_authz
-// filter, routing each configured path prefix to its provider.
+// filter, routing each configured path prefix to its provider, and the
+// keyward cluster of every replica, health-checked, over mutual TLS or a
+// unix socket as configured.
 func (e *env) envoyConfig(args []string) error {
 	c := e.newCommand("envoy-config")
-	forwardBody := c.Bool("forward-body", false, "send up to 64 KiB of the request body to keyward")
+	forwardBody := c.Bool("forward-body", false, "send up to envoy.max_request_bytes of the request body to keyward")
+	var authz addrFlags
+	c.Var(&authz, "authz-address", "a keyward replica, host:port or unix:/path (repeatable; replaces envoy.authz_address(es))")
 	if pos, err := c.parse(args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -24,9 +39,14 @@ func (e *env) envoyConfig(args []string) error {
 		ListenAddress:   cfg.Envoy.Listen,
 		AdminAddress:    cfg.Envoy.Admin,
 		AuthzAddress:    cfg.Envoy.AuthzAddress,
+		AuthzAddresses:  cfg.Envoy.AuthzAddresses,
+		AuthzTLS:        cfg.Envoy.AuthzTLS,
 		AuthzTimeout:    cfg.Envoy.AuthzTimeout,
 		ForwardBody:     *forwardBody,
 		MaxRequestBytes: cfg.Envoy.MaxRequestBytes,
+	}
+	if len(authz) > 0 {
+		opts.AuthzAddress, opts.AuthzAddresses = "", authz
 	}
 	for _, r := range cfg.Routes {
 		if r.PathPrefix != "" {

@@ -1,7 +1,7 @@
 // Command keyward is an Envoy ext_authz server that swaps clients' keyward
 // tokens for LLM provider keys. See README.md.
 //
-//	keyward serve            run the ext_authz gRPC server
+//	keyward serve            run the ext_authz gRPC server (package serve)
 //	keyward token ...        create, list, revoke tokens
 //	keyward user ...         add, set, delete, list users
 //	keyward group ...        add, set, delete, list groups
@@ -37,7 +37,7 @@ Usage:
   keyward provider delete NAME | provider list
   keyward mgmt-token create -user U      a token for the management API (serve with management.listen)
   keyward api RESOURCE VERB ...         call the management API as $KEYWARD_MGMT_TOKEN (keyward api help)
-  keyward envoy-config
+  keyward envoy-config [-forward-body] [-authz-address HOST:PORT|unix:/PATH ...]
 
 Every command but api takes -config FILE (default: $KEYWARD_CONFIG, else ./keyward.yaml
 when it exists, else built-in defaults).

@@ -11,6 +11,7 @@ import (
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/filestore"
 	"github.com/keyward/keyward/manage"
+	"github.com/keyward/keyward/serve"
 	"github.com/keyward/keyward/vault"
 )
 
@@ -82,45 +83,37 @@ var (
 )
 
 func (c *command) store(ctx context.Context) (adminStore, error) {
-	cfg, err := c.config()
+	st, err := c.openStore()
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Store.Kind == "vault" {
-		return openVault(ctx, cfg, c.e)
+	if err := st.Start(ctx); err != nil {
+		return nil, err
 	}
-	return openStore(cfg, c.e.getenv)
+	return st.Records(), nil
 }
 
 // fileStore is for the commands only the file store has: in Vault, the
 // security team writes provider records with Vault's own tools.
 func (c *command) fileStore() (*filestore.Store, error) {
+	st, err := c.openStore()
+	if err != nil {
+		return nil, err
+	}
+	fs, err := st.Files()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.Name(), err)
+	}
+	return fs, nil
+}
+
+// openStore opens the store the configuration names, for one command.
+func (c *command) openStore() (*serve.Store, error) {
 	cfg, err := c.config()
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Store.Kind == "vault" {
-		return nil, fmt.Errorf("%s: providers live in Vault: write them with `vault kv put %s/providers/NAME kind=openai key_<id>=...` (see README)", c.Name(), cfg.Vault.Mount)
-	}
-	return openStore(cfg, c.e.getenv)
-}
-
-func openStore(cfg *config.Config, getenv func(string) string) (*filestore.Store, error) {
-	return filestore.Open(filestore.Options{
-		Path: cfg.Store.File, TokensPath: cfg.Store.TokensFile, EnvPath: cfg.Store.EnvFile, Getenv: getenv,
-	})
-}
-
-// openVault logs in to Vault for one command.
-func openVault(ctx context.Context, cfg *config.Config, e *env) (*vault.Store, error) {
-	vs, err := vault.New(cfg.Vault, newLogger(e, "warn"), e.getenv)
-	if err != nil {
-		return nil, err
-	}
-	if err := vs.Start(ctx); err != nil {
-		return nil, err
-	}
-	return vs, nil
+	return serve.OpenStore(cfg, newLogger(c.e, "warn"), c.e.getenv)
 }
 
 // list splits a comma-separated flag value; "" is the empty list.

@@ -11,9 +11,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -203,6 +206,62 @@ func ready(ctx context.Context, client *http.Client, url string) (bool, error) {
 		return false, fmt.Errorf("/ready: %d %q", resp.StatusCode, state)
 	}
 	return true, nil
+}
+
+// HostHealth returns what Envoy's admin says of one host of a cluster:
+// "healthy", or its failure flags (e.g. "/failed_active_hc"), or "" when
+// the cluster has no such host. host is ip:port as in the cluster's
+// endpoints, or a unix socket path.
+func (e *Envoy) HostHealth(ctx context.Context, cluster, host string) (string, error) {
+	body, err := e.admin(ctx, "/clusters")
+	if err != nil {
+		return "", err
+	}
+	prefix := cluster + "::" + host + "::health_flags::"
+	for line := range strings.Lines(body) {
+		if flags, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			return flags, nil
+		}
+	}
+	return "", nil
+}
+
+// Counter returns the value of one of Envoy's counters, e.g.
+// "cluster.keyward.upstream_rq_retry"; 0 when Envoy has none of that name.
+func (e *Envoy) Counter(ctx context.Context, name string) (uint64, error) {
+	body, err := e.admin(ctx, "/stats?usedonly&filter=^"+url.QueryEscape(regexp.QuoteMeta(name))+"$")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+": "); ok {
+			return strconv.ParseUint(v, 10, 64)
+		}
+	}
+	return 0, nil
+}
+
+// admin GETs path from the admin listener.
+func (e *Envoy) admin(ctx context.Context, path string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.adminAddr+path, nil)
+	if err != nil {
+		return "", err
+	}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("envoy admin %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return "", fmt.Errorf("envoy admin %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("envoy admin %s: %d", path, resp.StatusCode)
+	}
+	return string(body), nil
 }
 
 // AdminAddress returns the admin listener's host:port.

@@ -19,6 +19,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/keyward/keyward/envoy"
@@ -67,6 +69,10 @@ func startAuthz(t *testing.T, s *authzServer) (addr string, stop func()) {
 	}
 	srv := grpc.NewServer()
 	authv3.RegisterAuthorizationServer(srv, s)
+	// Envoy health-checks the authz cluster, as keyward answers.
+	h := health.NewServer()
+	h.SetServingStatus(envoy.AuthzHealthService, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, h)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -198,6 +204,31 @@ func TestEnvoyEndToEnd(t *testing.T) {
 		}
 		if after := len(auth.seen()); after != before {
 			t.Errorf("authz server called %d times for an unmatched path", after-before)
+		}
+	})
+
+	t.Run("admin: host health and counters", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for {
+			flags, err := e.HostHealth(ctx, envoy.AuthzCluster, authzAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if flags == "healthy" {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("authz host health %q, want healthy", flags)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		if flags, err := e.HostHealth(ctx, envoy.AuthzCluster, "127.0.0.1:1"); flags != "" || err != nil {
+			t.Errorf("health of a host not in the cluster: %q %v", flags, err)
+		}
+		if n, err := e.Counter(ctx, "cluster.keyward.upstream_rq_completed"); n == 0 || err != nil {
+			t.Errorf("checks completed on the authz cluster: %d %v", n, err)
 		}
 	})
 
