@@ -79,8 +79,9 @@ func TestCLI(t *testing.T) {
 	}
 
 	errs := map[string][]string{
-		"may not use group":   {"token", "create", "-user", "carol", "-group", "eng"},
-		`user "nobody"`:       {"token", "create", "-user", "nobody", "-group", "eng"},
+		"may not use group":   {"token", "create", "-user", "carol", "-group", "ops", "-name", "x"},
+		`user "nobody"`:       {"token", "create", "-user", "nobody", "-group", "ops", "-name", "x"},
+		"name: say what":      {"token", "create", "-user", "bob", "-group", "eng"},
 		"exists":              {"group", "add", "eng"},
 		"role":                {"user", "add", "dave", "-role", "root"},
 		"want one user name":  {"user", "add"},
@@ -91,12 +92,13 @@ func TestCLI(t *testing.T) {
 		"want -user and":      {"token", "create"},
 		"not found":           {"token", "revoke", "AAAAAAAAAAAAAAAA"},
 		"must be 1-63":        {"group", "add", "bad/name"},
-		"disabled":            {"token", "create", "-user", "bob", "-group", "eng"},
+		"disabled":            {"token", "create", "-user", "bob", "-group", "eng", "-name", "x"},
 		"want a subcommand":   {"user"},
 		"unexpected argument": {"envoy-config", "extra"},
 	}
 	c.must("user", "add", "bob", "-groups", "eng")
 	c.must("user", "add", "carol")
+	c.must("group", "add", "ops")
 	for want, args := range errs {
 		_, stderr, err := c.run(args...)
 		if err == nil || !strings.Contains(err.Error()+stderr, want) {
