@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/servertls"
 )
 
@@ -78,14 +79,14 @@ func (t AuthzTLS) Enabled() bool {
 	return t.CertFile != "" || t.KeyFile != "" || t.CAFile != "" || len(t.ServerIdentities) > 0
 }
 
-// Validate checks t; each problem is a *FieldError whose field is prefix,
+// Validate checks t; each problem is a *field.Error whose path is prefix,
 // a dot and the field's snake_case name.
 func (t AuthzTLS) Validate(prefix string) error { return errors.Join(t.problems(prefix)...) }
 
 func (t AuthzTLS) problems(prefix string) []error {
 	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: prefix + "." + field, Msg: fmt.Sprintf(format, args...)})
+	add := func(name, format string, args ...any) {
+		errs = append(errs, field.Errorf(prefix+"."+name, format, args...))
 	}
 	for _, f := range []struct{ name, path string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}} {
 		if !strings.HasPrefix(f.path, "/") {

@@ -32,6 +32,7 @@ import (
 	kwauthz "github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/envoy"
 	"github.com/keyward/keyward/envoy/envoytest"
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/internal/testpki"
 )
 
@@ -270,9 +271,9 @@ func TestBootstrapRejectsInvalid(t *testing.T) {
 	o := validOptions()
 	o.ListenAddress = ""
 	_, err := envoy.Bootstrap(o)
-	var fe *envoy.FieldError
-	if !errors.As(err, &fe) || fe.Field != "listen_address" {
-		t.Fatalf("Bootstrap error = %v, want a FieldError for listen_address", err)
+	var fe *field.Error
+	if !errors.As(err, &fe) || fe.Path != "listen_address" {
+		t.Fatalf("Bootstrap error = %v, want a field.Error for listen_address", err)
 	}
 }
 
@@ -394,7 +395,8 @@ func TestValidateUpstreamSchemeMessage(t *testing.T) {
 	}
 }
 
-// fields lists the Field of every FieldError joined in err.
+// fields lists the path of every field.Error joined in err, and any
+// other error as such.
 func fields(err error) []string {
 	if err == nil {
 		return nil
@@ -406,11 +408,11 @@ func fields(err error) []string {
 		errs = joined.Unwrap()
 	}
 	for _, e := range errs {
-		var fe *envoy.FieldError
+		var fe *field.Error
 		if errors.As(e, &fe) {
-			out = append(out, fe.Field)
+			out = append(out, fe.Path)
 		} else {
-			out = append(out, "not a FieldError: "+e.Error())
+			out = append(out, "not a field.Error: "+e.Error())
 		}
 	}
 	return out

@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyward/keyward/field"
 )
 
 // DefaultAuthzTimeout is the ext_authz gRPC call timeout used when
@@ -107,25 +109,15 @@ type Options struct {
 	MaxConnections int64
 }
 
-// FieldError is one problem found by Options.Validate. Field uses the
-// snake_case names of the configuration, e.g. "routes[1].upstream".
-type FieldError struct {
-	Field string
-	Msg   string
-}
-
-// Error returns "field: message".
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
-
 // providerName keeps provider names safe inside cluster names and stat names.
 var providerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-// Validate reports every problem in o, each as a *FieldError naming its
+// Validate reports every problem in o, each as a *field.Error naming its
 // field, joined with errors.Join; nil when o can be turned into a bootstrap.
 func (o Options) Validate() error {
 	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	add := func(path, format string, args ...any) {
+		errs = append(errs, field.Errorf(path, format, args...))
 	}
 
 	if err := checkListenAddress(o.ListenAddress); err != nil {
