@@ -107,7 +107,9 @@ tls: {cert_file: %q, key_file: %q, client_ca_file: %q, allowed_clients: [%q], re
 		nextCA := filepath.Join(p.dir, "next-ca.crt")
 		testpki.WriteAtomic(t, nextCA, next.PEM)
 		next.Issue(t, keywardID).WriteFiles(t, p.dir, "keyward") // key, then certificate, each renamed into place
-		took := waitFor(t, 30*time.Second, func() bool { return servedIssuer(t, s.authz, clientTLS(next, p.ca.Issue(t, envoyID))) == "mesh CA, next" })
+		took := waitFor(t, 30*time.Second, func() bool {
+			return servedIssuer(t, s.authz, clientTLS(next, p.ca.Issue(t, envoyID))) == "mesh CA, next"
+		})
 		t.Logf("rotation: keyward served the new certificate %v after it was renamed into place (reload_interval 100ms)", took.Round(time.Millisecond))
 		s.wantProviderKey(t, tok) // Envoy's connection from before the rotation
 
