@@ -320,7 +320,7 @@ func (v *vaultEnv) startReplica(name string, o replicaOptions) *replica {
 	if o.poll == 0 {
 		o.poll = time.Second
 	}
-	r := &replica{t: t, name: name, addr: envoytest.FreeAddr(t), logs: &testlog.Buffer{}, config: filepath.Join(v.dir, name+".yaml")}
+	addr, config := envoytest.FreeAddr(t), filepath.Join(v.dir, name+".yaml")
 	maxStale := ""
 	if o.maxStale > 0 {
 		maxStale = fmt.Sprintf("  max_stale: %s\n", o.maxStale)
@@ -329,19 +329,28 @@ func (v *vaultEnv) startReplica(name string, o replicaOptions) *replica {
 	if o.ttl > 0 {
 		cacheTTL = fmt.Sprintf("cache: {ttl: %s}\n", o.ttl)
 	}
-	writeFile(t, r.config, fmt.Sprintf(`listen: %s
+	writeFile(t, config, fmt.Sprintf(`listen: %s
 log_level: info
 shutdown_grace: 5s
+shutdown_drain: 0s
 store: {kind: vault}
 vault:
   address: %s
   mount: %s
   auth: %s
   poll_interval: %s
-%s%s%s`, r.addr, v.proxy.URL, vaultMount, o.auth, o.poll, maxStale, cacheTTL, o.extra))
+%s%s%s`, addr, v.proxy.URL, vaultMount, o.auth, o.poll, maxStale, cacheTTL, o.extra))
+	return launchReplica(t, name, addr, config, childEnv(o.env...))
+}
 
+// launchReplica starts keyward serve on config, whose listen is addr, with
+// env as its environment. It does not wait for readiness (see waitHealth),
+// and stops the process when the test ends unless the test did.
+func launchReplica(t *testing.T, name, addr, config string, env []string) *replica {
+	t.Helper()
+	r := &replica{t: t, name: name, addr: addr, logs: &testlog.Buffer{}, config: config}
 	r.cmd = exec.Command(keywardBin, "serve", "-config", r.config)
-	r.cmd.Env = childEnv(o.env...)
+	r.cmd.Env = env
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -229,7 +229,7 @@ func (e *Envoy) HostHealth(ctx context.Context, cluster, host string) (string, e
 // Counter returns the value of one of Envoy's counters, e.g.
 // "cluster.keyward.upstream_rq_retry"; 0 when Envoy has none of that name.
 func (e *Envoy) Counter(ctx context.Context, name string) (uint64, error) {
-	body, err := e.admin(ctx, "/stats?usedonly&filter=^"+url.QueryEscape(regexp.QuoteMeta(name))+"$")
+	body, err := e.Stats(ctx, "^"+regexp.QuoteMeta(name)+"$")
 	if err != nil {
 		return 0, err
 	}
@@ -239,6 +239,12 @@ func (e *Envoy) Counter(ctx context.Context, name string) (uint64, error) {
 		}
 	}
 	return 0, nil
+}
+
+// Stats returns Envoy's statistics whose names match the regular
+// expression filter, one "name: value" a line, those never used left out.
+func (e *Envoy) Stats(ctx context.Context, filter string) (string, error) {
+	return e.admin(ctx, "/stats?usedonly&filter="+url.QueryEscape(filter))
 }
 
 // admin GETs path from the admin listener.
