@@ -94,12 +94,19 @@ func newVaultEnv(t *testing.T) *vaultEnv {
 // writePolicies writes the example policies exactly as shipped.
 func (v *vaultEnv) writePolicies() {
 	v.t.Helper()
+	writeExamplePolicies(v.t, v.bao.WritePolicy)
+}
+
+// writeExamplePolicies writes the serve and admin policies of
+// examples/vault with write.
+func writeExamplePolicies(t *testing.T, write func(t testing.TB, name, hcl string)) {
+	t.Helper()
 	for name, file := range map[string]string{"keyward": "keyward.hcl", "keyward-admin": "keyward-admin.hcl"} {
 		hcl, err := os.ReadFile(filepath.Join("..", "examples", "vault", file))
 		if err != nil {
-			v.t.Fatal(err)
+			t.Fatal(err)
 		}
-		v.bao.WritePolicy(v.t, name, string(hcl))
+		write(t, name, string(hcl))
 	}
 }
 
@@ -291,6 +298,7 @@ type replicaOptions struct {
 	maxStale time.Duration // vault.max_stale; default keyward's 10m
 	extra    string        // more YAML: routes, envoy
 	env      []string      // more environment, e.g. KEYWARD_ADMIN_TOKEN=...
+	vault    string        // where Vault is, as a YAML line under vault:; default address: the counting proxy
 }
 
 // replica is a keyward serve process on the Vault store.
@@ -320,6 +328,9 @@ func (v *vaultEnv) startReplica(name string, o replicaOptions) *replica {
 	if o.poll == 0 {
 		o.poll = time.Second
 	}
+	if o.vault == "" {
+		o.vault = "address: " + v.proxy.URL
+	}
 	addr, config := envoytest.FreeAddr(t), filepath.Join(v.dir, name+".yaml")
 	maxStale := ""
 	if o.maxStale > 0 {
@@ -335,11 +346,11 @@ shutdown_grace: 5s
 shutdown_drain: 0s
 store: {kind: vault}
 vault:
-  address: %s
+  %s
   mount: %s
   auth: %s
   poll_interval: %s
-%s%s%s`, addr, v.proxy.URL, vaultMount, o.auth, o.poll, maxStale, cacheTTL, o.extra))
+%s%s%s`, addr, o.vault, vaultMount, o.auth, o.poll, maxStale, cacheTTL, o.extra))
 	return launchReplica(t, name, addr, config, childEnv(o.env...))
 }
 

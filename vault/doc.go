@@ -5,6 +5,12 @@
 // that a change made through keyward reaches every replica within a second
 // or two while an idle replica costs Vault a constant few requests per poll.
 //
+// Three rules keep what it reads right and what it writes where it was
+// meant: it talks only to the active node of a cluster, found among the
+// configured addresses (active.go), so no standby's stale copy is ever
+// read; it checks every name and id before it becomes a path (names.go);
+// and it never follows a redirect (redirect.go).
+//
 //	<mount>/providers/<provider>   kind, key_<id>..., header, value_template, anthropic_version
 //	<mount>/groups/<group>         providers, models, disable_custom_keys, disabled
 //	<mount>/users/<user>           role, groups, disabled

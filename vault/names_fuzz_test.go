@@ -3,6 +3,7 @@ package vault_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -26,13 +27,7 @@ import (
 // parsers'.
 func FuzzStoreNamesLive(f *testing.F) {
 	ops := nameOps()
-	opNames := slices.Sorted(func(yield func(string) bool) {
-		for name := range ops {
-			if !yield(name) {
-				return
-			}
-		}
-	})
+	opNames := slices.Sorted(maps.Keys(ops))
 	// Seeds: every trick for every method (no request each), then one
 	// valid name that hits a fixture record and one that names a new one.
 	for i, name := range opNames {

@@ -148,26 +148,14 @@ func freeHostPort() (string, error) {
 
 // start runs bao on hostport and waits until it is healthy.
 func (s *Server) start(hostport string) error {
-	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("open log: %w", err)
-	}
-	defer logFile.Close() // the child has its own descriptor
-	fmt.Fprintf(logFile, "==> vaulttest: starting bao on %s\n", hostport)
-	cmd := exec.Command(s.bin, "server", "-dev",
+	p, err := launch(s.bin, s.logPath, "bao on "+hostport, "server", "-dev",
 		"-dev-listen-address="+hostport,
 		"-dev-root-token-id="+s.RootToken,
 		"-dev-no-store-token", // leave ~/.vault-token alone
 	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", s.bin, err)
+	if err != nil {
+		return err
 	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	go func() { // owned by p: ends when the process does, which Stop ensures
-		p.waitErr = cmd.Wait()
-		close(p.exited)
-	}()
 	s.mu.Lock()
 	s.proc = p
 	s.mu.Unlock()
@@ -181,9 +169,49 @@ func (s *Server) start(hostport string) error {
 	return nil
 }
 
+// launch starts bin with args, its output appended to logPath after a
+// line naming what starts.
+func launch(bin, logPath, what string, args ...string) (*process, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	defer logFile.Close() // the child has its own descriptor
+	fmt.Fprintf(logFile, "==> vaulttest: starting %s\n", what)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	go func() { // owned by p: ends when the process does, which its stop ensures
+		p.waitErr = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// stop ends p: SIGTERM, then SIGKILL after StopTimeout.
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM) // fails only if already gone
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused server acts on SIGTERM only once continued
+	select {
+	case <-p.exited:
+	case <-time.After(StopTimeout):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
 // waitHealthy polls sys/health until it answers 200 (initialized, unsealed,
 // active), the process exits, or ctx ends.
 func waitHealthy(ctx context.Context, p *process, addr string) error {
+	return waitHealth(ctx, p, addr, func(status int) bool { return status == http.StatusOK })
+}
+
+// waitHealth polls sys/health until its status satisfies ok, the process
+// exits, or ctx ends.
+func waitHealth(ctx context.Context, p *process, addr string, ok func(status int) bool) error {
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
 	defer client.CloseIdleConnections()
 	url := addr + "/v1/sys/health"
@@ -198,7 +226,7 @@ func waitHealthy(ctx context.Context, p *process, addr string) error {
 		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if ok(resp.StatusCode) {
 				return nil
 			}
 			err = fmt.Errorf("status %d", resp.StatusCode)
@@ -250,11 +278,17 @@ func (s *Server) setup(t testing.TB) {
 // timeout) for Addr, authenticated with token ("" for none).
 func (s *Server) Client(t testing.TB, token string) *api.Client {
 	t.Helper()
+	return newClient(t, s.Addr, token)
+}
+
+// newClient returns an api client (api.DefaultConfig) for addr with token.
+func newClient(t testing.TB, addr, token string) *api.Client {
+	t.Helper()
 	cfg := api.DefaultConfig()
 	if cfg.Error != nil {
 		t.Fatalf("vaulttest: api config: %v", cfg.Error)
 	}
-	cfg.Address = s.Addr
+	cfg.Address = addr
 	cfg.AgentAddress = "" // a $VAULT_AGENT_ADDR would take precedence over Address
 	c, err := api.NewClient(cfg)
 	if err != nil {
@@ -275,14 +309,7 @@ func (s *Server) Stop() {
 	if p == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM) // fails only if already gone
-	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused server acts on SIGTERM only once continued
-	select {
-	case <-p.exited:
-	case <-time.After(StopTimeout):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
+	p.stop()
 }
 
 // Pause stops the server's process with SIGSTOP, as a Vault that hangs:
@@ -375,9 +402,14 @@ func (s *Server) Log() string {
 // parse, which fails the test.
 func (s *Server) WritePolicy(t testing.TB, name, hcl string) {
 	t.Helper()
+	writePolicy(t, s.Client(t, s.RootToken), name, hcl)
+}
+
+func writePolicy(t testing.TB, root *api.Client, name, hcl string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	if err := s.Client(t, s.RootToken).Sys().PutPolicyWithContext(ctx, name, hcl); err != nil {
+	if err := root.Sys().PutPolicyWithContext(ctx, name, hcl); err != nil {
 		t.Fatalf("vaulttest: write policy %s: %v", name, err)
 	}
 }
@@ -387,20 +419,29 @@ func (s *Server) WritePolicy(t testing.TB, name, hcl string) {
 // ttl (0: the mount's default, 768h).
 func (s *Server) Token(t testing.TB, policies []string, ttl time.Duration) string {
 	t.Helper()
+	return createToken(t, s.Client(t, s.RootToken), tokenRequest(policies, ttl))
+}
+
+func tokenRequest(policies []string, ttl time.Duration) *api.TokenCreateRequest {
 	req := &api.TokenCreateRequest{Policies: policies, Renewable: new(true)}
 	if ttl > 0 {
 		req.TTL = ttl.String()
 	}
-	return s.TokenWith(t, req)
+	return req
 }
 
 // TokenWith creates a token from a full request, for what Token does not
 // cover: a period, an explicit max TTL, a use limit.
 func (s *Server) TokenWith(t testing.TB, req *api.TokenCreateRequest) string {
 	t.Helper()
+	return createToken(t, s.Client(t, s.RootToken), req)
+}
+
+func createToken(t testing.TB, root *api.Client, req *api.TokenCreateRequest) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	secret, err := s.Client(t, s.RootToken).Auth().Token().CreateWithContext(ctx, req)
+	secret, err := root.Auth().Token().CreateWithContext(ctx, req)
 	if err != nil {
 		t.Fatalf("vaulttest: create token: %v", err)
 	}
