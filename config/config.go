@@ -26,6 +26,7 @@ import (
 
 	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/envoy"
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/manage"
 
 	"github.com/keyward/keyward/record"
@@ -458,7 +459,7 @@ func (c *Config) Validate() error {
 	case "file", "": // "" only in configurations built in Go
 	case "vault":
 		if err := c.Vault.Validate(); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, field.Prefix("vault", err))
 		}
 	default:
 		bad("store.kind", "%q is not file or vault", c.Store.Kind)

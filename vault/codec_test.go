@@ -2,10 +2,12 @@ package vault
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/record"
 )
 
@@ -140,21 +142,22 @@ func TestConfigValidate(t *testing.T) {
 		want string
 	}{
 		"defaults":      {Config{}, ""},
-		"bad method":    {Config{Auth: AuthConfig{Method: "ldap"}}, "vault.auth.method"},
-		"approle no id": {Config{Auth: AuthConfig{Method: "approle"}}, "vault.auth.role_id"},
-		"k8s no role":   {Config{Auth: AuthConfig{Method: "kubernetes"}}, "vault.auth.role"},
-		"bad mount":     {Config{Mount: "a/b"}, "vault.mount"},
-		"fast poll":     {Config{PollInterval: time.Millisecond}, "vault.poll_interval"},
+		"bad method":    {Config{Auth: AuthConfig{Method: "ldap"}}, "auth.method"},
+		"approle no id": {Config{Auth: AuthConfig{Method: "approle"}}, "auth.role_id"},
+		"k8s no role":   {Config{Auth: AuthConfig{Method: "kubernetes"}}, "auth.role"},
+		"bad mount":     {Config{Mount: "a/b"}, "mount"},
+		"fast poll":     {Config{PollInterval: time.Millisecond}, "poll_interval"},
 		"addresses":     {Config{Addresses: []string{"http://10.0.0.1:8200", "https://vault-1.vault:8200/"}}, ""},
-		"both":          {Config{Address: "http://a:8200", Addresses: []string{"http://b:8200"}}, "vault.addresses: set address or addresses"},
-		"no scheme":     {Config{Addresses: []string{"http://a:8200", "b:8200"}}, "vault.addresses[1]"},
-		"path":          {Config{Addresses: []string{"http://a:8200/vault"}}, "vault.addresses[0]"},
-		"user info":     {Config{Addresses: []string{"https://u:p@a:8200"}}, "vault.addresses[0]"},
+		"both":          {Config{Address: "http://a:8200", Addresses: []string{"http://b:8200"}}, "addresses"},
+		"no scheme":     {Config{Addresses: []string{"http://a:8200", "b:8200"}}, "addresses[1]"},
+		"path":          {Config{Addresses: []string{"http://a:8200/vault"}}, "addresses[0]"},
+		"user info":     {Config{Addresses: []string{"https://u:p@a:8200"}}, "addresses[0]"},
 	}
 	for name, tc := range tests {
 		err := tc.cfg.WithDefaults().Validate()
-		if (err == nil) != (tc.want == "") || err != nil && !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		var fe *field.Error
+		if (err == nil) != (tc.want == "") || err != nil && (!errors.As(err, &fe) || fe.Path != tc.want) {
+			t.Errorf("%s: %v, want a field.Error at %q", name, err, tc.want)
 		}
 		if err != nil && strings.Contains(err.Error(), ":p@") {
 			t.Errorf("%s: the error carries the password: %v", name, err)

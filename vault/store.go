@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
@@ -283,52 +284,58 @@ func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
 	return decodeSigningKeys(sec.Data)
 }
 
-// Validate checks the configuration without contacting Vault; errors name
-// the field as written in keyward.yaml.
+// Validate checks the configuration without contacting Vault. Each
+// problem is a *field.Error whose path is relative to the vault section
+// of keyward.yaml ("auth.role"): the caller puts it in place.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("vault.%s: %s", field, fmt.Sprintf(format, args...)))
-	}
+	var l field.List
 	if err := record.ValidateName("mount", c.Mount); err != nil {
-		bad("mount", "%q is not a plain mount name", c.Mount)
+		l.Add("mount", "%q is not a plain mount name", c.Mount)
 	}
+	c.validateAddresses(&l)
+	if c.PollInterval < 50*time.Millisecond {
+		l.Add("poll_interval", "%s is too short (at least 50ms)", c.PollInterval)
+	}
+	if c.Timeout <= 0 {
+		l.Add("timeout", "must be positive")
+	}
+	if c.MaxStale < 0 {
+		l.Add("max_stale", "must not be negative")
+	}
+	c.Auth.validate(&l)
+	return l.Err()
+}
+
+func (c Config) validateAddresses(l *field.List) {
 	if c.Address != "" && len(c.Addresses) > 0 {
-		bad("addresses", "set address or addresses, not both")
+		l.Add("addresses", "set address or addresses, not both")
 	}
 	for i, a := range c.Addresses {
 		u, err := url.Parse(a)
-		if err != nil {
-			bad(fmt.Sprintf("addresses[%d]", i), "not a URL: want http(s)://HOST[:PORT]")
-			continue
-		}
-		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" ||
-			u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		path := fmt.Sprintf("addresses[%d]", i)
+		switch {
+		case err != nil:
+			l.Add(path, "not a URL: want http(s)://HOST[:PORT]")
+		case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" ||
+			u.User != nil || u.RawQuery != "" || u.Fragment != "":
 			// Redacted: a password in the URL stays out of the error.
-			bad(fmt.Sprintf("addresses[%d]", i), "%q is not http(s)://HOST[:PORT]", u.Redacted())
+			l.Add(path, "%q is not http(s)://HOST[:PORT]", u.Redacted())
 		}
 	}
-	if c.PollInterval < 50*time.Millisecond {
-		bad("poll_interval", "%s is too short (at least 50ms)", c.PollInterval)
-	}
-	if c.Timeout <= 0 {
-		bad("timeout", "must be positive")
-	}
-	if c.MaxStale < 0 {
-		bad("max_stale", "must not be negative")
-	}
-	switch c.Auth.Method {
+}
+
+func (a AuthConfig) validate(l *field.List) {
+	switch a.Method {
 	case "token":
 	case "approle":
-		if c.Auth.RoleID == "" && c.Auth.RoleIDFile == "" {
-			bad("auth.role_id", "set role_id or role_id_file for approle")
+		if a.RoleID == "" && a.RoleIDFile == "" {
+			l.Add("auth.role_id", "set role_id or role_id_file for approle")
 		}
 	case "kubernetes":
-		if c.Auth.Role == "" {
-			bad("auth.role", "set the Vault role for kubernetes auth")
+		if a.Role == "" {
+			l.Add("auth.role", "set the Vault role for kubernetes auth")
 		}
 	default:
-		bad("auth.method", "%q is not token, approle or kubernetes", c.Auth.Method)
+		l.Add("auth.method", "%q is not token, approle or kubernetes", a.Method)
 	}
-	return errors.Join(errs...)
 }
