@@ -126,25 +126,25 @@ func (r *Records) Purge() {
 	r.privateKeys.Purge()
 }
 
-// Invalidate drops one cached record. kind is token, user, group or
+// Invalidate drops one cached record. t is token, user, group or
 // provider; or credential, whose name is "<user>/<id>" and which drops that
 // user's credentials (a user change drops them too). api-token changes
 // concern no cached record; any other kind drops everything, to be safe.
-func (r *Records) Invalidate(kind, name string) {
-	switch kind {
-	case "token":
+func (r *Records) Invalidate(t record.Type, name string) {
+	switch t {
+	case record.TypeToken:
 		r.tokens.Invalidate(name)
-	case "user":
+	case record.TypeUser:
 		r.users.Invalidate(name)
 		r.privateKeys.Invalidate(name)
-	case "group":
+	case record.TypeGroup:
 		r.groups.Invalidate(name)
-	case "provider":
+	case record.TypeProvider:
 		r.providers.Invalidate(name)
-	case "credential":
+	case record.TypeCredential:
 		user, _, _ := strings.Cut(name, "/")
 		r.privateKeys.Invalidate(user)
-	case "api-token":
+	case record.TypeAPIToken:
 		// Not cached here either: nothing to drop.
 	default:
 		r.Purge()

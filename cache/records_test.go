@@ -125,12 +125,12 @@ func TestPrivateKeysInvalidate(t *testing.T) {
 		annDrop bool
 		bobDrop bool
 	}{
-		"credential of ann": {drop: func(r *Records) { r.Invalidate("credential", "ann/c9") }, annDrop: true},
-		"credential of bob": {drop: func(r *Records) { r.Invalidate("credential", "bob/c1") }, bobDrop: true},
-		"user ann":          {drop: func(r *Records) { r.Invalidate("user", "ann") }, annDrop: true},
-		"group ann":         {drop: func(r *Records) { r.Invalidate("group", "ann") }},
-		"token":             {drop: func(r *Records) { r.Invalidate("token", "ann") }},
-		"api-token":         {drop: func(r *Records) { r.Invalidate("api-token", "ann") }},
+		"credential of ann": {drop: func(r *Records) { r.Invalidate(record.TypeCredential, "ann/c9") }, annDrop: true},
+		"credential of bob": {drop: func(r *Records) { r.Invalidate(record.TypeCredential, "bob/c1") }, bobDrop: true},
+		"user ann":          {drop: func(r *Records) { r.Invalidate(record.TypeUser, "ann") }, annDrop: true},
+		"group ann":         {drop: func(r *Records) { r.Invalidate(record.TypeGroup, "ann") }},
+		"token":             {drop: func(r *Records) { r.Invalidate(record.TypeToken, "ann") }},
+		"api-token":         {drop: func(r *Records) { r.Invalidate(record.TypeAPIToken, "ann") }},
 		"unknown kind":      {drop: func(r *Records) { r.Invalidate("something-new", "x") }, annDrop: true, bobDrop: true},
 		"purge":             {drop: func(r *Records) { r.Purge() }, annDrop: true, bobDrop: true},
 	}

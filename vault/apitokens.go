@@ -12,11 +12,6 @@ import (
 // Management tokens live at api-tokens/<id>, apart from the LLM tokens:
 // the two kinds never share a lookup.
 
-// KindAPIToken is the change marker's kind for a management token; its
-// name is the token id. No cache holds these records: writes are marked so
-// that replicas learn of them all the same.
-const KindAPIToken = "api-token"
-
 const apiTokensDir = "api-tokens/"
 
 // APIToken returns the management token record id, or an error wrapping
@@ -42,7 +37,7 @@ func (s *Store) PutAPIToken(ctx context.Context, t *record.APIToken) error {
 	if _, err := s.get(ctx, usersDir+t.User); err != nil {
 		return err
 	}
-	return s.put(ctx, KindAPIToken, t.ID, apiTokensDir+t.ID, encodeAPIToken(t))
+	return s.put(ctx, record.TypeAPIToken, t.ID, apiTokensDir+t.ID, encodeAPIToken(t))
 }
 
 // CreateAPIToken stores the new management token t once check has
@@ -70,7 +65,7 @@ func (s *Store) UpdateAPIToken(ctx context.Context, id string, change func(*reco
 	if err := checkTokenID("API token", id); err != nil {
 		return nil, notFound(err)
 	}
-	return updateRecord(ctx, s, KindAPIToken, id, apiTokensDir+id, codec[record.APIToken]{decodeAPIToken, encodeAPIToken}, change)
+	return updateRecord(ctx, s, record.TypeAPIToken, id, apiTokensDir+id, codec[record.APIToken]{decodeAPIToken, encodeAPIToken}, change)
 }
 
 // sweepAPITokens removes every management token of user (one read per
@@ -88,7 +83,7 @@ func (s *Store) sweepAPITokens(ctx context.Context, user string) ([]change, erro
 		if err := s.kv.DeleteMetadata(ctx, apiTokensDir+t.ID); err != nil {
 			return nil, fmt.Errorf("vault delete %s: %w", apiTokensDir+t.ID, err)
 		}
-		changes = append(changes, change{kind: KindAPIToken, name: t.ID})
+		changes = append(changes, change{kind: record.TypeAPIToken, name: t.ID})
 	}
 	return changes, nil
 }

@@ -68,7 +68,7 @@ func TestAPITokens(t *testing.T) {
 		}
 	}
 	p.Poll(ctx, rec, func() {})
-	rec.has(t, vault.KindAPIToken+"/"+ann.ID)
+	rec.has(t, string(record.TypeAPIToken)+"/"+ann.ID)
 
 	t.Run("round trip", func(t *testing.T) {
 		got, err := st.APIToken(ctx, ann.ID)

@@ -102,7 +102,7 @@ func pathNotFound(path string) error { return fmt.Errorf("%s: %w", path, record.
 // createNamed stores data at path unless a live record is there
 // (record.ErrExists); a path never written or holding a tombstone takes
 // it. The change is announced.
-func (s *Store) createNamed(ctx context.Context, kind, name, path string, data map[string]any) error {
+func (s *Store) createNamed(ctx context.Context, kind record.Type, name, path string, data map[string]any) error {
 	err := retryCAS(ctx, path, func() error {
 		cur, err := s.readVersion(ctx, path)
 		switch {
@@ -128,7 +128,7 @@ type codec[R any] struct {
 // updateRecord applies apply to the live record at path and writes the
 // result with check-and-set, trying again from the read when another
 // writer came between. The change is announced.
-func updateRecord[R any](ctx context.Context, s *Store, kind, name, path string, c codec[R], apply func(*R) error) (*R, error) {
+func updateRecord[R any](ctx context.Context, s *Store, kind record.Type, name, path string, c codec[R], apply func(*R) error) (*R, error) {
 	var out *R
 	err := retryCAS(ctx, path, func() error {
 		cur, err := s.readVersion(ctx, path)

@@ -15,10 +15,6 @@ import (
 // users/<user>/credentials/<id>: every method takes the owner, and another
 // user's id names a path that does not exist.
 
-// KindCredential is the change marker's kind for a credential; its name is
-// "<user>/<id>".
-const KindCredential = "credential"
-
 func credentialsDir(user string) string { return usersDir + user + "/credentials/" }
 
 // PutCredential creates or replaces one of c.User's credentials. The user
@@ -59,7 +55,7 @@ func (s *Store) SaveCredential(ctx context.Context, c *record.Credential, check 
 	if err != nil {
 		return err
 	}
-	return s.announce(ctx, change{kind: KindCredential, name: c.User + "/" + c.ID})
+	return s.announce(ctx, change{kind: record.TypeCredential, name: c.User + "/" + c.ID})
 }
 
 // restore puts back the version of path that prev read: the record as it
@@ -136,7 +132,7 @@ func (s *Store) DeleteCredential(ctx context.Context, user, id string) error {
 	if err != nil {
 		return err
 	}
-	return s.announce(ctx, change{kind: KindCredential, name: user + "/" + id})
+	return s.announce(ctx, change{kind: record.TypeCredential, name: user + "/" + id})
 }
 
 // sweepCredentials removes every credential of user (for DeleteUser,
@@ -154,7 +150,7 @@ func (s *Store) sweepCredentials(ctx context.Context, user string) ([]change, er
 		if err := s.kv.DeleteMetadata(ctx, credentialsDir(user)+id); err != nil {
 			return nil, fmt.Errorf("vault delete %s: %w", credentialsDir(user)+id, err)
 		}
-		changes = append(changes, change{kind: KindCredential, name: user + "/" + id})
+		changes = append(changes, change{kind: record.TypeCredential, name: user + "/" + id})
 	}
 	return changes, nil
 }

@@ -420,11 +420,26 @@ func (k *tokenKeeper) renewUntilDone(ctx context.Context, secret *api.Secret) {
 		}
 		return
 	}
+	w, refused, err := k.newWatcher(secret)
+	if err != nil {
+		k.log.Error("vault token watcher", "err", err)
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Go(w.Start)
+	defer wg.Wait()
+	defer w.Stop()
+	k.followWatcher(ctx, w, refused, secret.Auth.LeaseDuration)
+}
+
+// newWatcher returns a lifetime watcher for secret on a clone of the client
+// without retries, and a channel that receives when Vault refuses a
+// renewal with 403.
+func (k *tokenKeeper) newWatcher(secret *api.Secret) (*api.LifetimeWatcher, <-chan struct{}, error) {
 	refused := make(chan struct{}, 1)
 	renewer, err := k.client.CloneWithHeaders()
 	if err != nil {
-		k.log.Error("vault token renewal: clone client", "err", err)
-		return
+		return nil, nil, fmt.Errorf("clone client: %w", err)
 	}
 	renewer.SetMaxRetries(0)
 	renewer = renewer.WithResponseCallbacks(func(r *api.Response) {
@@ -440,15 +455,14 @@ func (k *tokenKeeper) renewUntilDone(ctx context.Context, secret *api.Secret) {
 		behavior = api.RenewBehaviorRenewDisabled // watch the TTL only
 	}
 	w, err := renewer.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: secret, RenewBehavior: behavior})
-	if err != nil {
-		k.log.Error("vault token watcher", "err", err)
-		return
-	}
-	var wg sync.WaitGroup
-	wg.Go(w.Start)
-	defer wg.Wait()
-	defer w.Stop()
-	longest := secret.Auth.LeaseDuration
+	return w, refused, err
+}
+
+// followWatcher returns when the token needs a new login (or ctx is done):
+// a login was asked for, a renewal failed or was refused after one had
+// succeeded, or Vault capped a renewal below the longest lease so far
+// (the token is in its last period before its max TTL).
+func (k *tokenKeeper) followWatcher(ctx context.Context, w *api.LifetimeWatcher, refused <-chan struct{}, longest int) {
 	renewed := false
 	for {
 		select {
@@ -483,8 +497,6 @@ func (k *tokenKeeper) renewUntilDone(ctx context.Context, secret *api.Secret) {
 			ttl := time.Duration(lease) * time.Second
 			k.log.Debug("vault token renewed", "method", k.name, "ttl", ttl.String())
 			if lease < longest {
-				// Vault capped the renewal: the token is in its last period
-				// before its max TTL, and renewing cannot extend it.
 				k.log.Debug("vault token reached its max TTL; logging in again", "method", k.name, "ttl", ttl.String())
 				return
 			}

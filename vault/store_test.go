@@ -154,8 +154,8 @@ type recorder struct {
 	events []string
 }
 
-func (r *recorder) Invalidate(kind, name string) { r.add(kind + "/" + name) }
-func (r *recorder) Purge()                       { r.add("purge") }
+func (r *recorder) Invalidate(t record.Type, name string) { r.add(string(t) + "/" + name) }
+func (r *recorder) Purge()                                { r.add("purge") }
 func (r *recorder) add(e string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"github.com/keyward/keyward/record"
 )
 
 // Invalidator drops cached records: one by kind and name, or all.
 type Invalidator interface {
-	Invalidate(kind, name string)
+	Invalidate(t record.Type, name string)
 	Purge()
 }
 
@@ -103,7 +104,7 @@ func (s *Store) poll(ctx context.Context, w *watchState, inv Invalidator, onKeys
 			if c.seq <= w.last {
 				continue
 			}
-			if c.kind == KindSystem {
+			if c.kind == record.TypeSystem {
 				onKeys()
 			} else {
 				inv.Invalidate(c.kind, c.name)
@@ -132,7 +133,7 @@ func (s *Store) pollProviders(ctx context.Context, inv Invalidator) error {
 		if current != seen {
 			s.log.Info("provider changed in vault", "provider", name, "version", current)
 			s.watchProvider(name, current)
-			inv.Invalidate(KindProvider, name)
+			inv.Invalidate(record.TypeProvider, name)
 		}
 	}
 	return nil

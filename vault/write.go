@@ -22,15 +22,6 @@ import (
 // further behind (it was cut off from Vault) drops all its caches instead.
 const markerHistory = 256
 
-// Change kinds in the marker.
-const (
-	KindToken    = "token"
-	KindUser     = "user"
-	KindGroup    = "group"
-	KindProvider = "provider"
-	KindSystem   = "system"
-)
-
 // PutGroup creates or replaces a group, whatever is stored (a raw write:
 // package manage creates and changes groups with CreateGroup and
 // UpdateGroup).
@@ -38,7 +29,7 @@ func (s *Store) PutGroup(ctx context.Context, g *record.Group) error {
 	if err := checkName("group", g.Name); err != nil {
 		return err
 	}
-	return s.put(ctx, KindGroup, g.Name, groupsDir+g.Name, encodeGroup(g))
+	return s.put(ctx, record.TypeGroup, g.Name, groupsDir+g.Name, encodeGroup(g))
 }
 
 // CreateGroup stores g unless a group of that name exists
@@ -47,7 +38,7 @@ func (s *Store) CreateGroup(ctx context.Context, g *record.Group) error {
 	if err := checkName("group", g.Name); err != nil {
 		return err
 	}
-	return s.createNamed(ctx, KindGroup, g.Name, groupsDir+g.Name, encodeGroup(g))
+	return s.createNamed(ctx, record.TypeGroup, g.Name, groupsDir+g.Name, encodeGroup(g))
 }
 
 // UpdateGroup applies change to the stored group and stores the result.
@@ -55,7 +46,7 @@ func (s *Store) UpdateGroup(ctx context.Context, name string, change func(*recor
 	if err := checkName("group", name); err != nil {
 		return nil, notFound(err)
 	}
-	return updateRecord(ctx, s, KindGroup, name, groupsDir+name, codec[record.Group]{decodeGroup, encodeGroup}, change)
+	return updateRecord(ctx, s, record.TypeGroup, name, groupsDir+name, codec[record.Group]{decodeGroup, encodeGroup}, change)
 }
 
 // DeleteGroup removes a group. Its tokens stay, and are denied. Deleting a
@@ -67,7 +58,7 @@ func (s *Store) DeleteGroup(ctx context.Context, name string) error {
 	if err := s.bury(ctx, groupsDir+name); err != nil {
 		return err
 	}
-	return s.announce(ctx, change{kind: KindGroup, name: name})
+	return s.announce(ctx, change{kind: record.TypeGroup, name: name})
 }
 
 // PutUser creates or replaces a user, whatever is stored (a raw write:
@@ -76,7 +67,7 @@ func (s *Store) PutUser(ctx context.Context, u *record.User) error {
 	if err := checkName("user", u.Name); err != nil {
 		return err
 	}
-	return s.put(ctx, KindUser, u.Name, usersDir+u.Name, encodeUser(u))
+	return s.put(ctx, record.TypeUser, u.Name, usersDir+u.Name, encodeUser(u))
 }
 
 // CreateUser stores u unless a user of that name exists
@@ -85,7 +76,7 @@ func (s *Store) CreateUser(ctx context.Context, u *record.User) error {
 	if err := checkName("user", u.Name); err != nil {
 		return err
 	}
-	return s.createNamed(ctx, KindUser, u.Name, usersDir+u.Name, encodeUser(u))
+	return s.createNamed(ctx, record.TypeUser, u.Name, usersDir+u.Name, encodeUser(u))
 }
 
 // UpdateUser applies change to the stored user and stores the result.
@@ -93,7 +84,7 @@ func (s *Store) UpdateUser(ctx context.Context, name string, change func(*record
 	if err := checkName("user", name); err != nil {
 		return nil, notFound(err)
 	}
-	return updateRecord(ctx, s, KindUser, name, usersDir+name, codec[record.User]{decodeUser, encodeUser}, change)
+	return updateRecord(ctx, s, record.TypeUser, name, usersDir+name, codec[record.User]{decodeUser, encodeUser}, change)
 }
 
 // DeleteUser removes a user, every token and management token they own
@@ -108,7 +99,7 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 	if err := s.bury(ctx, usersDir+name); err != nil {
 		return err
 	}
-	changes := []change{{kind: KindUser, name: name}}
+	changes := []change{{kind: record.TypeUser, name: name}}
 	for _, sweep := range []func(context.Context, string) ([]change, error){s.sweepTokens, s.sweepAPITokens, s.sweepCredentials} {
 		swept, err := sweep(ctx, name)
 		if err != nil {
@@ -133,7 +124,7 @@ func (s *Store) sweepTokens(ctx context.Context, user string) ([]change, error) 
 		if err := s.removeToken(ctx, user, id); err != nil {
 			return nil, err
 		}
-		changes = append(changes, change{kind: KindToken, name: id})
+		changes = append(changes, change{kind: record.TypeToken, name: id})
 	}
 	return changes, nil
 }
@@ -154,7 +145,7 @@ func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
 	if err := s.putIndex(ctx, t); err != nil {
 		return err
 	}
-	return s.put(ctx, KindToken, t.ID, tokensDir+t.ID, encodeToken(t))
+	return s.put(ctx, record.TypeToken, t.ID, tokensDir+t.ID, encodeToken(t))
 }
 
 // checkToken checks the id, owner and group of a token to be written.
@@ -202,7 +193,7 @@ func (s *Store) UpdateToken(ctx context.Context, id string, change func(*record.
 	if err := checkTokenID("token", id); err != nil {
 		return nil, notFound(err)
 	}
-	return updateRecord(ctx, s, KindToken, id, tokensDir+id, codec[record.Token]{decodeToken, encodeToken}, change)
+	return updateRecord(ctx, s, record.TypeToken, id, tokensDir+id, codec[record.Token]{decodeToken, encodeToken}, change)
 }
 
 // DeleteToken removes a token record and its owner's index entry.
@@ -217,7 +208,7 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 	if err := s.removeToken(ctx, t.User, id); err != nil {
 		return err
 	}
-	return s.announce(ctx, change{kind: KindToken, name: id})
+	return s.announce(ctx, change{kind: record.TypeToken, name: id})
 }
 
 // removeToken deletes token id of user with every version, and its index
@@ -260,10 +251,10 @@ func (s *Store) EnsureSigningKey(ctx context.Context) error {
 	if err != nil && !errors.Is(err, errCASLost) {
 		return err
 	}
-	return s.announce(ctx, change{kind: KindSystem, name: "signing-keys"})
+	return s.announce(ctx, change{kind: record.TypeSystem, name: "signing-keys"})
 }
 
-func (s *Store) put(ctx context.Context, kind, name, path string, data map[string]any) error {
+func (s *Store) put(ctx context.Context, kind record.Type, name, path string, data map[string]any) error {
 	if _, err := s.kv.Put(ctx, path, data); err != nil {
 		return fmt.Errorf("vault write %s: %w", path, err)
 	}
@@ -272,7 +263,7 @@ func (s *Store) put(ctx context.Context, kind, name, path string, data map[strin
 
 // remove deletes every version of a record, so that it is gone rather than
 // soft-deleted, and announces it.
-func (s *Store) remove(ctx context.Context, kind, name, path string) error {
+func (s *Store) remove(ctx context.Context, kind record.Type, name, path string) error {
 	if _, err := s.get(ctx, path); err != nil {
 		return err
 	}
@@ -284,8 +275,9 @@ func (s *Store) remove(ctx context.Context, kind, name, path string) error {
 
 // change is one entry of the marker.
 type change struct {
-	seq        int
-	kind, name string
+	seq  int
+	kind record.Type
+	name string
 }
 
 // readMarker returns the marker's sequence number, its recent changes
@@ -330,7 +322,7 @@ func parseChanges(s string) []change {
 		if err != nil {
 			continue
 		}
-		out = append(out, change{seq: seq, kind: parts[1], name: parts[2]})
+		out = append(out, change{seq: seq, kind: record.Type(parts[1]), name: parts[2]})
 	}
 	return out
 }
