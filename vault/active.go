@@ -11,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // keyward reads only from the active node of a Vault or OpenBao cluster.
@@ -48,7 +51,18 @@ type activeNode struct {
 	probe  *http.Client
 	next   http.RoundTripper
 	active atomic.Pointer[url.URL] // nil: none known, nothing is sent
+	// moved is set when requests were moved to another node, until the
+	// next poll takes it (see takeMoved).
+	moved atomic.Bool
+	// finds makes concurrent requests that found no node share one search;
+	// lastMiss (Unix nanoseconds) is when a search last found none.
+	finds    singleflight.Group
+	lastMiss atomic.Int64
 }
+
+// refindEvery bounds how often requests search for the active node while
+// none answers (an election takes seconds; polls keep searching too).
+const refindEvery = 100 * time.Millisecond
 
 func newActiveNode(addrs []string, probe *http.Client, next http.RoundTripper) (*activeNode, error) {
 	a := &activeNode{probe: probe, next: next}
@@ -65,19 +79,65 @@ func newActiveNode(addrs []string, probe *http.Client, next http.RoundTripper) (
 	return a, nil
 }
 
+// RoundTrip sends r to the active node. A read that finds no active node
+// known, or whose node does not answer (it died: a failover under way),
+// searches for the active node at once and is sent there, rather than
+// fail until the next poll: a token created on the new leader right after
+// a failover is then found, not refused. Writes are never sent twice.
 func (a *activeNode) RoundTrip(r *http.Request) (*http.Response, error) {
 	u := a.active.Load()
+	if u == nil && idempotent(r) {
+		u = a.refind(r.Context(), nil)
+	}
 	if u == nil {
 		if r.Body != nil {
 			r.Body.Close()
 		}
 		return nil, fmt.Errorf("%w: %s %s not sent", ErrNoActiveNode, r.Method, r.URL.Path)
 	}
-	if r.URL.Scheme != u.Scheme || r.URL.Host != u.Host {
-		r = r.Clone(r.Context())
-		r.URL.Scheme, r.URL.Host, r.Host = u.Scheme, u.Host, u.Host
+	resp, err := a.next.RoundTrip(routed(r, u))
+	if err != nil && idempotent(r) && r.Context().Err() == nil {
+		if other := a.refind(r.Context(), u); other != nil && other.String() != u.String() {
+			return a.next.RoundTrip(routed(r, other))
+		}
 	}
-	return a.next.RoundTrip(r)
+	return resp, err
+}
+
+// routed returns r addressed to u.
+func routed(r *http.Request, u *url.URL) *http.Request {
+	if r.URL.Scheme == u.Scheme && r.URL.Host == u.Host {
+		return r
+	}
+	r = r.Clone(r.Context())
+	r.URL.Scheme, r.URL.Host, r.Host = u.Scheme, u.Host, u.Host
+	return r
+}
+
+// idempotent reports whether r may be sent again: a read without a body.
+func idempotent(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == "LIST") && (r.Body == nil || r.Body == http.NoBody)
+}
+
+// refind checks which node is active (see check), sharing the search
+// with concurrent callers, and returns it; nil when there is none, or
+// when one was searched for in vain less than refindEvery ago. failed is
+// the node that did not answer (nil: none was known).
+func (a *activeNode) refind(ctx context.Context, failed *url.URL) *url.URL {
+	if u := a.active.Load(); u != nil && u != failed {
+		return u // another request found it meanwhile
+	}
+	if since := time.Now().UnixNano() - a.lastMiss.Load(); since < int64(refindEvery) {
+		return nil
+	}
+	v, _, _ := a.finds.Do("", func() (any, error) {
+		if _, err := a.check(ctx); err != nil {
+			a.lastMiss.Store(time.Now().UnixNano())
+			return (*url.URL)(nil), nil
+		}
+		return a.active.Load(), nil
+	})
+	return v.(*url.URL)
 }
 
 // current returns the address requests go to ("" while none is known).
@@ -105,8 +165,16 @@ func (a *activeNode) check(ctx context.Context) (changed bool, err error) {
 		return prev != nil, err
 	}
 	a.active.Store(found)
-	return prev != nil && prev.String() != found.String(), nil
+	changed = prev != nil && prev.String() != found.String()
+	if changed {
+		a.moved.Store(true)
+	}
+	return changed, nil
 }
+
+// takeMoved reports whether requests were moved to another node since it
+// was last called, by a poll or by a request (see RoundTrip).
+func (a *activeNode) takeMoved() bool { return a.moved.Swap(false) }
 
 // find asks every address and returns the first active one.
 func (a *activeNode) find(ctx context.Context) (*url.URL, error) {

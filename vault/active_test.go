@@ -153,6 +153,34 @@ func TestActiveNodeOnly(t *testing.T) {
 	}
 }
 
+// TestReadFindsNewActiveNode: when the active node dies between polls, a
+// read finds the node that took over and is served there at once (a
+// token created on the new leader is not refused until the next poll);
+// the next poll drops the caches, as for any move.
+func TestReadFindsNewActiveNode(t *testing.T) {
+	a, b := newFakeNode(t, "a", "active"), newFakeNode(t, "b", "standby")
+	st := clusterStore(t, vault.Config{Addresses: []string{a.URL, b.URL}})
+	ctx := t.Context()
+	if err := st.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := st.Group(ctx, "eng"); err != nil || g.Providers[0] != "a" {
+		t.Fatalf("read: %v, %v; want served by a", g, err)
+	}
+	a.Close() // the leader dies
+	b.setRole("active")
+	g, err := st.Group(ctx, "eng")
+	if err != nil || g.Providers[0] != "b" {
+		t.Fatalf("read after the leader died: %v, %v; want served by b", g, err)
+	}
+	rec := &recorder{}
+	st.Poller().Poll(ctx, rec, func() {})
+	rec.has(t, "purge")
+	if got := b.servedNotActive(); len(got) != 0 {
+		t.Errorf("b served %v while standby", got)
+	}
+}
+
 // TestStandbyAddressRefused: one address that reaches a standby only is
 // not read from; Start says why.
 func TestStandbyAddressRefused(t *testing.T) {

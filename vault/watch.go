@@ -54,7 +54,8 @@ type watchState struct {
 func (s *Store) poll(ctx context.Context, w *watchState, inv Invalidator, onKeys func()) {
 	var seq int
 	var changes []change
-	switched, err := s.nodes.check(ctx)
+	_, err := s.nodes.check(ctx)
+	switched := s.nodes.takeMoved()
 	if err == nil {
 		seq, changes, _, err = s.readMarker(ctx)
 	}
