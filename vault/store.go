@@ -90,9 +90,33 @@ type Store struct {
 // New returns a store for cfg. It does not contact Vault: Start logs in.
 func New(cfg Config, log *slog.Logger, getenv func(string) string) (*Store, error) {
 	cfg = cfg.WithDefaults()
+	client, nodes, requests, err := newClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	method, err := newAuthMethod(cfg.Auth, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{
+		cfg:              cfg,
+		log:              log,
+		client:           client,
+		kv:               client.KVv2(cfg.Mount),
+		requests:         requests,
+		nodes:            nodes,
+		method:           method,
+		keeper:           newTokenKeeper(client, method, log),
+		providerVersions: map[string]int{},
+	}, nil
+}
+
+// newClient returns a Vault client whose requests go to the active node
+// among cfg's addresses, without retries or redirects, counted.
+func newClient(cfg Config) (*api.Client, *activeNode, *atomic.Uint64, error) {
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
-		return nil, fmt.Errorf("vault: %w", vc.Error)
+		return nil, nil, nil, fmt.Errorf("vault: %w", vc.Error)
 	}
 	addrs := cfg.Addresses
 	if len(addrs) == 0 {
@@ -113,12 +137,12 @@ func New(cfg Config, log *slog.Logger, getenv func(string) string) (*Store, erro
 	probe := &http.Client{Timeout: cfg.Timeout, Transport: &countingTransport{n: requests, next: refuseRedirects{next: base}}}
 	nodes, err := newActiveNode(addrs, probe, base)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	vc.HttpClient.Transport = &countingTransport{n: requests, next: refuseRedirects{next: nodes}}
 	client, err := api.NewClient(vc)
 	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
+		return nil, nil, nil, fmt.Errorf("vault client: %w", err)
 	}
 	// The token comes from the auth method, never implicitly from the
 	// environment of whoever started keyward.
@@ -126,21 +150,7 @@ func New(cfg Config, log *slog.Logger, getenv func(string) string) (*Store, erro
 	if cfg.Namespace != "" {
 		client.SetNamespace(cfg.Namespace)
 	}
-	method, err := newAuthMethod(cfg.Auth, getenv)
-	if err != nil {
-		return nil, err
-	}
-	return &Store{
-		cfg:              cfg,
-		log:              log,
-		client:           client,
-		kv:               client.KVv2(cfg.Mount),
-		requests:         requests,
-		nodes:            nodes,
-		method:           method,
-		keeper:           newTokenKeeper(client, method, log),
-		providerVersions: map[string]int{},
-	}, nil
+	return client, nodes, requests, nil
 }
 
 // Start finds the active node, logs in and keeps the token alive in the

@@ -63,19 +63,7 @@ func (s *Store) poll(ctx context.Context, w *watchState, inv Invalidator, onKeys
 		err = s.pollProviders(ctx, inv)
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return
-		}
-		if isForbidden(err) {
-			// Our token was revoked, or Vault lost it (a restart without
-			// its storage): log in again rather than wait for the
-			// renewal to notice.
-			s.keeper.relogin()
-		}
-		if !w.down {
-			w.down, w.downSince = true, time.Now()
-			s.log.Warn("vault unreachable; serving cached records within max_stale", "err", err, "max_stale", s.cfg.MaxStale.String())
-		}
+		s.pollFailed(ctx, w, err)
 		return
 	}
 	resync := func(why string) {
@@ -101,18 +89,39 @@ func (s *Store) poll(ctx context.Context, w *watchState, inv Invalidator, onKeys
 			resync("missed changes")
 			break
 		}
-		for _, c := range changes {
-			if c.seq <= w.last {
-				continue
-			}
-			if c.kind == record.TypeSystem {
-				onKeys()
-			} else {
-				inv.Invalidate(c.kind, c.name)
-			}
-		}
+		applyChanges(changes, w.last, inv, onKeys)
 	}
 	w.started, w.last = true, seq
+}
+
+// pollFailed notes a poll that could not reach Vault.
+func (s *Store) pollFailed(ctx context.Context, w *watchState, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	if isForbidden(err) {
+		// Our token was revoked, or Vault lost it (a restart without its
+		// storage): log in again rather than wait for the renewal to
+		// notice.
+		s.keeper.relogin()
+	}
+	if !w.down {
+		w.down, w.downSince = true, time.Now()
+		s.log.Warn("vault unreachable; serving cached records within max_stale", "err", err, "max_stale", s.cfg.MaxStale.String())
+	}
+}
+
+// applyChanges tells inv of every change after sequence number last.
+func applyChanges(changes []change, last int, inv Invalidator, onKeys func()) {
+	for _, c := range changes {
+		switch {
+		case c.seq <= last:
+		case c.kind == record.TypeSystem:
+			onKeys()
+		default:
+			inv.Invalidate(c.kind, c.name)
+		}
+	}
 }
 
 // pollProviders compares the version of every provider in use with the
