@@ -58,7 +58,7 @@ func TestLostStoreFile(t *testing.T) {
 			t.Errorf("%s lost: the token is refused: %s", tc.file, denied)
 		}
 		lost := readFiles(t, files)
-		for _, cmd := range [][]string{{"group", "add", "ops"}, {"token", "create", "-user", "alice", "-group", "eng"}} {
+		for _, cmd := range [][]string{{"group", "add", "ops"}, tokenCreate("alice", "eng")} {
 			out, err := s.kwErr(cmd...)
 			if err == nil || !strings.Contains(err.Error(), "store file lost") {
 				t.Errorf("%s lost: keyward %s = %q, %v; want a failure naming the lost file", tc.file, strings.Join(cmd, " "), out, err)

@@ -341,7 +341,7 @@ func withoutFailover(t *testing.T, bootstrap string) string {
 func TestReplicasLoseNothing(t *testing.T) {
 	start := time.Now()
 	rs := newReplicaSet(t)
-	tok := strings.TrimSpace(rs.kw("token", "create", "-user", "alice", "-group", "eng"))
+	tok := strings.TrimSpace(rs.kw(tokenCreate("alice", "eng")...))
 	// The token is on disk; wait until both replicas have read it.
 	for _, r := range rs.replicas {
 		waitFor(t, eventLimit, func() bool { vd, err := r.check(tok); return err == nil && vd.status == http.StatusOK })

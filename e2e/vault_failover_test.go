@@ -87,7 +87,7 @@ func TestVaultRaftFailover(t *testing.T) {
 	elected := c.Active(t)
 	t.Logf("failover: killed leader %s; %s active after %v", leader.Name, elected.Name, time.Since(killed).Round(time.Millisecond))
 
-	created := v.kwUntilOK("token", "create", "-user", "alice", "-group", "eng")
+	created := v.kwUntilOK(tokenCreate("alice", "eng")...)
 	tokNew := strings.TrimSpace(created.out)
 	if !strings.HasPrefix(tokNew, token.Prefix) {
 		t.Fatalf("token create printed %q", tokNew)

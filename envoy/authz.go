@@ -46,7 +46,6 @@ const (
 	retryOn          = "connect-failure,refused-stream,reset,unavailable"
 	retryCount       = 2
 	retryBaseBackoff = 10 * time.Millisecond
-	retryMaxBackoff  = 50 * time.Millisecond
 	// maxRetries lifts Envoy's default of 3 concurrent retries per
 	// cluster: when a replica dies every check in flight on it retries at
 	// once, and each retry refused by the breaker is a failed request.
@@ -226,7 +225,14 @@ func authzHealthCheck() *corev3.HealthCheck {
 // authzRetryPolicy retries a check that a replica could not answer (it
 // refused the connection, reset it, or was shutting down) on another
 // replica.
-func authzRetryPolicy() (*corev3.RetryPolicy, error) {
+//
+// Envoy turns a gRPC service's retry policy into a route's, and takes the
+// per-try timeout from the back-off's max_interval: a short one would cut
+// every check that waits for the store (up to cache.check_deadline) and
+// retry it until the authz timeout, ending in Envoy's bare 503 instead of
+// keyward's answer. So max_interval is the whole authz timeout; the waits
+// between retries stay short, set by base_interval (10ms, then 30ms).
+func authzRetryPolicy(timeout time.Duration) (*corev3.RetryPolicy, error) {
 	previous, err := anyOf(&previoushostsv3.PreviousHostsPredicate{})
 	if err != nil {
 		return nil, err
@@ -236,7 +242,7 @@ func authzRetryPolicy() (*corev3.RetryPolicy, error) {
 		NumRetries: wrapperspb.UInt32(retryCount),
 		RetryBackOff: &corev3.BackoffStrategy{
 			BaseInterval: durationpb.New(retryBaseBackoff),
-			MaxInterval:  durationpb.New(retryMaxBackoff),
+			MaxInterval:  durationpb.New(max(timeout, retryBaseBackoff)),
 		},
 		RetryHostPredicate: []*corev3.RetryPolicy_RetryHostPredicate{{
 			Name:       previousHostsPredicate,

@@ -214,7 +214,7 @@ func listener(o Options, routes []*routev3.Route) (*listenerv3.Listener, error) 
 // overwrite (OVERWRITE_IF_EXISTS_OR_ADD) and remove any credential header and
 // query parameter, and must see every header to find the client credential.
 func extAuthz(o Options) (*extauthzv3.ExtAuthz, error) {
-	retry, err := authzRetryPolicy()
+	retry, err := authzRetryPolicy(o.AuthzTimeout)
 	if err != nil {
 		return nil, err
 	}

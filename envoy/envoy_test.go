@@ -502,8 +502,16 @@ func checkRetry(t *testing.T, b *bootstrapv3.Bootstrap) {
 			t.Errorf("retry_on %q lacks %s", r.GetRetryOn(), on)
 		}
 	}
-	if back := r.GetRetryBackOff().GetMaxInterval().AsDuration(); back == 0 || back*time.Duration(r.GetNumRetries().GetValue()) >= envoy.DefaultAuthzTimeout {
-		t.Errorf("retry back-off %v: the retries do not fit in the check's timeout", back)
+	// Envoy takes the per-try timeout from max_interval: it must not cut
+	// a check shorter than the authz timeout (a check that waits for the
+	// store takes up to cache.check_deadline).
+	if back := r.GetRetryBackOff().GetMaxInterval().AsDuration(); back < envoy.DefaultAuthzTimeout {
+		t.Errorf("retry max_interval %v: Envoy's per-try timeout would cut checks shorter than the authz timeout", back)
+	}
+	// The waits between retries (base_interval, then 3 times it) fit in
+	// the authz timeout.
+	if base := r.GetRetryBackOff().GetBaseInterval().AsDuration(); base == 0 || 4*base*time.Duration(r.GetNumRetries().GetValue()) >= envoy.DefaultAuthzTimeout {
+		t.Errorf("retry base_interval %v: the retries do not fit in the check's timeout", base)
 	}
 }
 
