@@ -25,6 +25,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keyward/keyward/authz"
+	"github.com/keyward/keyward/cache"
 	"github.com/keyward/keyward/envoy"
 	"github.com/keyward/keyward/manage"
 
@@ -242,7 +243,8 @@ type Envoy struct {
 
 // Cache sizes the record caches.
 type Cache struct {
-	// Size is the number of entries per record kind. Default 100000.
+	// Size is the number of entries per record kind. Default
+	// cache.DefaultSize (100000).
 	Size int `yaml:"size"`
 	// TTL is how long a loaded record is trusted. Default 30s.
 	TTL time.Duration `yaml:"ttl"`
@@ -393,7 +395,7 @@ func (c *Config) applyDefaults() {
 	}
 	setDefault(&c.Envoy.AuthzTimeout, 500*time.Millisecond)
 	setDefault(&c.Envoy.MaxRequestBytes, envoy.DefaultMaxRequestBytes)
-	setDefault(&c.Cache.Size, 100_000)
+	setDefault(&c.Cache.Size, cache.DefaultSize)
 	setDefault(&c.Cache.TTL, 30*time.Second)
 	if c.Envoy.AuthzTimeout > 0 {
 		setDefault(&c.Cache.CheckDeadline, c.Envoy.AuthzTimeout/2)
