@@ -24,6 +24,7 @@ import (
 	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/cache"
 	"github.com/keyward/keyward/envoy"
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/servertls"
 	"github.com/keyward/keyward/vault"
@@ -358,7 +359,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	if v := getenv("KEYWARD_DISABLE_CUSTOM_KEYS"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return fmt.Errorf("KEYWARD_DISABLE_CUSTOM_KEYS: %q is not true or false", v)
+			return field.Errorf("KEYWARD_DISABLE_CUSTOM_KEYS", "%q is not true or false", v)
 		}
 		c.DisableCustomKeys = b
 	}
