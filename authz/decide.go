@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
@@ -108,8 +109,8 @@ func NewAuthorizer(records Records, verifier Verifier, opts Options) (*Authorize
 		return nil, errors.New("authz: no credential sources")
 	}
 	for i, s := range opts.Sources {
-		if (s.Header == "") == (s.Query == "") || s.Header != strings.ToLower(s.Header) {
-			return nil, fmt.Errorf("authz: sources[%d]: want exactly one of a lower-case header or a query parameter", i)
+		if err := s.Validate(); err != nil {
+			return nil, fmt.Errorf("authz: %w", field.Prefix(fmt.Sprintf("sources[%d]", i), err))
 		}
 	}
 	if opts.Now == nil {

@@ -30,7 +30,7 @@ import (
 
 // Defaults applied by New to zero Options fields.
 const (
-	DefaultSize        = 10000
+	DefaultSize        = 100_000
 	DefaultTTL         = 30 * time.Second
 	DefaultNegativeTTL = 5 * time.Second
 	DefaultLoadTimeout = 5 * time.Second
@@ -50,7 +50,7 @@ type LoadFunc[V any] func(ctx context.Context, key string) (V, error)
 // takes its default.
 type Options struct {
 	// Size is the maximum number of entries, negative ones included.
-	// Defaults to DefaultSize (10000). Entries are spread over up to 16
+	// Defaults to DefaultSize (100000). Entries are spread over up to 16
 	// shards with an LRU each, so eviction order is LRU per shard, not
 	// global.
 	Size int

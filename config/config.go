@@ -13,11 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,11 +22,10 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keyward/keyward/authz"
+	"github.com/keyward/keyward/cache"
 	"github.com/keyward/keyward/envoy"
 	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/manage"
-
-	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/servertls"
 	"github.com/keyward/keyward/vault"
 )
@@ -243,7 +239,8 @@ type Envoy struct {
 
 // Cache sizes the record caches.
 type Cache struct {
-	// Size is the number of entries per record kind. Default 100000.
+	// Size is the number of entries per record kind. Default
+	// cache.DefaultSize (100000).
 	Size int `yaml:"size"`
 	// TTL is how long a loaded record is trusted. Default 30s.
 	TTL time.Duration `yaml:"ttl"`
@@ -362,7 +359,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	if v := getenv("KEYWARD_DISABLE_CUSTOM_KEYS"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return fmt.Errorf("KEYWARD_DISABLE_CUSTOM_KEYS: %q is not true or false", v)
+			return field.Errorf("KEYWARD_DISABLE_CUSTOM_KEYS", "%q is not true or false", v)
 		}
 		c.DisableCustomKeys = b
 	}
@@ -394,7 +391,7 @@ func (c *Config) applyDefaults() {
 	}
 	setDefault(&c.Envoy.AuthzTimeout, 500*time.Millisecond)
 	setDefault(&c.Envoy.MaxRequestBytes, envoy.DefaultMaxRequestBytes)
-	setDefault(&c.Cache.Size, 100_000)
+	setDefault(&c.Cache.Size, cache.DefaultSize)
 	setDefault(&c.Cache.TTL, 30*time.Second)
 	if c.Envoy.AuthzTimeout > 0 {
 		setDefault(&c.Cache.CheckDeadline, c.Envoy.AuthzTimeout/2)
@@ -408,203 +405,6 @@ func (c *Config) applyDefaults() {
 			c.Routes[i].Hosts[j] = strings.ToLower(h)
 		}
 	}
-}
-
-// Validate checks every field and reports all problems at once, each
-// prefixed with the field's YAML path.
-func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	checkAddr := func(field, addr string) {
-		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
-			bad(field, "%q is not host:port", addr)
-		}
-	}
-	checkListen := func(field, addr string) {
-		if path, ok := strings.CutPrefix(addr, UnixPrefix); !ok {
-			checkAddr(field, addr)
-		} else if !filepath.IsAbs(path) {
-			bad(field, "%q: the unix socket path must be absolute", addr)
-		}
-	}
-	checkListen("listen", c.Listen)
-	checkAddr("envoy.listen", c.Envoy.Listen)
-	if c.Envoy.AuthzAddress != "" || len(c.Envoy.AuthzAddresses) == 0 {
-		checkListen("envoy.authz_address", c.Envoy.AuthzAddress)
-	}
-	for i, a := range c.Envoy.AuthzAddresses {
-		checkListen(fmt.Sprintf("envoy.authz_addresses[%d]", i), a)
-	}
-	if c.Envoy.AuthzAddress != "" && len(c.Envoy.AuthzAddresses) > 0 {
-		bad("envoy.authz_addresses", "set envoy.authz_address or envoy.authz_addresses, not both")
-	}
-	if c.Envoy.AuthzTLS.Enabled() {
-		if err := c.Envoy.AuthzTLS.Validate("envoy.authz_tls"); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if c.Envoy.Admin != "" {
-		checkAddr("envoy.admin", c.Envoy.Admin)
-	}
-	if c.Management.Listen != "" {
-		checkAddr("management.listen", c.Management.Listen)
-	}
-	if c.Metrics.Listen != "" {
-		checkAddr("metrics.listen", c.Metrics.Listen)
-	}
-	errs = append(errs, c.validateTLS()...)
-	switch c.Store.Kind {
-	case "file", "": // "" only in configurations built in Go
-	case "vault":
-		if err := c.Vault.Validate(); err != nil {
-			errs = append(errs, field.Prefix("vault", err))
-		}
-	default:
-		bad("store.kind", "%q is not file or vault", c.Store.Kind)
-	}
-	if c.Store.PollInterval < 10*time.Millisecond {
-		bad("store.poll_interval", "%s is too short (at least 10ms)", c.Store.PollInterval)
-	}
-	if c.Envoy.AuthzTimeout <= 0 {
-		bad("envoy.authz_timeout", "must be positive")
-	}
-	if c.Envoy.MaxRequestBytes > envoy.MaxMaxRequestBytes {
-		bad("envoy.max_request_bytes", "%d is more than %d", c.Envoy.MaxRequestBytes, envoy.MaxMaxRequestBytes)
-	}
-	if c.Cache.Size < 1 {
-		bad("cache.size", "must be at least 1")
-	}
-	if c.Cache.TTL <= 0 {
-		bad("cache.ttl", "must be positive")
-	}
-	switch d := c.Cache.CheckDeadline; {
-	case d < 0 || d == 0 && c.Envoy.AuthzTimeout > 0:
-		bad("cache.check_deadline", "must be positive")
-	case c.Envoy.AuthzTimeout <= 0:
-		// Reported above; the default deadline derives from it.
-	case d >= c.Envoy.AuthzTimeout:
-		bad("cache.check_deadline", "%s is not shorter than envoy.authz_timeout (%s): Envoy would give up first", d, c.Envoy.AuthzTimeout)
-	}
-	if g := c.Management.RotationGrace; g < 0 || g > manage.MaxRotationGrace {
-		bad("management.rotation_grace", "%s is not between 0 and %s", g, manage.MaxRotationGrace)
-	}
-	if c.Management.MaxActiveTokens < 1 {
-		bad("management.max_active_tokens", "must be at least 1")
-	}
-	if c.Audit.DenyLogPerSecond < 0 {
-		bad("audit.deny_log_per_second", "must not be negative (0 logs every denial)")
-	}
-	if c.ShutdownGrace < 0 {
-		bad("shutdown_grace", "must not be negative")
-	}
-	if c.ShutdownDrain < 0 {
-		bad("shutdown_drain", "must not be negative")
-	}
-	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
-		bad("log_level", "%q is not debug, info, warn or error", c.LogLevel)
-	}
-	if !validHeaderName(c.ModelHeader) {
-		bad("model_header", "%q is not a header name", c.ModelHeader)
-	}
-	for i, s := range c.Credentials {
-		field := fmt.Sprintf("credentials[%d]", i)
-		switch {
-		case (s.Header == "") == (s.Query == ""):
-			bad(field, "set exactly one of header or query")
-		case s.Header != "" && !validHeaderName(s.Header):
-			bad(field+".header", "%q is not a header name", s.Header)
-		case s.Header != "" && strings.HasPrefix(s.Header, "x-keyward-"):
-			bad(field+".header", "x-keyward-* headers are keyward's own")
-		}
-	}
-	errs = append(errs, c.validateEndpoints()...)
-	seenPrefix := map[string]int{}
-	seenHost := map[string]int{}
-	for i, r := range c.Routes {
-		field := fmt.Sprintf("routes[%d]", i)
-		if err := record.ValidateName("provider", r.Provider); err != nil {
-			bad(field+".provider", "%v", err)
-		}
-		for j, h := range r.Hosts {
-			if h == "" || strings.ContainsAny(h, "/: ") {
-				bad(fmt.Sprintf("%s.hosts[%d]", field, j), "%q is not a host name (no scheme, port or path)", h)
-			}
-			if k, dup := seenHost[h]; dup {
-				bad(fmt.Sprintf("%s.hosts[%d]", field, j), "%q is already routed by routes[%d]", h, k)
-			}
-			seenHost[h] = i
-		}
-		if r.PathPrefix != "" {
-			if !strings.HasPrefix(r.PathPrefix, "/") || !strings.HasSuffix(r.PathPrefix, "/") {
-				bad(field+".path_prefix", "%q must start and end with /", r.PathPrefix)
-			}
-			if k, dup := seenPrefix[r.PathPrefix]; dup {
-				bad(field+".path_prefix", "%q is already used by routes[%d]", r.PathPrefix, k)
-			}
-			seenPrefix[r.PathPrefix] = i
-		}
-		if r.Upstream != "" {
-			u, err := url.Parse(r.Upstream)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad(field+".upstream", "%q is not an http(s) URL", r.Upstream)
-			}
-		}
-		if (r.PathPrefix == "") != (r.Upstream == "") {
-			bad(field, "path_prefix and upstream go together (both for envoy-config, or neither)")
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// validateTLS checks the listeners' TLS settings. The ext_authz listener
-// answers with provider keys: its TLS must authenticate the client (a
-// client CA and an allow-list), where management and metrics may leave
-// client certificates out.
-func (c *Config) validateTLS() []error {
-	var errs []error
-	check := func(field string, t TLS, mutual bool) {
-		if !t.Enabled() {
-			return
-		}
-		if err := t.Files.Validate(field); err != nil {
-			errs = append(errs, err)
-		}
-		if mutual && t.ClientCAFile == "" {
-			errs = append(errs, fmt.Errorf("%s.client_ca_file: required: only Envoy may ask for keys", field))
-		}
-		if mutual && len(t.AllowedClients) == 0 {
-			errs = append(errs, fmt.Errorf("%s.allowed_clients: at least one identity (Envoy's spiffe:// ID or DNS name): the CA may sign other workloads too", field))
-		}
-		if t.ReloadInterval < 10*time.Millisecond {
-			errs = append(errs, fmt.Errorf("%s.reload_interval: %s is too short (at least 10ms)", field, t.ReloadInterval))
-		}
-	}
-	check("tls", c.TLS, true)
-	check("management.tls", c.Management.TLS, false)
-	check("metrics.tls", c.Metrics.TLS, false)
-	if c.Management.TLS.Enabled() && c.Management.Listen == "" {
-		errs = append(errs, errors.New("management.tls: set without management.listen"))
-	}
-	if c.Metrics.TLS.Enabled() && c.Metrics.Listen == "" {
-		errs = append(errs, errors.New("metrics.tls: set without metrics.listen"))
-	}
-	return errs
-}
-
-// validHeaderName accepts lower-case HTTP token characters, as Envoy
-// presents header names to ext_authz.
-func validHeaderName(h string) bool {
-	if h == "" {
-		return false
-	}
-	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.!#$%&'*+^`|~", r)) {
-			return false
-		}
-	}
-	return true
 }
 
 func setDefault[T comparable](field *T, value T) {
@@ -630,22 +430,4 @@ func (c *Config) EndpointSpecs() map[string][]authz.EndpointSpec {
 		}
 	}
 	return out
-}
-
-// validateEndpoints checks Endpoints, naming the field of each problem.
-func (c *Config) validateEndpoints() []error {
-	var errs []error
-	for provider, specs := range c.EndpointSpecs() {
-		if err := record.ValidateName("provider", provider); err != nil {
-			errs = append(errs, fmt.Errorf("endpoints: %w", err))
-		}
-		var ee *authz.EndpointError
-		switch err := authz.ParseEndpoints(specs); {
-		case errors.As(err, &ee):
-			errs = append(errs, fmt.Errorf("endpoints.%s[%d].%s: %s", provider, ee.Index, ee.Field, ee.Msg))
-		case err != nil:
-			errs = append(errs, fmt.Errorf("endpoints.%s: %w", provider, err))
-		}
-	}
-	return errs
 }

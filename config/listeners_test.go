@@ -69,15 +69,7 @@ func TestListenerSettings(t *testing.T) {
 			if err == nil {
 				t.Fatalf("valid, want problems with %v", tc.fields)
 			}
-			lines := problems(err, path)
-			for _, f := range tc.fields {
-				if !hasField(lines, f) {
-					t.Errorf("no problem named %s in:\n%s", f, err)
-				}
-			}
-			if len(lines) != len(tc.fields) {
-				t.Errorf("got %d problems, want %d:\n%s", len(lines), len(tc.fields), err)
-			}
+			wantPaths(t, err, tc.fields)
 		})
 	}
 }

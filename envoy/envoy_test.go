@@ -336,18 +336,21 @@ func TestValidate(t *testing.T) {
 		"no routes":              {mod: func(o *envoy.Options) { o.Routes = nil }, want: []string{"routes"}},
 		"provider missing":       {mod: route(func(r *envoy.Route) { r.Provider = "" }), want: []string{"routes[0].provider"}},
 		"provider bad chars":     {mod: route(func(r *envoy.Route) { r.Provider = "open ai" }), want: []string{"routes[0].provider"}},
-		"prefix missing":         {mod: route(func(r *envoy.Route) { r.PathPrefix = "" }), want: []string{"routes[0].path_prefix"}},
-		"prefix no slash":        {mod: route(func(r *envoy.Route) { r.PathPrefix = "openai/" }), want: []string{"routes[0].path_prefix"}},
-		"prefix no trailing":     {mod: route(func(r *envoy.Route) { r.PathPrefix = "/openai" }), want: []string{"routes[0].path_prefix"}},
-		"prefix with query":      {mod: route(func(r *envoy.Route) { r.PathPrefix = "/a?b/" }), want: []string{"routes[0].path_prefix"}},
-		"upstream missing":       {mod: route(func(r *envoy.Route) { r.Upstream = "" }), want: []string{"routes[0].upstream"}},
-		"upstream scheme":        {mod: route(func(r *envoy.Route) { r.Upstream = "ftp://api.openai.com" }), want: []string{"routes[0].upstream"}},
-		"upstream no host":       {mod: route(func(r *envoy.Route) { r.Upstream = "https:///v1" }), want: []string{"routes[0].upstream"}},
-		"upstream user info":     {mod: route(func(r *envoy.Route) { r.Upstream = "https://u:p@api.openai.com" }), want: []string{"routes[0].upstream"}},
-		"upstream query":         {mod: route(func(r *envoy.Route) { r.Upstream = "https://api.openai.com/?x=1" }), want: []string{"routes[0].upstream"}},
-		"upstream fragment":      {mod: route(func(r *envoy.Route) { r.Upstream = "https://api.openai.com/#x" }), want: []string{"routes[0].upstream"}},
-		"upstream port 0":        {mod: route(func(r *envoy.Route) { r.Upstream = "https://api.openai.com:0" }), want: []string{"routes[0].upstream"}},
-		"upstream not a url":     {mod: route(func(r *envoy.Route) { r.Upstream = "https://api openai com:x" }), want: []string{"routes[0].upstream"}},
+		"provider too long": {
+			mod: route(func(r *envoy.Route) { r.Provider = strings.Repeat("a", 64) }), want: []string{"routes[0].provider"},
+		},
+		"prefix missing":     {mod: route(func(r *envoy.Route) { r.PathPrefix = "" }), want: []string{"routes[0].path_prefix"}},
+		"prefix no slash":    {mod: route(func(r *envoy.Route) { r.PathPrefix = "openai/" }), want: []string{"routes[0].path_prefix"}},
+		"prefix no trailing": {mod: route(func(r *envoy.Route) { r.PathPrefix = "/openai" }), want: []string{"routes[0].path_prefix"}},
+		"prefix with query":  {mod: route(func(r *envoy.Route) { r.PathPrefix = "/a?b/" }), want: []string{"routes[0].path_prefix"}},
+		"upstream missing":   {mod: route(func(r *envoy.Route) { r.Upstream = "" }), want: []string{"routes[0].upstream"}},
+		"upstream scheme":    {mod: route(func(r *envoy.Route) { r.Upstream = "ftp://api.openai.com" }), want: []string{"routes[0].upstream"}},
+		"upstream no host":   {mod: route(func(r *envoy.Route) { r.Upstream = "https:///v1" }), want: []string{"routes[0].upstream"}},
+		"upstream user info": {mod: route(func(r *envoy.Route) { r.Upstream = "https://u:p@api.openai.com" }), want: []string{"routes[0].upstream"}},
+		"upstream query":     {mod: route(func(r *envoy.Route) { r.Upstream = "https://api.openai.com/?x=1" }), want: []string{"routes[0].upstream"}},
+		"upstream fragment":  {mod: route(func(r *envoy.Route) { r.Upstream = "https://api.openai.com/#x" }), want: []string{"routes[0].upstream"}},
+		"upstream port 0":    {mod: route(func(r *envoy.Route) { r.Upstream = "https://api.openai.com:0" }), want: []string{"routes[0].upstream"}},
+		"upstream not a url": {mod: route(func(r *envoy.Route) { r.Upstream = "https://api openai com:x" }), want: []string{"routes[0].upstream"}},
 		"duplicates": {
 			mod: func(o *envoy.Options) {
 				o.Routes = append(o.Routes, o.Routes[0])
@@ -395,27 +398,24 @@ func TestValidateUpstreamSchemeMessage(t *testing.T) {
 	}
 }
 
-// fields lists the path of every field.Error joined in err, and any
-// other error as such.
+// fields lists the path of every field.Error joined in err (at any
+// depth), and any other error as such.
 func fields(err error) []string {
-	if err == nil {
-		return nil
-	}
-	var out []string
-	var joined interface{ Unwrap() []error }
-	errs := []error{err}
-	if errors.As(err, &joined) {
-		errs = joined.Unwrap()
-	}
-	for _, e := range errs {
-		var fe *field.Error
-		if errors.As(e, &fe) {
-			out = append(out, fe.Path)
-		} else {
-			out = append(out, "not a field.Error: "+e.Error())
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []string
+		for _, e := range joined.Unwrap() {
+			out = append(out, fields(e)...)
 		}
+		return out
 	}
-	return out
+	var fe *field.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &fe):
+		return []string{fe.Path}
+	}
+	return []string{"not a field.Error: " + err.Error()}
 }
 
 // TestAuthzCluster: the keyward cluster has every replica, checks their

@@ -13,12 +13,12 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/keyward/keyward/field"
+	"github.com/keyward/keyward/record"
 )
 
 // DefaultAuthzTimeout is the ext_authz gRPC call timeout used when
@@ -109,9 +109,6 @@ type Options struct {
 	MaxConnections int64
 }
 
-// providerName keeps provider names safe inside cluster names and stat names.
-var providerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
 // Validate reports every problem in o, each as a *field.Error naming its
 // field, joined with errors.Join; nil when o can be turned into a bootstrap.
 func (o Options) Validate() error {
@@ -145,34 +142,35 @@ func (o Options) Validate() error {
 	if len(o.Routes) == 0 {
 		add("routes", "at least one route is required")
 	}
+	errs = append(errs, o.validateRoutes())
+	return errors.Join(errs...)
+}
+
+// validateRoutes checks each route, and that no two share a provider or a
+// path prefix.
+func (o Options) validateRoutes() error {
+	var l field.List
 	providers := map[string]int{}
 	prefixes := map[string]int{}
 	for i, r := range o.Routes {
-		field := fmt.Sprintf("routes[%d]", i)
-		switch {
-		case r.Provider == "":
-			add(field+".provider", "required")
-		case !providerName.MatchString(r.Provider):
-			add(field+".provider", "%q: use letters, digits, '.', '_' and '-' only", r.Provider)
-		default:
-			if j, dup := providers[r.Provider]; dup {
-				add(field+".provider", "%q already used by routes[%d]", r.Provider, j)
-			} else {
-				providers[r.Provider] = i
-			}
+		path := fmt.Sprintf("routes[%d]", i)
+		if err := record.ValidateName("provider", r.Provider); err != nil {
+			l.Merge(path+".provider", err)
+		} else if j, dup := providers[r.Provider]; dup {
+			l.Add(path+".provider", "%q already used by routes[%d]", r.Provider, j)
+		} else {
+			providers[r.Provider] = i
 		}
-		if err := checkPathPrefix(r.PathPrefix); err != nil {
-			add(field+".path_prefix", "%v", err)
+		if err := ValidatePathPrefix(r.PathPrefix); err != nil {
+			l.Merge(path+".path_prefix", err)
 		} else if j, dup := prefixes[r.PathPrefix]; dup {
-			add(field+".path_prefix", "%q already used by routes[%d]", r.PathPrefix, j)
+			l.Add(path+".path_prefix", "%q already used by routes[%d]", r.PathPrefix, j)
 		} else {
 			prefixes[r.PathPrefix] = i
 		}
-		if _, err := parseUpstream(r.Upstream); err != nil {
-			add(field+".upstream", "%v", err)
-		}
+		l.Merge(path+".upstream", ValidateUpstream(r.Upstream))
 	}
-	return errors.Join(errs...)
+	return l.Err()
 }
 
 // withDefaults returns o with its zero optional fields set.
@@ -228,7 +226,9 @@ func splitHostPort(addr string) (string, uint32, error) {
 	return host, uint32(port), nil
 }
 
-func checkPathPrefix(p string) error {
+// ValidatePathPrefix checks a route's path prefix: a plain path (no query,
+// fragment or spaces) that starts and ends with '/'.
+func ValidatePathPrefix(p string) error {
 	switch {
 	case p == "":
 		return errors.New("required")
@@ -248,6 +248,13 @@ type upstream struct {
 	isIP       bool
 	hostHeader string // host[:port], port omitted when it is the scheme's default
 	pathPrefix string // always ends with '/'
+}
+
+// ValidateUpstream checks a route's upstream: an http or https URL with a
+// host, and no user info, query or fragment.
+func ValidateUpstream(raw string) error {
+	_, err := parseUpstream(raw)
+	return err
 }
 
 func parseUpstream(raw string) (upstream, error) {

@@ -85,11 +85,10 @@ func New(st Store, opts Options) (*Manager, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	switch g := opts.RotationGrace; {
-	case g == 0:
+	if opts.RotationGrace == 0 {
 		opts.RotationGrace = DefaultRotationGrace
-	case g < 0 || g > MaxRotationGrace:
-		return nil, fmt.Errorf("manage: rotation grace %v: want between 0 and %v", g, MaxRotationGrace)
+	} else if err := ValidateRotationGrace(opts.RotationGrace); err != nil {
+		return nil, fmt.Errorf("manage: rotation grace: %w", err)
 	}
 	switch n := opts.MaxActiveTokens; {
 	case n == 0:
@@ -98,6 +97,15 @@ func New(st Store, opts Options) (*Manager, error) {
 		return nil, fmt.Errorf("manage: max active tokens %d: want at least 1", n)
 	}
 	return &Manager{st: st, opts: opts}, nil
+}
+
+// ValidateRotationGrace checks the grace period of a rotation: between 0
+// and MaxRotationGrace.
+func ValidateRotationGrace(g time.Duration) error {
+	if g < 0 || g > MaxRotationGrace {
+		return fmt.Errorf("%v is not between 0 and %v", g, MaxRotationGrace)
+	}
+	return nil
 }
 
 // RotationGrace is the grace period of a rotation that names none.

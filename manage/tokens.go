@@ -189,8 +189,8 @@ func (m *Manager) grace(grace *time.Duration) (time.Duration, error) {
 	if grace == nil {
 		return m.opts.RotationGrace, nil
 	}
-	if *grace < 0 || *grace > MaxRotationGrace {
-		return 0, invalid("grace: must be between 0 and %v", MaxRotationGrace)
+	if err := ValidateRotationGrace(*grace); err != nil {
+		return 0, invalid("grace: %v", err)
 	}
 	return *grace, nil
 }

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/keyward/keyward/field"
 )
 
 // Files name the PEM files of one listener; the yaml names are the
@@ -49,29 +51,24 @@ func (f Files) Enabled() bool {
 	return f.CertFile != "" || f.KeyFile != "" || f.ClientCAFile != "" || len(f.AllowedClients) > 0
 }
 
-// Validate checks the fields without reading the files; each error names
-// its field as written in YAML, after prefix and a dot when prefix is set.
+// Validate checks the fields without reading the files; each problem is a
+// *field.Error naming its field as written in YAML, under prefix (see
+// field.Prefix) when prefix is set.
 func (f Files) Validate(prefix string) error {
-	if prefix != "" {
-		prefix += "."
-	}
-	var errs []error
-	bad := func(field, msg string) { errs = append(errs, fmt.Errorf("%s%s: %s", prefix, field, msg)) }
+	var l field.List
 	if f.CertFile == "" {
-		bad("cert_file", "required with TLS")
+		l.Add("cert_file", "required with TLS")
 	}
 	if f.KeyFile == "" {
-		bad("key_file", "required with TLS")
+		l.Add("key_file", "required with TLS")
 	}
 	if len(f.AllowedClients) > 0 && f.ClientCAFile == "" {
-		bad("allowed_clients", "needs client_ca_file, which verifies them")
+		l.Add("allowed_clients", "needs client_ca_file, which verifies them")
 	}
 	for i, id := range f.AllowedClients {
-		if err := ValidateIdentity(id); err != nil {
-			bad(fmt.Sprintf("allowed_clients[%d]", i), err.Error())
-		}
+		l.Merge(fmt.Sprintf("allowed_clients[%d]", i), ValidateIdentity(id))
 	}
-	return errors.Join(errs...)
+	return field.Prefix(prefix, l.Err())
 }
 
 // ValidateIdentity checks one identity of an allow-list: a URI with a

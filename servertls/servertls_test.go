@@ -10,10 +10,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/internal/testlog"
 	"github.com/keyward/keyward/internal/testpki"
 	"github.com/keyward/keyward/servertls"
@@ -322,10 +324,8 @@ func TestValidate(t *testing.T) {
 				}
 				return
 			}
-			for _, field := range tc.want {
-				if err == nil || !strings.Contains(err.Error(), field+":") {
-					t.Errorf("Validate: %v, want it to name %s", err, field)
-				}
+			if got := field.Paths(err); !slices.Equal(got, tc.want) {
+				t.Errorf("Validate: %v, want problems with %v", err, tc.want)
 			}
 		})
 	}
