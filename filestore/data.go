@@ -154,13 +154,29 @@ func parseStoreFile(raw []byte) (*Data, bool, error) {
 	switch err := dec.Decode(d); {
 	case errors.Is(err, io.EOF):
 		return d, false, nil
-	case err != nil && strings.Contains(err.Error(), "field tokens not found"):
+	case err != nil && hasTokensKey(raw):
 		// A hint only: the store file from before token files.
 		return nil, true, fmt.Errorf("%w (token records now live in the token file beside the store file, one JSON record per line)", err)
 	case err != nil:
 		return nil, true, err
 	}
 	return d, true, nil
+}
+
+// hasTokensKey reports whether raw is a YAML mapping with a top-level
+// tokens key, as store files from before token files had.
+func hasTokensKey(raw []byte) bool {
+	var doc yaml.Node
+	if yaml.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return false
+	}
+	top := doc.Content[0].Content
+	for i := 0; i+1 < len(top); i += 2 {
+		if top[i].Value == "tokens" {
+			return true
+		}
+	}
+	return false
 }
 
 // lineFile is one of the JSON lines files beside the store file.

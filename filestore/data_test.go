@@ -172,9 +172,25 @@ func TestScanTokensErrors(t *testing.T) {
 }
 
 func TestParseStoreFileRejectsTokensKey(t *testing.T) {
-	_, _, err := parseStoreFile([]byte("tokens:\n  AAAAAAAAAAAAAAAA: {user: a, group: g}\n"))
-	if err == nil || !strings.Contains(err.Error(), "field tokens not found") {
-		t.Errorf("parseStoreFile with a tokens key = %v, want an unknown field error", err)
+	const hint = "token records now live in the token file"
+	for name, tc := range map[string]struct {
+		yaml string
+		hint bool
+	}{
+		"tokens key":         {yaml: "tokens:\n  AAAAAAAAAAAAAAAA: {user: a, group: g}\n", hint: true},
+		"null tokens key":    {yaml: "groups: {}\ntokens:\n", hint: true},
+		"another key":        {yaml: "token:\n  AAAAAAAAAAAAAAAA: {user: a, group: g}\n"},
+		"tokens in a group":  {yaml: "groups:\n  g:\n    tokens: []\n"},
+		"tokens as a value":  {yaml: "users: tokens\n"},
+		"tokens in a list":   {yaml: "- tokens\n"},
+		"tokens in bad yaml": {yaml: "tokens: [\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := parseStoreFile([]byte(tc.yaml))
+			if err == nil || strings.Contains(err.Error(), hint) != tc.hint {
+				t.Errorf("parseStoreFile = %v, want the token file hint: %v", err, tc.hint)
+			}
+		})
 	}
 }
 
