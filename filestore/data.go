@@ -543,33 +543,23 @@ func (p *ProviderData) build(name string, getenv func(string) string, bad *probl
 }
 
 func (g *GroupData) build(name string, bad *problems) *record.Group {
-	path := "groups." + name
+	path, rg := "groups."+name, g.record(name)
 	bad.name(path, groupName, name)
-	if g == nil {
-		g = &GroupData{}
-	}
-	bad.name(path+".providers", providerName, g.Providers...)
-	if g.RequestsPerMinute < 0 {
+	bad.name(path+".providers", providerName, rg.Providers...)
+	if rg.RequestsPerMinute < 0 {
 		bad.add(path+".requests_per_minute", "must be 0 (no limit) or more")
 	}
-	return &record.Group{Name: name, Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys, RequestsPerMinute: g.RequestsPerMinute}
+	return rg
 }
 
 func (u *UserData) build(name string, bad *problems) *record.User {
-	path := "users." + name
+	path, ru := "users."+name, u.record(name)
 	bad.name(path, userName, name)
-	if u == nil {
-		u = &UserData{}
+	bad.name(path+".groups", groupName, ru.Groups...)
+	if ru.Role != record.RoleUser && ru.Role != record.RoleAdmin {
+		bad.add(path+".role", "%q is not user or admin", ru.Role)
 	}
-	bad.name(path+".groups", groupName, u.Groups...)
-	role := u.Role
-	if role == "" {
-		role = record.RoleUser
-	}
-	if role != record.RoleUser && role != record.RoleAdmin {
-		bad.add(path+".role", "%q is not user or admin", u.Role)
-	}
-	return &record.User{Name: name, Role: role, Disabled: u.Disabled, Groups: u.Groups}
+	return ru
 }
 
 // checkToken validates token id's record.
