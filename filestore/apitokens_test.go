@@ -147,14 +147,19 @@ func TestAPITokenFile(t *testing.T) {
 	// A broken file refuses to open: a line that does not parse names the
 	// file and the line, a bad record names the record and field.
 	other := newAPIToken(t, "ann").ID
-	for _, tc := range []struct{ name, line, want string }{
-		{"unknown field", `{"id":"` + other + `","user":"ann","role":"admin"}`, file + ": API token file line 3"},
-		{"bad hash", `{"id":"` + other + `","user":"ann","hash":"zz","created":"2025-01-01T00:00:00Z"}`, "api_tokens." + other + ".hash"},
-		{"listed twice", `{"id":"` + a.ID + `","user":"ann","hash":"` + filestore.HashString(a.Hash) + `","created":"2025-01-01T00:00:00Z"}`, "listed twice"},
+	for _, tc := range []struct{ name, line, want, field string }{
+		{"unknown field", `{"id":"` + other + `","user":"ann","role":"admin"}`, file + ": API token file line 3", ""},
+		{"bad hash", `{"id":"` + other + `","user":"ann","hash":"zz","created":"2025-01-01T00:00:00Z"}`, "must be 64 hex digits", "api_tokens." + other + ".hash"},
+		{"no user", `{"id":"` + other + `","hash":"` + filestore.HashString(a.Hash) + `","created":"2025-01-01T00:00:00Z"}`, "must be set", "api_tokens." + other + ".user"},
+		{"listed twice", `{"id":"` + a.ID + `","user":"ann","hash":"` + filestore.HashString(a.Hash) + `","created":"2025-01-01T00:00:00Z"}`, "listed twice", ""},
 	} {
 		writeFile(t, file, raw+tc.line+"\n")
-		if _, err := filestore.Open(filestore.Options{Path: path}); err == nil || !strings.Contains(err.Error(), tc.want) {
+		_, err := filestore.Open(filestore.Options{Path: path})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Open: %v, want an error with %q", tc.name, err, tc.want)
+		}
+		if tc.field != "" {
+			wantFields(t, err, tc.field)
 		}
 	}
 }

@@ -15,45 +15,23 @@ import (
 // CreateUser stores u unless a user of that name exists
 // (record.ErrExists).
 func (s *Store) CreateUser(ctx context.Context, u *record.User) error {
-	if err := checkUser(u); err != nil {
-		return err
-	}
-	return s.Update(ctx, func(d *Data) error { return createEntry(&d.Users, "user", u.Name, userData(u)) })
+	return userRecords.create(ctx, s, u)
 }
 
 // UpdateUser applies change to the stored user and stores the result.
 func (s *Store) UpdateUser(ctx context.Context, name string, change func(*record.User) error) (*record.User, error) {
-	if err := userName.check(name); err != nil {
-		return nil, unreadable(err)
-	}
-	var out *record.User
-	err := s.Update(ctx, func(d *Data) (err error) {
-		out, err = updateEntry(d.Users, "user", name, (*UserData).record, userData, checkUser, change)
-		return err
-	})
-	return out, err
+	return userRecords.update(ctx, s, name, change)
 }
 
 // CreateGroup stores g unless a group of that name exists
 // (record.ErrExists).
 func (s *Store) CreateGroup(ctx context.Context, g *record.Group) error {
-	if err := checkGroup(g); err != nil {
-		return err
-	}
-	return s.Update(ctx, func(d *Data) error { return createEntry(&d.Groups, "group", g.Name, groupData(g)) })
+	return groupRecords.create(ctx, s, g)
 }
 
 // UpdateGroup applies change to the stored group and stores the result.
 func (s *Store) UpdateGroup(ctx context.Context, name string, change func(*record.Group) error) (*record.Group, error) {
-	if err := groupName.check(name); err != nil {
-		return nil, unreadable(err)
-	}
-	var out *record.Group
-	err := s.Update(ctx, func(d *Data) (err error) {
-		out, err = updateEntry(d.Groups, "group", name, (*GroupData).record, groupData, checkGroup, change)
-		return err
-	})
-	return out, err
+	return groupRecords.update(ctx, s, name, change)
 }
 
 func createEntry[V any](m *map[string]*V, kind, name string, v *V) error {

@@ -17,25 +17,7 @@ import (
 // must exist (record.ErrNotFound otherwise), so that no credential outlives
 // DeleteUser unowned.
 func (s *Store) PutCredential(ctx context.Context, c *record.Credential) error {
-	if err := checkCredential(c); err != nil {
-		return fmt.Errorf("credential: %w", err)
-	}
-	if err := c.Validate(); err != nil {
-		return fmt.Errorf("credential: %w", err)
-	}
-	return s.Update(ctx, func(d *Data) error {
-		if _, ok := d.Users[c.User]; !ok {
-			return fmt.Errorf("user %q: %w", c.User, record.ErrNotFound)
-		}
-		if d.credentials == nil {
-			d.credentials = map[string]map[string]*credentialData{}
-		}
-		if d.credentials[c.User] == nil {
-			d.credentials[c.User] = map[string]*credentialData{}
-		}
-		d.credentials[c.User][c.ID] = newCredentialData(c)
-		return nil
-	})
+	return s.SaveCredential(ctx, c, func(*record.User, []*record.Credential) error { return nil })
 }
 
 // Credential returns user's credential id, from the loaded snapshot. It is

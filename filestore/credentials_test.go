@@ -240,11 +240,7 @@ func TestCredentialErrorsHideKey(t *testing.T) {
 	bad.Key = "sk-" + credKey + "\n"
 	bad.Extra = json.RawMessage(`["` + credKey + `"]`)
 	err := st.PutCredential(ctx, bad)
-	for _, field := range []string{"key: ", "extra: "} {
-		if err == nil || !strings.Contains(err.Error(), field) {
-			t.Errorf("PutCredential(invalid) = %v, want an error about %s", err, field)
-		}
-	}
+	wantFields(t, err, "key", "extra")
 	noKey(t, "PutCredential", err)
 	if raw := readFile(t, filestore.DefaultCredentialsPath(path)); strings.Contains(string(raw), bad.ID) {
 		t.Errorf("an invalid credential was written:\n%s", raw)
@@ -252,18 +248,21 @@ func TestCredentialErrorsHideKey(t *testing.T) {
 
 	credPath := filestore.DefaultCredentialsPath(path)
 	good := `{"id":"AAAAAAAAAAAAAAAA","user":"ann","name":"n","provider":"openai","key":"sk-` + credKey + `","created":"2026-01-01T00:00:00Z"}`
-	for name, tc := range map[string]struct{ file, want string }{
-		"control character in key": {strings.Replace(good, credKey, credKey+`\u0007`, 1) + "\n", "credentials.ann/AAAAAAAAAAAAAAAA: key: "},
-		"listed twice":             {good + "\n" + good + "\n", "credentials file line 2: credential \"AAAAAAAAAAAAAAAA\" of user \"ann\" listed twice"},
-		"unknown field":            {strings.Replace(good, `"key"`, `"secret"`, 1) + "\n", `credentials file line 1: json: unknown field "secret"`},
-		"bad id":                   {strings.Replace(good, "AAAAAAAAAAAAAAAA", "../x", 1) + "\n", "id: "},
-		"key not a string":         {`{"id":"AAAAAAAAAAAAAAAA","user":"ann","key":123}` + "\n", "credentials file line 1: json: cannot unmarshal"},
+	for name, tc := range map[string]struct{ file, want, field string }{
+		"control character in key": {strings.Replace(good, credKey, credKey+`\u0007`, 1) + "\n", "control characters", "credentials.ann.AAAAAAAAAAAAAAAA.key"},
+		"listed twice":             {good + "\n" + good + "\n", "credentials file line 2: credential \"AAAAAAAAAAAAAAAA\" of user \"ann\" listed twice", ""},
+		"unknown field":            {strings.Replace(good, `"key"`, `"secret"`, 1) + "\n", `credentials file line 1: json: unknown field "secret"`, ""},
+		"bad id":                   {strings.Replace(good, "AAAAAAAAAAAAAAAA", "../x", 1) + "\n", "not 1-64 letters", "credentials.ann.../x.id"},
+		"key not a string":         {`{"id":"AAAAAAAAAAAAAAAA","user":"ann","key":123}` + "\n", "credentials file line 1: json: cannot unmarshal", ""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			writeFile(t, credPath, tc.file)
 			_, err := filestore.Open(filestore.Options{Path: path, Getenv: env(nil)})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Open = %v, want %q", err, tc.want)
+			}
+			if tc.field != "" {
+				wantFields(t, err, tc.field)
 			}
 			if strings.Contains(err.Error(), "line") && !strings.Contains(err.Error(), credPath) {
 				t.Errorf("error %v does not name the credentials file", err)

@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
@@ -153,13 +154,29 @@ func parseStoreFile(raw []byte) (*Data, bool, error) {
 	switch err := dec.Decode(d); {
 	case errors.Is(err, io.EOF):
 		return d, false, nil
-	case err != nil && strings.Contains(err.Error(), "field tokens not found"):
+	case err != nil && hasTokensKey(raw):
 		// A hint only: the store file from before token files.
 		return nil, true, fmt.Errorf("%w (token records now live in the token file beside the store file, one JSON record per line)", err)
 	case err != nil:
 		return nil, true, err
 	}
 	return d, true, nil
+}
+
+// hasTokensKey reports whether raw is a YAML mapping with a top-level
+// tokens key, as store files from before token files had.
+func hasTokensKey(raw []byte) bool {
+	var doc yaml.Node
+	if yaml.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return false
+	}
+	top := doc.Content[0].Content
+	for i := 0; i+1 < len(top); i += 2 {
+		if top[i].Value == "tokens" {
+			return true
+		}
+	}
+	return false
 }
 
 // lineFile is one of the JSON lines files beside the store file.
@@ -401,19 +418,46 @@ type policy struct {
 	missingEnv []string
 }
 
-// problems collects what is wrong with records, each naming its record
-// and field.
+// problems collects what is wrong with records: each a *field.Error whose
+// Path names the record and field as the store files write them
+// ("groups.eng.providers", "tokens.<id>.hash").
 type problems []error
 
-func (p *problems) add(field, format string, args ...any) {
-	*p = append(*p, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+func (p *problems) add(path, format string, args ...any) {
+	*p = append(*p, field.Errorf(path, format, args...))
 }
 
 // name adds a problem for the first of names that breaks k's rule; it
-// wraps record.ErrInvalidName.
-func (p *problems) name(field string, k nameKind, names ...string) {
+// wraps record.ErrInvalidName as well.
+func (p *problems) name(path string, k nameKind, names ...string) {
 	if err := k.check(names...); err != nil {
-		*p = append(*p, fmt.Errorf("%s: %w", field, err))
+		*p = append(*p, &nameProblem{at: field.Errorf(path, "%v", err), err: err})
+	}
+}
+
+// required is name for a name that must be set.
+func (p *problems) required(path string, k nameKind, name string) {
+	if name == "" {
+		p.add(path, "must be set")
+		return
+	}
+	p.name(path, k, name)
+}
+
+// hash adds a problem if s is not a SHA-256 in hex, and returns it parsed.
+func (p *problems) hash(path, s string) [32]byte {
+	h, ok := record.ParseHash(s)
+	if !ok {
+		p.add(path, "must be 64 hex digits (SHA-256)")
+	}
+	return h
+}
+
+// year adds a problem if t falls outside what the files can hold: they
+// hold times in UTC, which JSON holds up to year 9999.
+func (p *problems) year(path string, t time.Time) {
+	if y := t.UTC().Year(); y < 0 || y > 9999 {
+		p.add(path, "must be within years 0 to 9999 in UTC")
 	}
 }
 
@@ -423,6 +467,16 @@ func (p problems) err() error {
 	slices.SortFunc(p, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(p...)
 }
+
+// nameProblem is a *field.Error about a name that also wraps
+// record.ErrInvalidName, so that callers can branch on either.
+type nameProblem struct {
+	at  *field.Error
+	err error // nameKind.check's
+}
+
+func (e *nameProblem) Error() string   { return e.at.Error() }
+func (e *nameProblem) Unwrap() []error { return []error{e.at, e.err} }
 
 // buildPolicy validates the store file's records and resolves provider
 // keys with getenv.
@@ -457,25 +511,25 @@ func (d *Data) buildPolicy(getenv func(string) string) (*policy, error) {
 }
 
 func (p *ProviderData) build(name string, getenv func(string) string, bad *problems, missing *[]string) *record.Provider {
-	field := "providers." + name
-	bad.name(field, providerName, name)
+	path := "providers." + name
+	bad.name(path, providerName, name)
 	if p == nil {
-		bad.add(field, "empty record")
+		bad.add(path, "empty record")
 		return nil
 	}
 	rp := &record.Provider{Name: name, Kind: p.Kind, Header: strings.ToLower(p.Header), ValueTemplate: p.ValueTemplate, AnthropicVersion: p.AnthropicVersion}
 	if err := rp.ValidateConvention(); err != nil {
-		bad.add(field, "%v", err)
+		bad.add(path, "%v", err)
 	}
 	seen := map[string]bool{}
 	for i, k := range p.Keys {
-		kf := fmt.Sprintf("%s.keys[%d]", field, i)
+		kp := fmt.Sprintf("%s.keys[%d]", path, i)
 		if k.ID == "" || seen[k.ID] {
-			bad.add(kf+".id", "must be set and unique within the provider")
+			bad.add(kp+".id", "must be set and unique within the provider")
 		}
 		seen[k.ID] = true
 		if k.Env == "" {
-			bad.add(kf+".env", "must name the environment variable that holds the key")
+			bad.add(kp+".env", "must name the environment variable that holds the key")
 			continue
 		}
 		v := getenv(k.Env)
@@ -489,70 +543,45 @@ func (p *ProviderData) build(name string, getenv func(string) string, bad *probl
 }
 
 func (g *GroupData) build(name string, bad *problems) *record.Group {
-	field := "groups." + name
-	bad.name(field, groupName, name)
-	if g == nil {
-		g = &GroupData{}
+	path, rg := "groups."+name, g.record(name)
+	bad.name(path, groupName, name)
+	bad.name(path+".providers", providerName, rg.Providers...)
+	if rg.RequestsPerMinute < 0 {
+		bad.add(path+".requests_per_minute", "must be 0 (no limit) or more")
 	}
-	bad.name(field+".providers", providerName, g.Providers...)
-	if g.RequestsPerMinute < 0 {
-		bad.add(field+".requests_per_minute", "must be 0 (no limit) or more")
-	}
-	return &record.Group{Name: name, Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys, RequestsPerMinute: g.RequestsPerMinute}
+	return rg
 }
 
 func (u *UserData) build(name string, bad *problems) *record.User {
-	field := "users." + name
-	bad.name(field, userName, name)
-	if u == nil {
-		u = &UserData{}
+	path, ru := "users."+name, u.record(name)
+	bad.name(path, userName, name)
+	bad.name(path+".groups", groupName, ru.Groups...)
+	if ru.Role != record.RoleUser && ru.Role != record.RoleAdmin {
+		bad.add(path+".role", "%q is not user or admin", ru.Role)
 	}
-	bad.name(field+".groups", groupName, u.Groups...)
-	role := u.Role
-	if role == "" {
-		role = record.RoleUser
-	}
-	if role != record.RoleUser && role != record.RoleAdmin {
-		bad.add(field+".role", "%q is not user or admin", u.Role)
-	}
-	return &record.User{Name: name, Role: role, Disabled: u.Disabled, Groups: u.Groups}
+	return ru
 }
 
 // checkToken validates token id's record.
 func checkToken(id string, t *TokenData) error {
 	var bad problems
-	field := "tokens." + id
-	bad.name(field, tokenID, id)
+	path := "tokens." + id
+	bad.name(path, tokenID, id)
 	if t.Last4 != "" && len(t.Last4) != last4Len {
-		bad.add(field+".last4", "must be %d characters", last4Len)
+		bad.add(path+".last4", "must be %d characters", last4Len)
 	}
 	if t.ReplacedBy != "" {
-		bad.name(field+".replaced_by", tokenID, t.ReplacedBy)
+		bad.name(path+".replaced_by", tokenID, t.ReplacedBy)
 	}
-	if _, ok := record.ParseHash(t.Hash); !ok {
-		bad.add(field+".hash", "must be 64 hex digits (SHA-256)")
-	}
-	if t.User == "" {
-		bad.add(field+".user", "must be set")
-	} else {
-		bad.name(field+".user", userName, t.User)
-	}
-	if t.Group == "" {
-		bad.add(field+".group", "must be set")
-	} else {
-		bad.name(field+".group", groupName, t.Group)
-	}
+	bad.hash(path+".hash", t.Hash)
+	bad.required(path+".user", userName, t.User)
+	bad.required(path+".group", groupName, t.Group)
 	if len(t.Name) > record.MaxTokenName {
-		bad.add(field+".name", "longer than %d bytes", record.MaxTokenName)
+		bad.add(path+".name", "longer than %d bytes", record.MaxTokenName)
 	}
-	// The file holds times in UTC, which JSON holds up to year 9999.
-	if y := t.Created.UTC().Year(); y < 0 || y > 9999 {
-		bad.add(field+".created", "must be within years 0 to 9999 in UTC")
-	}
+	bad.year(path+".created", t.Created)
 	if t.Expires != nil {
-		if y := t.Expires.UTC().Year(); y < 0 || y > 9999 {
-			bad.add(field+".expires", "must be within years 0 to 9999 in UTC")
-		}
+		bad.year(path+".expires", *t.Expires)
 	}
 	return bad.err()
 }
@@ -564,14 +593,14 @@ func buildCredentials(creds map[string]map[string]*credentialData) (map[string]m
 	for user, m := range creds {
 		byID := make(map[string]*record.Credential, len(m))
 		for id, c := range m {
-			field := "credentials." + user + "/" + id
+			path := "credentials." + user + "." + id
 			if c == nil {
-				bad.add(field, "empty record")
+				bad.add(path, "empty record")
 				continue
 			}
 			rc := c.record(user, id)
 			if err := rc.Validate(); err != nil {
-				bad.add(field, "%v", err)
+				bad = append(bad, field.Prefix(path, err))
 			}
 			byID[id] = rc
 		}
@@ -585,23 +614,14 @@ func buildAPITokens(tokens map[string]*apiTokenData) (map[string]*record.APIToke
 	var bad problems
 	out := make(map[string]*record.APIToken, len(tokens))
 	for id, t := range tokens {
-		field := "api_tokens." + id
-		bad.name(field, tokenID, id)
+		path := "api_tokens." + id
+		bad.name(path, tokenID, id)
 		if t == nil {
-			bad.add(field, "empty record")
+			bad.add(path, "empty record")
 			continue
 		}
-		rt := &record.APIToken{ID: id, User: t.User, Created: t.Created, Revoked: t.Revoked}
-		var ok bool
-		if rt.Hash, ok = record.ParseHash(t.Hash); !ok {
-			bad.add(field+".hash", "must be 64 hex digits (SHA-256)")
-		}
-		if t.User == "" {
-			bad.add(field+".user", "must be set")
-		} else {
-			bad.name(field+".user", userName, t.User)
-		}
-		out[id] = rt
+		out[id] = &record.APIToken{ID: id, User: t.User, Created: t.Created, Revoked: t.Revoked, Hash: bad.hash(path+".hash", t.Hash)}
+		bad.required(path+".user", userName, t.User)
 	}
 	return out, bad.err()
 }

@@ -3,6 +3,7 @@ package filestore
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"maps"
 	"reflect"
 	"regexp"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/field"
+	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
 
@@ -117,8 +120,10 @@ func TestScanTokens(t *testing.T) {
 func TestScanTokensErrors(t *testing.T) {
 	a, b := tokenRecord("AAAAAAAAAAAAAAAA"), tokenRecord("BBBBBBBBBBBBBBBB")
 	tests := map[string]struct {
-		in   string
-		want string // substring of the error
+		in    string
+		want  string // substring of the error
+		field string // the first field it names, if a record's
+		name  bool   // a bad name: record.ErrInvalidName
 	}{
 		"bad json":              {in: a + "\n{\"id\":\n", want: "token file line 2: unexpected EOF"},
 		"bad json after blanks": {in: "\n\n" + a + "\n\n" + `{"id":"x",}` + "\n", want: "token file line 5: invalid character '}'"},
@@ -134,8 +139,8 @@ func TestScanTokensErrors(t *testing.T) {
 		"trailing comma":        {in: a + ",\n" + b + "\n", want: "token file line 1:"},
 		"trailing text":         {in: a + " x\n", want: "token file line 1:"},
 		"record over two lines": {in: "{\n" + a[1:] + "\n", want: "token file line 1: unexpected EOF"},
-		"bad record":            {in: a + "\n" + tokenRecord("nope") + "\n", want: "token file line 2: tokens.nope: invalid name"},
-		"null":                  {in: "null\n", want: "token file line 1: tokens."},
+		"bad record":            {in: a + "\n" + tokenRecord("nope") + "\n", want: "token file line 2: ", field: "tokens.nope", name: true},
+		"null":                  {in: "null\n", want: "token file line 1: ", field: "tokens..group"},
 		"header not first":      {in: a + "\n" + header + "\n", want: "token file line 2: a header line may only come first"},
 		"another file's header": {in: `{"format":"keyward-credentials/1"}` + "\n", want: `token file line 1: format "keyward-credentials/1": not a token file`},
 		"header with a record":  {in: `{"format":"keyward-tokens/1","id":"AAAAAAAAAAAAAAAA"}` + "\n", want: "token file line 1: a header line"},
@@ -143,8 +148,8 @@ func TestScanTokensErrors(t *testing.T) {
 		"deleted bad id":        {in: `{"id":"nope","deleted":true}` + "\n", want: "token file line 1: a deleted line"},
 		"negative batch":        {in: `{"batch":-1}` + "\n", want: "token file line 1: a batch of -1 lines"},
 		"batch of batches":      {in: `{"batch":1}` + "\n" + `{"batch":1}` + "\n" + a + "\n", want: "token file line 2: a batch holds token lines only"},
-		"bad line in a batch":   {in: a + "\n" + `{"batch":2}` + "\n" + b + "\n\n" + tokenRecord("bad") + "\n", want: "token file line 5: tokens.bad: invalid name"},
-		"bad unterminated line": {in: a + "\n" + tokenRecord("bad"), want: "token file line 2: tokens.bad"},
+		"bad line in a batch":   {in: a + "\n" + `{"batch":2}` + "\n" + b + "\n\n" + tokenRecord("bad") + "\n", want: "token file line 5: ", field: "tokens.bad", name: true},
+		"bad unterminated line": {in: a + "\n" + tokenRecord("bad"), want: "token file line 2: ", field: "tokens.bad", name: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -155,14 +160,37 @@ func TestScanTokensErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
+			var fe *field.Error
+			if tc.field != "" && (!errors.As(err, &fe) || fe.Path != tc.field) {
+				t.Errorf("error %q: field %+v, want %s", err, fe, tc.field)
+			}
+			if tc.name && !errors.Is(err, record.ErrInvalidName) {
+				t.Errorf("error %q is not record.ErrInvalidName", err)
+			}
 		})
 	}
 }
 
 func TestParseStoreFileRejectsTokensKey(t *testing.T) {
-	_, _, err := parseStoreFile([]byte("tokens:\n  AAAAAAAAAAAAAAAA: {user: a, group: g}\n"))
-	if err == nil || !strings.Contains(err.Error(), "field tokens not found") {
-		t.Errorf("parseStoreFile with a tokens key = %v, want an unknown field error", err)
+	const hint = "token records now live in the token file"
+	for name, tc := range map[string]struct {
+		yaml string
+		hint bool
+	}{
+		"tokens key":         {yaml: "tokens:\n  AAAAAAAAAAAAAAAA: {user: a, group: g}\n", hint: true},
+		"null tokens key":    {yaml: "groups: {}\ntokens:\n", hint: true},
+		"another key":        {yaml: "token:\n  AAAAAAAAAAAAAAAA: {user: a, group: g}\n"},
+		"tokens in a group":  {yaml: "groups:\n  g:\n    tokens: []\n"},
+		"tokens as a value":  {yaml: "users: tokens\n"},
+		"tokens in a list":   {yaml: "- tokens\n"},
+		"tokens in bad yaml": {yaml: "tokens: [\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := parseStoreFile([]byte(tc.yaml))
+			if err == nil || strings.Contains(err.Error(), hint) != tc.hint {
+				t.Errorf("parseStoreFile = %v, want the token file hint: %v", err, tc.hint)
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 package filestore
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/keyward/keyward/record"
@@ -67,4 +68,68 @@ func (t *apiTokenData) record(id string) (*record.APIToken, error) {
 		return nil, fmt.Errorf("API token %s: hash: must be 64 hex digits (SHA-256)", id)
 	}
 	return rt, nil
+}
+
+// named is a kind of record the store file holds by name (users, groups):
+// what its writes need to check, convert and find it.
+type named[V, R any] struct {
+	kind     nameKind
+	entries  func(*Data) *map[string]*V
+	nameOf   func(*R) string
+	toData   func(*R) *V
+	toRecord func(*V, string) *R
+	// check checks the names a record holds (see names.go).
+	check func(*R) error
+}
+
+var (
+	userRecords = named[UserData, record.User]{
+		kind:     userName,
+		entries:  func(d *Data) *map[string]*UserData { return &d.Users },
+		nameOf:   func(u *record.User) string { return u.Name },
+		toData:   userData,
+		toRecord: (*UserData).record,
+		check:    checkUser,
+	}
+	groupRecords = named[GroupData, record.Group]{
+		kind:     groupName,
+		entries:  func(d *Data) *map[string]*GroupData { return &d.Groups },
+		nameOf:   func(g *record.Group) string { return g.Name },
+		toData:   groupData,
+		toRecord: (*GroupData).record,
+		check:    checkGroup,
+	}
+)
+
+// put creates or replaces r.
+func (n named[V, R]) put(ctx context.Context, s *Store, r *R) error {
+	if err := n.check(r); err != nil {
+		return err
+	}
+	return s.Update(ctx, func(d *Data) error {
+		setEntry(n.entries(d), n.nameOf(r), n.toData(r))
+		return nil
+	})
+}
+
+// create stores r unless a record of its name exists (record.ErrExists).
+func (n named[V, R]) create(ctx context.Context, s *Store, r *R) error {
+	if err := n.check(r); err != nil {
+		return err
+	}
+	return s.Update(ctx, func(d *Data) error { return createEntry(n.entries(d), n.kind.String(), n.nameOf(r), n.toData(r)) })
+}
+
+// update applies change to the stored record of name and stores the
+// result.
+func (n named[V, R]) update(ctx context.Context, s *Store, name string, change func(*R) error) (*R, error) {
+	if err := n.kind.check(name); err != nil {
+		return nil, unreadable(err)
+	}
+	var out *R
+	err := s.Update(ctx, func(d *Data) (err error) {
+		out, err = updateEntry(*n.entries(d), n.kind.String(), name, n.toRecord, n.toData, n.check, change)
+		return err
+	})
+	return out, err
 }

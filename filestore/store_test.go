@@ -17,11 +17,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/filestore"
 	"github.com/keyward/keyward/internal/testlog"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
+
+// wantFields fails t unless err reports a problem at each of paths (a
+// *field.Error), and at no other field.
+func wantFields(t *testing.T, err error, paths ...string) {
+	t.Helper()
+	if got := field.Paths(err); !slices.Equal(got, paths) {
+		t.Errorf("error %v: fields %q, want %q", err, got, paths)
+	}
+}
 
 // env returns a getenv backed by a map, so that tests never read the
 // process environment.
@@ -436,20 +446,21 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 	tests := map[string]struct {
 		update func() error
 		want   string // substring of the error
+		field  string // the field it names, if a record's
 	}{
 		"bad group name": {update: func() error { return st.PutGroup(ctx, &record.Group{Name: "bad name"}) }, want: `group name "bad name"`},
 		"bad user name":  {update: func() error { return st.PutUser(ctx, &record.User{Name: "-ann"}) }, want: `user name "-ann"`},
 		"bad role": {
-			update: func() error { return st.PutUser(ctx, &record.User{Name: "ann", Role: "root"}) }, want: "users.ann.role",
+			update: func() error { return st.PutUser(ctx, &record.User{Name: "ann", Role: "root"}) }, field: "users.ann.role",
 		},
 		"bad provider kind": {
-			update: func() error { return st.PutProvider(ctx, "x", &filestore.ProviderData{Kind: "openia"}) }, want: "providers.x",
+			update: func() error { return st.PutProvider(ctx, "x", &filestore.ProviderData{Kind: "openia"}) }, field: "providers.x",
 		},
 		"key without env": {
 			update: func() error {
 				return st.PutProvider(ctx, "openai", &filestore.ProviderData{Kind: record.KindOpenAI, Keys: []filestore.KeyData{{ID: "k1"}}})
 			},
-			want: "providers.openai.keys[0].env",
+			field: "providers.openai.keys[0].env",
 		},
 		"duplicate key id": {
 			update: func() error {
@@ -457,7 +468,7 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 					Kind: record.KindOpenAI, Keys: []filestore.KeyData{{ID: "k", Env: "A"}, {ID: "k", Env: "B"}},
 				})
 			},
-			want: "providers.openai.keys[1].id",
+			field: "providers.openai.keys[1].id",
 		},
 		"bad token id": {
 			update: func() error { return st.PutToken(ctx, &record.Token{ID: "short", User: "a", Group: "g"}) }, want: `token id "short"`,
@@ -473,7 +484,7 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 					return nil
 				})
 			},
-			want: "tokens.AAAAAAAAAAAAAAAA.hash",
+			field: "tokens.AAAAAAAAAAAAAAAA.hash",
 		},
 		"token without group": {
 			update: func() error {
@@ -482,7 +493,7 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 					return nil
 				})
 			},
-			want: "tokens.AAAAAAAAAAAAAAAA.group",
+			field: "tokens.AAAAAAAAAAAAAAAA.group",
 		},
 		"tokens and group fail together": {
 			update: func() error {
@@ -494,11 +505,11 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 					return nil
 				})
 			},
-			want: "groups.bad name",
+			field: "groups.bad name",
 		},
 		"negative rate limit": {
 			update: func() error { return st.PutGroup(ctx, &record.Group{Name: "team", RequestsPerMinute: -1}) },
-			want:   "groups.team.requests_per_minute",
+			field:  "groups.team.requests_per_minute",
 		},
 		"short signing key": {
 			update: func() error {
@@ -507,7 +518,7 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 					return nil
 				})
 			},
-			want: "signing_keys[0].secret",
+			field: "signing_keys[0].secret",
 		},
 		"change fails": {
 			update: func() error {
@@ -524,6 +535,9 @@ func TestUpdateFailureWritesNothing(t *testing.T) {
 			err := tc.update()
 			if err == nil {
 				t.Fatal("update succeeded, want an error")
+			}
+			if tc.field != "" {
+				wantFields(t, err, tc.field)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
@@ -752,8 +766,9 @@ func TestWarnMissing(t *testing.T) {
 
 func TestStrictStoreFile(t *testing.T) {
 	tests := map[string]struct {
-		yaml string
-		want []string // substrings of the error
+		yaml   string
+		want   []string // substrings of the error
+		fields []string // the records' fields it names
 	}{
 		"unknown group field": {
 			yaml: "groups:\n  team:\n    disable: true\n", want: []string{"line 3", "disable", "GroupData"},
@@ -773,8 +788,9 @@ func TestStrictStoreFile(t *testing.T) {
 		"wrong type":   {yaml: "groups:\n  team:\n    disabled: maybe\n", want: []string{"line 3"}},
 		"syntax error": {yaml: "groups: [\n", want: []string{"yaml"}},
 		"bad name and record": {
-			yaml: "providers:\n  open ai: {kind: openai}\n  empty:\nusers:\n  ann: {role: root}\n",
-			want: []string{"providers.open ai", "providers.empty: empty record", "users.ann.role"},
+			yaml:   "providers:\n  open ai: {kind: openai}\n  empty:\nusers:\n  ann: {role: root}\n",
+			want:   []string{"empty record"},
+			fields: []string{"providers.empty", "providers.open ai", "users.ann.role"},
 		},
 	}
 	for name, tc := range tests {
@@ -784,6 +800,13 @@ func TestStrictStoreFile(t *testing.T) {
 			_, err := filestore.Open(filestore.Options{Path: path, Getenv: env(nil)})
 			if err == nil {
 				t.Fatal("Open succeeded, want an error")
+			}
+			if tc.fields != nil {
+				wantFields(t, err, tc.fields...)
+				// A bad name is the caller's mistake, whatever else is wrong.
+				if !errors.Is(err, record.ErrInvalidName) {
+					t.Errorf("error %v is not record.ErrInvalidName", err)
+				}
 			}
 			for _, w := range append(tc.want, path) {
 				if !strings.Contains(err.Error(), w) {

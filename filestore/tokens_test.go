@@ -190,25 +190,29 @@ func TestTokenFileErrors(t *testing.T) {
 	tests := map[string]struct {
 		tokens string
 		want   []string // substrings of the error
+		fields []string // the record's fields it names
 	}{
 		"bad json":      {tokens: a + "\n{\"id\": \"BBBBBBBBBBBBBBBB\",\n", want: []string{"token file line 3", "unexpected EOF"}},
 		"unknown field": {tokens: "\n" + strings.Replace(a, `"user"`, `"owner"`, 1), want: []string{"token file line 2", `unknown field "owner"`}},
 		"two on a line": {tokens: strings.TrimSuffix(a, "\n") + " " + tokenLine("BBBBBBBBBBBBBBBB", "ann", "team"), want: []string{"token file line 1", "more than one record"}},
 		"yaml tokens":   {tokens: "AAAAAAAAAAAAAAAA:\n  user: ann\n", want: []string{"token file line 1"}},
-		"bad id":        {tokens: tokenLine("nope", "ann", "team"), want: []string{"token file line 1: tokens.nope: invalid name"}},
-		"no user":       {tokens: tokenLine("AAAAAAAAAAAAAAAA", "", "team"), want: []string{"tokens.AAAAAAAAAAAAAAAA.user: must be set"}},
+		"bad id":        {tokens: tokenLine("nope", "ann", "team"), want: []string{"token file line 1: ", "invalid name"}, fields: []string{"tokens.nope"}},
+		"no user":       {tokens: tokenLine("AAAAAAAAAAAAAAAA", "", "team"), want: []string{"must be set"}, fields: []string{"tokens.AAAAAAAAAAAAAAAA.user"}},
 		"bad hash": {
 			tokens: strings.Replace(a, zeroHash, "xyz", 1),
-			want:   []string{"tokens.AAAAAAAAAAAAAAAA.hash: must be 64 hex digits"},
+			want:   []string{"must be 64 hex digits"}, fields: []string{"tokens.AAAAAAAAAAAAAAAA.hash"},
 		},
-		"null record": {tokens: a + "null\n", want: []string{"token file line 2: ", "tokens.: invalid name"}},
+		"null record": {
+			tokens: a + "null\n", want: []string{"token file line 2: ", "invalid name"},
+			fields: []string{"tokens..group", "tokens..hash", "tokens..user", "tokens."},
+		},
 		"bad last4": {
 			tokens: strings.Replace(a, `"user"`, `"last4":"abcde","user"`, 1),
-			want:   []string{"tokens.AAAAAAAAAAAAAAAA.last4: must be 4 characters"},
+			want:   []string{"must be 4 characters"}, fields: []string{"tokens.AAAAAAAAAAAAAAAA.last4"},
 		},
 		"bad replaced_by": {
 			tokens: strings.Replace(a, `"user"`, `"replaced_by":"x/y","user"`, 1),
-			want:   []string{"tokens.AAAAAAAAAAAAAAAA.replaced_by: invalid name"},
+			want:   []string{"invalid name"}, fields: []string{"tokens.AAAAAAAAAAAAAAAA.replaced_by"},
 		},
 	}
 	for name, tc := range tests {
@@ -218,6 +222,9 @@ func TestTokenFileErrors(t *testing.T) {
 			_, err := filestore.Open(filestore.Options{Path: path, Getenv: env(nil)})
 			if err == nil {
 				t.Fatal("Open succeeded, want an error")
+			}
+			if tc.fields != nil {
+				wantFields(t, err, tc.fields...)
 			}
 			// Parse errors name the token file, validation errors the
 			// store file: both start with the store's base name.

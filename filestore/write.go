@@ -27,13 +27,7 @@ func (s *Store) DeleteProvider(ctx context.Context, name string) error {
 
 // PutGroup creates or replaces a group.
 func (s *Store) PutGroup(ctx context.Context, g *record.Group) error {
-	if err := checkGroup(g); err != nil {
-		return err
-	}
-	return s.Update(ctx, func(d *Data) error {
-		setEntry(&d.Groups, g.Name, &GroupData{Disabled: g.Disabled, Providers: g.Providers, Models: g.Models, DisableCustomKeys: g.DisableCustomKeys, RequestsPerMinute: g.RequestsPerMinute})
-		return nil
-	})
+	return groupRecords.put(ctx, s, g)
 }
 
 // DeleteGroup removes a group. Its tokens stay, and are denied.
@@ -43,13 +37,7 @@ func (s *Store) DeleteGroup(ctx context.Context, name string) error {
 
 // PutUser creates or replaces a user.
 func (s *Store) PutUser(ctx context.Context, u *record.User) error {
-	if err := checkUser(u); err != nil {
-		return err
-	}
-	return s.Update(ctx, func(d *Data) error {
-		setEntry(&d.Users, u.Name, &UserData{Role: u.Role, Disabled: u.Disabled, Groups: u.Groups})
-		return nil
-	})
+	return userRecords.put(ctx, s, u)
 }
 
 // DeleteUser removes a user, every token and management token they own

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/keyward/keyward/field"
 )
 
 // Credential is a user's own provider credential: a key the user brought,
@@ -90,39 +92,28 @@ const (
 )
 
 // Validate checks every field of the credential and reports all problems at
-// once, each error starting with the field's name (id, user, name,
+// once, each a *field.Error whose Path is the field's name (id, user, name,
 // provider, model, base_url, key, extra). Model, BaseURL, Key and Extra may
 // be empty. No error ever quotes the key, nor the base URL (which could
 // carry a password).
 func (c *Credential) Validate() error {
-	var errs []error
-	bad := func(field string, err error) { errs = append(errs, fmt.Errorf("%s: %w", field, err)) }
+	var l field.List
 	if !ValidCredentialID(c.ID) {
-		bad("id", fmt.Errorf("%q is not 1-64 letters, digits, '-' or '_'", c.ID))
+		l.Add("id", "%q is not 1-64 letters, digits, '-' or '_'", c.ID)
 	}
-	if err := ValidateName("user", c.User); err != nil {
-		bad("user", err)
-	}
-	if err := ValidateName("credential", c.Name); err != nil {
-		bad("name", err)
-	}
-	if err := ValidateName("provider", c.Provider); err != nil {
-		bad("provider", err)
-	}
+	l.Merge("user", ValidateName("user", c.User))
+	l.Merge("name", ValidateName("credential", c.Name))
+	l.Merge("provider", ValidateName("provider", c.Provider))
 	if len(c.Model) > MaxCredentialModel || strings.IndexFunc(c.Model, unicode.IsControl) >= 0 || strings.TrimSpace(c.Model) != c.Model {
-		bad("model", fmt.Errorf("must be at most %d bytes, without control characters or surrounding spaces", MaxCredentialModel))
+		l.Add("model", "must be at most %d bytes, without control characters or surrounding spaces", MaxCredentialModel)
 	}
-	if err := validateBaseURL(c.BaseURL); err != nil {
-		bad("base_url", err)
-	}
+	l.Merge("base_url", validateBaseURL(c.BaseURL))
 	// The key goes out in a header: a control character would break it.
 	if len(c.Key) > MaxCredentialKey || strings.IndexFunc(c.Key, unicode.IsControl) >= 0 {
-		bad("key", fmt.Errorf("must be at most %d bytes, without control characters", MaxCredentialKey))
+		l.Add("key", "must be at most %d bytes, without control characters", MaxCredentialKey)
 	}
-	if err := validateExtra(c.Extra); err != nil {
-		bad("extra", err)
-	}
-	return errors.Join(errs...)
+	l.Merge("extra", validateExtra(c.Extra))
+	return l.Err()
 }
 
 func validateBaseURL(s string) error {

@@ -2,9 +2,13 @@ package record
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/keyward/keyward/field"
 )
 
 const testKey = "sk-test-SECRET-0123456789"
@@ -78,13 +82,26 @@ func TestCredentialValidate(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.HasPrefix(err.Error(), tc.field+": ") {
-				t.Fatalf("Validate() = %v, want an error about %s", err, tc.field)
+			if got := field.Paths(err); !slices.Equal(got, []string{tc.field}) {
+				t.Fatalf("Validate() = %v: fields %q, want %s", err, got, tc.field)
 			}
 			if strings.Contains(err.Error(), testKey) {
 				t.Fatalf("Validate() error shows the key: %v", err)
 			}
 		})
+	}
+}
+
+func TestCredentialValidateReportsAll(t *testing.T) {
+	c := validCredential()
+	c.User, c.BaseURL, c.Key = "", "https://u:"+testKey+"@example.com", testKey+"\n"
+	err := c.Validate()
+	if got, want := field.Paths(err), []string{"user", "base_url", "key"}; !slices.Equal(got, want) {
+		t.Fatalf("Validate() = %v: fields %q, want %q", err, got, want)
+	}
+	var fe *field.Error
+	if !errors.As(err, &fe) || fe.Error() != "user: "+fe.Msg || strings.Contains(err.Error(), testKey) {
+		t.Fatalf("Validate() = %v: want \"field: message\" without the key", err)
 	}
 }
 
