@@ -73,30 +73,45 @@ func (p filePart) blank() bool { return p.exists && len(bytes.TrimSpace(p.raw)) 
 // since prev (the zero state for a first load).
 func (s *Store) load(prev *state, mode loadMode) (*state, error) {
 	next := &state{snap: &snapshot{}}
+	// The files are read in the reverse of the order Update creates them
+	// (the lock file's mark last), and keyward never removes one: a file
+	// seen here was created after every file read after it, which were
+	// there by then. Read the other way, a load beside a first Update
+	// could see a file missing that the mark, read later, says is there.
+	next.complete = lockComplete(s.opts.Path + ".lock")
 	var err error
 	for _, f := range []struct {
 		path     string
 		old, new *filePart
 	}{
-		{s.opts.Path, &prev.store, &next.store},
-		{s.opts.EnvPath, &prev.env, &next.env},
-		{s.opts.CredentialsPath, &prev.creds, &next.creds},
 		{s.opts.APITokensPath, &prev.api, &next.api},
+		{s.opts.CredentialsPath, &prev.creds, &next.creds},
 	} {
 		if *f.new, err = readPart(f.path, *f.old, mode); err != nil {
 			return nil, err
 		}
 	}
-	reused, err := s.buildParts(prev, next)
-	if err != nil {
-		return nil, err
-	}
 	if next.tokens, err = prev.tokenLog().sync(s.opts.TokensPath); err != nil {
 		return nil, err
 	}
+	for _, f := range []struct {
+		path     string
+		old, new *filePart
+	}{
+		{s.opts.EnvPath, &prev.env, &next.env},
+		{s.opts.Path, &prev.store, &next.store},
+	} {
+		if *f.new, err = readPart(f.path, *f.old, mode); err != nil {
+			next.tokens.release(prev.tokens)
+			return nil, err
+		}
+	}
 	next.snap.tokens = next.tokens.index
-	next.complete = lockComplete(s.opts.Path + ".lock")
-	if err := s.checkSet(prev, next); err != nil {
+	reused, err := s.buildParts(prev, next)
+	if err == nil {
+		err = s.checkSet(prev, next)
+	}
+	if err != nil {
 		next.tokens.release(prev.tokens)
 		return nil, err
 	}
