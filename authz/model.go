@@ -432,71 +432,85 @@ func skipValue(s string, i int, st *nesting) int {
 		if i >= len(s) {
 			return -1
 		}
-		switch c := s[i]; c {
-		case '{', '[':
-			if !st.push(c == '{') {
+		if c := s[i]; c == '{' || c == '[' {
+			var empty bool
+			if i, empty = openContainer(s, i, st); i < 0 {
 				return -1
 			}
-			i = skipSpace(s, i+1)
-			if i < len(s) && (s[i] == '}' && c == '{' || s[i] == ']' && c == '[') {
-				i++
-				st.n--
-				break
-			}
-			if c == '{' {
-				if i = skipMemberName(s, i); i < 0 {
-					return -1
-				}
-			}
-			continue
-		case '"':
-			if i, _ = skipString(s, i); i < 0 {
-				return -1
-			}
-		case 't':
-			if i = skipLiteral(s, i, "true"); i < 0 {
-				return -1
-			}
-		case 'f':
-			if i = skipLiteral(s, i, "false"); i < 0 {
-				return -1
-			}
-		case 'n':
-			if i = skipLiteral(s, i, "null"); i < 0 {
-				return -1
-			}
-		default:
-			if i = skipNumber(s, i); i < 0 {
-				return -1
-			}
-		}
-		// A value ended just before s[i]: close containers until the
-		// next value starts, or the outermost one is done.
-		for {
-			if st.n == 0 {
-				return i
-			}
-			i = skipSpace(s, i)
-			if i >= len(s) {
-				return -1
-			}
-			object := st.object()
-			if c := s[i]; c == '}' && object || c == ']' && !object {
-				i++
-				st.n--
+			if !empty {
 				continue
-			} else if c != ',' {
-				return -1
 			}
-			i = skipSpace(s, i+1)
-			if object {
-				if i = skipMemberName(s, i); i < 0 {
-					return -1
-				}
-			}
-			break
+		} else if i = skipScalar(s, i); i < 0 {
+			return -1
+		}
+		var done bool
+		if i, done = closeValues(s, i, st); i < 0 || done {
+			return i
 		}
 	}
+}
+
+// openContainer enters the object or array that starts at s[i]. It returns
+// the index of its first value (past the member name in an object), or,
+// for an empty one, the index just past it and empty set; -1 when invalid.
+func openContainer(s string, i int, st *nesting) (next int, empty bool) {
+	c := s[i]
+	if !st.push(c == '{') {
+		return -1, false
+	}
+	i = skipSpace(s, i+1)
+	if i < len(s) && (s[i] == '}' && c == '{' || s[i] == ']' && c == '[') {
+		st.n--
+		return i + 1, true
+	}
+	if c == '{' {
+		i = skipMemberName(s, i)
+	}
+	return i, false
+}
+
+// skipScalar returns the index just past the string, literal or number
+// that starts at s[i], or -1.
+func skipScalar(s string, i int) int {
+	switch s[i] {
+	case '"':
+		i, _ = skipString(s, i)
+		return i
+	case 't':
+		return skipLiteral(s, i, "true")
+	case 'f':
+		return skipLiteral(s, i, "false")
+	case 'n':
+		return skipLiteral(s, i, "null")
+	}
+	return skipNumber(s, i)
+}
+
+// closeValues follows a value that ended just before s[i]: it closes the
+// containers that end there, and returns the index where the next value
+// starts, or, once the outermost one is closed, the index past it and
+// done set; -1 when invalid.
+func closeValues(s string, i int, st *nesting) (next int, done bool) {
+	for st.n > 0 {
+		i = skipSpace(s, i)
+		if i >= len(s) {
+			return -1, false
+		}
+		object := st.object()
+		if c := s[i]; c == '}' && object || c == ']' && !object {
+			i++
+			st.n--
+			continue
+		} else if c != ',' {
+			return -1, false
+		}
+		i = skipSpace(s, i+1)
+		if object {
+			i = skipMemberName(s, i)
+		}
+		return i, false
+	}
+	return i, true
 }
 
 // skipMemberName skips `"name" :` and the whitespace after it, returning the

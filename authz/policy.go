@@ -77,26 +77,35 @@ func (e *endpoint) checkModels(model, body string, g *record.Group, d *Decision)
 	case r == bodyModel && e.topLevel():
 		d.Model, named = top, true
 	case len(e.body) > 0 && !e.topLevel():
-		var first string
-		same := true
-		ok := scanPath(body, e.body, func(m string) {
-			allow(m)
-			if !named {
-				first, named = m, true
-			}
-			same = same && m == first
-		})
-		switch {
-		case !ok:
-			return ReasonModelUnknown
-		case refused != "":
-			d.Model = refused
-			return ReasonModelNotAllowed
-		case same:
-			// One model for the whole request picks a user's own
-			// credential for it; several pick one for any model.
-			d.Model = first
+		return e.checkNestedModels(body, g, named, d)
+	}
+	return namedAny(named)
+}
+
+// checkNestedModels checks the models that live below body's top level,
+// where e says: every one must be allowed, and one model for the whole
+// request is d.Model (it picks a user's own credential for it; several
+// pick one for any model).
+func (e *endpoint) checkNestedModels(body string, g *record.Group, named bool, d *Decision) Reason {
+	var first, refused string
+	same := true
+	ok := scanPath(body, e.body, func(m string) {
+		if refused == "" && !g.AllowsModel(m) {
+			refused = m
 		}
+		if !named {
+			first, named = m, true
+		}
+		same = same && m == first
+	})
+	switch {
+	case !ok:
+		return ReasonModelUnknown
+	case refused != "":
+		d.Model = refused
+		return ReasonModelNotAllowed
+	case same:
+		d.Model = first
 	}
 	return namedAny(named)
 }

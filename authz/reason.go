@@ -109,53 +109,35 @@ func (r Reason) errorType() string {
 // Message is the human-readable text of the JSON error body. It states
 // what is wrong without echoing anything the client sent.
 func (r Reason) Message() string {
-	switch r {
-	case ReasonMissingCredential:
-		return "No API key provided. Send your keyward token as a Bearer token or in x-api-key."
-	case ReasonAmbiguousCredential:
-		return "The request carries more than one credential, or one keyward does not read in that form (a repeated, comma-joined or encoded name such as ?ke%79=, KEY=, x_api_key); send one keyward token in one place."
-	case ReasonMalformedToken:
-		return "The keyward token is malformed (truncated or mistyped), or sent in Authorization under a scheme other than Bearer."
-	case ReasonInvalidToken:
-		return "The keyward token is not valid."
-	case ReasonTokenExpired:
-		return "The keyward token has expired."
-	case ReasonTokenRevoked:
-		return "The keyward token has been revoked."
-	case ReasonManagementToken:
-		return "A management token cannot call an LLM; use a keyward token."
-	case ReasonUserDeleted:
-		return "The token's user no longer exists."
-	case ReasonUserDisabled:
-		return "The token's user is disabled."
-	case ReasonGroupDeleted:
-		return "The token's group no longer exists."
-	case ReasonGroupDisabled:
-		return "The token's group is disabled."
-	case ReasonGroupNotPermitted:
-		return "The token's user may no longer use the token's group."
-	case ReasonUnknownProvider:
-		return "No LLM provider is configured for this route."
-	case ReasonProviderNotAllowed:
-		return "The token's group may not use this provider."
-	case ReasonModelNotAllowed:
-		return "The token's group may not use this model (or the request does not name one)."
-	case ReasonModelUnknown:
-		return "The token's group restricts models, and keyward could not read which model this request uses (a body larger than keyward reads, a body that is not a JSON object, a model that is not a string, a path model with characters keyward does not read, or a model or deployment query parameter)."
-	case ReasonEndpointNotAllowed:
-		return "The token's group restricts models, and this endpoint is not one keyward knows where every model of the request lives in."
-	case ReasonBodyNotForwarded:
-		return "The token's group restricts models, and the request has a body keyward did not receive (Envoy must forward request bodies: keyward envoy-config -forward-body)."
-	case ReasonCustomKeyForbidden:
-		return "Provider keys supplied by clients are not allowed here; use a keyward token."
-	case ReasonRateLimited:
-		return "This token's group rate limit is exceeded; retry later."
-	case ReasonNoProviderKey:
-		return "No key is available for this provider."
-	case ReasonStoreUnavailable:
-		return "keyward cannot reach its record store."
-	case ReasonInternal:
-		return "keyward failed to check this request."
+	if m, ok := reasonMessages[r]; ok {
+		return m
 	}
 	return string(r)
+}
+
+// reasonMessages are the messages of the reasons keyward gives.
+var reasonMessages = map[Reason]string{
+	ReasonMissingCredential:   "No API key provided. Send your keyward token as a Bearer token or in x-api-key.",
+	ReasonAmbiguousCredential: "The request carries more than one credential, or one keyward does not read in that form (a repeated, comma-joined or encoded name such as ?ke%79=, KEY=, x_api_key); send one keyward token in one place.",
+	ReasonMalformedToken:      "The keyward token is malformed (truncated or mistyped), or sent in Authorization under a scheme other than Bearer.",
+	ReasonInvalidToken:        "The keyward token is not valid.",
+	ReasonTokenExpired:        "The keyward token has expired.",
+	ReasonTokenRevoked:        "The keyward token has been revoked.",
+	ReasonManagementToken:     "A management token cannot call an LLM; use a keyward token.",
+	ReasonUserDeleted:         "The token's user no longer exists.",
+	ReasonUserDisabled:        "The token's user is disabled.",
+	ReasonGroupDeleted:        "The token's group no longer exists.",
+	ReasonGroupDisabled:       "The token's group is disabled.",
+	ReasonGroupNotPermitted:   "The token's user may no longer use the token's group.",
+	ReasonUnknownProvider:     "No LLM provider is configured for this route.",
+	ReasonProviderNotAllowed:  "The token's group may not use this provider.",
+	ReasonModelNotAllowed:     "The token's group may not use this model (or the request does not name one).",
+	ReasonModelUnknown:        "The token's group restricts models, and keyward could not read which model this request uses (a body larger than keyward reads, a body that is not a JSON object, a model that is not a string, a path model with characters keyward does not read, or a model or deployment query parameter).",
+	ReasonEndpointNotAllowed:  "The token's group restricts models, and this endpoint is not one keyward knows where every model of the request lives in.",
+	ReasonBodyNotForwarded:    "The token's group restricts models, and the request has a body keyward did not receive (Envoy must forward request bodies: keyward envoy-config -forward-body).",
+	ReasonCustomKeyForbidden:  "Provider keys supplied by clients are not allowed here; use a keyward token.",
+	ReasonRateLimited:         "This token's group rate limit is exceeded; retry later.",
+	ReasonNoProviderKey:       "No key is available for this provider.",
+	ReasonStoreUnavailable:    "keyward cannot reach its record store.",
+	ReasonInternal:            "keyward failed to check this request.",
 }

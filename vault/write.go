@@ -261,18 +261,6 @@ func (s *Store) put(ctx context.Context, kind record.Type, name, path string, da
 	return s.announce(ctx, change{kind: kind, name: name})
 }
 
-// remove deletes every version of a record, so that it is gone rather than
-// soft-deleted, and announces it.
-func (s *Store) remove(ctx context.Context, kind record.Type, name, path string) error {
-	if _, err := s.get(ctx, path); err != nil {
-		return err
-	}
-	if err := s.kv.DeleteMetadata(ctx, path); err != nil {
-		return fmt.Errorf("vault delete %s: %w", path, err)
-	}
-	return s.announce(ctx, change{kind: kind, name: name})
-}
-
 // change is one entry of the marker.
 type change struct {
 	seq  int
