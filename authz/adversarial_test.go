@@ -66,11 +66,11 @@ func outcome(t *testing.T, s *Server, req *authv3.CheckRequest) Reason {
 		t.Fatal(err)
 	}
 	if denied := resp.GetDeniedResponse(); denied != nil {
-		var body errorBody
+		var body ErrorBody
 		if err := json.Unmarshal([]byte(denied.GetBody()), &body); err != nil {
 			t.Fatalf("denial body %q: %v", denied.GetBody(), err)
 		}
-		return body.Error.Code
+		return Reason(body.Error.Code)
 	}
 	if resp.GetDynamicMetadata().AsMap()["custom_key"] == true {
 		return ReasonCustomKey

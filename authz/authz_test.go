@@ -337,11 +337,11 @@ func TestEveryReasonHasAResponse(t *testing.T) {
 		if got := int(denied.GetStatus().GetCode()); got != reason.HTTPStatus() || got < 400 {
 			t.Errorf("%s: status %d, want %d", reason, got, reason.HTTPStatus())
 		}
-		var body errorBody
+		var body ErrorBody
 		if err := json.Unmarshal([]byte(denied.Body), &body); err != nil {
 			t.Fatalf("%s: body %q: %v", reason, denied.Body, err)
 		}
-		if body.Error.Code != reason || body.Error.Message == "" || body.Error.Type == "" {
+		if Reason(body.Error.Code) != reason || body.Error.Message == "" || body.Error.Type == "" {
 			t.Errorf("%s: body %+v", reason, body)
 		}
 		h := headerMap(denied.Headers)

@@ -190,11 +190,11 @@ func TestRateLimitedResponse(t *testing.T) {
 	if denied.GetStatus().GetCode() != 429 || resp.GetStatus().GetCode() != int32(code.Code_RESOURCE_EXHAUSTED) {
 		t.Fatalf("HTTP %d, gRPC %d; want 429, RESOURCE_EXHAUSTED", denied.GetStatus().GetCode(), resp.GetStatus().GetCode())
 	}
-	var body errorBody
+	var body ErrorBody
 	if err := json.Unmarshal([]byte(denied.GetBody()), &body); err != nil {
 		t.Fatal(err)
 	}
-	if body.Error.Code != ReasonRateLimited || body.Error.Type != "rate_limit_error" || !strings.Contains(body.Error.Message, "rate limit") {
+	if Reason(body.Error.Code) != ReasonRateLimited || body.Error.Type != "rate_limit_error" || !strings.Contains(body.Error.Message, "rate limit") {
 		t.Fatalf("body %s", denied.GetBody())
 	}
 	if h := headerMap(denied.GetHeaders()); h["x-keyward-reason"] != "rate_limited" || h["content-type"] != "application/json" {

@@ -292,21 +292,24 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 	}
 }
 
-// errorBody is the OpenAI-style error the SDKs parse.
-type errorBody struct {
-	Error struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    Reason  `json:"code"`
-	} `json:"error"`
+// ErrorBody is the OpenAI-style error body the SDKs parse: keyward's
+// denials and the management API's errors both answer with it.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the body's error: a message that never echoes what the
+// client sent, its type ("invalid_request_error", "authentication_error",
+// …) and keyward's stable code. Param is always null.
+type ErrorDetail struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    string  `json:"code"`
 }
 
 func deniedResponse(reason Reason) *authv3.CheckResponse {
-	var body errorBody
-	body.Error.Message = reason.Message()
-	body.Error.Type = reason.errorType()
-	body.Error.Code = reason
+	body := ErrorBody{ErrorDetail{Message: reason.Message(), Type: reason.errorType(), Code: string(reason)}}
 	raw, _ := json.Marshal(body) // cannot fail: strings only
 	status := reason.HTTPStatus()
 	headers := []*corev3.HeaderValueOption{

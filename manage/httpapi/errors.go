@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
@@ -39,21 +40,8 @@ type apiError struct {
 	message string
 }
 
-// errorBody is the OpenAI-style error body, as authz denials have.
-type errorBody struct {
-	Error struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    string  `json:"code"`
-	} `json:"error"`
-}
-
 func writeError(w http.ResponseWriter, e *apiError) {
-	var body errorBody
-	body.Error.Message = e.message
-	body.Error.Type = errorType(e.status)
-	body.Error.Code = e.code
+	body := authz.ErrorBody{Error: authz.ErrorDetail{Message: e.message, Type: errorType(e.status), Code: e.code}}
 	if e.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keyward-management"`)
 	}
