@@ -68,43 +68,10 @@ func Bootstrap(o Options) (*bootstrapv3.Bootstrap, error) {
 	}
 	o = o.withDefaults()
 
-	// Longest prefix first: Envoy takes the first matching route, so a
-	// "/openai/v2/" route must come before "/openai/". Distinct prefixes
-	// that end in '/' and have the same length never overlap, so ties keep
-	// their input order without changing behaviour.
-	routes := slices.Clone(o.Routes)
-	slices.SortStableFunc(routes, func(a, b Route) int {
-		return cmp.Compare(len(b.PathPrefix), len(a.PathPrefix))
-	})
-
-	authzCluster, err := authzCluster(o)
+	clusters, vhRoutes, err := providerRoutes(o)
 	if err != nil {
 		return nil, err
 	}
-	clusters := []*clusterv3.Cluster{authzCluster}
-	var vhRoutes []*routev3.Route
-	for _, r := range routes {
-		up, err := parseUpstream(r.Upstream) // cannot fail after Validate
-		if err != nil {
-			return nil, fmt.Errorf("route %q: %w", r.Provider, err)
-		}
-		c, err := providerCluster(r.Provider, up, o.TrustedCAFile)
-		if err != nil {
-			return nil, err
-		}
-		rt, err := providerRoute(r, up)
-		if err != nil {
-			return nil, err
-		}
-		clusters = append(clusters, c)
-		vhRoutes = append(vhRoutes, rt)
-	}
-	notFound, err := noRoute()
-	if err != nil {
-		return nil, err
-	}
-	vhRoutes = append(vhRoutes, notFound)
-
 	l, err := listener(o, vhRoutes)
 	if err != nil {
 		return nil, err
@@ -130,6 +97,46 @@ func Bootstrap(o Options) (*bootstrapv3.Bootstrap, error) {
 	return b, nil
 }
 
+// providerRoutes returns the clusters (keyward's, then one per provider)
+// and the routes of o, the catch-all 404 route last.
+func providerRoutes(o Options) ([]*clusterv3.Cluster, []*routev3.Route, error) {
+	// Longest prefix first: Envoy takes the first matching route, so a
+	// "/openai/v2/" route must come before "/openai/". Distinct prefixes
+	// that end in '/' and have the same length never overlap, so ties keep
+	// their input order without changing behaviour.
+	routes := slices.Clone(o.Routes)
+	slices.SortStableFunc(routes, func(a, b Route) int {
+		return cmp.Compare(len(b.PathPrefix), len(a.PathPrefix))
+	})
+	authzCluster, err := authzCluster(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	clusters := []*clusterv3.Cluster{authzCluster}
+	var vhRoutes []*routev3.Route
+	for _, r := range routes {
+		up, err := parseUpstream(r.Upstream) // cannot fail after Validate
+		if err != nil {
+			return nil, nil, fmt.Errorf("route %q: %w", r.Provider, err)
+		}
+		c, err := providerCluster(r.Provider, up, o.TrustedCAFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		rt, err := providerRoute(r, up)
+		if err != nil {
+			return nil, nil, err
+		}
+		clusters = append(clusters, c)
+		vhRoutes = append(vhRoutes, rt)
+	}
+	notFound, err := noRoute()
+	if err != nil {
+		return nil, nil, err
+	}
+	return clusters, append(vhRoutes, notFound), nil
+}
+
 func overloadManager(maxConns int64) (*overloadv3.OverloadManager, error) {
 	limit, err := anyOf(&downstreamv3.DownstreamConnectionsConfig{MaxActiveDownstreamConnections: maxConns})
 	if err != nil {
@@ -144,18 +151,7 @@ func overloadManager(maxConns int64) (*overloadv3.OverloadManager, error) {
 }
 
 func listener(o Options, routes []*routev3.Route) (*listenerv3.Listener, error) {
-	filter, err := extAuthz(o)
-	if err != nil {
-		return nil, err
-	}
-	authz, err := anyOf(filter)
-	if err != nil {
-		return nil, err
-	}
-	// No x-envoy-* headers towards the provider: x-envoy-original-path
-	// would show it the mesh's route, and the path before any
-	// rewrite; x-envoy-original-host the mesh's host names.
-	router, err := anyOf(&routerv3.Router{SuppressEnvoyHeaders: true})
+	filters, err := httpFilters(o)
 	if err != nil {
 		return nil, err
 	}
@@ -185,10 +181,7 @@ func listener(o Options, routes []*routev3.Route) (*listenerv3.Listener, error) 
 				Routes:  routes,
 			}},
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{
-			{Name: ExtAuthzFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: authz}},
-			{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
-		},
+		HttpFilters: filters,
 	})
 	if err != nil {
 		return nil, err
@@ -206,6 +199,29 @@ func listener(o Options, routes []*routev3.Route) (*listenerv3.Listener, error) 
 				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
 			}},
 		}},
+	}, nil
+}
+
+// httpFilters are the listener's HTTP filters: ext_authz, then the router.
+func httpFilters(o Options) ([]*hcmv3.HttpFilter, error) {
+	filter, err := extAuthz(o)
+	if err != nil {
+		return nil, err
+	}
+	authz, err := anyOf(filter)
+	if err != nil {
+		return nil, err
+	}
+	// No x-envoy-* headers towards the provider: x-envoy-original-path
+	// would show it the mesh's route, and the path before any
+	// rewrite; x-envoy-original-host the mesh's host names.
+	router, err := anyOf(&routerv3.Router{SuppressEnvoyHeaders: true})
+	if err != nil {
+		return nil, err
+	}
+	return []*hcmv3.HttpFilter{
+		{Name: ExtAuthzFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: authz}},
+		{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
 	}, nil
 }
 
