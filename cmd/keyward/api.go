@@ -113,31 +113,7 @@ func apiVerbs() []apiVerb {
 
 // apiCommands are the resources and verbs of `keyward api`, by route.
 func apiCommands() []apiVerb {
-	user := []apiField{
-		{"role", fieldString, "ROLE", "user or admin"},
-		{"groups", fieldList, "a,b", "the groups the user may use"},
-		{"disabled", fieldBool, "", "disable the user: their tokens are refused"},
-	}
-	group := []apiField{
-		{"providers", fieldList, "a,b", "the providers the group may call (none: all)"},
-		{"models", fieldList, "x,y", "the models the group may use, 'prefix*' for a prefix (none: all)"},
-		{"disable-custom-keys", fieldBool, "", "refuse provider keys that members send themselves"},
-		{"disabled", fieldBool, "", "disable the group: its tokens are refused"},
-		{"requests-per-minute", fieldInt, "N", "requests a minute each of the group's tokens may make, per keyward replica (0: no limit)"},
-	}
-	cred := []apiField{
-		{"name", fieldString, "N", "what the credential is for"},
-		{"provider", fieldString, "P", "the provider the key is for"},
-		{"model", fieldString, "M", "the model to use"},
-		{"base-url", fieldString, "U", "the provider's base URL"},
-		{"extra", fieldObject, "JSON", "further settings, a JSON object"},
-	}
-	tok := []apiField{
-		{"group", fieldString, "G", "a group the user may use"},
-		{"name", fieldString, "N", "what the token is for"},
-		{"ttl", fieldDuration, "D", "lifetime such as 720h (none: no expiry)"},
-	}
-	grace := []apiField{{"grace", fieldDuration, "D", "how long the old token keeps working (none: the server's default)"}}
+	user, group, cred, tok, grace := apiFieldSets()
 	return []apiVerb{
 		{resource: "me", route: "me", onBehalf: true},
 		{resource: "users", verb: "list", route: "users.list"},
@@ -165,6 +141,36 @@ func apiCommands() []apiVerb {
 		{resource: "mgmt-tokens", verb: "create", route: "management-tokens.create", once: true},
 		{resource: "mgmt-tokens", verb: "revoke", route: "management-tokens.revoke"},
 	}
+}
+
+// apiFieldSets are the body fields the verbs take, by resource.
+func apiFieldSets() (user, group, cred, tok, grace []apiField) {
+	user = []apiField{
+		{"role", fieldString, "ROLE", "user or admin"},
+		{"groups", fieldList, "a,b", "the groups the user may use"},
+		{"disabled", fieldBool, "", "disable the user: their tokens are refused"},
+	}
+	group = []apiField{
+		{"providers", fieldList, "a,b", "the providers the group may call (none: all)"},
+		{"models", fieldList, "x,y", "the models the group may use, 'prefix*' for a prefix (none: all)"},
+		{"disable-custom-keys", fieldBool, "", "refuse provider keys that members send themselves"},
+		{"disabled", fieldBool, "", "disable the group: its tokens are refused"},
+		{"requests-per-minute", fieldInt, "N", "requests a minute each of the group's users may make, all their tokens together, per keyward replica (0: no limit)"},
+	}
+	cred = []apiField{
+		{"name", fieldString, "N", "what the credential is for"},
+		{"provider", fieldString, "P", "the provider the key is for"},
+		{"model", fieldString, "M", "the model to use"},
+		{"base-url", fieldString, "U", "the provider's base URL"},
+		{"extra", fieldObject, "JSON", "further settings, a JSON object"},
+	}
+	tok = []apiField{
+		{"group", fieldString, "G", "a group the user may use"},
+		{"name", fieldString, "N", "what the token is for"},
+		{"ttl", fieldDuration, "D", "lifetime such as 720h (none: no expiry)"},
+	}
+	grace = []apiField{{"grace", fieldDuration, "D", "how long the old token keeps working (none: the server's default)"}}
+	return user, group, cred, tok, grace
 }
 
 // name is how usage and errors call the verb: "users create", "me".
@@ -612,27 +618,14 @@ func (e *env) apiCmd(ctx context.Context, stdin io.Reader, args []string) error 
 	if err := v.check(pos, c.set); err != nil {
 		return err
 	}
-	base, err := apiBase(opts.url)
+	client, err := e.newAPIClient(opts)
 	if err != nil {
-		return fmt.Errorf("api: %w", err)
-	}
-	if opts.timeout <= 0 {
-		return fmt.Errorf("api: -timeout %v: want a positive duration", opts.timeout)
-	}
-	cred := strings.TrimSpace(e.getenv(mgmtTokenEnv))
-	if cred == "" {
-		return fmt.Errorf("api: $%s is not set: export a management token (kwm_…, from `keyward mgmt-token create`) or the bootstrap admin credential", mgmtTokenEnv)
+		return err
 	}
 	req, err := v.request(e, stdin, fl, c.set, pos)
 	if err != nil {
 		return err
 	}
-	client := &apiClient{base: base, cred: cred, http: &http.Client{
-		Timeout: opts.timeout,
-		// A redirect would carry the credential somewhere -url does not
-		// name; the API never redirects.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
 	status, answer, err := client.do(ctx, req)
 	if err == nil {
 		err = e.printAnswer(req, status, answer)
@@ -645,6 +638,28 @@ func (e *env) apiCmd(ctx context.Context, stdin io.Reader, args []string) error 
 		fmt.Fprintln(e.stderr, "The token is shown once; store it now.")
 	}
 	return nil
+}
+
+// newAPIClient is the client of the management API opts name, with the
+// credential from the environment.
+func (e *env) newAPIClient(opts *apiOptions) (*apiClient, error) {
+	base, err := apiBase(opts.url)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	if opts.timeout <= 0 {
+		return nil, fmt.Errorf("api: -timeout %v: want a positive duration", opts.timeout)
+	}
+	cred := strings.TrimSpace(e.getenv(mgmtTokenEnv))
+	if cred == "" {
+		return nil, fmt.Errorf("api: $%s is not set: export a management token (kwm_…, from `keyward mgmt-token create`) or the bootstrap admin credential", mgmtTokenEnv)
+	}
+	return &apiClient{base: base, cred: cred, http: &http.Client{
+		Timeout: opts.timeout,
+		// A redirect would carry the credential somewhere -url does not
+		// name; the API never redirects.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}, nil
 }
 
 // check checks the positional arguments and required flags.
