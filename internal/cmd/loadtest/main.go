@@ -178,13 +178,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	progress := func(format string, args ...any) {
 		fmt.Fprintf(stderr, "loadtest: "+format+"\n", args...)
 	}
-	kwPath, err := keywardPath(o.keyward)
+	kwPath, self, err := binaries(o)
 	if err != nil {
 		return err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find own binary for the floor server: %w", err)
 	}
 	dir, err := os.MkdirTemp("", "keyward-load-")
 	if err != nil {
@@ -205,41 +201,67 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		o.fixture.tokens, o.fixture.groups, o.fixture.users, mib(uint64(fix.storeBytes)), time.Since(t0).Round(time.Millisecond))
 	reqs := checkRequests(fix.tokens[:o.sample])
 
-	env := childEnv()
 	t0 = time.Now()
-	floor, err := startChild("floor", self, []string{allowServerCmd, "-listen", "127.0.0.1:0"}, env)
-	if err != nil {
-		return err
-	}
-	defer floor.stop(stopGrace)
-	kw, err := startChild("keyward", kwPath, []string{"serve", "-config", fix.configPath}, env)
-	if err != nil {
-		return err
-	}
+	floor, kw, err := startServers(ctx, o, fix, kwPath, self)
+	defer floor.stop(stopGrace) // nil-safe: see server.stop
 	defer kw.stop(stopGrace)
-
-	floorAddr, err := floor.waitReady(ctx, floorStartTimeout)
-	if err != nil {
-		return err
-	}
-	kwAddr, err := kw.waitReady(ctx, o.startTimeout)
-	if errors.Is(err, errNotReady) {
-		return fmt.Errorf("%w\n(keyward loads and validates the whole store, %d tokens, before it listens; -start-timeout waits longer)", err, o.fixture.tokens)
-	}
 	if err != nil {
 		return err
 	}
 	// Both started together; keyward is the slow one.
 	startup := time.Since(t0)
 	progress("servers ready: keyward %s (pid %d) after %s, floor %s (pid %d)",
-		kwAddr, kw.pid(), startup.Round(time.Millisecond), floorAddr, floor.pid())
+		kw.addr, kw.pid(), startup.Round(time.Millisecond), floor.addr, floor.pid())
 	idle, err := readMem(kw.pid())
 	if err != nil {
 		return kw.failure(err)
 	}
 
 	m := &measurement{opts: o, fix: fix, idle: idle, startup: startup, order: runOrder(o.rounds), runs: map[string][]*result{}}
-	servers := map[string]*server{"floor": {floor, floorAddr}, "keyward": {kw, kwAddr}}
+	servers := map[string]*server{"floor": floor, "keyward": kw}
+	return m.run(ctx, progress, reqs, servers, stdout)
+}
+
+// startServers starts the floor and keyward on fix and waits until both
+// listen. The servers it returns, nil when not started, are the caller's
+// to stop, whatever the error.
+func startServers(ctx context.Context, o *options, fix *fixture, kwPath, self string) (floor, kw *server, err error) {
+	env := childEnv()
+	fc, err := startChild("floor", self, []string{allowServerCmd, "-listen", "127.0.0.1:0"}, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	floor = &server{child: fc}
+	kc, err := startChild("keyward", kwPath, []string{"serve", "-config", fix.configPath}, env)
+	if err != nil {
+		return floor, nil, err
+	}
+	kw = &server{child: kc}
+	if floor.addr, err = fc.waitReady(ctx, floorStartTimeout); err != nil {
+		return floor, kw, err
+	}
+	kw.addr, err = kc.waitReady(ctx, o.startTimeout)
+	if errors.Is(err, errNotReady) {
+		err = fmt.Errorf("%w\n(keyward loads and validates the whole store, %d tokens, before it listens; -start-timeout waits longer)", err, o.fixture.tokens)
+	}
+	return floor, kw, err
+}
+
+// binaries returns the keyward binary to measure and this program's own,
+// which serves as the floor.
+func binaries(o *options) (keyward, self string, err error) {
+	if keyward, err = keywardPath(o.keyward); err != nil {
+		return "", "", err
+	}
+	if self, err = os.Executable(); err != nil {
+		return "", "", fmt.Errorf("find own binary for the floor server: %w", err)
+	}
+	return keyward, self, nil
+}
+
+// run measures the servers, prints the report to stdout, and fails when
+// a measurement failed, or, with -strict, when a target was missed.
+func (m *measurement) run(ctx context.Context, progress func(string, ...any), reqs []*authv3.CheckRequest, servers map[string]*server, stdout io.Writer) error {
 	if err := m.measure(ctx, progress, reqs, servers); err != nil {
 		return err
 	}
@@ -248,7 +270,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err := rep.failure(); err != nil {
 		return err
 	}
-	if o.strict && !rep.AllPass {
+	if m.opts.strict && !rep.AllPass {
 		return errMissed
 	}
 	return nil
@@ -258,6 +280,13 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 type server struct {
 	*child
 	addr string
+}
+
+// stop stops the server's process; a nil server has none.
+func (s *server) stop(grace time.Duration) {
+	if s != nil {
+		s.child.stop(grace)
+	}
 }
 
 // measurement collects the phases of one run.

@@ -67,28 +67,9 @@ func writeFixture(ctx context.Context, dir string, spec fixtureSpec) (*fixture, 
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().UTC()
 	err = st.Update(ctx, func(d *filestore.Data) error {
 		fill(d, spec, key)
-		for i := range spec.tokens {
-			if i%10_000 == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
-			m, err := ring.Mint()
-			if err != nil {
-				return err
-			}
-			g := i % spec.groups
-			d.Tokens.Set(m.ID, filestore.TokenData{
-				User:    groupMember(g, i/spec.groups, spec.users),
-				Group:   groupName(g),
-				Name:    fmt.Sprintf("load-%d", i),
-				Hash:    filestore.HashString(m.Hash),
-				Created: now,
-			})
-			f.tokens = append(f.tokens, m.Token)
-		}
-		return nil
+		return f.mintTokens(ctx, d, spec, ring)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("write store: %w", err)
@@ -102,6 +83,31 @@ func writeFixture(ctx context.Context, dir string, spec fixtureSpec) (*fixture, 
 	}
 	rand.Shuffle(len(f.tokens), func(i, j int) { f.tokens[i], f.tokens[j] = f.tokens[j], f.tokens[i] })
 	return f, nil
+}
+
+// mintTokens adds spec's tokens to d, spread over its groups and their
+// members, and keeps each token string.
+func (f *fixture) mintTokens(ctx context.Context, d *filestore.Data, spec fixtureSpec, ring *token.Keyring) error {
+	now := time.Now().UTC()
+	for i := range spec.tokens {
+		if i%10_000 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		m, err := ring.Mint()
+		if err != nil {
+			return err
+		}
+		g := i % spec.groups
+		d.Tokens.Set(m.ID, filestore.TokenData{
+			User:    groupMember(g, i/spec.groups, spec.users),
+			Group:   groupName(g),
+			Name:    fmt.Sprintf("load-%d", i),
+			Hash:    filestore.HashString(m.Hash),
+			Created: now,
+		})
+		f.tokens = append(f.tokens, m.Token)
+	}
+	return nil
 }
 
 // fill sets the provider, groups, users and signing key of d.
