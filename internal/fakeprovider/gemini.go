@@ -50,6 +50,20 @@ func writeGeminiError(w http.ResponseWriter, status int, statusName, msg string)
 
 // gemini serves POST /v1beta/models/{model}:generateContent and
 // :streamGenerateContent (and the same under /v1/).
+// geminiStream is the reply in streamed pieces, made by chunk; the last
+// says STOP and carries the usage.
+func geminiStream(chunk func(text, finish string, u *geminiUsage) geminiResponse, usage *geminiUsage) []geminiResponse {
+	pieces := replyPieces()
+	chunks := make([]geminiResponse, len(pieces))
+	for i, p := range pieces {
+		chunks[i] = chunk(p, "", nil)
+	}
+	last := &chunks[len(chunks)-1]
+	last.Candidates[0].FinishReason = "STOP"
+	last.UsageMetadata = usage
+	return chunks
+}
+
 func (s *Server) gemini(w http.ResponseWriter, r *http.Request) {
 	model, action, ok := strings.Cut(r.PathValue("modelAction"), ":")
 	if !ok || model == "" || (action != "generateContent" && action != "streamGenerateContent") {
@@ -82,15 +96,7 @@ func (s *Server) gemini(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, chunk(Reply, "STOP", &usage))
 		return
 	}
-	pieces := replyPieces()
-	chunks := make([]geminiResponse, len(pieces))
-	for i, p := range pieces {
-		chunks[i] = chunk(p, "", nil)
-	}
-	last := &chunks[len(chunks)-1]
-	last.Candidates[0].FinishReason = "STOP"
-	last.UsageMetadata = &usage
-
+	chunks := geminiStream(chunk, &usage)
 	if r.URL.Query().Get("alt") != "sse" {
 		// Without alt=sse Gemini streams one JSON array of responses.
 		writeJSON(w, http.StatusOK, chunks)
