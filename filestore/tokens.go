@@ -32,9 +32,26 @@ type tokenIndex struct {
 	text []byte
 	// n is the number of records.
 	n int
+	// owners list the ids of each user's records, in tokenShards maps by
+	// the user's name (see ownerShardOf), copied on write like shards: a
+	// user's tokens are found without reading every record. These hold
+	// pointers (a name and a slice per user), as many as users, not
+	// tokens.
+	owners []ownerShard
 }
 
 type tokenShard = map[token.RawID]tokenEntry
+
+type ownerShard = map[string][]token.RawID
+
+// ownerShardOf is the owners shard of user (FNV-1a).
+func ownerShardOf(user string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(user); i++ {
+		h = (h ^ uint32(user[i])) * 16777619
+	}
+	return int(h % tokenShards)
+}
 
 // tokenShards is how many shards an index has: with random ids, a store of
 // 100,000 tokens has about 100 in each.
@@ -117,20 +134,16 @@ func (x *tokenIndex) all() []*record.Token {
 
 // owned returns user's tokens, making records for theirs only.
 func (x *tokenIndex) owned(user string) []*record.Token {
-	if x == nil {
+	if x == nil || x.owners == nil {
 		return nil
 	}
-	idx := slices.Index(x.names, user)
-	if idx < 0 {
-		return nil
-	}
-	var out []*record.Token
-	x.each(func(id token.RawID, e tokenEntry) bool {
-		if e.user == uint32(idx) {
+	ids := x.owners[ownerShardOf(user)][user]
+	out := make([]*record.Token, 0, len(ids))
+	for _, id := range ids {
+		if e, ok := x.lookup(id); ok {
 			out = append(out, x.record(id, e))
 		}
-		return true
-	})
+	}
 	return out
 }
 
@@ -176,8 +189,11 @@ func (x *tokenIndex) data(id token.RawID, e tokenEntry) TokenData {
 type indexBuilder struct {
 	x *tokenIndex
 	// owned marks the shards this builder copied (or made) and may change;
-	// nil when every shard is its own.
-	owned map[int]bool
+	// nil when every shard is its own. ownedOwners and ownedLists do the
+	// same for the owners shards and the users' id lists.
+	owned       map[int]bool
+	ownedOwners map[int]bool
+	ownedLists  map[string]bool
 	// intern finds a name's index in x.names. It is shared by every
 	// builder of a Store and may hold names a failed load appended: a hit
 	// counts only when x.names has that name there.
@@ -186,7 +202,8 @@ type indexBuilder struct {
 
 // newIndexBuilder starts an index from nothing.
 func newIndexBuilder() *indexBuilder {
-	return &indexBuilder{x: &tokenIndex{shards: make([]tokenShard, tokenShards)}, intern: map[string]uint32{}}
+	x := &tokenIndex{shards: make([]tokenShard, tokenShards), owners: make([]ownerShard, tokenShards)}
+	return &indexBuilder{x: x, intern: map[string]uint32{}}
 }
 
 // deriveIndexBuilder starts an index from base, whose builder used
@@ -194,7 +211,46 @@ func newIndexBuilder() *indexBuilder {
 func deriveIndexBuilder(base *tokenIndex, intern map[string]uint32) *indexBuilder {
 	x := *base
 	x.shards = slices.Clone(base.shards)
-	return &indexBuilder{x: &x, owned: map[int]bool{}, intern: intern}
+	x.owners = slices.Clone(base.owners)
+	if x.owners == nil {
+		x.owners = make([]ownerShard, tokenShards)
+	}
+	return &indexBuilder{x: &x, owned: map[int]bool{}, ownedOwners: map[int]bool{}, ownedLists: map[string]bool{}, intern: intern}
+}
+
+// ownerList returns the owners shard of user and user's id list in it,
+// both copied first if the base index shares them.
+func (b *indexBuilder) ownerList(user string) (ownerShard, []token.RawID) {
+	i := ownerShardOf(user)
+	if b.ownedOwners != nil && !b.ownedOwners[i] {
+		b.x.owners[i] = maps.Clone(b.x.owners[i])
+		b.ownedOwners[i] = true
+	}
+	if b.x.owners[i] == nil {
+		b.x.owners[i] = ownerShard{}
+	}
+	sh := b.x.owners[i]
+	if b.ownedLists != nil && !b.ownedLists[user] {
+		sh[user] = slices.Clone(sh[user])
+		b.ownedLists[user] = true
+	}
+	return sh, sh[user]
+}
+
+// addOwned lists id among user's records.
+func (b *indexBuilder) addOwned(user string, id token.RawID) {
+	sh, ids := b.ownerList(user)
+	sh[user] = append(ids, id)
+}
+
+// dropOwned takes id off user's list.
+func (b *indexBuilder) dropOwned(user string, id token.RawID) {
+	sh, ids := b.ownerList(user)
+	if ids = slices.DeleteFunc(ids, func(x token.RawID) bool { return x == id }); len(ids) == 0 {
+		delete(sh, user)
+	} else {
+		sh[user] = ids
+	}
 }
 
 // shard returns shard i, copied first if the base index shares it.
@@ -241,17 +297,23 @@ func (b *indexBuilder) set(id token.RawID, td *TokenData) {
 	}
 	b.x.text = append(b.x.text, td.Name...)
 	sh := b.shard(shardOf(id))
-	if _, ok := sh[id]; !ok {
+	switch old, ok := sh[id]; {
+	case !ok:
 		b.x.n++
+		b.addOwned(td.User, id)
+	case b.x.names[old.user] != td.User:
+		b.dropOwned(b.x.names[old.user], id)
+		b.addOwned(td.User, id)
 	}
 	sh[id] = e
 }
 
 // remove drops id's record, if there is one.
 func (b *indexBuilder) remove(id token.RawID) {
-	if _, ok := b.x.lookup(id); ok {
+	if e, ok := b.x.lookup(id); ok {
 		delete(b.shard(shardOf(id)), id)
 		b.x.n--
+		b.dropOwned(b.x.names[e.user], id)
 	}
 }
 
