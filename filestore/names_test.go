@@ -262,10 +262,13 @@ func TestInvalidNames(t *testing.T) {
 	}
 }
 
-// FuzzStoreNames calls every method that takes a name or id with an
+// FuzzStoreNamesLive calls every method that takes a name or id with an
 // arbitrary one: an invalid one is refused as such, and nothing but the
 // named record (and, deleting a user, what the user owns) ever changes.
-func FuzzStoreNames(f *testing.F) {
+//
+// Its name ends in Live: every run writes and reads a whole store on disk,
+// so scripts/test.sh runs it with the smaller count ($LIVE_FUZZTIME).
+func FuzzStoreNamesLive(f *testing.F) {
 	for _, s := range []string{"ann", "team", "openai", "bob", "new-group", "ZZZZZZZZZZZZZZZZ", "AAAAAAAAAAAAAAAA", "c1", "", "a b", "../x", "Ann", "x.y_z-1"} {
 		f.Add(s)
 	}

@@ -27,8 +27,9 @@ staticcheck ./...
 # An execution count, not a duration: Go 1.26's fuzz coordinator can report
 # "context deadline exceeded" at a -fuzztime deadline without any finding
 # (golang/go#75804, fixed in Go 1.27); a count has no deadline to race.
-# Targets named Fuzz...Live drive a real server (every execution costs real
-# requests: the Vault store's names against an OpenBao dev server), so they
+# Targets named Fuzz...Live drive real I/O (every execution costs real
+# requests, the Vault store's names against an OpenBao dev server, or writes
+# a whole file store to disk), so they
 # get a smaller count, still above their seed corpus so that the mutator
 # runs.
 step "fuzzing every parser (${FUZZTIME:=50000x} each; Fuzz...Live targets ${LIVE_FUZZTIME:=2000x})"
