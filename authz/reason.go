@@ -136,7 +136,7 @@ var reasonMessages = map[Reason]string{
 	ReasonEndpointNotAllowed:  "The token's group restricts models, and this endpoint is not one keyward knows where every model of the request lives in.",
 	ReasonBodyNotForwarded:    "The token's group restricts models, and the request has a body keyward did not receive (Envoy must forward request bodies: keyward envoy-config -forward-body).",
 	ReasonCustomKeyForbidden:  "Provider keys supplied by clients are not allowed here; use a keyward token.",
-	ReasonRateLimited:         "This token's group rate limit is exceeded; retry later.",
+	ReasonRateLimited:         "Your rate limit in the token's group (shared by all your tokens) is exceeded; retry later.",
 	ReasonNoProviderKey:       "No key is available for this provider.",
 	ReasonStoreUnavailable:    "keyward cannot reach its record store.",
 	ReasonInternal:            "keyward failed to check this request.",

@@ -61,7 +61,8 @@ type GroupData struct {
 	Providers         []string `yaml:"providers,omitempty"`
 	Models            []string `yaml:"models,omitempty"`
 	DisableCustomKeys bool     `yaml:"disable_custom_keys,omitempty"`
-	// RequestsPerMinute is the per-token rate limit; 0 or absent means none.
+	// RequestsPerMinute is the rate limit of each of the group's users,
+	// all their tokens together; 0 or absent means none.
 	RequestsPerMinute int `yaml:"requests_per_minute,omitempty"`
 }
 

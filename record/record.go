@@ -106,9 +106,9 @@ type Group struct {
 	// DisableCustomKeys refuses provider keys that members send themselves,
 	// even where the global switch allows them.
 	DisableCustomKeys bool
-	// RequestsPerMinute limits each of the group's tokens to this many
-	// requests a minute, per keyward replica; 0 means no limit. Negative
-	// values are invalid.
+	// RequestsPerMinute limits each of the group's users, all their tokens
+	// together, to this many requests a minute, per keyward replica; 0
+	// means no limit. Negative values are invalid.
 	RequestsPerMinute int
 }
 

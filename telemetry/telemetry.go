@@ -1,7 +1,7 @@
 // Package telemetry is keyward's metrics: an OpenTelemetry MeterProvider
 // that exports to a Prometheus registry of its own, the http.Handler that
 // serves it at /metrics, and the recorders that the serving packages' hooks
-// call (authz.ServerOptions.Observe, mgmt.Options.Observe).
+// call (authz.ServerOptions.Observe, httpapi.Options.Observe).
 //
 // No label ever holds a user, group, token, key, model or request path:
 // labels are fixed codes (outcomes, reason codes, key sources, route
@@ -303,7 +303,7 @@ func (m *Metrics) ObserveCheck(o authz.Observation) {
 }
 
 // ObserveManagement records one management API request; it is an
-// mgmt.Options.Observe. route is the route pattern, "" when none matched.
+// httpapi.Options.Observe. route is the route pattern, "" when none matched.
 func (m *Metrics) ObserveManagement(route string, status int) {
 	if route == "" {
 		route = UnmatchedRoute
