@@ -32,14 +32,14 @@ staticcheck ./...
 # a whole file store to disk), so they
 # get a smaller count, still above their seed corpus so that the mutator
 # runs.
-step "fuzzing every parser (${FUZZTIME:=50000x} each; Fuzz...Live targets ${LIVE_FUZZTIME:=2000x})"
+step "fuzzing every parser (${FUZZTIME:=20000x} each; Fuzz...Live targets ${LIVE_FUZZTIME:=2000x})"
 while read -r pkg target; do
   count=$FUZZTIME
   if [[ $target == *Live ]]; then count=$LIVE_FUZZTIME; fi
   if ! out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$count" "$pkg" 2>&1); then
     echo "$out"; echo "fuzz $target ($pkg): FAILED"; exit 1
   fi
-  echo "fuzz $target ($pkg): ok"
+  echo "fuzz $target ($pkg): ok (${SECONDS}s into the run)"
 done < <(grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
   pkg="./$(dirname "${f#./}")"
   grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | sed "s|^|$pkg |"
