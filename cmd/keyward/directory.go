@@ -12,22 +12,40 @@ import (
 )
 
 // recordCommands are the add, set, delete and list verbs of one kind of
-// named record (users, groups), over package manage. P is the kind's
-// patch: add makes a record from every flag, set changes the fields whose
-// flags are given.
-type recordCommands[P any] struct {
+// named record R (users, groups), over package manage's methods of that
+// kind. P is the kind's patch: add makes a record from every flag, set
+// changes the fields whose flags are given.
+type recordCommands[R any, P any, PP interface {
+	*P
+	Apply(*R)
+}] struct {
 	kind string
 	// flags defines the kind's flags on c and returns the patch they
 	// make, of every flag (all) or of the flags given.
 	flags func(c *command) func(all bool) P
-	add   func(ctx context.Context, m *manage.Manager, name string, p P) error
-	set   func(ctx context.Context, m *manage.Manager, name string, p P) error
-	del   func(ctx context.Context, m *manage.Manager, name string) error
+	// named is a record of the kind with nothing but its name.
+	named  func(name string) R
+	create func(m *manage.Manager, ctx context.Context, r R) (*R, error)
+	update func(m *manage.Manager, ctx context.Context, name string, p P) (*R, error)
+	del    func(m *manage.Manager, ctx context.Context, name string) error
 	// list returns the listing's header and rows.
 	list func(ctx context.Context, m *manage.Manager) (string, [][]string, error)
 }
 
-func (rc *recordCommands[P]) run(ctx context.Context, e *env, args []string) error {
+// addOrSet makes the record name from every flag (add) or changes the
+// fields whose flags are given (set).
+func (rc *recordCommands[R, P, PP]) addOrSet(ctx context.Context, m *manage.Manager, add bool, name string, patch func(all bool) P) error {
+	if !add {
+		_, err := rc.update(m, ctx, name, patch(false))
+		return err
+	}
+	r, p := rc.named(name), patch(true)
+	PP(&p).Apply(&r)
+	_, err := rc.create(m, ctx, r)
+	return err
+}
+
+func (rc *recordCommands[R, P, PP]) run(ctx context.Context, e *env, args []string) error {
 	verb, args, err := sub(args, "add, set, delete, list")
 	if err != nil {
 		return err
@@ -40,18 +58,13 @@ func (rc *recordCommands[P]) run(ctx context.Context, e *env, args []string) err
 		if err != nil {
 			return err
 		}
-		if verb == "add" {
-			err = rc.add(ctx, m, name, patch(true))
-		} else {
-			err = rc.set(ctx, m, name, patch(false))
-		}
-		return wrapVerb(rc.kind, verb, err)
+		return wrapVerb(rc.kind, verb, rc.addOrSet(ctx, m, verb == "add", name, patch))
 	case "delete":
 		name, m, err := c.nameAndManager(ctx, args, rc.kind+" name")
 		if err != nil {
 			return err
 		}
-		return wrapVerb(rc.kind, verb, rc.del(ctx, m, name))
+		return wrapVerb(rc.kind, verb, rc.del(m, ctx, name))
 	case "list":
 		if _, err := c.parse(args); err != nil {
 			return err
@@ -87,7 +100,7 @@ func given[T any](c *command, flag string, all bool, v T) *T {
 }
 
 func (e *env) userCmd(ctx context.Context, args []string) error {
-	rc := &recordCommands[manage.UserPatch]{
+	rc := &recordCommands[record.User, manage.UserPatch, *manage.UserPatch]{
 		kind: "user",
 		flags: func(c *command) func(bool) manage.UserPatch {
 			groups := c.String("groups", "", "comma-separated groups the user may use")
@@ -97,17 +110,10 @@ func (e *env) userCmd(ctx context.Context, args []string) error {
 				return manage.UserPatch{Groups: given(c, "groups", all, list(*groups)), Role: given(c, "role", all, record.Role(*role)), Disabled: given(c, "disabled", all, *disabled)}
 			}
 		},
-		add: func(ctx context.Context, m *manage.Manager, name string, p manage.UserPatch) error {
-			u := record.User{Name: name}
-			p.Apply(&u)
-			_, err := m.CreateUser(ctx, u)
-			return err
-		},
-		set: func(ctx context.Context, m *manage.Manager, name string, p manage.UserPatch) error {
-			_, err := m.UpdateUser(ctx, name, p)
-			return err
-		},
-		del: func(ctx context.Context, m *manage.Manager, name string) error { return m.DeleteUser(ctx, name) },
+		named:  func(name string) record.User { return record.User{Name: name} },
+		create: (*manage.Manager).CreateUser,
+		update: (*manage.Manager).UpdateUser,
+		del:    (*manage.Manager).DeleteUser,
 		list: func(ctx context.Context, m *manage.Manager) (string, [][]string, error) {
 			users, err := m.Users(ctx)
 			rows := make([][]string, 0, len(users))
@@ -121,20 +127,13 @@ func (e *env) userCmd(ctx context.Context, args []string) error {
 }
 
 func (e *env) groupCmd(ctx context.Context, args []string) error {
-	rc := &recordCommands[manage.GroupPatch]{
-		kind:  "group",
-		flags: groupFlags,
-		add: func(ctx context.Context, m *manage.Manager, name string, p manage.GroupPatch) error {
-			g := record.Group{Name: name}
-			p.Apply(&g)
-			_, err := m.CreateGroup(ctx, g)
-			return err
-		},
-		set: func(ctx context.Context, m *manage.Manager, name string, p manage.GroupPatch) error {
-			_, err := m.UpdateGroup(ctx, name, p)
-			return err
-		},
-		del: func(ctx context.Context, m *manage.Manager, name string) error { return m.DeleteGroup(ctx, name) },
+	rc := &recordCommands[record.Group, manage.GroupPatch, *manage.GroupPatch]{
+		kind:   "group",
+		flags:  groupFlags,
+		named:  func(name string) record.Group { return record.Group{Name: name} },
+		create: (*manage.Manager).CreateGroup,
+		update: (*manage.Manager).UpdateGroup,
+		del:    (*manage.Manager).DeleteGroup,
 		list: func(ctx context.Context, m *manage.Manager) (string, [][]string, error) {
 			groups, err := m.Groups(ctx)
 			rows := make([][]string, 0, len(groups))
