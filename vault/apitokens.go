@@ -17,14 +17,7 @@ const apiTokensDir = "api-tokens/"
 // APIToken returns the management token record id, or an error wrapping
 // record.ErrNotFound.
 func (s *Store) APIToken(ctx context.Context, id string) (*record.APIToken, error) {
-	if err := checkTokenID("API token", id); err != nil {
-		return nil, notFound(err)
-	}
-	sec, err := s.get(ctx, apiTokensDir+id)
-	if err != nil {
-		return nil, err
-	}
-	return decodeAPIToken(id, sec.Data)
+	return getNamed(ctx, s, checkTokenID("API token", id), apiTokensDir+id, id, decodeAPIToken)
 }
 
 // PutAPIToken creates or replaces a management token record. Its user

@@ -218,40 +218,32 @@ func (s *Store) get(ctx context.Context, path string) (*api.KVSecret, error) {
 	return sec, nil
 }
 
-// Token returns the token record with the given id.
-func (s *Store) Token(ctx context.Context, id string) (*record.Token, error) {
-	if err := checkTokenID("token", id); err != nil {
-		return nil, notFound(err)
+// getNamed reads the record name at path and decodes it; invalid, the
+// problem check found, is a record that cannot exist (not found).
+func getNamed[R any](ctx context.Context, s *Store, invalid error, path, name string, decode func(string, map[string]any) (*R, error)) (*R, error) {
+	if invalid != nil {
+		return nil, notFound(invalid)
 	}
-	sec, err := s.get(ctx, tokensDir+id)
+	sec, err := s.get(ctx, path)
 	if err != nil {
 		return nil, err
 	}
-	return decodeToken(id, sec.Data)
+	return decode(name, sec.Data)
+}
+
+// Token returns the token record with the given id.
+func (s *Store) Token(ctx context.Context, id string) (*record.Token, error) {
+	return getNamed(ctx, s, checkTokenID("token", id), tokensDir+id, id, decodeToken)
 }
 
 // User returns the named user.
 func (s *Store) User(ctx context.Context, name string) (*record.User, error) {
-	if err := checkName("user", name); err != nil {
-		return nil, notFound(err)
-	}
-	sec, err := s.get(ctx, usersDir+name)
-	if err != nil {
-		return nil, err
-	}
-	return decodeUser(name, sec.Data)
+	return getNamed(ctx, s, checkName("user", name), usersDir+name, name, decodeUser)
 }
 
 // Group returns the named group.
 func (s *Store) Group(ctx context.Context, name string) (*record.Group, error) {
-	if err := checkName("group", name); err != nil {
-		return nil, notFound(err)
-	}
-	sec, err := s.get(ctx, groupsDir+name)
-	if err != nil {
-		return nil, err
-	}
-	return decodeGroup(name, sec.Data)
+	return getNamed(ctx, s, checkName("group", name), groupsDir+name, name, decodeGroup)
 }
 
 // Provider returns the named provider with its keys. The poller watches
