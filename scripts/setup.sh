@@ -10,6 +10,7 @@ tools="$root/.tools"
 mkdir -p "$tools/bin"
 
 go mod download
+(cd deploy/kubernetes && go mod download) # the manifests' test module
 
 req=scripts/requirements.txt
 stamp="$tools/venv/.requirements.sha256"

@@ -23,6 +23,9 @@ if [[ -n "$unformatted" ]]; then
 fi
 go vet ./...
 staticcheck ./...
+# The Kubernetes manifests' test: a Go module of its own (k8s.io/api stays
+# out of keyward's binary).
+(cd deploy/kubernetes && go vet ./... && staticcheck ./...)
 
 # An execution count, not a duration: Go 1.26's fuzz coordinator can report
 # "context deadline exceeded" at a -fuzztime deadline without any finding
@@ -55,6 +58,7 @@ bash scripts/load.sh -duration "${LOADTIME:=5s}" -rounds 2
 
 step "tests (race detector, end to end through Envoy)"
 go test -race -count=1 ./...
+(cd deploy/kubernetes && go test -count=1 ./...)
 
 step "the quickstart (the README's main command), checked"
 out=$(bash scripts/quickstart.sh 2>&1) || { echo "$out"; echo "quickstart: FAILED"; exit 1; }
