@@ -23,6 +23,7 @@ type dockerfile struct {
 	entrypoint []string
 	cmd        []string
 	workdir    string
+	base       string // the final stage's FROM image
 }
 
 // parseDockerfile reads the instructions this test relies on, with build
@@ -41,6 +42,12 @@ func parseDockerfile(path string, args map[string]string) (*dockerfile, error) {
 		case "FROM":
 			vars = map[string]string{}
 			*d = dockerfile{buildEnv: d.buildEnv, buildArgs: d.buildArgs, binary: d.binary, labels: map[string]string{}}
+			for _, w := range strings.Fields(rest) {
+				if !strings.HasPrefix(w, "--") {
+					d.base = w
+					break
+				}
+			}
 		case "ARG":
 			name, def, _ := strings.Cut(rest, "=")
 			if v, ok := args[name]; ok {
