@@ -2,9 +2,9 @@
 # Runs every keyward test on a fresh machine: installs what it needs
 # (scripts/setup.sh), checks formatting and lints, runs all Go tests with
 # the race detector (unit, fuzz seeds, and end-to-end through the real Envoy
-# with the official SDKs), a short fuzzing pass over every parser, the
-# benchmarks, the load comparison against an allow-everything server, and
-# the quickstart with its output checked.
+# with the official SDKs), the container image's tests, a short fuzzing pass
+# over every parser, the benchmarks, the load comparison against an
+# allow-everything server, and the quickstart with its output checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -26,6 +26,7 @@ staticcheck ./...
 # The Kubernetes manifests' test: a Go module of its own (k8s.io/api stays
 # out of keyward's binary).
 (cd deploy/kubernetes && go vet ./... && staticcheck ./...)
+(cd deploy/image && go vet ./... && staticcheck ./...)
 
 # An execution count, not a duration: Go 1.26's fuzz coordinator can report
 # "context deadline exceeded" at a -fuzztime deadline without any finding
@@ -59,6 +60,9 @@ bash scripts/load.sh -duration "${LOADTIME:=5s}" -rounds 2
 step "tests (race detector, end to end through Envoy)"
 go test -race -count=1 ./...
 (cd deploy/kubernetes && go test -count=1 ./...)
+# The container image (deploy/image, a module of its own): built with the
+# Dockerfile's flags, assembled, and run as UID 65532 with no shell.
+(cd deploy/image && go test -count=1 ./...)
 
 step "the quickstart (the README's main command), checked"
 out=$(bash scripts/quickstart.sh 2>&1) || { echo "$out"; echo "quickstart: FAILED"; exit 1; }

@@ -9,6 +9,7 @@
 //	keyward mgmt-token ...   issue management-API tokens
 //	keyward api ...          call the management API of a running server
 //	keyward envoy-config     print an Envoy bootstrap for this configuration
+//	keyward version          print the version and commit (also --version)
 package main
 
 import (
@@ -38,6 +39,7 @@ Usage:
   keyward mgmt-token create -user U      a token for the management API (serve with management.listen)
   keyward api RESOURCE VERB ...         call the management API as $KEYWARD_MGMT_TOKEN (keyward api help)
   keyward envoy-config [-forward-body] [-authz-address HOST:PORT|unix:/PATH ...]
+  keyward version                       the version and commit (also --version)
 
 Every command but api takes -config FILE (default: $KEYWARD_CONFIG, else ./keyward.yaml
 when it exists, else built-in defaults).
@@ -89,6 +91,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return e.apiCmd(ctx, os.Stdin, rest)
 	case "envoy-config":
 		return e.envoyConfig(rest)
+	case "version", "--version", "-version":
+		if len(rest) > 0 {
+			return fmt.Errorf("%s: unexpected arguments %q", cmd, rest)
+		}
+		printVersion(stdout)
+		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
