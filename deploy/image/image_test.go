@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path"
@@ -31,12 +32,20 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/keyward/keyward/envoy/envoytest"
+	"github.com/keyward/keyward/internal/fakeprovider"
 )
 
 const (
 	testVersion  = "v0.0.0-imagetest"
 	testRevision = "0123456789abcdef0123456789abcdef01234567"
 	nonroot      = 65532
+
+	// keyEnv names the variable the image's keyward reads the provider
+	// key from; providerKey is its value, grepped for in the logs.
+	keyEnv      = "OPENAI_KEY"
+	providerKey = "sk-image-test-9d3e71c0"
 )
 
 // requireEnv makes a missing prerequisite (here: root) a failure.
@@ -321,7 +330,19 @@ func writeFile(dst string, r io.Reader, mode os.FileMode) error {
 func runImage(t *testing.T, d *dockerfile, root string) {
 	listen := freeAddr(t)
 	cfgPath := configPath(t, d)
-	config := fmt.Sprintf("listen: %s\nstore:\n  file: /var/lib/keyward/keyward-store.yaml\n", listen)
+	provider := fakeprovider.New()
+	upstream := httptest.NewServer(provider)
+	defer upstream.Close()
+	envoyListen, envoyAdmin := envoytest.FreeAddr(t), envoytest.FreeAddr(t)
+	config := fmt.Sprintf(`listen: %s
+store:
+  file: /var/lib/keyward/keyward-store.yaml
+routes:
+  - {provider: openai, path_prefix: /openai/, upstream: %s}
+envoy:
+  listen: %s
+  admin: %s
+`, listen, upstream.URL, envoyListen, envoyAdmin)
 	mustWrite(t, filepath.Join(root, cfgPath), config, 0o640, 0, nonroot)
 	data := filepath.Join(root, "var/lib/keyward")
 	if err := os.MkdirAll(filepath.Dir(data), 0o755); err != nil {
@@ -341,10 +362,22 @@ func runImage(t *testing.T, d *dockerfile, root string) {
 			t.Errorf("keyward %s: %v, printed %q, want it to start %q", args[0], err, out, want)
 		}
 	}
-	// A record command writes the store as 65532, reading the config.
-	if out, err := inImage(d, root, "group", "add", "eng").CombinedOutput(); err != nil {
-		t.Fatalf("keyward group add: %v\n%s", err, out)
+	// Record commands write the store as 65532, reading the config.
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := inImage(d, root, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("keyward %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		}
+		return string(out)
 	}
+	run("provider", "set", "openai", "-kind", "openai", "-key", "main="+keyEnv)
+	run("group", "add", "eng")
+	run("user", "add", "alice", "-groups", "eng")
+	token := strings.TrimSpace(run("token", "create", "-user", "alice", "-group", "eng", "-name", "image"))
 	if fi, err := os.Stat(filepath.Join(data, "keyward-store.yaml")); err != nil {
 		t.Fatalf("the store was not written: %v", err)
 	} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != nonroot {
@@ -353,6 +386,7 @@ func runImage(t *testing.T, d *dockerfile, root string) {
 
 	var logs lockedBuffer
 	serve := inImage(d, root, d.cmd...)
+	serve.Env = append(serve.Env, keyEnv+"="+providerKey)
 	serve.Stdout, serve.Stderr = &logs, &logs
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)
@@ -375,6 +409,23 @@ func runImage(t *testing.T, d *dockerfile, root string) {
 	}
 	if uid := processUID(t, serve.Process.Pid); uid != fmt.Sprint(nonroot) {
 		t.Errorf("keyward serve runs as UIDs %s, want all %d", uid, nonroot)
+	}
+	// The e2e harness's pieces: real Envoy on the image's own envoy-config,
+	// the fake provider behind it, and the official OpenAI SDK as client.
+	envoytest.Start(t, []byte(run("envoy-config")), envoyAdmin)
+	base := "http://" + envoyListen
+	if r := sdkChat(t, base, token); !r.OK || r.Text == "" {
+		t.Errorf("the OpenAI SDK through Envoy and the image's keyward: %+v, want a reply", r)
+	} else if got, ok := provider.Last(); !ok || got.Header.Get("Authorization") != "Bearer "+providerKey {
+		t.Errorf("the provider did not get the provider key from the image's keyward")
+	} else if strings.Contains(fmt.Sprint(got.Header), token) {
+		t.Errorf("the keyward token reached the provider")
+	}
+	if r := sdkChat(t, base, token[:len(token)-4]+"AAAA"); r.Status != 401 {
+		t.Errorf("a bad token through the image's keyward: %+v, want 401", r)
+	}
+	if strings.Contains(logs.String(), providerKey) || strings.Contains(logs.String(), token) {
+		t.Error("keyward's log holds the provider key or the token")
 	}
 	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
