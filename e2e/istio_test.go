@@ -344,7 +344,7 @@ func istioGatewayBootstrap(g istioGateway) (*bootstrapv3.Bootstrap, error) {
 				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name},
-					Timeout:          durationpb.New(0), // the VirtualService's timeout: 0s
+					Timeout:          durationpb.New(0), // Istio's default: no route timeout
 				}},
 			}},
 		})

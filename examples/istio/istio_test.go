@@ -445,6 +445,13 @@ func checkEgressGateway(t *testing.T, e *example) {
 			}
 		}
 	}
+	for _, vs := range e.virtualServices {
+		for _, r := range vs.spec.GetHttp() {
+			if r.GetTimeout() != nil {
+				t.Errorf("%s: a route timeout (%v) would cut streamed completions", vs, r.GetTimeout().AsDuration())
+			}
+		}
+	}
 	for _, se := range e.serviceEntries {
 		if !slices.ContainsFunc(se.spec.GetPorts(), func(p *networkingv1.ServicePort) bool {
 			return p.GetNumber() == 80 && p.GetProtocol() == "HTTP"
