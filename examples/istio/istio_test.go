@@ -556,3 +556,42 @@ func checkWaypoint(t *testing.T, e *example) {
 		t.Errorf("want the Namespace %s of the waypoint", wp.Namespace)
 	}
 }
+
+// TestREADME checks that the README's Istio section applies what is here:
+// the mesh config with the command meshconfig.yaml names, each mode's
+// folder, and shows keyward-routes.yaml's routes as they are.
+func TestREADME(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Deploy: Istio\n")
+	if !ok {
+		t.Fatal("README.md: no section Deploy: Istio")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	mesh, err := os.ReadFile("meshconfig.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var helm string
+	for line := range strings.Lines(string(mesh)) {
+		if c, ok := strings.CutPrefix(strings.TrimSpace(line), "#"); ok && strings.Contains(c, "helm upgrade") {
+			helm = strings.TrimSpace(c)
+		}
+	}
+	want := []string{helm}
+	for _, mode := range modes {
+		want = append(want, "kubectl apply -f examples/istio/"+mode+"/")
+	}
+	routes, err := os.ReadFile("keyward-routes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, strings.TrimSpace(stripComments(string(routes))))
+	for _, w := range want {
+		if w == "" || !strings.Contains(section, w) {
+			t.Errorf("README's Istio section lacks %q", w)
+		}
+	}
+}
