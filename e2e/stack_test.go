@@ -97,6 +97,13 @@ type stackOptions struct {
 	// authzTLS, when set, is how the tests' own gRPC calls reach a
 	// keyward that serves TLS.
 	authzTLS *tls.Config
+	// routes, when set, replaces the routes section of keyward.yaml
+	// (path prefixes to the fake provider, for envoy-config).
+	routes string
+	// envoy, when set, writes Envoy's bootstrap instead of keyward
+	// envoy-config, with Envoy's listen and admin addresses; it runs once
+	// keyward serves.
+	envoy func(s *stack, listen, admin string) []byte
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -114,6 +121,12 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	admin := envoytest.FreeAddr(t)
 	s.envoyURL = "http://" + listen
 	s.config = filepath.Join(s.dir, "keyward.yaml")
+	routes := cmp.Or(opts.routes, fmt.Sprintf(`routes:
+  - {provider: openai, path_prefix: /openai/, upstream: %[1]s}
+  - {provider: anthropic, path_prefix: /anthropic/, upstream: %[1]s}
+  - {provider: gemini, path_prefix: /gemini/, upstream: %[1]s}
+  - {provider: azure, path_prefix: /azure/, upstream: %[1]s/openai}
+`, upstream.URL))
 	writeFile(t, s.config, fmt.Sprintf(`listen: %s
 log_level: info
 store:
@@ -122,15 +135,11 @@ store:
   poll_interval: 200ms
 shutdown_grace: 5s
 shutdown_drain: 0s
-routes:
-  - {provider: openai, path_prefix: /openai/, upstream: %[2]s}
-  - {provider: anthropic, path_prefix: /anthropic/, upstream: %[2]s}
-  - {provider: gemini, path_prefix: /gemini/, upstream: %[2]s}
-  - {provider: azure, path_prefix: /azure/, upstream: %[2]s/openai}
+%s
 envoy:
   listen: %s
   admin: %s
-%s`, s.authz, upstream.URL, listen, admin, opts.extra))
+%s`, s.authz, routes, listen, admin, opts.extra))
 	// Keys come from the .env file and from the process environment.
 	writeFile(t, filepath.Join(s.dir, ".env"), "OPENAI_KEY="+openaiKey+"\nexport ANTHROPIC_KEY='"+anthropicKey+"'\n")
 	s.env = append([]string{"GEMINI_KEY=" + geminiKey, "AZURE_KEY=" + azureKey}, opts.env...)
@@ -143,11 +152,17 @@ envoy:
 	s.kw("user", "add", "alice", "-groups", "eng")
 
 	s.startKeyward()
-	envoyConfig := []string{"envoy-config"}
-	if opts.forwardBody {
-		envoyConfig = append(envoyConfig, "-forward-body")
+	var bootstrap []byte
+	if opts.envoy != nil {
+		bootstrap = opts.envoy(s, listen, admin)
+	} else {
+		envoyConfig := []string{"envoy-config"}
+		if opts.forwardBody {
+			envoyConfig = append(envoyConfig, "-forward-body")
+		}
+		bootstrap = []byte(s.kw(envoyConfig...))
 	}
-	envoytest.Start(t, []byte(s.kw(envoyConfig...)), admin)
+	envoytest.Start(t, bootstrap, admin)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("keyward log:\n%s", s.logs.String())
@@ -306,6 +321,10 @@ func (s *stack) doAt(base, method, path string, headers map[string]string, body 
 		s.t.Fatal(err)
 	}
 	for k, v := range headers {
+		if strings.EqualFold(k, "host") { // net/http sends req.Host, never a Host in Header
+			req.Host = v
+			continue
+		}
 		req.Header.Set(k, v)
 	}
 	if body != "" {
@@ -366,12 +385,14 @@ type sdkResult struct {
 	Message string `json:"message"`
 }
 
-func (s *stack) pythonSDK(t *testing.T, mode, key string) sdkResult {
+// pythonSDK runs testdata/sdk_client.py mode with key as the API key
+// against the stack's Envoy; env adds to its environment (KW_HOST).
+func (s *stack) pythonSDK(t *testing.T, mode, key string, env ...string) sdkResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, python(t), "testdata/sdk_client.py", mode)
-	cmd.Env = append(os.Environ(), "KW_BASE="+s.envoyURL, "KW_TOKEN="+key)
+	cmd.Env = append(append(os.Environ(), "KW_BASE="+s.envoyURL, "KW_TOKEN="+key), env...)
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string

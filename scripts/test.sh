@@ -27,6 +27,7 @@ staticcheck ./...
 # out of keyward's binary).
 (cd deploy/kubernetes && go vet ./... && staticcheck ./...)
 (cd deploy/image && go vet ./... && staticcheck ./...)
+(cd examples/istio && go vet ./... && staticcheck ./...)
 
 # An execution count, not a duration: Go 1.26's fuzz coordinator can report
 # "context deadline exceeded" at a -fuzztime deadline without any finding
@@ -60,6 +61,9 @@ bash scripts/load.sh -duration "${LOADTIME:=5s}" -rounds 2
 step "tests (race detector, end to end through Envoy)"
 go test -race -count=1 ./...
 (cd deploy/kubernetes && go test -count=1 ./...)
+# The Istio example (examples/istio, a module of its own: istio.io/api and
+# the Gateway API stay out of keyward's binary), decoded strictly.
+(cd examples/istio && go test -count=1 ./...)
 # The container image (deploy/image, a module of its own): built with the
 # Dockerfile's flags, assembled, and run as UID 65532 with no shell.
 (cd deploy/image && go test -count=1 ./...)

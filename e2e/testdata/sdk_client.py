@@ -2,6 +2,10 @@
 
 Usage: sdk_client.py MODE   (env KW_BASE: Envoy's URL, KW_TOKEN: the API key)
 MODE: openai, openai-stream, anthropic, anthropic-stream.
+With KW_HOST set, the SDK calls http://KW_HOST as an application in a mesh
+does (base_url http://api.openai.com/v1), and its connections go to KW_BASE
+instead, as a sidecar or ztunnel takes them to the egress gateway: the
+request keeps the provider's Host.
 The output says what the SDK returned or which exception it raised; the Go
 test asserts on it. Retries are off so a denial surfaces at once.
 """
@@ -15,10 +19,28 @@ import openai
 mode = sys.argv[1]
 base = os.environ["KW_BASE"]
 key = os.environ["KW_TOKEN"]
+host = os.environ.get("KW_HOST")
+openai_base, anthropic_base, http_client = base + "/openai/v1", base + "/anthropic", None
+if host:
+    try:
+        import httpx2 as httpx  # the HTTP client these SDK builds use
+    except ImportError:
+        import httpx
+    gateway = httpx.URL(base)
+
+    class ToGateway(httpx.HTTPTransport):
+        """Sends every request to the gateway, Host header unchanged."""
+
+        def handle_request(self, request):
+            request.url = request.url.copy_with(scheme=gateway.scheme, host=gateway.host, port=gateway.port)
+            return super().handle_request(request)
+
+    openai_base, anthropic_base = "http://" + host + "/v1", "http://" + host
+    http_client = httpx.Client(transport=ToGateway())
 out = {"mode": mode}
 try:
     if mode.startswith("openai"):
-        client = openai.OpenAI(base_url=base + "/openai/v1", api_key=key, max_retries=0)
+        client = openai.OpenAI(base_url=openai_base, api_key=key, max_retries=0, http_client=http_client)
         messages = [{"role": "user", "content": "Say hello."}]
         if mode == "openai":
             r = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
@@ -27,7 +49,7 @@ try:
             chunks = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
             out["text"] = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     else:
-        client = anthropic.Anthropic(base_url=base + "/anthropic", api_key=key, max_retries=0)
+        client = anthropic.Anthropic(base_url=anthropic_base, api_key=key, max_retries=0, http_client=http_client)
         messages = [{"role": "user", "content": "Say hello."}]
         if mode == "anthropic":
             r = client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=messages)
