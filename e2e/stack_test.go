@@ -79,6 +79,7 @@ type stack struct {
 	authz    string // keyward's listen address, also the gRPC target of the tests' own calls
 	creds    credentials.TransportCredentials
 	keyward  *exec.Cmd
+	envoy    *envoytest.Envoy
 	logs     *testlog.Buffer
 	exited   chan error
 }
@@ -147,7 +148,7 @@ envoy:
 	if opts.forwardBody {
 		envoyConfig = append(envoyConfig, "-forward-body")
 	}
-	envoytest.Start(t, []byte(s.kw(envoyConfig...)), admin)
+	s.envoy = envoytest.Start(t, []byte(s.kw(envoyConfig...)), admin)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("keyward log:\n%s", s.logs.String())
