@@ -35,6 +35,11 @@ const (
 // over OTLP/gRPC, and passes the trace context to keyward on the
 // ext_authz call, so that keyward's Check span (when keyward traces too,
 // see its OTEL_* variables) is a child of Envoy's.
+//
+// Envoy's request span records http.url with the query string: an
+// allowed request's ?key= credential is removed by keyward before Envoy
+// records it, a denied request's is not. Redact http.url in the
+// collector where clients send credentials in the query.
 type Tracing struct {
 	// OTLPAddress is the collector's OTLP/gRPC address, host:port (an IP
 	// gives a STATIC cluster, a hostname a STRICT_DNS one), in plaintext
