@@ -129,9 +129,10 @@ func (r *otlpReceiver) waitFor(t *testing.T, what string, ok func([]span) bool) 
 	}
 }
 
-// joined returns keyward's Check span whose reason is reason and whose
-// parent is a span Envoy sent, and that parent.
-func joined(spans []span, reason string) (kw, parent span, ok bool) {
+// joined returns keyward's Check span whose reason is reason (and
+// provider, when given) and whose parent is a span Envoy sent, and that
+// parent.
+func joined(spans []span, reason string, provider ...string) (kw, parent span, ok bool) {
 	envoySpans := map[string]span{}
 	for _, s := range spans {
 		if s.service == envoyService {
@@ -139,7 +140,9 @@ func joined(spans []span, reason string) (kw, parent span, ok bool) {
 		}
 	}
 	for _, s := range spans {
-		if r, _ := s.attr(string(authz.AttrReason)); s.service != "keyward" || r != reason {
+		r, _ := s.attr(string(authz.AttrReason))
+		p, _ := s.attr(string(authz.AttrProvider))
+		if s.service != "keyward" || r != reason || (len(provider) > 0 && p != provider[0]) {
 			continue
 		}
 		if p, found := envoySpans[s.trace()+"/"+s.parent()]; found {
@@ -189,6 +192,13 @@ func TestTraces(t *testing.T) {
 		if r := s.pythonSDK(t, "openai", string(forged)); r.Status != 401 || r.Code != "invalid_token" {
 			t.Fatalf("forged token: %+v", r)
 		}
+		// A credential in the query: keyward removes it from an allowed
+		// request before Envoy records the URL in its span. (A denied
+		// request keeps it there: see Traces in the README.)
+		qtok := s.token("alice", "eng")
+		if r := s.do("POST", "/gemini/v1beta/models/gemini-1.5-flash:generateContent?alt=sse&key="+qtok, nil, `{"contents":[{"parts":[{"text":"hi"}]}]}`); r.status != 200 {
+			t.Fatalf("query credential: %d %s", r.status, r.body)
+		}
 		// Envoy health-checks keyward every second: at least one while
 		// keyward traced.
 		waitFor(t, 30*time.Second, func() bool {
@@ -202,14 +212,15 @@ func TestTraces(t *testing.T) {
 		spans, all := recv.waitFor(t, "joined spans of both requests", func(spans []span) bool {
 			_, _, allowed := joined(spans, "allowed")
 			_, _, denied := joined(spans, "invalid_token")
-			return allowed && denied
+			_, _, query := joined(spans, "allowed", "gemini")
+			return allowed && denied && query
 		})
 		for reason, want := range map[string]map[string]string{
 			"allowed": {"keyward.decision": "allow", "keyward.provider": "openai", "keyward.model": "gpt-4o-mini", "keyward.key_source": "server",
 				"rpc.system.name": "grpc", "rpc.method": "envoy.service.auth.v3.Authorization/Check"},
 			"invalid_token": {"keyward.decision": "deny", "keyward.provider": "", "keyward.model": ""},
 		} {
-			kw, parent, _ := joined(spans, reason)
+			kw, parent, _ := joined(spans, reason, want["keyward.provider"])
 			t.Logf("%s: keyward %q (%s) is the child of Envoy's %q (%s) in trace %s", reason, kw.Name, kw.Kind, parent.Name, parent.Kind, kw.trace())
 			if kw.Name != authz.CheckSpanName || kw.Kind != tracepb.Span_SPAN_KIND_SERVER {
 				t.Errorf("%s: keyward's span %q kind %v, want %q server", reason, kw.Name, kw.Kind, authz.CheckSpanName)
@@ -231,7 +242,7 @@ func TestTraces(t *testing.T) {
 				t.Errorf("%s traced a health check: %q", sp.service, sp.Name)
 			}
 		}
-		assertNoSecrets(t, "the spans", all, openaiKey, anthropicKey, geminiKey, azureKey, tok, string(forged), "Bearer ")
+		assertNoSecrets(t, "the spans", all, openaiKey, anthropicKey, geminiKey, azureKey, tok, string(forged), qtok, "Bearer ")
 	})
 
 	t.Run("off", func(t *testing.T) {
