@@ -150,7 +150,7 @@ func TestCheckSpan(t *testing.T) {
 			got := map[attribute.Key]string{}
 			for _, kv := range sp.Attributes() {
 				if strings.HasPrefix(string(kv.Key), "keyward.") {
-					got[kv.Key] = kv.Value.Emit()
+					got[kv.Key] = kv.Value.String()
 				}
 			}
 			if !equalMaps(got, tc.want) {
