@@ -235,6 +235,10 @@ type Envoy struct {
 	// 3 MiB. A longer body is cut there, and refused in groups that
 	// restrict models (model_unknown).
 	MaxRequestBytes uint32 `yaml:"max_request_bytes"`
+	// Tracing turns on Envoy's OpenTelemetry tracing: otlp_address (the
+	// collector's OTLP/gRPC host:port), service_name (default envoy),
+	// sampling (percent, default 100). Off by default.
+	Tracing envoy.Tracing `yaml:"tracing"`
 }
 
 // Cache sizes the record caches.

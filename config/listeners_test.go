@@ -51,6 +51,10 @@ func TestListenerSettings(t *testing.T) {
 		"envoy authz tls": {
 			yaml: "envoy: {authz_tls: {cert_file: /e/tls.crt, key_file: /e/tls.key, ca_file: /e/ca.crt, server_identities: ['spiffe://td/keyward']}}\n",
 		},
+		"envoy tracing": {yaml: "envoy: {tracing: {otlp_address: 'otel-collector:4317', service_name: mesh, sampling: 12.5}}\n"},
+		"envoy tracing without address": {
+			yaml: "envoy: {tracing: {sampling: 101}}\n", fields: []string{"envoy.tracing.otlp_address", "envoy.tracing.sampling"},
+		},
 		"envoy authz tls incomplete": {
 			yaml:   "envoy: {authz_tls: {cert_file: e/tls.crt, key_file: /e/tls.key, ca_file: /e/ca.crt}}\n",
 			fields: []string{"envoy.authz_tls.cert_file", "envoy.authz_tls.server_identities"},

@@ -140,6 +140,9 @@ func (e Envoy) validate() error {
 	if e.AuthzTLS.Enabled() {
 		l.Merge("", e.AuthzTLS.Validate("authz_tls"))
 	}
+	if e.Tracing.Enabled() {
+		l.Merge("", e.Tracing.Validate("tracing"))
+	}
 	if e.AuthzTimeout <= 0 {
 		l.Add("authz_timeout", "must be positive")
 	}

@@ -79,6 +79,7 @@ type stack struct {
 	authz    string // keyward's listen address, also the gRPC target of the tests' own calls
 	creds    credentials.TransportCredentials
 	keyward  *exec.Cmd
+	envoy    *envoytest.Envoy
 	logs     *testlog.Buffer
 	exited   chan error
 }
@@ -162,7 +163,7 @@ envoy:
 		}
 		bootstrap = []byte(s.kw(envoyConfig...))
 	}
-	envoytest.Start(t, bootstrap, admin)
+	s.envoy = envoytest.Start(t, bootstrap, admin)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("keyward log:\n%s", s.logs.String())

@@ -187,11 +187,7 @@ func authzCluster(o Options) (*clusterv3.Cluster, error) {
 		dns = dns || !isIP(ep.host)
 		addrs = append(addrs, address(ep.host, ep.port))
 	}
-	h2, err := anyOf(&httpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-		}},
-	})
+	h2, err := http2Options()
 	if err != nil {
 		return nil, err
 	}
@@ -288,4 +284,13 @@ func authzTLSSocket(t AuthzTLS) (*corev3.TransportSocket, error) {
 		return nil, err
 	}
 	return &corev3.TransportSocket{Name: tlsSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsCtx}}, nil
+}
+
+// http2Options make a cluster speak HTTP/2, as gRPC needs.
+func http2Options() (*anypb.Any, error) {
+	return anyOf(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}},
+	})
 }

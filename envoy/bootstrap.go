@@ -72,7 +72,14 @@ func Bootstrap(o Options) (*bootstrapv3.Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := listener(o, vhRoutes)
+	trace, collector, err := tracing(o.Tracing)
+	if err != nil {
+		return nil, err
+	}
+	if collector != nil {
+		clusters = append(clusters, collector)
+	}
+	l, err := listener(o, vhRoutes, trace)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +157,8 @@ func overloadManager(maxConns int64) (*overloadv3.OverloadManager, error) {
 	}, nil
 }
 
-func listener(o Options, routes []*routev3.Route) (*listenerv3.Listener, error) {
+// listener is the LLM listener; trace, when not nil, is its tracing.
+func listener(o Options, routes []*routev3.Route, trace *hcmv3.HttpConnectionManager_Tracing) (*listenerv3.Listener, error) {
 	filters, err := httpFilters(o)
 	if err != nil {
 		return nil, err
@@ -182,6 +190,7 @@ func listener(o Options, routes []*routev3.Route) (*listenerv3.Listener, error) 
 			}},
 		}},
 		HttpFilters: filters,
+		Tracing:     trace,
 	})
 	if err != nil {
 		return nil, err

@@ -82,6 +82,14 @@ var goldenCases = map[string]envoy.Options{
 		},
 		Routes: []envoy.Route{{Provider: "openai", PathPrefix: "/openai/", Upstream: "https://api.openai.com"}},
 	},
+	// tracing: Envoy's OpenTelemetry tracer, to a collector by name,
+	// sampling a quarter of the requests that come without a trace.
+	"tracing": {
+		ListenAddress: "127.0.0.1:10000",
+		AuthzAddress:  "127.0.0.1:9191",
+		Tracing:       envoy.Tracing{OTLPAddress: "otel-collector.observability:4317", ServiceName: "mesh-envoy", Sampling: ptr(25.0)},
+		Routes:        []envoy.Route{{Provider: "openai", PathPrefix: "/openai/", Upstream: "https://api.openai.com"}},
+	},
 	// unix: keyward as a sidecar on a unix socket (a pipe address).
 	"unix": {
 		ListenAddress: "127.0.0.1:10000",
@@ -326,9 +334,22 @@ func TestValidate(t *testing.T) {
 			},
 			want: []string{"authz_tls.cert_file", "authz_tls.key_file"},
 		},
-		"tls no identity":        {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.ServerIdentities = nil }, want: []string{"authz_tls.server_identities"}},
-		"tls bad identity":       {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.ServerIdentities = []string{"*.svc"} }, want: []string{"authz_tls.server_identities[0]"}},
-		"tls no ca":              {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.CAFile = "" }, want: []string{"authz_tls.ca_file"}},
+		"tls no identity":  {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.ServerIdentities = nil }, want: []string{"authz_tls.server_identities"}},
+		"tls bad identity": {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.ServerIdentities = []string{"*.svc"} }, want: []string{"authz_tls.server_identities[0]"}},
+		"tls no ca":        {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.CAFile = "" }, want: []string{"authz_tls.ca_file"}},
+		"valid tracing":    {mod: func(o *envoy.Options) { o.Tracing = envoy.Tracing{OTLPAddress: "127.0.0.1:4317"} }},
+		"valid tracing sampling 0": {mod: func(o *envoy.Options) {
+			o.Tracing = envoy.Tracing{OTLPAddress: "collector:4317", ServiceName: "envoy-eu", Sampling: ptr(0.0)}
+		}},
+		"tracing no address":     {mod: func(o *envoy.Options) { o.Tracing.ServiceName = "envoy" }, want: []string{"tracing.otlp_address"}},
+		"tracing address port 0": {mod: func(o *envoy.Options) { o.Tracing.OTLPAddress = "collector:0" }, want: []string{"tracing.otlp_address"}},
+		"tracing address url":    {mod: func(o *envoy.Options) { o.Tracing.OTLPAddress = "http://collector:4317" }, want: []string{"tracing.otlp_address"}},
+		"tracing bad service name": {mod: func(o *envoy.Options) {
+			o.Tracing = envoy.Tracing{OTLPAddress: "collector:4317", ServiceName: "my envoy"}
+		}, want: []string{"tracing.service_name"}},
+		"tracing sampling over 100": {mod: func(o *envoy.Options) {
+			o.Tracing = envoy.Tracing{OTLPAddress: "collector:4317", Sampling: ptr(100.5)}
+		}, want: []string{"tracing.sampling"}},
 		"authz timeout negative": {mod: func(o *envoy.Options) { o.AuthzTimeout = -time.Second }, want: []string{"authz_timeout"}},
 		"max conns negative":     {mod: func(o *envoy.Options) { o.MaxConnections = -1 }, want: []string{"max_connections"}},
 		"body too big":           {mod: func(o *envoy.Options) { o.MaxRequestBytes = envoy.MaxMaxRequestBytes + 1 }, want: []string{"max_request_bytes"}},
@@ -542,3 +563,5 @@ func checkTLS(t *testing.T, c *clusterv3.Cluster, sni string, sans []string) {
 		t.Errorf("SAN matchers %v, want %v", got, sans)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

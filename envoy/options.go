@@ -107,6 +107,9 @@ type Options struct {
 	// listeners (Envoy's global_downstream_max_connections overload
 	// monitor). Defaults to DefaultMaxConnections.
 	MaxConnections int64
+	// Tracing, when any field is set, turns on Envoy's OpenTelemetry
+	// tracing, joined by keyward's Check spans. Off by default.
+	Tracing Tracing
 }
 
 // Validate reports every problem in o, each as a *field.Error naming its
@@ -134,6 +137,9 @@ func (o Options) Validate() error {
 	}
 	if o.MaxRequestBytes > MaxMaxRequestBytes {
 		add("max_request_bytes", "at most %d, got %d", MaxMaxRequestBytes, o.MaxRequestBytes)
+	}
+	if o.Tracing.Enabled() {
+		errs = append(errs, o.Tracing.problems("tracing")...)
 	}
 	if o.TrustedCAFile != "" && !strings.HasPrefix(o.TrustedCAFile, "/") {
 		add("trusted_ca_file", "must be an absolute path, got %q", o.TrustedCAFile)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/config"
@@ -25,6 +26,8 @@ type fixture struct {
 	cfg    *config.Config
 	token  string
 	getenv func(string) string
+	// tracer, when set, traces the service's checks.
+	tracer trace.Tracer
 }
 
 // newFixture writes the store; each of configure edits the configuration
@@ -73,7 +76,7 @@ func (f *fixture) service(t testing.TB) *service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := newService(f.cfg, st, slog.New(slog.DiscardHandler))
+	svc, err := newService(f.cfg, st, slog.New(slog.DiscardHandler), f.tracer)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/telemetry"
 )
 
 // Options are what Run needs besides the configuration.
@@ -75,7 +76,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err := st.kind.prepare(ctx, log); err != nil {
 		return err
 	}
-	svc, err := newService(cfg, st, log)
+	tracing, err := telemetry.NewTracing(ctx, telemetry.TracingOptions{Getenv: opts.Getenv, Log: log})
+	if err != nil {
+		return err
+	}
+	// Deferred first, so run last: after the listeners have stopped, the
+	// spans of the last checks included.
+	defer flushTraces(tracing, log)
+	svc, err := newService(cfg, st, log, tracing.Tracer())
 	if err != nil {
 		return err
 	}
@@ -94,7 +102,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	addrs := ls.addrs()
 	log.Info("keyward serving", "listen", addrs["listen"].String(), "tls", cfg.TLS.Enabled(), "store", cfg.Store.Kind,
-		"management", cfg.Management.Listen, "metrics", cfg.Metrics.Listen, "disable_custom_keys", cfg.DisableCustomKeys)
+		"management", cfg.Management.Listen, "metrics", cfg.Metrics.Listen, "traces", tracing != nil, "disable_custom_keys", cfg.DisableCustomKeys)
 	if opts.listening != nil {
 		opts.listening(addrs)
 	}
@@ -166,5 +174,18 @@ func (s *service) drain(d time.Duration, after func(time.Duration) <-chan time.T
 		return nil
 	case err := <-results:
 		return cmp.Or(err, errStopped)
+	}
+}
+
+// traceFlushTimeout bounds the export of the last spans at shutdown: a
+// collector that does not answer must not hold the process.
+const traceFlushTimeout = 5 * time.Second
+
+// flushTraces exports the spans still queued and stops tracing.
+func flushTraces(t *telemetry.Tracing, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), traceFlushTimeout)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("the last spans were not exported", "err", err)
 	}
 }

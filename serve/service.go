@@ -7,6 +7,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -42,8 +43,9 @@ type service struct {
 	metrics *telemetry.Metrics
 }
 
-// newService builds the service for cfg over the opened store st.
-func newService(cfg *config.Config, st *Store, log *slog.Logger) (*service, error) {
+// newService builds the service for cfg over the opened store st; tracer,
+// when not nil, traces each check.
+func newService(cfg *config.Config, st *Store, log *slog.Logger, tracer trace.Tracer) (*service, error) {
 	opts := st.kind.cacheOptions(cache.Options{Size: cfg.Cache.Size, TTL: cfg.Cache.TTL})
 	records, err := cache.NewRecords(st.records, opts)
 	if err != nil {
@@ -80,7 +82,7 @@ func newService(cfg *config.Config, st *Store, log *slog.Logger) (*service, erro
 	if err != nil {
 		return nil, err
 	}
-	if s.authz, err = authz.NewServer(a, authz.ServerOptions{Log: log, DenyLogRate: rate.Limit(cfg.Audit.DenyLogPerSecond), Observe: s.observeCheck()}); err != nil {
+	if s.authz, err = authz.NewServer(a, authz.ServerOptions{Log: log, DenyLogRate: rate.Limit(cfg.Audit.DenyLogPerSecond), Observe: s.observeCheck(), Tracer: tracer}); err != nil {
 		return nil, err
 	}
 	s.health = health.NewServer()

@@ -3,6 +3,10 @@
 // serves it at /metrics, and the recorders that the serving packages' hooks
 // call (authz.ServerOptions.Observe, httpapi.Options.Observe).
 //
+// It is also keyward's traces (Tracing): a TracerProvider built from the
+// standard OTEL_* variables, off unless they ask for OTLP export, whose
+// tracer authz.ServerOptions.Tracer takes.
+//
 // No label ever holds a user, group, token, key, model or request path:
 // labels are fixed codes (outcomes, reason codes, key sources, route
 // patterns, statuses, store and cache kinds), which also keeps the number

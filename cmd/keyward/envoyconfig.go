@@ -44,6 +44,7 @@ func (e *env) envoyConfig(args []string) error {
 		AuthzTimeout:    cfg.Envoy.AuthzTimeout,
 		ForwardBody:     *forwardBody,
 		MaxRequestBytes: cfg.Envoy.MaxRequestBytes,
+		Tracing:         cfg.Envoy.Tracing,
 	}
 	if len(authz) > 0 {
 		opts.AuthzAddress, opts.AuthzAddresses = "", authz

@@ -7,7 +7,7 @@ import (
 )
 
 // TestEnvoyConfigReplicas: replicas from the configuration or the flags,
-// a unix socket, and mutual TLS reach the bootstrap; a bad address is an
+// a unix socket, mutual TLS and tracing reach the bootstrap; a bad address is an
 // error that names it.
 func TestEnvoyConfigReplicas(t *testing.T) {
 	const tlsYAML = "  authz_tls: {cert_file: /e/tls.crt, key_file: /e/tls.key, ca_file: /e/ca.crt, server_identities: ['spiffe://td/keyward']}\n"
@@ -21,7 +21,10 @@ func TestEnvoyConfigReplicas(t *testing.T) {
 		"replicas by flag":    {flags: []string{"-authz-address", "10.0.0.3:9191", "-authz-address", "keyward-1.keyward:9191"}, want: []string{"address: 10.0.0.3", "address: keyward-1.keyward", "type: STRICT_DNS"}},
 		"unix socket":         {envoy: "  authz_address: unix:/run/keyward/authz.sock\n", want: []string{"path: /run/keyward/authz.sock"}},
 		"mutual tls":          {envoy: tlsYAML, want: []string{"UpstreamTlsContext", "filename: /e/tls.crt", "exact: spiffe://td/keyward"}},
-		"bad flag address":    {flags: []string{"-authz-address", "keyward"}, err: "authz_addresses[0]"},
+		"tracing": {envoy: "  tracing: {otlp_address: '10.0.0.9:4317', service_name: mesh}\n", want: []string{
+			"name: envoy.tracers.opentelemetry", "cluster_name: opentelemetry_collector", "service_name: mesh", "address: 10.0.0.9", "value: 100",
+		}},
+		"bad flag address": {flags: []string{"-authz-address", "keyward"}, err: "authz_addresses[0]"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
