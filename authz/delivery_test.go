@@ -248,6 +248,9 @@ func TestKeyDeliveryOption(t *testing.T) {
 
 // Both modes keep the warm allowed check free of allocations.
 func TestKeyDeliveryAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
 	for _, d := range []KeyDelivery{KeyInHeader, KeyInMetadata} {
 		t.Run(string(d), func(t *testing.T) {
 			f := newFixture(t)

@@ -76,6 +76,7 @@ func newService(cfg *config.Config, st *Store, log *slog.Logger) (*service, erro
 		Hosts:             hosts,
 		CheckDeadline:     cfg.Cache.CheckDeadline,
 		Endpoints:         cfg.EndpointSpecs(),
+		KeyDelivery:       cfg.KeyDelivery,
 	})
 	if err != nil {
 		return nil, err
