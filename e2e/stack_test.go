@@ -79,6 +79,7 @@ type stack struct {
 	authz    string // keyward's listen address, also the gRPC target of the tests' own calls
 	creds    credentials.TransportCredentials
 	keyward  *exec.Cmd
+	envoy    *envoytest.Envoy
 	logs     *testlog.Buffer
 	exited   chan error
 }
@@ -97,6 +98,10 @@ type stackOptions struct {
 	// authzTLS, when set, is how the tests' own gRPC calls reach a
 	// keyward that serves TLS.
 	authzTLS *tls.Config
+	// envoyConfig, when set, rewrites the bootstrap envoy-config printed
+	// before Envoy starts on it: for what an integration in front of
+	// keyward would add (see aigateway_test.go).
+	envoyConfig func(t *testing.T, bootstrap []byte) []byte
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -147,7 +152,11 @@ envoy:
 	if opts.forwardBody {
 		envoyConfig = append(envoyConfig, "-forward-body")
 	}
-	envoytest.Start(t, []byte(s.kw(envoyConfig...)), admin)
+	bootstrap := []byte(s.kw(envoyConfig...))
+	if opts.envoyConfig != nil {
+		bootstrap = opts.envoyConfig(t, bootstrap)
+	}
+	s.envoy = envoytest.Start(t, bootstrap, admin)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("keyward log:\n%s", s.logs.String())
@@ -368,10 +377,17 @@ type sdkResult struct {
 
 func (s *stack) pythonSDK(t *testing.T, mode, key string) sdkResult {
 	t.Helper()
+	return s.pythonSDKAt(t, s.envoyURL, mode, key)
+}
+
+// pythonSDKAt runs testdata/sdk_client.py against base, which stands for
+// Envoy's URL (the SDK appends /openai/v1 or /anthropic).
+func (s *stack) pythonSDKAt(t *testing.T, base, mode, key string) sdkResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, python(t), "testdata/sdk_client.py", mode)
-	cmd.Env = append(os.Environ(), "KW_BASE="+s.envoyURL, "KW_TOKEN="+key)
+	cmd.Env = append(os.Environ(), "KW_BASE="+base, "KW_TOKEN="+key)
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string
