@@ -760,3 +760,20 @@ func TestVaultStoreConfig(t *testing.T) {
 		}
 	}
 }
+
+// The AI Gateway example's keyward configuration loads and puts both
+// providers' keys in metadata.
+func TestAIGatewayExample(t *testing.T) {
+	c, err := config.Load("../examples/ai-gateway/keyward.yaml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"openai", "anthropic"} {
+		if c.KeyDelivery[p] != authz.KeyInMetadata {
+			t.Errorf("key_delivery.%s = %q, want metadata", p, c.KeyDelivery[p])
+		}
+	}
+	if !c.DisableCustomKeys {
+		t.Error("the example lets clients' own keys through, which cannot travel in metadata")
+	}
+}
