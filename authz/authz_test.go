@@ -324,7 +324,7 @@ func TestDecide(t *testing.T) {
 }
 
 func TestEveryReasonHasAResponse(t *testing.T) {
-	r, err := newResponder([]Source{{Header: "authorization"}}, 10)
+	r, err := newResponder([]Source{{Header: "authorization"}}, nil, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,6 +68,10 @@ type Options struct {
 	Endpoints map[string][]EndpointSpec
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// KeyDelivery says, by provider name, how an allowed answer hands the
+	// provider key to Envoy: KeyInHeader (the default, for a provider not
+	// in it) or KeyInMetadata (Envoy AI Gateway's credentialOverride).
+	KeyDelivery map[string]KeyDelivery
 	// CheckDeadline bounds how long one check may wait for the store, all
 	// its lookups together: past it, a lookup answers from last-known-good
 	// records (see cache) or the check is refused with store_unavailable.
@@ -125,6 +129,11 @@ func NewAuthorizer(records Records, verifier Verifier, opts Options) (*Authorize
 	limits, err := newRateLimiters(rateLimitersSize)
 	if err != nil {
 		return nil, fmt.Errorf("authz: rate limiters: %w", err)
+	}
+	for provider, kd := range opts.KeyDelivery {
+		if err := kd.Validate(); err != nil {
+			return nil, fmt.Errorf("authz: key delivery of %q: %w", provider, err)
+		}
 	}
 	eps, err := newEndpoints(opts.Endpoints)
 	if err != nil {

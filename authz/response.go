@@ -42,9 +42,12 @@ const MetadataNamespace = "envoy.filters.http.ext_authz"
 // which is what makes sharing them between concurrent checks safe.
 type responder struct {
 	sources []Source
-	denied  map[Reason]*authv3.CheckResponse
-	allowed *lru.Cache[allowKey, *authv3.CheckResponse]
-	keys    *lru.Cache[keyPartsKey, *keyParts]
+	// inMetadata are the providers whose key goes in dynamic metadata
+	// (KeyInMetadata) rather than in their auth header.
+	inMetadata map[string]bool
+	denied     map[Reason]*authv3.CheckResponse
+	allowed    *lru.Cache[allowKey, *authv3.CheckResponse]
+	keys       *lru.Cache[keyPartsKey, *keyParts]
 	// passthrough is the answer for a client's own key without a token.
 	passthrough *authv3.CheckResponse
 }
@@ -59,6 +62,10 @@ type allowKey struct {
 	tokenAt  int
 	// clientVersion: the client sent its own anthropic-version.
 	clientVersion bool
+	// inMetadata: the key goes in dynamic metadata, not in a header.
+	// Fixed per provider for the process's life, it is in the key all
+	// the same so that no answer of one mode can ever serve the other.
+	inMetadata bool
 }
 
 type keyPartsKey struct {
@@ -66,6 +73,7 @@ type keyPartsKey struct {
 	key           *record.Key
 	user          bool
 	clientVersion bool
+	inMetadata    bool
 }
 
 // keyParts is what every answer that sends one provider key shares.
@@ -73,6 +81,9 @@ type keyParts struct {
 	headers               []*corev3.HeaderValueOption
 	remove, query         []string
 	provider, key, source *structpb.Value
+	// secret is the raw key for MetadataKeyField under KeyInMetadata;
+	// nil otherwise, when no metadata value holds a secret.
+	secret *structpb.Value
 }
 
 // The key_source metadata values: where the key that went out came from.
@@ -86,7 +97,7 @@ const (
 // used parts are rebuilt when next needed, which only costs a build.
 const keyPartsCacheSize = 1024
 
-func newResponder(sources []Source, cacheSize int) (*responder, error) {
+func newResponder(sources []Source, delivery map[string]KeyDelivery, cacheSize int) (*responder, error) {
 	allowed, err := lru.New[allowKey, *authv3.CheckResponse](cacheSize)
 	if err != nil {
 		return nil, err
@@ -95,13 +106,19 @@ func newResponder(sources []Source, cacheSize int) (*responder, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &responder{sources: sources, allowed: allowed, keys: keys, denied: map[Reason]*authv3.CheckResponse{}}
+	inMetadata := map[string]bool{}
+	for provider, d := range delivery {
+		if d == KeyInMetadata {
+			inMetadata[provider] = true
+		}
+	}
+	r := &responder{sources: sources, inMetadata: inMetadata, allowed: allowed, keys: keys, denied: map[Reason]*authv3.CheckResponse{}}
 	for _, reason := range Reasons() {
 		if r.denied[reason], err = pack(deniedResponse(reason)); err != nil {
 			return nil, err
 		}
 	}
-	r.passthrough, err = pack(r.build(&Decision{Reason: ReasonCustomKey, found: found{tokenAt: -1, customAt: 0, customKey: true}}, nil, false))
+	r.passthrough, err = pack(r.build(&Decision{Reason: ReasonCustomKey, found: found{tokenAt: -1, customAt: 0, customKey: true}}, nil, false, false))
 	return r, err
 }
 
@@ -119,17 +136,20 @@ func (r *responder) respond(d *Decision, requestHeaders map[string]string) *auth
 	if d.Provider != nil && d.Provider.Kind == record.KindAnthropic {
 		_, clientVersion = requestHeaders["anthropic-version"]
 	}
+	// Only a key keyward sends can go in metadata: a client's own key
+	// stays where the client put it.
+	inMetadata := d.Key != nil && r.inMetadata[d.ProviderName]
 	if d.found.foreignIdentity {
-		return r.build(d, requestHeaders, clientVersion)
+		return r.build(d, requestHeaders, clientVersion, inMetadata)
 	}
 	if d.Token == nil {
 		return r.passthrough
 	}
-	k := allowKey{token: d.Token, key: d.Key, provider: d.ProviderName, tokenAt: d.found.tokenAt, clientVersion: clientVersion}
+	k := allowKey{token: d.Token, key: d.Key, provider: d.ProviderName, tokenAt: d.found.tokenAt, clientVersion: clientVersion, inMetadata: inMetadata}
 	if resp, ok := r.allowed.Get(k); ok {
 		return resp
 	}
-	resp := r.build(d, nil, clientVersion)
+	resp := r.build(d, nil, clientVersion, inMetadata)
 	if packed, err := pack(resp); err == nil {
 		resp = packed
 	}
@@ -178,9 +198,11 @@ func isForeignIdentityHeader(name string) bool {
 // Anthropic request gets anthropic-version unless clientVersion says the
 // client sent one: keyward decides this itself rather than rely on
 // ADD_IF_ABSENT, which Envoy 1.40 applied as an overwrite in our tests.
-func (r *responder) build(d *Decision, requestHeaders map[string]string, clientVersion bool) *authv3.CheckResponse {
+// inMetadata puts the key in dynamic metadata instead of its header (see
+// KeyInMetadata).
+func (r *responder) build(d *Decision, requestHeaders map[string]string, clientVersion, inMetadata bool) *authv3.CheckResponse {
 	ok := &authv3.OkHttpResponse{}
-	meta := make(map[string]*structpb.Value, 6)
+	meta := make(map[string]*structpb.Value, 7)
 	if d.Token != nil {
 		ok.Headers = []*corev3.HeaderValueOption{
 			setHeader(HeaderUser, d.Token.User),
@@ -195,13 +217,16 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string, clientV
 	}
 	switch {
 	case d.Key != nil:
-		p := r.keyParts(d.Provider, d.Key, d.Credential != nil, clientVersion)
+		p := r.keyParts(d.Provider, d.Key, d.Credential != nil, clientVersion, inMetadata)
 		ok.Headers = append(ok.Headers, p.headers...)
 		// Clipped: appending below must copy, not write into the
 		// shared array.
 		ok.HeadersToRemove = slices.Clip(p.remove)
 		ok.QueryParametersToRemove = p.query
 		meta["provider"], meta["key_id"], meta["key_source"] = p.provider, p.key, p.source
+		if p.secret != nil {
+			meta[MetadataKeyField] = p.secret
+		}
 	case d.found.tokenAt >= 0:
 		// The client's own key passes through; only the keyward token,
 		// which the provider must never see, is removed.
@@ -230,9 +255,10 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string, clientV
 
 // keyParts returns the parts shared by every answer that sends key; user
 // says the key is the user's own credential, not a server key. The
-// metadata names the key by its id, never its secret.
-func (r *responder) keyParts(p *record.Provider, key *record.Key, user, clientVersion bool) *keyParts {
-	k := keyPartsKey{provider: p, key: key, user: user, clientVersion: clientVersion}
+// metadata names the key by its id; its secret is in it only under
+// inMetadata, in MetadataKeyField alone, and then no header carries it.
+func (r *responder) keyParts(p *record.Provider, key *record.Key, user, clientVersion, inMetadata bool) *keyParts {
+	k := keyPartsKey{provider: p, key: key, user: user, clientVersion: clientVersion, inMetadata: inMetadata}
 	if parts, ok := r.keys.Get(k); ok {
 		return parts
 	}
@@ -242,10 +268,22 @@ func (r *responder) keyParts(p *record.Provider, key *record.Key, user, clientVe
 		source = keySourceUser
 	}
 	parts := &keyParts{
-		headers:  []*corev3.HeaderValueOption{setHeader(name, value)},
 		provider: structpb.NewStringValue(p.Name),
 		key:      structpb.NewStringValue(key.ID),
 		source:   structpb.NewStringValue(source),
+	}
+	if inMetadata {
+		// The raw key, as AI Gateway expects it: it adds the
+		// provider's scheme ("Bearer ") itself. The provider's auth
+		// header is removed rather than set, so that nothing a client
+		// sent under that name gets through either.
+		parts.secret = structpb.NewStringValue(key.Secret)
+		if !slices.ContainsFunc(r.sources, func(s Source) bool { return s.Header == name }) {
+			parts.remove = append(parts.remove, name)
+		}
+		name = ""
+	} else {
+		parts.headers = []*corev3.HeaderValueOption{setHeader(name, value)}
 	}
 	if p.Kind == record.KindAnthropic && !clientVersion {
 		version := p.AnthropicVersion
@@ -254,7 +292,8 @@ func (r *responder) keyParts(p *record.Provider, key *record.Key, user, clientVe
 		}
 		parts.headers = append(parts.headers, setHeader("anthropic-version", version))
 	}
-	// Every client credential goes, except the header just set.
+	// Every client credential goes, except the header just set (none
+	// under inMetadata).
 	for _, s := range r.sources {
 		if s.Header != "" && s.Header != name {
 			parts.remove = append(parts.remove, s.Header)

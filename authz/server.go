@@ -94,7 +94,7 @@ func NewServer(a *Authorizer, opts ServerOptions) (*Server, error) {
 	case opts.DenyLogBurst <= 0:
 		opts.DenyLogBurst = max(1, int(2*opts.DenyLogRate))
 	}
-	r, err := newResponder(a.opts.Sources, opts.ResponseCacheSize)
+	r, err := newResponder(a.opts.Sources, a.opts.KeyDelivery, opts.ResponseCacheSize)
 	if err != nil {
 		return nil, fmt.Errorf("authz: response cache: %w", err)
 	}

@@ -61,6 +61,14 @@ type Config struct {
 	// provider context extension, and tells envoy-config where each
 	// provider is.
 	Routes []Route `yaml:"routes"`
+	// KeyDelivery says, by provider name, how keyward hands that
+	// provider's key to Envoy: header (the provider's own auth header, the
+	// default for a provider not listed) or metadata (only the raw key in
+	// the ext_authz dynamic metadata field x-aigw-api-key, no auth header:
+	// for Envoy AI Gateway's BackendSecurityPolicy.credentialOverride).
+	// Operators choose it here, not store admins: it decides where a
+	// secret travels. Default: header for every provider.
+	KeyDelivery map[string]authz.KeyDelivery `yaml:"key_delivery"`
 	// Endpoints add to keyward's built-in endpoint tables, by provider
 	// name: the endpoints a group that restricts models may call, and
 	// where each keeps its models. An entry replaces the built-in ones a

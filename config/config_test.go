@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/vault"
@@ -176,6 +177,9 @@ endpoints:
   vllm:
     - {method: POST, path: /v1/chat/completions, model: body.model}
     - {method: POST, path: /v1/batches, model: none}
+key_delivery:
+  openai: metadata
+  anthropic: header
 `)
 	c, err := config.Load(path, env(nil))
 	if err != nil {
@@ -211,6 +215,7 @@ endpoints:
 			{Method: "POST", Path: "/v1/chat/completions", Model: "body.model"},
 			{Method: "POST", Path: "/v1/batches", Model: "none"},
 		}},
+		KeyDelivery:   map[string]authz.KeyDelivery{"openai": authz.KeyInMetadata, "anthropic": authz.KeyInHeader},
 		ShutdownDrain: 5 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -322,6 +327,18 @@ func TestValidationErrors(t *testing.T) {
 		},
 		"endpoints provider": {
 			yaml: "endpoints: {'bad name': [{method: POST, path: /v1/chat, model: none}]}\n", fields: []string{"endpoints"},
+		},
+		"key_delivery.p unknown": {
+			yaml: "key_delivery: {openai: metadata, anthropic: Metadata}\n", fields: []string{"key_delivery.anthropic"},
+		},
+		"key_delivery.p empty": {
+			yaml: "key_delivery: {openai: ''}\n", fields: []string{"key_delivery.openai"},
+		},
+		"key_delivery.p bearer": {
+			yaml: "key_delivery: {openai: bearer}\n", fields: []string{"key_delivery.openai"},
+		},
+		"key_delivery provider": {
+			yaml: "key_delivery: {'bad name': metadata}\n", fields: []string{"key_delivery"},
 		},
 		"metrics.listen without port": {
 			yaml: "metrics: {listen: '127.0.0.1:'}\n", fields: []string{"metrics.listen"},
@@ -741,5 +758,22 @@ func TestVaultStoreConfig(t *testing.T) {
 		if !slices.Contains(got, want) {
 			t.Errorf("%q: problems at %v, want %s:\n%v", in, got, want, err)
 		}
+	}
+}
+
+// The AI Gateway example's keyward configuration loads and puts both
+// providers' keys in metadata.
+func TestAIGatewayExample(t *testing.T) {
+	c, err := config.Load("../examples/ai-gateway/keyward.yaml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"openai", "anthropic"} {
+		if c.KeyDelivery[p] != authz.KeyInMetadata {
+			t.Errorf("key_delivery.%s = %q, want metadata", p, c.KeyDelivery[p])
+		}
+	}
+	if !c.DisableCustomKeys {
+		t.Error("the example lets clients' own keys through, which cannot travel in metadata")
 	}
 }

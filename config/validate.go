@@ -43,6 +43,7 @@ func (c *Config) Validate() error {
 		l.Merge(fmt.Sprintf("credentials[%d]", i), authz.Source{Header: s.Header, Query: s.Query}.Validate())
 	}
 	l.Merge("endpoints", c.validateEndpoints())
+	l.Merge("key_delivery", validateKeyDelivery(c.KeyDelivery))
 	l.Merge("routes", validateRoutes(c.Routes))
 	return l.Err()
 }
@@ -224,6 +225,27 @@ func (c *Config) validateEndpoints() error {
 		case err != nil:
 			l.Merge(provider, err)
 		}
+	}
+	return l.Err()
+}
+
+// validateKeyDelivery checks key_delivery; paths are relative to the
+// section ("openai"), a bad provider name is reported at the section, as
+// in endpoints. Like routes and endpoints, a provider is named, not looked
+// up: the store, not the configuration, knows which exist, and a name
+// without a record changes nothing.
+func validateKeyDelivery(delivery map[string]authz.KeyDelivery) error {
+	var l field.List
+	for provider, d := range delivery {
+		if err := record.ValidateName("provider", provider); err != nil {
+			l.Add("", "%v", err)
+			continue
+		}
+		if d == "" {
+			l.Add(provider, "empty: header or metadata")
+			continue
+		}
+		l.Merge(provider, d.Validate())
 	}
 	return l.Err()
 }

@@ -390,10 +390,18 @@ type sdkResult struct {
 // against the stack's Envoy; env adds to its environment (KW_HOST).
 func (s *stack) pythonSDK(t *testing.T, mode, key string, env ...string) sdkResult {
 	t.Helper()
+	return s.pythonSDKAt(t, s.envoyURL, mode, key, env...)
+}
+
+// pythonSDKAt runs testdata/sdk_client.py against base, which stands for
+// Envoy's URL (the SDK appends /openai/v1 or /anthropic); env adds to its
+// environment.
+func (s *stack) pythonSDKAt(t *testing.T, base, mode, key string, env ...string) sdkResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, python(t), "testdata/sdk_client.py", mode)
-	cmd.Env = append(append(os.Environ(), "KW_BASE="+s.envoyURL, "KW_TOKEN="+key), env...)
+	cmd.Env = append(append(os.Environ(), "KW_BASE="+base, "KW_TOKEN="+key), env...)
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string

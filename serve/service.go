@@ -78,6 +78,7 @@ func newService(cfg *config.Config, st *Store, log *slog.Logger, tracer trace.Tr
 		Hosts:             hosts,
 		CheckDeadline:     cfg.Cache.CheckDeadline,
 		Endpoints:         cfg.EndpointSpecs(),
+		KeyDelivery:       cfg.KeyDelivery,
 	})
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/envoy"
 )
 
@@ -24,8 +25,8 @@ func (a *addrFlags) Set(v string) error {
 func (e *env) envoyConfig(args []string) error {
 	c := e.newCommand("envoy-config")
 	forwardBody := c.Bool("forward-body", false, "send up to envoy.max_request_bytes of the request body to keyward")
-	var authz addrFlags
-	c.Var(&authz, "authz-address", "a keyward replica, host:port or unix:/path (repeatable; replaces envoy.authz_address(es))")
+	var authzAddrs addrFlags
+	c.Var(&authzAddrs, "authz-address", "a keyward replica, host:port or unix:/path (repeatable; replaces envoy.authz_address(es))")
 	if pos, err := c.parse(args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -46,12 +47,20 @@ func (e *env) envoyConfig(args []string) error {
 		MaxRequestBytes: cfg.Envoy.MaxRequestBytes,
 		Tracing:         cfg.Envoy.Tracing,
 	}
-	if len(authz) > 0 {
-		opts.AuthzAddress, opts.AuthzAddresses = "", authz
+	if len(authzAddrs) > 0 {
+		opts.AuthzAddress, opts.AuthzAddresses = "", authzAddrs
 	}
 	for _, r := range cfg.Routes {
 		if r.PathPrefix != "" {
 			opts.Routes = append(opts.Routes, envoy.Route{Provider: r.Provider, PathPrefix: r.PathPrefix, Upstream: r.Upstream})
+			if cfg.KeyDelivery[r.Provider] == authz.KeyInMetadata {
+				// The bootstrap maps no metadata to a header: the
+				// provider's header convention is in the store, and
+				// plain Envoy is what the header mode is for.
+				fmt.Fprintf(e.stderr, "envoy-config: note: provider %s has key_delivery metadata: keyward sets no auth header on %s; "+
+					"only a consumer of the %s metadata (Envoy AI Gateway's credentialOverride) puts the key on the request\n",
+					r.Provider, r.PathPrefix, authz.MetadataKeyField)
+			}
 		}
 	}
 	b, err := envoy.Bootstrap(opts)

@@ -12,24 +12,27 @@ import (
 func TestEnvoyConfigReplicas(t *testing.T) {
 	const tlsYAML = "  authz_tls: {cert_file: /e/tls.crt, key_file: /e/tls.key, ca_file: /e/ca.crt, server_identities: ['spiffe://td/keyward']}\n"
 	cases := map[string]struct {
-		envoy string   // the envoy: section's lines
-		flags []string // envoy-config flags
-		want  []string
-		err   string
+		envoy  string   // the envoy: section's lines
+		extra  string   // more configuration
+		flags  []string // envoy-config flags
+		want   []string
+		err    string
+		stderr string
 	}{
-		"configured replicas": {envoy: "  authz_addresses: [10.0.0.1:9191, 10.0.0.2:9191]\n", want: []string{"address: 10.0.0.1", "address: 10.0.0.2", "grpc_health_check", "retry_policy"}},
-		"replicas by flag":    {flags: []string{"-authz-address", "10.0.0.3:9191", "-authz-address", "keyward-1.keyward:9191"}, want: []string{"address: 10.0.0.3", "address: keyward-1.keyward", "type: STRICT_DNS"}},
-		"unix socket":         {envoy: "  authz_address: unix:/run/keyward/authz.sock\n", want: []string{"path: /run/keyward/authz.sock"}},
-		"mutual tls":          {envoy: tlsYAML, want: []string{"UpstreamTlsContext", "filename: /e/tls.crt", "exact: spiffe://td/keyward"}},
+		"metadata delivery noted": {extra: "key_delivery: {openai: metadata}\n", want: []string{"provider_openai"}, stderr: "provider openai has key_delivery metadata"},
+		"configured replicas":     {envoy: "  authz_addresses: [10.0.0.1:9191, 10.0.0.2:9191]\n", want: []string{"address: 10.0.0.1", "address: 10.0.0.2", "grpc_health_check", "retry_policy"}},
+		"replicas by flag":        {flags: []string{"-authz-address", "10.0.0.3:9191", "-authz-address", "keyward-1.keyward:9191"}, want: []string{"address: 10.0.0.3", "address: keyward-1.keyward", "type: STRICT_DNS"}},
+		"unix socket":             {envoy: "  authz_address: unix:/run/keyward/authz.sock\n", want: []string{"path: /run/keyward/authz.sock"}},
+		"mutual tls":              {envoy: tlsYAML, want: []string{"UpstreamTlsContext", "filename: /e/tls.crt", "exact: spiffe://td/keyward"}},
 		"tracing": {envoy: "  tracing: {otlp_address: '10.0.0.9:4317', service_name: mesh}\n", want: []string{
 			"name: envoy.tracers.opentelemetry", "cluster_name: opentelemetry_collector", "service_name: mesh", "address: 10.0.0.9", "value: 100",
 		}},
-		"bad flag address": {flags: []string{"-authz-address", "keyward"}, err: "authz_addresses[0]"},
+		"bad flag address":        {flags: []string{"-authz-address", "keyward"}, err: "authz_addresses[0]"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			c := newCLI(t)
-			cfg := "routes:\n  - {provider: openai, path_prefix: /openai/, upstream: 'https://api.openai.com'}\nenvoy:\n" + tc.envoy
+			cfg := tc.extra + "routes:\n  - {provider: openai, path_prefix: /openai/, upstream: 'https://api.openai.com'}\nenvoy:\n" + tc.envoy
 			if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -42,6 +45,9 @@ func TestEnvoyConfigReplicas(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatalf("%v\n%s", err, stderr)
+			}
+			if !strings.Contains(stderr, tc.stderr) || tc.stderr == "" && stderr != "" {
+				t.Errorf("stderr %q, want %q", stderr, tc.stderr)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(out, w) {
