@@ -27,7 +27,7 @@ func TestEnvoyConfigReplicas(t *testing.T) {
 		"tracing": {envoy: "  tracing: {otlp_address: '10.0.0.9:4317', service_name: mesh}\n", want: []string{
 			"name: envoy.tracers.opentelemetry", "cluster_name: opentelemetry_collector", "service_name: mesh", "address: 10.0.0.9", "value: 100",
 		}},
-		"bad flag address":        {flags: []string{"-authz-address", "keyward"}, err: "authz_addresses[0]"},
+		"bad flag address": {flags: []string{"-authz-address", "keyward"}, err: "authz_addresses[0]"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
