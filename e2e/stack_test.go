@@ -97,6 +97,12 @@ type stackOptions struct {
 	// authzTLS, when set, is how the tests' own gRPC calls reach a
 	// keyward that serves TLS.
 	authzTLS *tls.Config
+	// envoy, when set, makes Envoy's configuration instead of keyward's
+	// envoy-config. Envoy must take client requests on listen and serve
+	// its admin on admin; keyward is at s.authz (plaintext gRPC), and
+	// s.provider records whatever reaches an upstream serving it. It runs
+	// once keyward is serving.
+	envoy func(s *stack, listen, admin string) []byte
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -143,11 +149,17 @@ envoy:
 	s.kw("user", "add", "alice", "-groups", "eng")
 
 	s.startKeyward()
-	envoyConfig := []string{"envoy-config"}
-	if opts.forwardBody {
-		envoyConfig = append(envoyConfig, "-forward-body")
+	var envoyConfig []byte
+	if opts.envoy != nil {
+		envoyConfig = opts.envoy(s, listen, admin)
+	} else {
+		args := []string{"envoy-config"}
+		if opts.forwardBody {
+			args = append(args, "-forward-body")
+		}
+		envoyConfig = []byte(s.kw(args...))
 	}
-	envoytest.Start(t, []byte(s.kw(envoyConfig...)), admin)
+	envoytest.Start(t, envoyConfig, admin)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("keyward log:\n%s", s.logs.String())

@@ -28,3 +28,12 @@ if [[ ! -x "$tools/bin/staticcheck" || "$(cat "$tools/bin/.staticcheck" 2>/dev/n
   GOBIN="$tools/bin" go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
   echo "$staticcheck_version" >"$tools/bin/.staticcheck"
 fi
+
+# egctl translates the Envoy Gateway example offline for e2e's
+# TestEnvoyGateway; it is a large build, so it is cached like staticcheck.
+egctl_version=v1.9.1
+if [[ ! -x "$tools/bin/egctl" || "$(cat "$tools/bin/.egctl" 2>/dev/null)" != "$egctl_version" ]]; then
+  echo "setup: installing egctl $egctl_version into .tools/bin (a large build)" >&2
+  GOBIN="$tools/bin" go install "github.com/envoyproxy/gateway/cmd/egctl@$egctl_version"
+  echo "$egctl_version" >"$tools/bin/.egctl"
+fi
