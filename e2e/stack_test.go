@@ -75,6 +75,7 @@ type stack struct {
 	config   string
 	env      []string
 	provider *fakeprovider.Server
+	envoy    *envoytest.Envoy
 	envoyURL string
 	authz    string // keyward's listen address, also the gRPC target of the tests' own calls
 	creds    credentials.TransportCredentials
@@ -159,7 +160,7 @@ envoy:
 		}
 		envoyConfig = []byte(s.kw(args...))
 	}
-	envoytest.Start(t, envoyConfig, admin)
+	s.envoy = envoytest.Start(t, envoyConfig, admin)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("keyward log:\n%s", s.logs.String())
