@@ -100,9 +100,9 @@ type stackOptions struct {
 	authzTLS *tls.Config
 	// envoy, when set, makes Envoy's configuration instead of keyward's
 	// envoy-config. Envoy must take client requests on listen and serve
-	// its admin on admin; keyward is at s.authz (plaintext gRPC), and
-	// s.provider records whatever reaches an upstream serving it. It runs
-	// once keyward is serving.
+	// its admin on admin; keyward is at s.authz, and s.provider records
+	// whatever reaches an upstream serving it. It runs once keyward is
+	// serving.
 	envoy func(s *stack, listen, admin string) []byte
 }
 

