@@ -75,11 +75,11 @@ type stack struct {
 	config   string
 	env      []string
 	provider *fakeprovider.Server
-	envoy    *envoytest.Envoy
 	envoyURL string
 	authz    string // keyward's listen address, also the gRPC target of the tests' own calls
 	creds    credentials.TransportCredentials
 	keyward  *exec.Cmd
+	envoy    *envoytest.Envoy
 	logs     *testlog.Buffer
 	exited   chan error
 }
@@ -98,11 +98,12 @@ type stackOptions struct {
 	// authzTLS, when set, is how the tests' own gRPC calls reach a
 	// keyward that serves TLS.
 	authzTLS *tls.Config
-	// envoy, when set, makes Envoy's configuration instead of keyward's
-	// envoy-config. Envoy must take client requests on listen and serve
-	// its admin on admin; keyward is at s.authz, and s.provider records
-	// whatever reaches an upstream serving it. It runs once keyward is
-	// serving.
+	// routes, when set, replaces the routes section of keyward.yaml
+	// (path prefixes to the fake provider, for envoy-config).
+	routes string
+	// envoy, when set, writes Envoy's bootstrap instead of keyward
+	// envoy-config, with Envoy's listen and admin addresses; it runs once
+	// keyward serves.
 	envoy func(s *stack, listen, admin string) []byte
 }
 
@@ -121,6 +122,12 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	admin := envoytest.FreeAddr(t)
 	s.envoyURL = "http://" + listen
 	s.config = filepath.Join(s.dir, "keyward.yaml")
+	routes := cmp.Or(opts.routes, fmt.Sprintf(`routes:
+  - {provider: openai, path_prefix: /openai/, upstream: %[1]s}
+  - {provider: anthropic, path_prefix: /anthropic/, upstream: %[1]s}
+  - {provider: gemini, path_prefix: /gemini/, upstream: %[1]s}
+  - {provider: azure, path_prefix: /azure/, upstream: %[1]s/openai}
+`, upstream.URL))
 	writeFile(t, s.config, fmt.Sprintf(`listen: %s
 log_level: info
 store:
@@ -129,15 +136,11 @@ store:
   poll_interval: 200ms
 shutdown_grace: 5s
 shutdown_drain: 0s
-routes:
-  - {provider: openai, path_prefix: /openai/, upstream: %[2]s}
-  - {provider: anthropic, path_prefix: /anthropic/, upstream: %[2]s}
-  - {provider: gemini, path_prefix: /gemini/, upstream: %[2]s}
-  - {provider: azure, path_prefix: /azure/, upstream: %[2]s/openai}
+%s
 envoy:
   listen: %s
   admin: %s
-%s`, s.authz, upstream.URL, listen, admin, opts.extra))
+%s`, s.authz, routes, listen, admin, opts.extra))
 	// Keys come from the .env file and from the process environment.
 	writeFile(t, filepath.Join(s.dir, ".env"), "OPENAI_KEY="+openaiKey+"\nexport ANTHROPIC_KEY='"+anthropicKey+"'\n")
 	s.env = append([]string{"GEMINI_KEY=" + geminiKey, "AZURE_KEY=" + azureKey}, opts.env...)
@@ -150,17 +153,17 @@ envoy:
 	s.kw("user", "add", "alice", "-groups", "eng")
 
 	s.startKeyward()
-	var envoyConfig []byte
+	var bootstrap []byte
 	if opts.envoy != nil {
-		envoyConfig = opts.envoy(s, listen, admin)
+		bootstrap = opts.envoy(s, listen, admin)
 	} else {
-		args := []string{"envoy-config"}
+		envoyConfig := []string{"envoy-config"}
 		if opts.forwardBody {
-			args = append(args, "-forward-body")
+			envoyConfig = append(envoyConfig, "-forward-body")
 		}
-		envoyConfig = []byte(s.kw(args...))
+		bootstrap = []byte(s.kw(envoyConfig...))
 	}
-	s.envoy = envoytest.Start(t, envoyConfig, admin)
+	s.envoy = envoytest.Start(t, bootstrap, admin)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("keyward log:\n%s", s.logs.String())
@@ -319,6 +322,10 @@ func (s *stack) doAt(base, method, path string, headers map[string]string, body 
 		s.t.Fatal(err)
 	}
 	for k, v := range headers {
+		if strings.EqualFold(k, "host") { // net/http sends req.Host, never a Host in Header
+			req.Host = v
+			continue
+		}
 		req.Header.Set(k, v)
 	}
 	if body != "" {
@@ -379,12 +386,14 @@ type sdkResult struct {
 	Message string `json:"message"`
 }
 
-func (s *stack) pythonSDK(t *testing.T, mode, key string) sdkResult {
+// pythonSDK runs testdata/sdk_client.py mode with key as the API key
+// against the stack's Envoy; env adds to its environment (KW_HOST).
+func (s *stack) pythonSDK(t *testing.T, mode, key string, env ...string) sdkResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, python(t), "testdata/sdk_client.py", mode)
-	cmd.Env = append(os.Environ(), "KW_BASE="+s.envoyURL, "KW_TOKEN="+key)
+	cmd.Env = append(append(os.Environ(), "KW_BASE="+s.envoyURL, "KW_TOKEN="+key), env...)
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string
