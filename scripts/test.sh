@@ -16,18 +16,21 @@ export KEYWARD_REQUIRE_E2E=1 # missing Envoy or SDKs fail the run instead of ski
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "gofmt, go vet, staticcheck"
+step "gofmt, go mod tidy, go vet, staticcheck"
 unformatted=$(gofmt -l .)
 if [[ -n "$unformatted" ]]; then
   echo "not gofmt-ed:"; echo "$unformatted"; exit 1
 fi
-go vet ./...
-staticcheck ./...
-# The Kubernetes manifests' test: a Go module of its own (k8s.io/api stays
-# out of keyward's binary).
-(cd deploy/kubernetes && go vet ./... && staticcheck ./...)
-(cd deploy/image && go vet ./... && staticcheck ./...)
-(cd examples/istio && go vet ./... && staticcheck ./...)
+# keyward's module, and the test modules that keep integration-only
+# dependencies (k8s.io/api, go-containerregistry, Istio's API types) out of
+# keyward's binary. They import keyward through a replace directive, so a
+# dependency bumped in keyward's go.mod must be tidied into theirs too.
+for module in . deploy/kubernetes deploy/image examples/istio; do
+  if ! diff=$(cd "$module" && go mod tidy -diff); then
+    echo "$diff"; echo "$module: go.mod/go.sum not tidy: run (cd $module && go mod tidy)"; exit 1
+  fi
+  (cd "$module" && go vet ./... && staticcheck ./...)
+done
 
 # An execution count, not a duration: Go 1.26's fuzz coordinator can report
 # "context deadline exceeded" at a -fuzztime deadline without any finding
