@@ -128,6 +128,9 @@ func (i *Issuer) Publish(keys ...Key) {
 	i.published = keys
 }
 
+// Close stops the issuer: it is down from now on.
+func (i *Issuer) Close() { i.srv.Close() }
+
 // JWKSRequests counts the key set requests served.
 func (i *Issuer) JWKSRequests() int64 { return i.jwks.Load() }
 
