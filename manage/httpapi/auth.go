@@ -92,7 +92,8 @@ func (s *Server) authenticate(r *http.Request) (caller, *apiError) {
 			return caller{name: BootstrapUser, actor: BootstrapUser, admin: true}, nil
 		}
 	}
-	if s.oidc != nil && oidc.LooksLikeJWT(tok) {
+	// The prefix decides first: a kwm_ token never goes to the issuer.
+	if s.oidc != nil && !strings.HasPrefix(tok, token.ManagementPrefix) && oidc.LooksLikeJWT(tok) {
 		return s.oidcCaller(r, tok)
 	}
 	if !strings.HasPrefix(tok, token.ManagementPrefix) {
