@@ -26,6 +26,7 @@ import (
 	"github.com/keyward/keyward/envoy"
 	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/manage"
+	"github.com/keyward/keyward/manage/httpapi/oidc"
 	"github.com/keyward/keyward/servertls"
 	"github.com/keyward/keyward/vault"
 )
@@ -191,6 +192,10 @@ type Management struct {
 	// through the API or the CLI; rotated, revoked and expired ones do
 	// not count). Default 100.
 	MaxActiveTokens int `yaml:"max_active_tokens"`
+	// OIDC lets the API accept the JWTs of an OpenID Connect issuer
+	// beside management tokens: issuer, audience, where its keys are, and
+	// which claims give the role and the user. Off by default.
+	OIDC oidc.Config `yaml:"oidc"`
 }
 
 // Metrics configures the Prometheus metrics endpoint served by keyward
@@ -324,6 +329,8 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 			t.KeyFile = relativeTo(dir, t.KeyFile)
 			t.ClientCAFile = relativeTo(dir, t.ClientCAFile)
 		}
+		c.Management.OIDC.CAFile = relativeTo(dir, c.Management.OIDC.CAFile)
+		c.Management.OIDC.JWKSFile = relativeTo(dir, c.Management.OIDC.JWKSFile)
 	}
 	if err := c.applyEnv(getenv); err != nil {
 		return nil, err
@@ -412,6 +419,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.ShutdownGrace, 10*time.Second)
 	setDefault(&c.Management.RotationGrace, 24*time.Hour)
 	setDefault(&c.Management.MaxActiveTokens, manage.DefaultMaxActiveTokens)
+	c.Management.OIDC = c.Management.OIDC.WithDefaults()
 	for i := range c.Routes {
 		for j, h := range c.Routes[i].Hosts {
 			c.Routes[i].Hosts[j] = strings.ToLower(h)

@@ -247,11 +247,30 @@ func TestValidationErrors(t *testing.T) {
 		"check_deadline too long": {yaml: "envoy: {authz_timeout: 200ms}\ncache: {check_deadline: 200ms}\n", fields: []string{"cache.check_deadline"}},
 		"shutdown_grace":          {yaml: "shutdown_grace: -1s\n", fields: []string{"shutdown_grace"}},
 		"rotation_grace":          {yaml: "management: {rotation_grace: 721h}\n", fields: []string{"management.rotation_grace"}},
-		"deny_log_per_second":     {yaml: "audit: {deny_log_per_second: -1}\n", fields: []string{"audit.deny_log_per_second"}},
-		"log_level":               {yaml: "log_level: verbose\n", fields: []string{"log_level"}},
-		"model_header":            {yaml: "model_header: x model\n", fields: []string{"model_header"}},
-		"model_header colon":      {yaml: "model_header: 'x-model:'\n", fields: []string{"model_header"}},
-		"credentials[i] empty":    {yaml: "credentials: [{header: authorization}, {}]\n", fields: []string{"credentials[1]"}},
+		"management.oidc without listen": {
+			yaml: "management: {oidc: {issuer: 'https://idp.example.com', audience: kw}}\n", fields: []string{"management.oidc"},
+		},
+		"management.oidc.issuer over http": {
+			yaml: "management: {listen: 127.0.0.1:9292, oidc: {issuer: 'http://idp.example.com', audience: kw}}\n", fields: []string{"management.oidc.issuer"},
+		},
+		"management.oidc.audience": {
+			yaml: "management: {listen: 127.0.0.1:9292, oidc: {issuer: 'https://idp.example.com'}}\n", fields: []string{"management.oidc.audience"},
+		},
+		"management.oidc.clock_skew": {
+			yaml: "management: {listen: 127.0.0.1:9292, oidc: {issuer: 'https://idp.example.com', audience: kw, clock_skew: 10m}}\n", fields: []string{"management.oidc.clock_skew"},
+		},
+		"management.oidc.jwks_file with jwks_uri": {
+			yaml:   "management: {listen: 127.0.0.1:9292, oidc: {issuer: 'https://idp.example.com', audience: kw, jwks_uri: 'https://idp.example.com/k', jwks_file: k.json}}\n",
+			fields: []string{"management.oidc.jwks_file"},
+		},
+		"management.oidc fields without issuer": {
+			yaml: "management: {listen: 127.0.0.1:9292, oidc: {audience: kw}}\n", fields: []string{"management.oidc.issuer"},
+		},
+		"deny_log_per_second":  {yaml: "audit: {deny_log_per_second: -1}\n", fields: []string{"audit.deny_log_per_second"}},
+		"log_level":            {yaml: "log_level: verbose\n", fields: []string{"log_level"}},
+		"model_header":         {yaml: "model_header: x model\n", fields: []string{"model_header"}},
+		"model_header colon":   {yaml: "model_header: 'x-model:'\n", fields: []string{"model_header"}},
+		"credentials[i] empty": {yaml: "credentials: [{header: authorization}, {}]\n", fields: []string{"credentials[1]"}},
 		"credentials[i] both": {
 			yaml: "credentials: [{header: authorization, query: key}]\n", fields: []string{"credentials[0]"},
 		},
@@ -620,6 +639,26 @@ func TestStorePaths(t *testing.T) {
 				t.Errorf("store.env_file = %q, want %q", c.Store.EnvFile, want)
 			}
 		})
+	}
+}
+
+// TestOIDCConfig: management.oidc's defaults, and its files relative to
+// the configuration file.
+func TestOIDCConfig(t *testing.T) {
+	path := writeConfig(t, "management:\n  listen: 127.0.0.1:9292\n  oidc:\n    issuer: https://idp.example.com/realms/k\n    audience: keyward\n    ca_file: ca.pem\n    jwks_file: /srv/jwks.json\n")
+	c, err := config.Load(path, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.Management.OIDC
+	if o.CAFile != filepath.Join(filepath.Dir(path), "ca.pem") || o.JWKSFile != "/srv/jwks.json" {
+		t.Fatalf("paths: %q %q", o.CAFile, o.JWKSFile)
+	}
+	if o.ClockSkew != 30*time.Second || o.RoleClaim != "keyward_role" || o.UserClaim != "sub" || len(o.AdminValues) != 1 || o.UserValues[0] != "user" {
+		t.Fatalf("defaults: %+v", o)
+	}
+	if d := config.Default().Management.OIDC; d.Enabled() || d.RoleClaim != "" {
+		t.Fatalf("OIDC on by default: %+v", d)
 	}
 }
 

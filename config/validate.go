@@ -112,6 +112,10 @@ func (m Management) validate() error {
 	if m.MaxActiveTokens < 1 {
 		l.Add("max_active_tokens", "must be at least 1")
 	}
+	l.Merge("oidc", m.OIDC.Validate())
+	if m.OIDC.Enabled() && m.Listen == "" {
+		l.Add("oidc", "set without listen")
+	}
 	return l.Err()
 }
 

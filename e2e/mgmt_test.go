@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/keyward/keyward/envoy/envoytest"
+	"github.com/keyward/keyward/internal/testoidc"
 )
 
 // mgmtCaller returns a function that calls the management API at base
@@ -140,4 +143,91 @@ func TestManagementAPIToLLM(t *testing.T) {
 	t.Logf("user deleted through the API (file store): token refused after %v", took.Round(time.Millisecond))
 	s.stopKeyward()
 	assertNoSecrets(t, "keyward's log", s.logs.String(), admin, mtok, llm, oldLLM, openaiKey)
+}
+
+// TestManagementAPIWithOIDC: keyward serve trusts a test OIDC issuer (over
+// TLS, its CA from management.oidc.ca_file). An admin JWT creates a group
+// and a management token; a user JWT, mapped to the keyward user alice by
+// its preferred_username claim, creates an LLM token that works through
+// real Envoy and lists it, through the API and through `keyward api`.
+// Management tokens keep working; a forged JWT is refused; the audit log
+// names the subjects and holds no token.
+func TestManagementAPIWithOIDC(t *testing.T) {
+	key := testoidc.NewKey(t, "e2e-key", jose.ES256)
+	iss := testoidc.NewTLS(t, key)
+	caFile := iss.CAFile(t, t.TempDir())
+	mgmtAddr := envoytest.FreeAddr(t)
+	s := newStack(t, stackOptions{extra: fmt.Sprintf(`management:
+  listen: %s
+  oidc:
+    issuer: %s
+    audience: keyward-e2e
+    ca_file: %s
+    user_claim: preferred_username
+`, mgmtAddr, iss.URL, caFile)})
+	call := mgmtCaller(t, "http://"+mgmtAddr)
+	jwt := func(sub, user, role string) string {
+		now := time.Now()
+		return testoidc.Sign(t, key, map[string]any{"iss": iss.URL, "aud": "keyward-e2e", "sub": sub, "preferred_username": user,
+			"keyward_role": role, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()})
+	}
+	adminJWT, aliceJWT := jwt("sub-admin-1", "", "admin"), jwt("sub-alice-1", "alice", "user")
+
+	if code, out := call("POST", "/v1/groups", adminJWT, map[string]any{"name": "research"}); code != 201 {
+		t.Fatalf("admin JWT creates a group: %d %v", code, out)
+	}
+	code, out := call("POST", "/v1/users/alice/management-tokens", adminJWT, nil)
+	mtok, _ := out["token"].(string)
+	if code != 201 || !strings.HasPrefix(mtok, "kwm_") {
+		t.Fatalf("admin JWT issues a management token: %d", code)
+	}
+	if code, out := call("GET", "/v1/users", aliceJWT, nil); code != 403 || out["error"].(map[string]any)["code"] != "admin_only" {
+		t.Fatalf("user JWT on an admin route: %d %v", code, out)
+	}
+	code, out = call("POST", "/v1/tokens", aliceJWT, map[string]any{"group": "eng", "name": "from-sso"})
+	llm, _ := out["token"].(string)
+	if code != 201 || !strings.HasPrefix(llm, "kw_") {
+		t.Fatalf("user JWT creates a token: %d", code)
+	}
+	id := out["id"].(string)
+	waitFor(t, 2e9, func() bool {
+		return s.do("POST", "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + llm}, chatBody).status == 200
+	})
+	if req, _ := s.provider.Last(); req.Header.Get("x-keyward-user") != "alice" {
+		t.Fatalf("provider saw user %q", req.Header.Get("x-keyward-user"))
+	}
+	// The management token of the same user sees the same token.
+	if code, out := call("GET", "/v1/tokens", mtok, nil); code != 200 || !strings.Contains(fmt.Sprint(out), id) {
+		t.Fatalf("kwm_ token lists alice's tokens: %d %v", code, out)
+	}
+	// keyward api takes the JWT from $KEYWARD_MGMT_TOKEN as it takes a
+	// management token.
+	api := exec.Command(cliBin, "api", "-url", "http://"+mgmtAddr, "tokens", "list")
+	api.Env = append(os.Environ(), "KEYWARD_MGMT_TOKEN="+aliceJWT)
+	var apiOut, apiErr bytes.Buffer
+	api.Stdout, api.Stderr = &apiOut, &apiErr
+	if err := api.Run(); err != nil || !strings.Contains(apiOut.String(), id) {
+		t.Fatalf("keyward api tokens list with a JWT: %v: %s", err, apiErr.String())
+	}
+	forgedKey := testoidc.NewKey(t, "e2e-key", jose.ES256)
+	forged := testoidc.Sign(t, forgedKey, map[string]any{"iss": iss.URL, "aud": "keyward-e2e", "sub": "x", "keyward_role": "admin", "exp": time.Now().Add(time.Hour).Unix()})
+	if code, _ := call("GET", "/v1/users", forged, nil); code != 401 {
+		t.Fatalf("forged JWT: %d", code)
+	}
+	if code, _ := call("GET", "/v1/users", jwt("sub-admin-1", "", "admin")+"x", nil); code != 401 {
+		t.Fatalf("tampered JWT: %d", code)
+	}
+
+	s.stopKeyward()
+	logs := s.logs.String()
+	host := strings.TrimPrefix(iss.URL, "https://")
+	for _, want := range []string{`"who":"oidc:` + host + `:sub-admin-1","action":"group.create"`, `"who":"oidc:` + host + `:sub-alice-1","action":"token.create"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("keyward's log lacks %s", want)
+		}
+	}
+	sig := func(tok string) string { return tok[strings.LastIndex(tok, ".")+1:] }
+	assertNoSecrets(t, "keyward's log", logs, sig(adminJWT), sig(aliceJWT), sig(forged), mtok, llm, openaiKey)
+	assertNoSecrets(t, "keyward api's output", apiOut.String()+apiErr.String(), sig(aliceJWT), llm)
+	t.Logf("issuer asked for its keys %d times, its discovery document %d times", iss.JWKSRequests(), iss.DiscoveryRequests())
 }

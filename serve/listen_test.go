@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/manage/httpapi/oidc"
 )
 
 func TestCheckPlaintext(t *testing.T) {
@@ -157,6 +158,10 @@ func TestStartFailureClosesEverything(t *testing.T) {
 			c.Metrics.Listen = "127.0.0.1:0"
 			c.Metrics.TLS.CertFile, c.Metrics.TLS.KeyFile, c.Metrics.TLS.ReloadInterval = "/nonexistent/tls.crt", "/nonexistent/tls.key", 1
 		}, "metrics.tls: cert_file"},
+		"management OIDC CA missing": {func(c *config.Config) {
+			c.Management.Listen = "127.0.0.1:0"
+			c.Management.OIDC = oidc.Config{Issuer: "https://idp.example.com", Audience: "kw", CAFile: "/nonexistent/ca.pem"}
+		}, "management.oidc.ca_file: "},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -18,8 +18,10 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/manage/httpapi"
+	"github.com/keyward/keyward/manage/httpapi/oidc"
 	"github.com/keyward/keyward/servertls"
 )
 
@@ -212,7 +214,18 @@ func (s *service) managementHandler(cfg config.Management, st manage.Store, gete
 	// Management tokens are verified with the keyring the decision uses,
 	// kept current as the signing keys change: no store read for a forged
 	// one.
-	return httpapi.New(httpapi.Options{Manager: m, Keys: s.verifier, AdminToken: adminToken, Logger: s.log, Observe: s.observeManagement()})
+	opts := httpapi.Options{Manager: m, Keys: s.verifier, AdminToken: adminToken, Logger: s.log, Observe: s.observeManagement()}
+	if cfg.OIDC.Enabled() {
+		// Nothing is fetched from the issuer here: the first JWT does, so
+		// that an issuer that is down delays neither the start nor
+		// management tokens.
+		v, err := oidc.New(cfg.OIDC, oidc.Options{Log: s.log})
+		if err != nil {
+			return nil, field.Prefix("management.oidc", err)
+		}
+		opts.OIDC = v
+	}
+	return httpapi.New(opts)
 }
 
 // metricsHandler serves /metrics, and /healthz, which answers 200 "ok"

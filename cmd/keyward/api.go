@@ -221,8 +221,9 @@ func apiUsage() string {
 	b.WriteString(`Usage: keyward api [-url URL] [-timeout 10s] RESOURCE [VERB] [ARGUMENTS] [FLAGS]
 
 Calls the management API of keyward serve (management.listen) and prints its
-JSON answer. The credential, a management token (kwm_…) or the bootstrap admin
-credential, comes from $` + mgmtTokenEnv + ` only; -url defaults to $` + mgmtURLEnv + `,
+JSON answer. The credential, a management token (kwm_…), the bootstrap admin
+credential or a JWT of the issuer in management.oidc, comes from
+$` + mgmtTokenEnv + ` only; -url defaults to $` + mgmtURLEnv + `,
 else ` + defaultMgmtURL + `. With -user NAME an admin acts on NAME's tokens and
 credentials. A provider key is never an argument: it is read from the variable
 -key-env names, from -key-file (- for stdin) or, for create, from piped stdin.

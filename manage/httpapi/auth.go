@@ -5,10 +5,12 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
 
+	"github.com/keyward/keyward/manage/httpapi/oidc"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
@@ -52,9 +54,26 @@ type caller struct {
 	// the user an admin named with ?user=.
 	name string
 	// actor is the authenticated user; it differs from name when an admin
-	// acts on a user's behalf, which the audit log records.
+	// acts on a user's behalf, which the audit log records. An admin with
+	// no user record (the bootstrap admin, an OIDC admin) acts as
+	// BootstrapUser, which owns nothing.
 	actor string
+	// who names the caller in audit events when it is not actor: an
+	// OIDC caller's oidc:<issuer host>:<sub>. Set also when a genuine
+	// OIDC token is refused (no role, unknown user), for the audit.
+	who   string
 	admin bool
+	// denial says, for the audit log only, why an OIDC token was
+	// refused: the client gets the same answer whichever check failed.
+	denial string
+}
+
+// auditName is how audit events name the caller.
+func (c caller) auditName() string {
+	if c.who != "" {
+		return c.who
+	}
+	return c.actor
 }
 
 var errInvalidToken = &apiError{http.StatusUnauthorized, codeInvalidToken, "The management token is not valid."}
@@ -72,6 +91,10 @@ func (s *Server) authenticate(r *http.Request) (caller, *apiError) {
 		if subtle.ConstantTimeCompare(h[:], s.adminHash[:]) == 1 {
 			return caller{name: BootstrapUser, actor: BootstrapUser, admin: true}, nil
 		}
+	}
+	// The prefix decides first: a kwm_ token never goes to the issuer.
+	if s.oidc != nil && !strings.HasPrefix(tok, token.ManagementPrefix) && oidc.LooksLikeJWT(tok) {
+		return s.oidcCaller(r, tok)
 	}
 	if !strings.HasPrefix(tok, token.ManagementPrefix) {
 		return caller{}, &apiError{http.StatusUnauthorized, codeInvalidToken, "Not a management credential: the management API takes management tokens (" + token.ManagementPrefix + "…), not keyward LLM tokens or provider keys."}
@@ -113,4 +136,51 @@ func (s *Server) tokenOwner(r *http.Request, id string, hash [sha256.Size]byte) 
 		return caller{}, &apiError{http.StatusForbidden, codeUserDisabled, "The user is disabled."}
 	}
 	return caller{name: u.Name, actor: u.Name, admin: u.Role == record.RoleAdmin}, nil
+}
+
+// oidcCaller finds the caller from an OIDC JWT. Every failure of the token
+// itself answers as a bad management token does (401 invalid_token, one
+// message), except the expiry of a genuine one; the audit log gets the
+// detail. An admin-role token needs no user record and acts as
+// BootstrapUser; a user-role token acts as the existing, enabled keyward
+// user its user claim names, and never as an admin, whatever that user's
+// role in the store.
+func (s *Server) oidcCaller(r *http.Request, tok string) (caller, *apiError) {
+	ctx := r.Context()
+	id, err := s.oidc.Verify(ctx, tok)
+	c := caller{who: id.Who}
+	if err != nil {
+		c.denial = err.Error()
+	}
+	switch {
+	case errors.Is(err, oidc.ErrExpired):
+		return c, &apiError{http.StatusUnauthorized, codeTokenExpired, "The OIDC token has expired."}
+	case errors.Is(err, oidc.ErrNoRole):
+		return c, &apiError{http.StatusForbidden, codeNoRole, "The OIDC token grants no keyward role."}
+	case errors.Is(err, oidc.ErrUnavailable):
+		s.log.LogAttrs(ctx, slog.LevelError, "management: OIDC issuer keys unavailable", slog.String("error", err.Error()))
+		return c, &apiError{http.StatusServiceUnavailable, codeIssuerUnavailable, "The OIDC issuer's keys could not be loaded; try again."}
+	case err != nil:
+		return c, errInvalidToken
+	case id.Admin:
+		c.name, c.actor, c.admin = BootstrapUser, BootstrapUser, true
+		return c, nil
+	}
+	unknown := &apiError{http.StatusForbidden, codeUnknownUser, "The OIDC token names no keyward user."}
+	if record.ValidateName("user", id.User) != nil || id.User == BootstrapUser {
+		c.denial = "user claim missing or not a user name"
+		return c, unknown
+	}
+	u, err := s.m.User(ctx, id.User)
+	switch {
+	case errors.Is(err, record.ErrNotFound):
+		c.denial = "no user " + id.User
+		return c, unknown
+	case err != nil:
+		return c, s.storeError(ctx, "authenticate", err)
+	case u.Disabled:
+		return c, &apiError{http.StatusForbidden, codeUserDisabled, "The user is disabled."}
+	}
+	c.name, c.actor = u.Name, u.Name
+	return c, nil
 }

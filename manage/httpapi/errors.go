@@ -30,6 +30,11 @@ const (
 	codeLimitReached      = "limit_reached"
 	codeNotAnnounced      = "not_announced"
 	codeStoreUnavailable  = "store_unavailable"
+	// The codes of OIDC tokens.
+	codeTokenExpired      = "token_expired"
+	codeNoRole            = "no_role"
+	codeUnknownUser       = "unknown_user"
+	codeIssuerUnavailable = "issuer_unavailable"
 )
 
 // apiError is a failed request: its status, stable code and a message that
@@ -136,9 +141,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, c caller, action, 
 // outcome, and for whom when an admin acts on a user's behalf. Callers pass
 // names and ids only, never a credential.
 func (s *Server) audit(ctx context.Context, c caller, action, target, outcome string, extra ...slog.Attr) {
-	attrs := append(make([]slog.Attr, 0, 5+len(extra)),
-		slog.String("who", c.actor), slog.String("action", action),
+	attrs := append(make([]slog.Attr, 0, 6+len(extra)),
+		slog.String("who", c.auditName()), slog.String("action", action),
 		slog.String("target", target), slog.String("outcome", outcome))
+	if c.who != "" && c.actor != "" && c.actor != BootstrapUser {
+		// An OIDC caller acting as a keyward user.
+		attrs = append(attrs, slog.String("as_user", c.actor))
+	}
 	if c.name != c.actor {
 		attrs = append(attrs, slog.String("on_behalf_of", c.name))
 	}

@@ -12,10 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/keyward/keyward/filestore"
 	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/internal/testlog"
+	"github.com/keyward/keyward/internal/testoidc"
 	"github.com/keyward/keyward/manage"
+	"github.com/keyward/keyward/manage/httpapi/oidc"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 	"github.com/keyward/keyward/vault"
@@ -33,8 +37,12 @@ type fixture struct {
 	m     *manage.Manager
 	url   string
 	audit *testlog.Buffer
-	// creds are management tokens by user name, plus "bootstrap".
+	// creds are management tokens by user name, plus "bootstrap", and
+	// the OIDC JWTs oidcAdmin and oidcAlice.
 	creds map[string]string
+	// issuer is the OIDC issuer the API trusts; key signs its tokens.
+	issuer *testoidc.Issuer
+	key    testoidc.Key
 	// clock is the server's time, in Unix nanoseconds; tests move it.
 	clock atomic.Int64
 	// deletedAgain is the status of deleting a deleted user or group: 404
@@ -110,6 +118,14 @@ func serveFixture(t *testing.T, st manage.Store) *fixture {
 	}
 	f := &fixture{st: st, audit: &testlog.Buffer{}, creds: map[string]string{BootstrapUser: adminSecret}}
 	f.clock.Store(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC).UnixNano())
+	f.key = testoidc.NewKey(t, "fixture-key", jose.ES256)
+	f.issuer = testoidc.New(t, f.key)
+	f.creds[oidcAdmin] = f.jwt(t, "sub-root", nil, "admin")
+	f.creds[oidcAlice] = f.jwt(t, "sub-alice", map[string]any{"preferred_username": "alice"}, "user")
+	verifier, err := oidc.New(oidc.Config{Issuer: f.issuer.URL, Audience: oidcAudience, UserClaim: "preferred_username"}, oidc.Options{Now: f.now})
+	if err != nil {
+		t.Fatal(err)
+	}
 	m, err := manage.New(st, manage.Options{Now: f.now})
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +140,7 @@ func serveFixture(t *testing.T, st manage.Store) *fixture {
 		}
 		f.creds[u.Name] = tok
 	}
-	s, err := New(Options{Manager: m, Keys: keysOf(t, st), AdminToken: adminSecret, Logger: slog.New(slog.NewJSONHandler(f.audit, nil))})
+	s, err := New(Options{Manager: m, Keys: keysOf(t, st), AdminToken: adminSecret, OIDC: verifier, Logger: slog.New(slog.NewJSONHandler(f.audit, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +149,30 @@ func serveFixture(t *testing.T, st manage.Store) *fixture {
 	f.url = hs.URL
 	f.m = m
 	return f
+}
+
+// The OIDC callers of the fixture, keys of fixture.creds, and the audience
+// its issuer's tokens are for.
+const (
+	oidcAdmin    = "oidc-admin"
+	oidcAlice    = "oidc-alice"
+	oidcAudience = "keyward-fixture"
+)
+
+// jwt is a token of the fixture's issuer for sub with role (none when
+// empty), valid from the fixture's time for 1000 hours; extra claims are
+// added.
+func (f *fixture) jwt(t *testing.T, sub string, extra map[string]any, role string) string {
+	t.Helper()
+	now := f.now()
+	c := map[string]any{"iss": f.issuer.URL, "aud": oidcAudience, "sub": sub, "iat": now.Unix(), "exp": now.Add(1000 * time.Hour).Unix()}
+	if role != "" {
+		c["keyward_role"] = role
+	}
+	for k, v := range extra {
+		c[k] = v
+	}
+	return testoidc.Sign(t, f.key, c)
 }
 
 // keysOf is a verifier over st's signing keys, as serve keeps one.

@@ -33,6 +33,8 @@ var suite = map[string]func(t *testing.T, f *fixture){
 	"ManagementTokenRoutes": testManagementTokenRoutes,
 	"DeleteUserTakesAll":    testDeleteUserTakesAll,
 	"Authentication":        testAuthentication,
+	"OIDCAuthentication":    testOIDCAuthentication,
+	"OIDCCallers":           testOIDCCallers,
 }
 
 func TestAPIOnFileStore(t *testing.T) {
@@ -138,18 +140,19 @@ func listHas(b map[string]any, key, field string, v any) bool {
 }
 
 // testRouteRoles calls every served route as nobody, as a user and as
-// both kinds of admin: nobody gets 401, a user gets 403 on admin routes,
-// and everyone else gets past authentication and authorization.
+// every kind of admin, each with a management token and with an OIDC JWT:
+// nobody gets 401, a user gets 403 on admin routes, and everyone else
+// gets past authentication and authorization.
 func testRouteRoles(t *testing.T, f *fixture) {
 	for _, rt := range (&Server{}).routes() {
 		path := strings.NewReplacer("{name}", "nobody", "{user}", "nobody", "{id}", strings.Repeat("A", token.IDLen)).Replace(rt.Path)
-		for _, who := range []string{"", "alice", "root", BootstrapUser} {
+		for _, who := range []string{"", "alice", "root", BootstrapUser, oidcAlice, oidcAdmin} {
 			status, body := f.do(t, f.creds[who], rt.Method, path, map[string]any{})
 			var want int
 			switch {
 			case who == "":
 				want = 401
-			case rt.Scope == AdminOnly && who == "alice":
+			case rt.Scope == AdminOnly && (who == "alice" || who == oidcAlice):
 				want = 403
 			}
 			switch {

@@ -2,7 +2,8 @@
 // users and groups and see providers; users manage their own LLM tokens and
 // private provider credentials, and an admin may act on a user's behalf.
 // Callers authenticate with a management token ("kwm_…", never an LLM
-// token) or the bootstrap admin credential.
+// token), the bootstrap admin credential, or, when configured, a JWT of an
+// OIDC issuer (package oidc).
 //
 // It is a thin adapter over package manage, which owns every rule: this
 // package is transport, authentication, isolation by caller, the JSON
@@ -10,6 +11,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"net/http"
 
 	"github.com/keyward/keyward/manage"
+	"github.com/keyward/keyward/manage/httpapi/oidc"
 )
 
 // MinAdminTokenLen is the shortest bootstrap admin credential accepted.
@@ -33,6 +36,11 @@ type Keys interface {
 	VerifyManagement(tok string) (id string, secretHash [sha256.Size]byte, err error)
 }
 
+// JWTs verifies the JWTs of the configured OIDC issuer (*oidc.Verifier).
+type JWTs interface {
+	Verify(ctx context.Context, raw string) (oidc.Identity, error)
+}
+
 // Options configure a Server.
 type Options struct {
 	// Manager applies the rules to the record store. Required.
@@ -42,6 +50,9 @@ type Options struct {
 	// AdminToken is the bootstrap admin credential (see AdminTokenEnv);
 	// empty disables it. It must be at least MinAdminTokenLen characters.
 	AdminToken string
+	// OIDC, when set, verifies bearer credentials shaped like a JWT
+	// (oidc.LooksLikeJWT); nil refuses them as today.
+	OIDC JWTs
 	// Logger receives the audit events; nil discards them.
 	Logger *slog.Logger
 	// Observe, when set, is called once per request after it is answered,
@@ -60,6 +71,7 @@ type Server struct {
 	// constant time; the credential itself is not kept.
 	adminHash [sha256.Size]byte
 	hasAdmin  bool
+	oidc      JWTs
 	mux       *http.ServeMux
 	// paths matches every served path whatever the method, to tell 405
 	// from 404.
@@ -75,7 +87,7 @@ func New(opts Options) (*Server, error) {
 	case opts.Keys == nil:
 		return nil, errors.New("httpapi: no keys to verify management tokens")
 	}
-	s := &Server{m: opts.Manager, keys: opts.Keys, log: opts.Logger, mux: http.NewServeMux(), paths: http.NewServeMux(), observe: opts.Observe}
+	s := &Server{m: opts.Manager, keys: opts.Keys, oidc: opts.OIDC, log: opts.Logger, mux: http.NewServeMux(), paths: http.NewServeMux(), observe: opts.Observe}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -174,7 +186,11 @@ func (s *Server) guard(rt Route) http.Handler {
 		defer done()
 		c, e := s.authenticate(r)
 		if e != nil {
-			s.audit(r.Context(), caller{}, "authenticate", routeName, "denied", slog.String("reason", e.code))
+			attrs := []slog.Attr{slog.String("reason", e.code)}
+			if c.denial != "" {
+				attrs = append(attrs, slog.String("detail", c.denial))
+			}
+			s.audit(r.Context(), c, "authenticate", routeName, "denied", attrs...)
 			writeError(w, e)
 			return
 		}

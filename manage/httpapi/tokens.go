@@ -199,13 +199,14 @@ type meJSON struct {
 	Role   string   `json:"role"`
 	Groups []string `json:"groups"`
 	// Actor is who authenticated: the admin, when an admin acts on the
-	// user's behalf; else the user.
+	// user's behalf; else the user; for an OIDC token,
+	// oidc:<issuer host>:<sub>.
 	Actor string `json:"actor"`
 }
 
 func (s *Server) me(w http.ResponseWriter, r *http.Request, c caller) {
 	if c.name == BootstrapUser && c.actor == BootstrapUser {
-		writeJSON(w, http.StatusOK, meJSON{Name: BootstrapUser, Role: string(record.RoleAdmin), Groups: []string{}, Actor: c.actor})
+		writeJSON(w, http.StatusOK, meJSON{Name: BootstrapUser, Role: string(record.RoleAdmin), Groups: []string{}, Actor: c.auditName()})
 		return
 	}
 	u, err := s.m.User(r.Context(), c.name)
@@ -213,5 +214,11 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, s.errorFor(r.Context(), "me", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, meJSON{Name: u.Name, Role: string(u.Role), Groups: nonNil(u.Groups), Actor: c.actor})
+	role := u.Role
+	if c.name == c.actor && !c.admin {
+		// The caller's own role as authenticated: an OIDC user-role
+		// token acts as a user even for a user the store makes admin.
+		role = record.RoleUser
+	}
+	writeJSON(w, http.StatusOK, meJSON{Name: u.Name, Role: string(role), Groups: nonNil(u.Groups), Actor: c.auditName()})
 }
