@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/keyward/keyward/internal/loadrig"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -64,19 +66,10 @@ const maxErrSamples = 5
 
 func (r *result) addErrSamples(msgs ...string) {
 	for _, m := range msgs {
-		if len(r.errSamples) < maxErrSamples && !contains(r.errSamples, m) {
+		if len(r.errSamples) < maxErrSamples && !slices.Contains(r.errSamples, m) {
 			r.errSamples = append(r.errSamples, m)
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // checkRequests builds one CheckRequest per token, as Envoy would send for
@@ -114,7 +107,7 @@ func checkRequests(tokens []string) []*authv3.CheckRequest {
 					"x-request-id":                fmt.Sprintf("6f1c2a4e-0000-4000-8000-%012d", i),
 				},
 			}},
-			ContextExtensions: map[string]string{"provider": providerName},
+			ContextExtensions: map[string]string{"provider": loadrig.ProviderName},
 		}}
 	}
 	return reqs
