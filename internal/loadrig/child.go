@@ -234,6 +234,32 @@ func ReadMem(pid int) (MemStatus, error) {
 	return m, nil
 }
 
+// ReadCPU reads the CPU time process pid has used, user and system, from
+// /proc/pid/stat.
+func ReadCPU(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read process stat: %w", err)
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is the first, utime and stime the 12th and 13th.
+	i := bytes.LastIndexByte(raw, ')')
+	f := strings.Fields(string(raw[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, errors.New("short process stat")
+	}
+	var ticks uint64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse process stat: %w", err)
+		}
+		ticks += n
+	}
+	// USER_HZ: 100 on every Linux the kernel exposes to user space.
+	return time.Duration(ticks) * (time.Second / 100), nil
+}
+
 // MemSampler polls a process's memory until stopped and keeps the largest
 // figures seen.
 type MemSampler struct {

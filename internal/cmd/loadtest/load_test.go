@@ -8,6 +8,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/keyward/keyward/internal/loadrig"
 	"google.golang.org/grpc"
 )
 
@@ -39,7 +40,7 @@ func TestLoaderCountsDenials(t *testing.T) {
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 
-	reqs := checkRequests([]string{"tok0", "tok1", "tok2", "tok3"})
+	reqs := loadrig.CheckRequests([]string{"tok0", "tok1", "tok2", "tok3"})
 	l, err := newLoader(lis.Addr().String(), loadSpec{concurrency: 4, conns: 2, warmup: 20 * time.Millisecond, duration: 200 * time.Millisecond}, reqs)
 	if err != nil {
 		t.Fatal(err)

@@ -200,7 +200,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	progress("store: %d tokens, %d groups, %d users, %.1f MiB, written in %s",
 		o.fixture.Tokens, o.fixture.Groups, o.fixture.Users, mib(uint64(fix.StoreBytes)), time.Since(t0).Round(time.Millisecond))
-	reqs := checkRequests(fix.Tokens[:o.sample])
+	reqs := loadrig.CheckRequests(fix.Tokens[:o.sample])
 
 	t0 = time.Now()
 	floor, kw, err := startServers(ctx, o, fix, kwPath, self)

@@ -1,0 +1,282 @@
+package filestore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The store file is decoded in two steps: its top level by the YAML
+// library, with the mappings of records (providers, groups, users) kept
+// as nodes, then those mappings one record at a time here. The library
+// decodes a mapping into a Go map after comparing every key with every
+// other, to refuse a key given twice: time quadratic in the number of
+// groups and users (5.75 s at 20,000, minutes at 10^5, most of a large
+// store's start-up). Here a key given twice is refused just the same —
+// a second record of one name would shadow the first — with a Go map of
+// the names seen, and each record, a small mapping, is decoded by the
+// library, which compares its few keys itself.
+//
+// The library's strict mode (unknown fields are errors) is its
+// Decoder's, and a node decodes without it, so the records' fields are
+// checked against their types here (unknownFields); the errors read as
+// the library's.
+
+// storeFile is the store file's top level as the YAML library decodes it.
+type storeFile struct {
+	Providers   yaml.Node        `yaml:"providers"`
+	Groups      yaml.Node        `yaml:"groups"`
+	Users       yaml.Node        `yaml:"users"`
+	SigningKeys []SigningKeyData `yaml:"signing_keys"`
+}
+
+// errMergeKey reports a merge key (<<) among a mapping's records, which
+// only the library's own decoding of the whole mapping resolves.
+var errMergeKey = errors.New("merge key among the records")
+
+// parseStoreFile decodes the store file strictly: unknown fields are
+// errors, so a typo (disable: true) cannot silently leave a group enabled,
+// and so is a record name given twice in one mapping. It reports whether
+// the file held a YAML document at all: keyward never writes one without,
+// so a file that is empty or only comments was cut short or emptied.
+func parseStoreFile(raw []byte) (*Data, bool, error) {
+	d, err := decodeStoreFile(raw)
+	switch {
+	case errors.Is(err, io.EOF):
+		return &Data{}, false, nil
+	case errors.Is(err, errMergeKey):
+		// A hand-written file that merges records into a mapping of
+		// them: small, since people write it; the library decodes it.
+		d, err = decodeWhole(raw)
+	}
+	switch {
+	case err != nil && hasTokensKey(raw):
+		// A hint only: the store file from before token files.
+		return nil, true, fmt.Errorf("%w (token records now live in the token file beside the store file, one JSON record per line)", err)
+	case err != nil:
+		return nil, true, err
+	}
+	return d, true, nil
+}
+
+// decodeStoreFile decodes raw in the two steps described above.
+func decodeStoreFile(raw []byte) (*Data, error) {
+	var top storeFile
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	var errs []string
+	if err := dec.Decode(&top); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, err
+		}
+		// As the library does, report every field that does not fit,
+		// those of the records below included.
+		errs = te.Errors
+	}
+	d := &Data{SigningKeys: top.SigningKeys}
+	types := fieldSets{}
+	var err error
+	if d.Providers, err = decodeRecords[ProviderData](&top.Providers, types, &errs); err != nil {
+		return nil, err
+	}
+	if d.Groups, err = decodeRecords[GroupData](&top.Groups, types, &errs); err != nil {
+		return nil, err
+	}
+	if d.Users, err = decodeRecords[UserData](&top.Users, types, &errs); err != nil {
+		return nil, err
+	}
+	if len(errs) > 0 {
+		return nil, &yaml.TypeError{Errors: errs}
+	}
+	return d, nil
+}
+
+// decodeWhole decodes raw with the library alone, into Data.
+func decodeWhole(raw []byte) (*Data, error) {
+	d := &Data{}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// decodeRecords decodes a mapping of records by name, in time linear in
+// their number, adding what does not fit to errs. It drops each record's
+// nodes once decoded, so that the records and the whole tree of nodes
+// are not held at once.
+func decodeRecords[V any](n *yaml.Node, types fieldSets, errs *[]string) (map[string]*V, error) {
+	n = resolveAlias(n)
+	switch {
+	case n.Kind == 0 || n.ShortTag() == "!!null":
+		return nil, nil
+	case n.Kind != yaml.MappingNode:
+		// Not a mapping: the library says so as it always did.
+		var m map[string]*V
+		err := n.Decode(&m)
+		return nil, typeErrors(err, errs)
+	}
+	out := make(map[string]*V, len(n.Content)/2)
+	// lines holds the line of each name seen, for the error of a second.
+	lines := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.ShortTag() == "!!merge" {
+			return nil, errMergeKey
+		}
+		name, err := keyName(k)
+		if err != nil {
+			if err := typeErrors(err, errs); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if first, dup := lines[name]; dup {
+			*errs = append(*errs, fmt.Sprintf("line %d: mapping key %q already defined at line %d", k.Line, name, first))
+			continue
+		}
+		lines[name] = k.Line
+		var rec *V
+		if err := typeErrors(v.Decode(&rec), errs); err != nil {
+			return nil, err
+		}
+		unknownFields(v, reflect.TypeFor[V](), types, errs)
+		out[name] = rec
+		n.Content[i], n.Content[i+1] = nil, nil
+	}
+	return out, nil
+}
+
+// keyName decodes a record's name as the library decodes a map key into
+// a string.
+func keyName(k *yaml.Node) (string, error) {
+	if k.Kind == yaml.ScalarNode && k.Tag == "!!str" {
+		return k.Value, nil // the common case, without a decoder
+	}
+	var name string
+	err := k.Decode(&name)
+	return name, err
+}
+
+// typeErrors adds the library's type errors to errs; any other error is
+// returned.
+func typeErrors(err error, errs *[]string) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		*errs = append(*errs, te.Errors...)
+		return nil
+	}
+	return err
+}
+
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+// fieldSets holds the YAML field names of each struct type met, and the
+// field types, for one decoding.
+type fieldSets map[reflect.Type]map[string]reflect.Type
+
+// of returns t's fields by YAML name, as the library names them: the
+// tag's name, else the field's name in lower case; inline structs'
+// fields are the struct's own.
+func (fs fieldSets) of(t reflect.Type) map[string]reflect.Type {
+	if m, ok := fs[t]; ok {
+		return m
+	}
+	m := map[string]reflect.Type{}
+	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case name == "-":
+			continue
+		case strings.Contains(opts, "inline") && f.Type.Kind() == reflect.Struct:
+			for k, v := range fs.of(f.Type) {
+				m[k] = v
+			}
+			continue
+		case name == "":
+			name = strings.ToLower(f.Name)
+		}
+		m[name] = f.Type
+	}
+	fs[t] = m
+	return m
+}
+
+// unknownFields adds an error to errs for each key of n, a node the
+// library decoded into a t, that names no field of the struct it fills,
+// as the library's strict mode would.
+func unknownFields(n *yaml.Node, t reflect.Type, types fieldSets, errs *[]string) {
+	n = resolveAlias(n)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := types.of(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.ShortTag() == "!!merge" {
+				// The merged mappings' keys are this struct's.
+				for _, m := range mergedMappings(v) {
+					unknownFields(m, t, types, errs)
+				}
+				continue
+			}
+			ft, ok := fields[k.Value]
+			if !ok {
+				*errs = append(*errs, fmt.Sprintf("line %d: field %s not found in type %s", k.Line, k.Value, t))
+				continue
+			}
+			unknownFields(v, ft, types, errs)
+		}
+	case (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) && n.Kind == yaml.SequenceNode:
+		for _, e := range n.Content {
+			unknownFields(e, t.Elem(), types, errs)
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 1; i < len(n.Content); i += 2 {
+			unknownFields(n.Content[i], t.Elem(), types, errs)
+		}
+	}
+}
+
+// mergedMappings returns the mappings a merge key's value merges: one, or
+// a sequence of them.
+func mergedMappings(v *yaml.Node) []*yaml.Node {
+	v = resolveAlias(v)
+	if v.Kind == yaml.SequenceNode {
+		return v.Content
+	}
+	return []*yaml.Node{v}
+}
+
+// hasTokensKey reports whether raw is a YAML mapping with a top-level
+// tokens key, as store files from before token files had.
+func hasTokensKey(raw []byte) bool {
+	var doc yaml.Node
+	if yaml.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return false
+	}
+	top := doc.Content[0].Content
+	for i := 0; i+1 < len(top); i += 2 {
+		if top[i].Value == "tokens" {
+			return true
+		}
+	}
+	return false
+}
