@@ -124,8 +124,11 @@ func decodeRecords[V any](n *yaml.Node, types fieldSets, errs *[]string) (map[st
 		return nil, typeErrors(err, errs)
 	}
 	out := make(map[string]*V, len(n.Content)/2)
-	// lines holds the line of each name seen, for the error of a second.
-	lines := make(map[string]int, len(n.Content)/2)
+	// seen holds the line of each key met, as written and as decoded: a
+	// key that repeats another either way is refused. The library
+	// refuses keys written alike; one that only decodes alike (a and
+	// !!binary YQ==) it let overwrite the first.
+	seen := make(map[string]int, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.ShortTag() == "!!merge" {
@@ -138,11 +141,18 @@ func decodeRecords[V any](n *yaml.Node, types fieldSets, errs *[]string) (map[st
 			}
 			continue
 		}
-		if first, dup := lines[name]; dup {
+		if first, dup := seen[k.Value]; dup {
+			*errs = append(*errs, fmt.Sprintf("line %d: mapping key %q already defined at line %d", k.Line, k.Value, first))
+			continue
+		}
+		if first, dup := seen[name]; dup && name != k.Value {
 			*errs = append(*errs, fmt.Sprintf("line %d: mapping key %q already defined at line %d", k.Line, name, first))
 			continue
 		}
-		lines[name] = k.Line
+		seen[k.Value], seen[name] = k.Line, k.Line
+		if isNull(k) {
+			continue // the library skips a record without a name
+		}
 		var rec *V
 		if err := typeErrors(v.Decode(&rec), errs); err != nil {
 			return nil, err
@@ -153,6 +163,8 @@ func decodeRecords[V any](n *yaml.Node, types fieldSets, errs *[]string) (map[st
 	}
 	return out, nil
 }
+
+func isNull(n *yaml.Node) bool { return resolveAlias(n).ShortTag() == "!!null" }
 
 // keyName decodes a record's name as the library decodes a map key into
 // a string.
@@ -237,9 +249,16 @@ func unknownFields(n *yaml.Node, t reflect.Type, types fieldSets, errs *[]string
 				}
 				continue
 			}
-			ft, ok := fields[k.Value]
+			if isNull(k) {
+				continue // the library skips it
+			}
+			name, err := keyName(k)
+			if err != nil {
+				continue // the library reported it
+			}
+			ft, ok := fields[name]
 			if !ok {
-				*errs = append(*errs, fmt.Sprintf("line %d: field %s not found in type %s", k.Line, k.Value, t))
+				*errs = append(*errs, fmt.Sprintf("line %d: field %s not found in type %s", k.Line, name, t))
 				continue
 			}
 			unknownFields(v, ft, types, errs)

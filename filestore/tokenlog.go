@@ -341,16 +341,31 @@ const tokenLineSize = 200
 func readLog(f *os.File, fi os.FileInfo, path string) (*tokenLog, error) {
 	l := &tokenLog{exists: true, f: f, fi: fi}
 	b := sizedIndexBuilder(int(fi.Size() / tokenLineSize))
+	blank, err := l.read(f, b, readChunk)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", path, err)
+	case blank:
+		return nil, lostFile(path, "is empty, and keyward never writes an empty token file")
+	}
+	l.index, l.intern = b.x, b.intern
+	return l, nil
+}
+
+// read scans all of r into b, chunk bytes at a time, and sets l's size,
+// off, tail and scan as a read of it all at once would. It reports
+// whether r held only white space.
+func (l *tokenLog) read(r io.Reader, b *indexBuilder, chunk int) (blank bool, err error) {
 	// buf starts with what the last scan left: the start of a line or of
 	// a batch, whose end a later read brings.
-	buf := make([]byte, 0, readChunk)
+	buf := make([]byte, 0, chunk)
 	var tail []byte
-	blank := true
+	blank = true
 	for eof := false; !eof; {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, cap(buf)) // a batch longer than the buffer
 		}
-		n, err := f.Read(buf[len(buf):cap(buf)])
+		n, err := r.Read(buf[len(buf):cap(buf)])
 		read := buf[len(buf) : len(buf)+n]
 		buf = buf[:len(buf)+n]
 		l.size += int64(n)
@@ -359,7 +374,7 @@ func readLog(f *os.File, fi os.FileInfo, path string) (*tokenLog, error) {
 		case errors.Is(err, io.EOF):
 			eof = true
 		case err != nil:
-			return nil, fmt.Errorf("read token file: %w", err)
+			return false, fmt.Errorf("read token file: %w", err)
 		}
 		upTo := len(buf)
 		if !eof {
@@ -370,18 +385,14 @@ func readLog(f *os.File, fi os.FileInfo, path string) (*tokenLog, error) {
 		}
 		consumed, err := l.scan.scan(buf[:upTo], b)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return false, err
 		}
 		l.off += int64(consumed)
 		tail = lastBytes(tail, buf[:consumed])
 		buf = buf[:copy(buf, buf[consumed:])]
 	}
-	if blank {
-		return nil, lostFile(path, "is empty, and keyward never writes an empty token file")
-	}
 	l.tail = slices.Clone(tail)
-	l.index, l.intern = b.x, b.intern
-	return l, nil
+	return blank, nil
 }
 
 // lastBytes returns the last tailKeep bytes of tail followed by more.
