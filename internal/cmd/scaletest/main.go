@@ -10,9 +10,11 @@
 //
 //   - serving within 30 s at 10^6 tokens, 10^5 groups, 10^5 users;
 //   - peak memory during the load at most 2x the steady memory;
-//   - linear load: the time per record at each size at most 1.5x the
-//     time per record at the size 10 times smaller, net of a run with an
-//     almost empty store (the process's own start).
+//   - linear load: keyward's CPU time per record at each size at most
+//     1.5x that at the size 10 times smaller, each net of a run with an
+//     almost empty store (the process's own start). Wall time per record
+//     is printed too; on a machine shared with other work it measures
+//     the neighbours as well.
 //
 // Run it with a keyward binary:
 //
