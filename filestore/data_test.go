@@ -428,6 +428,49 @@ func FuzzScanTokens(f *testing.F) {
 	})
 }
 
+// TestStoreFileSections checks that a store file as keyward writes it is
+// read a section at a time (what keeps the YAML library's nodes for 10^5
+// groups and as many users from being held at once), and that a layout
+// that cannot be cut so is read whole, to the same records.
+func TestStoreFileSections(t *testing.T) {
+	written, err := (&Data{
+		Providers:   map[string]*ProviderData{"openai": {Kind: record.KindOpenAI, Keys: []KeyData{{ID: "k", Env: "K"}}}},
+		Groups:      map[string]*GroupData{"team": {Models: []string{"gpt-4o*"}}},
+		Users:       map[string]*UserData{"ann": {Groups: []string{"team"}}},
+		SigningKeys: []SigningKeyData{{ID: 1, Secret: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}},
+	}).marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		raw      string
+		sections int // 0: read whole
+	}{
+		"as keyward writes it":         {string(written), 4},
+		"alias across sections":        {"groups:\n  g: &x {}\nusers:\n  u: *x\n", 0},
+		"key inside a flow mapping":    {"groups: {a: {},\nusers: {}}\n", 0},
+		"key inside a quoted string":   {"groups: \"x\nusers: y\"\n", 0},
+		"unknown top-level key":        {"groups: {}\ntokens: {}\n", 0},
+		"document marker":              {"---\ngroups: {}\n", 0},
+		"sequence in the first column": {"signing_keys:\n- {id: 1, secret: x}\ngroups: {}\n", 2},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := 0
+			if secs, ok := splitSections([]byte(tc.raw)); ok {
+				if _, read := decodeSections([]byte(tc.raw)); read {
+					got = len(secs)
+				}
+			}
+			if got != tc.sections {
+				t.Errorf("read as %d sections (0: whole), want %d", got, tc.sections)
+			}
+			d, _, err := parseStoreFile([]byte(tc.raw))
+			sameAsLibrary(t, []byte(tc.raw), d, err)
+		})
+	}
+}
+
 // sameAsLibrary fails unless parseStoreFile's result, d or err, is the
 // YAML library's own strict decoding of raw into Data: the same records,
 // or an error for both. parseStoreFile may refuse what the library
@@ -469,6 +512,14 @@ func FuzzParseStoreFile(f *testing.F) {
 		"providers: {a: ~, '': {kind: x}}\n",
 		"&a [*a]",
 		"groups: !!binary aGVsbG8=\n",
+		// Several sections, read one at a time when they can be.
+		"# c\nproviders: {}\ngroups:\n  team: {}\nusers:\n  ann: {groups: [team]}\n",
+		"signing_keys:\n- {id: 1, secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=}\ngroups:\n  g: {}\n",
+		"groups:\n  g: &x {}\nusers:\n  u: *x\n",
+		"groups: {a: {},\nusers: {}}\n",
+		"groups: \"x\nusers: y\"\n",
+		"users: {}\nusers: {}\n",
+		"  # indented comment\ngroups:\n  g:\n    disabled: true\nproviders:\n",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))

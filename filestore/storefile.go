@@ -45,6 +45,9 @@ var errMergeKey = errors.New("merge key among the records")
 // the file held a YAML document at all: keyward never writes one without,
 // so a file that is empty or only comments was cut short or emptied.
 func parseStoreFile(raw []byte) (*Data, bool, error) {
+	if d, ok := decodeSections(raw); ok {
+		return d, true, nil
+	}
 	d, err := decodeStoreFile(raw)
 	switch {
 	case errors.Is(err, io.EOF):
@@ -95,6 +98,111 @@ func decodeStoreFile(raw []byte) (*Data, error) {
 		return nil, &yaml.TypeError{Errors: errs}
 	}
 	return d, nil
+}
+
+// decodeSections decodes a store file laid out as keyward writes it, one
+// top-level section (providers, groups, users, signing_keys) after the
+// other, each as a document of its own: the library holds a whole
+// document's nodes at once, some 200 MiB for 10^5 groups and as many
+// users, and one section's are half that. It reports false for any other
+// layout, and for any error: decodeStoreFile then decodes the file whole,
+// for the same records or the error with the file's line numbers. (A
+// section cut where a key only looked like one, inside a quoted string or
+// a flow mapping, leaves that one unclosed: an error.)
+func decodeSections(raw []byte) (*Data, bool) {
+	sections, ok := splitSections(raw)
+	if !ok {
+		return nil, false
+	}
+	d := &Data{}
+	for _, sec := range sections {
+		part, err := decodeStoreFile(sec)
+		if err != nil {
+			return nil, false
+		}
+		d.Providers = firstSet(d.Providers, part.Providers)
+		d.Groups = firstSet(d.Groups, part.Groups)
+		d.Users = firstSet(d.Users, part.Users)
+		if part.SigningKeys != nil {
+			d.SigningKeys = part.SigningKeys
+		}
+	}
+	return d, true
+}
+
+// firstSet returns a unless it is nil.
+func firstSet[M ~map[string]V, V any](a, b M) M {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// topLevel are the store file's top-level keys.
+var topLevel = []string{"providers", "groups", "users", "signing_keys"}
+
+// splitSections cuts raw before each line that starts a top-level key, if
+// every line that starts in the first column does (or continues a block
+// sequence, or is a comment), each key once.
+func splitSections(raw []byte) ([][]byte, bool) {
+	var starts []int
+	seen := map[string]bool{}
+	for off := 0; off < len(raw); {
+		line, _, _ := bytes.Cut(raw[off:], []byte("\n"))
+		switch {
+		case len(line) == 0 || line[0] == ' ' || line[0] == '\t' || line[0] == '\r' || line[0] == '#':
+		case line[0] == '-' && (len(line) == 1 || line[1] == ' ' || line[1] == '\t' || line[1] == '\r'):
+			if len(starts) == 0 {
+				return nil, false
+			}
+		default:
+			key := topKey(line)
+			if key == "" || seen[key] {
+				return nil, false
+			}
+			seen[key] = true
+			starts = append(starts, off)
+		}
+		off += len(line) + 1
+	}
+	if len(starts) == 0 {
+		return nil, false
+	}
+	// Before the first key: comments and blank lines only.
+	if len(bytes.TrimSpace(stripComments(raw[:starts[0]]))) > 0 {
+		return nil, false
+	}
+	out := make([][]byte, len(starts))
+	for i, start := range starts {
+		end := len(raw)
+		if i+1 < len(starts) {
+			end = starts[i+1]
+		}
+		out[i] = raw[start:end]
+	}
+	return out, true
+}
+
+// topKey returns the top-level key line starts with, or "".
+func topKey(line []byte) string {
+	for _, k := range topLevel {
+		rest, ok := bytes.CutPrefix(line, []byte(k+":"))
+		if ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\r') {
+			return k
+		}
+	}
+	return ""
+}
+
+// stripComments drops the lines of b that are comments.
+func stripComments(b []byte) []byte {
+	var out []byte
+	for line := range bytes.Lines(b) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			out = append(out, line...)
+		}
+	}
+	return out
 }
 
 // decodeWhole decodes raw with the library alone, into Data.
