@@ -62,9 +62,9 @@ step "load: keyward vs an allow-everything ext_authz server"
 bash scripts/load.sh -duration "${LOADTIME:=5s}" -rounds 2
 
 # 10^4, 10^5 and 10^6 tokens, with a tenth as many groups and users: 48 s
-# on the quiet 2-core machine, 90 s at load 8, most of it generating the
-# 10^6-token store (SCALESIZES=10000,100000 skips it). Misses are printed,
-# not failed, as in the load step.
+# on the quiet 2-core machine, 75 s at load 5, 90 s at load 8, most of it
+# generating the 10^6-token store (SCALESIZES=10000,100000 skips it).
+# Misses are printed, not failed, as in the load step.
 step "scale: keyward start-up on file stores of growing size"
 bash scripts/scale.sh -sizes "${SCALESIZES:=10000,100000,1000000}"
 
