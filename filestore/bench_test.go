@@ -151,3 +151,61 @@ func TestReloadCopiesOneShard(t *testing.T) {
 		t.Errorf("the reload copied %d shards (want 1) and holds %d tokens (want %d)", copied, after.len(), before.len()+1)
 	}
 }
+
+// storeFileOf returns a store file of n groups and n users, each user a
+// member of two groups, as keyward writes it.
+func storeFileOf(tb testing.TB, n int) []byte {
+	tb.Helper()
+	d := &Data{
+		Providers: map[string]*ProviderData{"openai": {Kind: record.KindOpenAI, Keys: []KeyData{{ID: "k1", Env: "OPENAI_KEY"}}}},
+		Groups:    make(map[string]*GroupData, n),
+		Users:     make(map[string]*UserData, n),
+	}
+	for i := range n {
+		d.Groups[fmt.Sprintf("group-%06d", i)] = &GroupData{Providers: []string{"openai"}, Models: []string{"gpt-4o*"}}
+		d.Users[fmt.Sprintf("user-%06d", i)] = &UserData{Role: record.RoleUser, Groups: []string{fmt.Sprintf("group-%06d", i), fmt.Sprintf("group-%06d", (i+1)%n)}}
+	}
+	raw, err := d.marshal()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return raw
+}
+
+// BenchmarkStoreFileLoad measures what a load does with the store file
+// (decode it strictly, then validate and build its records) at 5,000 and
+// at 50,000 groups and as many users. The time per record must stay about
+// the same: it reports each and their ratio, and logs a line for the
+// record. (The YAML library's own decoding compared every name with every
+// other: 10 times the records took 100 times as long.)
+func BenchmarkStoreFileLoad(b *testing.B) {
+	sizes := []int{5_000, 50_000}
+	raws := make([][]byte, len(sizes))
+	for i, n := range sizes {
+		raws[i] = storeFileOf(b, n)
+	}
+	took := make([]time.Duration, len(sizes))
+	getenv := func(string) string { return "sk-bench" }
+	ops := 0
+	for b.Loop() {
+		for i, raw := range raws {
+			start := time.Now()
+			d, _, err := parseStoreFile(raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := d.buildPolicy(getenv)
+			if err != nil || len(p.groups) != sizes[i] || len(p.users) != sizes[i] {
+				b.Fatalf("%d groups, %d users, %v; want %d of each", len(p.groups), len(p.users), err, sizes[i])
+			}
+			took[i] += time.Since(start)
+		}
+		ops++
+	}
+	perRecord := func(i int) float64 { return float64(took[i].Nanoseconds()) / float64(ops*2*sizes[i]) }
+	b.ReportMetric(perRecord(0), "ns/record-10k")
+	b.ReportMetric(perRecord(1), "ns/record-100k")
+	b.ReportMetric(perRecord(1)/perRecord(0), "per-record-ratio")
+	b.Logf("store file load (%d ops): %v for 10,000 records (%.0f ns each), %v for 100,000 (%.0f ns each, x%.2f)",
+		ops, took[0]/time.Duration(ops), perRecord(0), took[1]/time.Duration(ops), perRecord(1), perRecord(1)/perRecord(0))
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"maps"
 	"reflect"
 	"regexp"
@@ -357,6 +359,21 @@ func FuzzScanTokens(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw []byte, cut uint16) {
 		whole, n, _, err := scanTokens(raw)
+		// Read in chunks of any size, as a load reads the file: the same
+		// records or the same error, and the same place to go on from.
+		var l tokenLog
+		cb := newIndexBuilder()
+		if _, cerr := l.read(bytes.NewReader(raw), cb, 1+int(cut)%61); fmt.Sprint(cerr) != fmt.Sprint(err) {
+			t.Fatalf("read in chunks of %d: %v; read whole: %v", 1+int(cut)%61, cerr, err)
+		}
+		if err == nil {
+			if got := recordsOf(cb.x); !maps.EqualFunc(got, whole, func(a, b TokenData) bool { return sameToken(&a, &b) }) {
+				t.Fatalf("read in chunks: %v\nread whole: %v", got, whole)
+			}
+			if l.off != int64(n) || l.size != int64(len(raw)) || !bytes.Equal(l.tail, keepTail(raw[:n])) {
+				t.Fatalf("read in chunks: off %d, size %d; read whole: %d, %d; tails equal: %v", l.off, l.size, n, len(raw), bytes.Equal(l.tail, keepTail(raw[:n])))
+			}
+		}
 		if err != nil {
 			m := tokenFileErr.FindStringSubmatch(err.Error())
 			if m == nil {
@@ -411,6 +428,71 @@ func FuzzScanTokens(f *testing.F) {
 	})
 }
 
+// TestStoreFileSections checks that a store file as keyward writes it is
+// read a section at a time (what keeps the YAML library's nodes for 10^5
+// groups and as many users from being held at once), and that a layout
+// that cannot be cut so is read whole, to the same records.
+func TestStoreFileSections(t *testing.T) {
+	written, err := (&Data{
+		Providers:   map[string]*ProviderData{"openai": {Kind: record.KindOpenAI, Keys: []KeyData{{ID: "k", Env: "K"}}}},
+		Groups:      map[string]*GroupData{"team": {Models: []string{"gpt-4o*"}}},
+		Users:       map[string]*UserData{"ann": {Groups: []string{"team"}}},
+		SigningKeys: []SigningKeyData{{ID: 1, Secret: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}},
+	}).marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		raw      string
+		sections int // 0: read whole
+	}{
+		"as keyward writes it":         {string(written), 4},
+		"alias across sections":        {"groups:\n  g: &x {}\nusers:\n  u: *x\n", 0},
+		"key inside a flow mapping":    {"groups: {a: {},\nusers: {}}\n", 0},
+		"key inside a quoted string":   {"groups: \"x\nusers: y\"\n", 0},
+		"unknown top-level key":        {"groups: {}\ntokens: {}\n", 0},
+		"document marker":              {"---\ngroups: {}\n", 0},
+		"sequence in the first column": {"signing_keys:\n- {id: 1, secret: x}\ngroups: {}\n", 2},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := 0
+			if secs, ok := splitSections([]byte(tc.raw)); ok {
+				if _, read := decodeSections([]byte(tc.raw)); read {
+					got = len(secs)
+				}
+			}
+			if got != tc.sections {
+				t.Errorf("read as %d sections (0: whole), want %d", got, tc.sections)
+			}
+			d, _, err := parseStoreFile([]byte(tc.raw))
+			sameAsLibrary(t, []byte(tc.raw), d, err)
+		})
+	}
+}
+
+// sameAsLibrary fails unless parseStoreFile's result, d or err, is the
+// YAML library's own strict decoding of raw into Data: the same records,
+// or an error for both. parseStoreFile may refuse what the library
+// takes in one case: two keys of a mapping of records that differ as
+// written but name the same record ("a" and !!binary YQ==), which the
+// library let the second overwrite.
+func sameAsLibrary(t *testing.T, raw []byte, d *Data, err error) {
+	t.Helper()
+	want, werr := decodeWhole(raw)
+	if errors.Is(werr, io.EOF) {
+		want, werr = &Data{}, nil
+	}
+	switch {
+	case werr != nil && err == nil:
+		t.Fatalf("parseStoreFile takes what the library refuses (%v):\n%s", werr, raw)
+	case werr == nil && err != nil && !strings.Contains(err.Error(), "already defined"):
+		t.Fatalf("parseStoreFile refuses (%v) what the library takes:\n%s", err, raw)
+	case werr == nil && err == nil && !reflect.DeepEqual(d, want):
+		t.Fatalf("parseStoreFile: %+v\nthe library: %+v\n%s", d, want, raw)
+	}
+}
+
 // FuzzParseStoreFile feeds the store file parser arbitrary input. It must
 // never panic, and whatever it accepts must survive the write path: what
 // Update marshals is read back, is still valid, and marshals to the same
@@ -430,6 +512,14 @@ func FuzzParseStoreFile(f *testing.F) {
 		"providers: {a: ~, '': {kind: x}}\n",
 		"&a [*a]",
 		"groups: !!binary aGVsbG8=\n",
+		// Several sections, read one at a time when they can be.
+		"# c\nproviders: {}\ngroups:\n  team: {}\nusers:\n  ann: {groups: [team]}\n",
+		"signing_keys:\n- {id: 1, secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=}\ngroups:\n  g: {}\n",
+		"groups:\n  g: &x {}\nusers:\n  u: *x\n",
+		"groups: {a: {},\nusers: {}}\n",
+		"groups: \"x\nusers: y\"\n",
+		"users: {}\nusers: {}\n",
+		"  # indented comment\ngroups:\n  g:\n    disabled: true\nproviders:\n",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -437,6 +527,7 @@ func FuzzParseStoreFile(f *testing.F) {
 	empty := func(string) string { return "" }
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		d, _, err := parseStoreFile(raw)
+		sameAsLibrary(t, raw, d, err)
 		if err != nil {
 			return
 		}

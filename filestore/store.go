@@ -215,7 +215,13 @@ func (s *Store) Read(context.Context) (*Data, error) {
 }
 
 // EnsureSigningKey adds a random token signing key if the store has none.
+// A complete store whose loaded records hold a key is left as it is,
+// without an Update: keyward serve calls this at every start, and an
+// Update reads, encodes and validates the whole store file again.
 func (s *Store) EnsureSigningKey(ctx context.Context) error {
+	if s.hasSigningKey() {
+		return nil
+	}
 	return s.Update(ctx, func(d *Data) error {
 		if len(d.SigningKeys) > 0 {
 			return nil
@@ -227,6 +233,14 @@ func (s *Store) EnsureSigningKey(ctx context.Context) error {
 		d.SigningKeys = append(d.SigningKeys, SigningKeyData{ID: k.ID, Secret: base64.StdEncoding.EncodeToString(k.Secret)})
 		return nil
 	})
+}
+
+// hasSigningKey reports whether the records in force hold a signing key,
+// from a store whose lock file says every file of it was written.
+func (s *Store) hasSigningKey() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed && s.state != nil && s.state.complete && len(s.state.snap.signingKeys) > 0
 }
 
 // HashString encodes a token hash for the store file.

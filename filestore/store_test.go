@@ -785,6 +785,36 @@ func TestStrictStoreFile(t *testing.T) {
 			yaml: "providers:\n  openai:\n    kind: openai\n    keys: [{id: a, env: A, secret: x}]\n",
 			want: []string{"line 4", "secret"},
 		},
+		// A record given twice would shadow the first: refused, naming
+		// the record and both places.
+		"group twice": {
+			yaml: "groups:\n  team: {}\n  ops: {}\n  team:\n    disabled: true\n",
+			want: []string{"line 4", `"team"`, "already defined at line 2"},
+		},
+		"user twice": {
+			yaml: "users:\n  ann: {role: admin}\n  ann: {role: user}\n",
+			want: []string{"line 3", `"ann"`, "already defined at line 2"},
+		},
+		"provider twice": {
+			yaml: "providers:\n  openai: {kind: openai}\n  anthropic: {kind: anthropic}\n  openai: {kind: custom}\n",
+			want: []string{"line 4", `"openai"`, "already defined at line 2"},
+		},
+		"user twice, quoted once": {
+			yaml: "users:\n  '1': {}\n  1: {}\n",
+			want: []string{"line 3", `"1"`, "already defined at line 2"},
+		},
+		"group twice, once in binary": {
+			yaml: "groups:\n  a: {}\n  !!binary YQ==: {disabled: true}\n",
+			want: []string{"line 3", `"a"`, "already defined at line 2"},
+		},
+		"unknown field in a merged mapping": {
+			yaml: "groups:\n  base: &b {disabled: true}\n  team:\n    <<: {disable: true}\n",
+			want: []string{"line 4", "field disable not found", "GroupData"},
+		},
+		"unknown field in an aliased record": {
+			yaml: "users:\n  ann: &a {role: user, group: [x]}\n  bob: *a\n",
+			want: []string{"line 2", "field group not found", "UserData"},
+		},
 		"wrong type":   {yaml: "groups:\n  team:\n    disabled: maybe\n", want: []string{"line 3"}},
 		"syntax error": {yaml: "groups: [\n", want: []string{"yaml"}},
 		"bad name and record": {
@@ -814,6 +844,55 @@ func TestStrictStoreFile(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStoreFileAnchors checks that a hand-written store file's anchors,
+// aliases and merge keys read as they always did: records are decoded
+// one at a time, not by the YAML library's decoding of the whole file.
+func TestStoreFileAnchors(t *testing.T) {
+	path := storePath(t)
+	writeFile(t, path, `providers:
+  openai: &p {kind: openai, keys: [{id: k1, env: OPENAI_KEY}]}
+  other: *p
+groups:
+  base: &base
+    providers: [openai]
+    models: [gpt-4o]
+  team:
+    <<: *base
+    disabled: true
+  copy: *base
+users:
+  ann: {groups: [team]}
+  ~: {role: admin}
+`)
+	st := open(t, path, "", map[string]string{"OPENAI_KEY": "sk-x"})
+	ctx := t.Context()
+	team, err := st.Group(ctx, "team")
+	if err != nil || !team.Disabled || !slices.Equal(team.Providers, []string{"openai"}) || !slices.Equal(team.Models, []string{"gpt-4o"}) {
+		t.Errorf("team = %+v, %v; want base's providers and models, disabled", team, err)
+	}
+	if cp, err := st.Group(ctx, "copy"); err != nil || cp.Disabled || !slices.Equal(cp.Models, []string{"gpt-4o"}) {
+		t.Errorf("copy = %+v, %v; want base", cp, err)
+	}
+	if p, err := st.Provider(ctx, "other"); err != nil || p.Kind != record.KindOpenAI || len(p.Keys) != 1 {
+		t.Errorf("other = %+v, %v; want openai's record", p, err)
+	}
+	users, err := st.Users(ctx)
+	if err != nil || len(users) != 1 || users[0].Name != "ann" {
+		t.Errorf("users = %v, %v; want ann alone (a record without a name is skipped)", users, err)
+	}
+
+	// Records merged into the mapping of groups: the YAML library decodes
+	// that file whole, as it always did.
+	writeFile(t, path, "groups:\n  team: {}\n  <<: {merged: {requests_per_minute: 7}, team: {disabled: true}}\n")
+	st = open(t, path, "", nil)
+	if m, err := st.Group(ctx, "merged"); err != nil || m.RequestsPerMinute != 7 {
+		t.Errorf("merged = %+v, %v; want the group merged into groups", m, err)
+	}
+	if g, err := st.Group(ctx, "team"); err != nil || g.Disabled {
+		t.Errorf("team = %+v, %v; want the file's own, not the merged one", g, err)
 	}
 }
 

@@ -211,10 +211,19 @@ func apply(l *logLine, b *indexBuilder, lineNo int) error {
 		b.remove(raw)
 		return nil
 	}
-	if err := checkToken(l.ID, &l.TokenData); err != nil {
+	// The index's names passed checkToken before they were added.
+	user, knownUser := b.lookup(l.User)
+	group, knownGroup := b.lookup(l.Group)
+	if err := checkToken(l.ID, &l.TokenData, knownNames{user: knownUser, group: knownGroup}); err != nil {
 		return lineError(lineNo, "%w", err)
 	}
-	b.set(raw, &l.TokenData)
+	if !knownUser {
+		user = b.name(l.User)
+	}
+	if !knownGroup {
+		group = b.name(l.Group)
+	}
+	b.setNamed(raw, &l.TokenData, user, group)
 	return nil
 }
 
@@ -318,24 +327,84 @@ func (l *tokenLog) readTail(fi os.FileInfo, path string) (*tokenLog, error) {
 	return &next, nil
 }
 
+// readChunk is how much of the token file readLog reads at a time. The
+// file is scanned as it is read rather than read whole first: a store of
+// 10^6 tokens has a token file of some 200 MiB, which would otherwise sit
+// in memory beside the records it holds, twice over while it grew.
+const readChunk = 1 << 20
+
+// tokenLineSize is about the size of the lines keyward writes in the
+// token file, to size the index of a file before it is read.
+const tokenLineSize = 200
+
 // readLog reads the whole file f, which the log it returns keeps open.
 func readLog(f *os.File, fi os.FileInfo, path string) (*tokenLog, error) {
-	raw, err := io.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("read token file: %w", err)
-	}
-	if len(bytes.TrimSpace(raw)) == 0 {
+	l := &tokenLog{exists: true, f: f, fi: fi}
+	b := sizedIndexBuilder(int(fi.Size() / tokenLineSize))
+	blank, err := l.read(f, b, readChunk)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", path, err)
+	case blank:
 		return nil, lostFile(path, "is empty, and keyward never writes an empty token file")
 	}
-	l := &tokenLog{exists: true, f: f, fi: fi, size: int64(len(raw))}
-	b := newIndexBuilder()
-	n, err := l.scan.scan(raw, b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	l.off, l.tail = int64(n), keepTail(raw[:n])
 	l.index, l.intern = b.x, b.intern
 	return l, nil
+}
+
+// read scans all of r into b, chunk bytes at a time, and sets l's size,
+// off, tail and scan as a read of it all at once would. It reports
+// whether r held only white space.
+func (l *tokenLog) read(r io.Reader, b *indexBuilder, chunk int) (blank bool, err error) {
+	// buf starts with what the last scan left: the start of a line or of
+	// a batch, whose end a later read brings.
+	buf := make([]byte, 0, chunk)
+	var tail []byte
+	blank = true
+	for eof := false; !eof; {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, cap(buf)) // a batch longer than the buffer
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		read := buf[len(buf) : len(buf)+n]
+		buf = buf[:len(buf)+n]
+		l.size += int64(n)
+		blank = blank && len(bytes.TrimSpace(read)) == 0
+		switch {
+		case errors.Is(err, io.EOF):
+			eof = true
+		case err != nil:
+			return false, fmt.Errorf("read token file: %w", err)
+		}
+		upTo := len(buf)
+		if !eof {
+			// Whole lines only: the last one may end in the next read.
+			if upTo = bytes.LastIndexByte(buf, '\n') + 1; upTo == 0 {
+				continue
+			}
+		}
+		consumed, err := l.scan.scan(buf[:upTo], b)
+		if err != nil {
+			return false, err
+		}
+		l.off += int64(consumed)
+		tail = lastBytes(tail, buf[:consumed])
+		buf = buf[:copy(buf, buf[consumed:])]
+	}
+	l.tail = slices.Clone(tail)
+	return blank, nil
+}
+
+// lastBytes returns the last tailKeep bytes of tail followed by more.
+func lastBytes(tail, more []byte) []byte {
+	if len(more) >= tailKeep {
+		return append(tail[:0], more[len(more)-tailKeep:]...)
+	}
+	tail = append(tail, more...)
+	if over := len(tail) - tailKeep; over > 0 {
+		tail = tail[:copy(tail, tail[over:])]
+	}
+	return tail
 }
 
 // release closes l's file unless keep holds it too.

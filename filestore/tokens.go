@@ -201,8 +201,18 @@ type indexBuilder struct {
 }
 
 // newIndexBuilder starts an index from nothing.
-func newIndexBuilder() *indexBuilder {
+func newIndexBuilder() *indexBuilder { return sizedIndexBuilder(0) }
+
+// sizedIndexBuilder starts an index from nothing, with room for about n
+// records made ahead: the shards of a large index are then not grown, and
+// copied, many times over while it is built.
+func sizedIndexBuilder(n int) *indexBuilder {
 	x := &tokenIndex{shards: make([]tokenShard, tokenShards), owners: make([]ownerShard, tokenShards)}
+	if per := n / tokenShards; per > 8 {
+		for i := range x.shards {
+			x.shards[i] = make(tokenShard, per)
+		}
+	}
 	return &indexBuilder{x: x, intern: map[string]uint32{}}
 }
 
@@ -265,8 +275,15 @@ func (b *indexBuilder) shard(i int) tokenShard {
 	return b.x.shards[i]
 }
 
+// lookup returns the index of name s in x.names, if it is there.
+func (b *indexBuilder) lookup(s string) (uint32, bool) {
+	i, ok := b.intern[s]
+	return i, ok && int(i) < len(b.x.names) && b.x.names[i] == s
+}
+
+// name returns the index of name s in x.names, added if need be.
 func (b *indexBuilder) name(s string) uint32 {
-	if i, ok := b.intern[s]; ok && int(i) < len(b.x.names) && b.x.names[i] == s {
+	if i, ok := b.lookup(s); ok {
 		return i
 	}
 	i := uint32(len(b.x.names))
@@ -277,11 +294,16 @@ func (b *indexBuilder) name(s string) uint32 {
 
 // set stores td, which checkToken accepted, as id's record.
 func (b *indexBuilder) set(id token.RawID, td *TokenData) {
+	b.setNamed(id, td, b.name(td.User), b.name(td.Group))
+}
+
+// setNamed is set with td's user and group names' indexes in x.names.
+func (b *indexBuilder) setNamed(id token.RawID, td *TokenData, user, group uint32) {
 	hash, _ := record.ParseHash(td.Hash)
 	e := tokenEntry{
 		hash:    hash,
-		user:    b.name(td.User),
-		group:   b.name(td.Group),
+		user:    user,
+		group:   group,
 		nameOff: uint32(len(b.x.text)),
 		nameLen: uint32(len(td.Name)),
 		revoked: td.Revoked,

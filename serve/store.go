@@ -76,13 +76,31 @@ func OpenStore(cfg *config.Config, log *slog.Logger, getenv func(string) string)
 		}
 		return &Store{records: vs, kind: vaultKind{vs: vs, cfg: cfg.Vault}, mount: cfg.Vault.Mount}, nil
 	}
-	fs, err := filestore.Open(filestore.Options{
+	fs, err := openFiles(filestore.Options{
 		Path: cfg.Store.File, TokensPath: cfg.Store.TokensFile, EnvPath: cfg.Store.EnvFile, Getenv: getenv,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &Store{records: fs, files: fs, kind: fileKind{fs: fs, poll: cfg.Store.PollInterval, log: log}}, nil
+}
+
+// loadGCPercent is the garbage collector's target while a file store
+// loads (GOGC; the default is 100). A load makes garbage as fast as it
+// builds records, and with the default target the heap grew to twice the
+// records' size: 1.8x the steady memory at 10^6 tokens, where it is
+// about 1.5x at 50, for a few percent more CPU time.
+const loadGCPercent = 50
+
+// openFiles opens the file store with the collector at loadGCPercent, or
+// at the operator's GOGC if that is lower (or off).
+func openFiles(opts filestore.Options) (*filestore.Store, error) {
+	if old := debug.SetGCPercent(loadGCPercent); old >= 0 && old > loadGCPercent {
+		defer debug.SetGCPercent(old)
+	} else {
+		debug.SetGCPercent(old)
+	}
+	return filestore.Open(opts)
 }
 
 // Records returns the store's records.

@@ -3,6 +3,9 @@ package serve
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -44,5 +47,38 @@ func TestOpenStore(t *testing.T) {
 	}
 	if _, err := vs.Files(); !errors.Is(err, ErrNotFileStore) || !strings.Contains(err.Error(), "kw-test/providers/") {
 		t.Fatalf("Files on Vault: %v, want ErrNotFileStore with the vault kv hint", err)
+	}
+}
+
+// TestOpenFilesGCPercent: the file store loads with the collector at
+// loadGCPercent, and the operator's GOGC is back once it has loaded; a
+// lower one, or none (off), is left as it is. Not parallel: GOGC is the
+// process's.
+func TestOpenFilesGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	for _, gogc := range []int{200, 100, 30, -1} {
+		debug.SetGCPercent(gogc)
+		path := filepath.Join(t.TempDir(), "store.yaml")
+		if err := os.WriteFile(path, []byte("providers:\n  openai: {kind: openai, keys: [{id: k, env: K}]}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		during := 1000
+		st, err := openFiles(filestore.Options{Path: path, Getenv: func(string) string {
+			// Called while the store loads, for the provider's key.
+			during = debug.SetGCPercent(-1)
+			debug.SetGCPercent(during)
+			return ""
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		after := debug.SetGCPercent(100)
+		if want := min(gogc, loadGCPercent); during != want && !(gogc < 0 && during < 0) {
+			t.Errorf("GOGC %d: %d while loading, want %d", gogc, during, want)
+		}
+		if after != gogc {
+			t.Errorf("GOGC %d: %d after loading", gogc, after)
+		}
 	}
 }

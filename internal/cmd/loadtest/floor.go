@@ -11,6 +11,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/keyward/keyward/internal/loadrig"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -39,7 +40,7 @@ func newAllowAll() *allowAll {
 			// One header set, like keyward's provider key, so that the
 			// answer is not empty.
 			Headers: []*corev3.HeaderValueOption{{
-				Header:       &corev3.HeaderValue{Key: "authorization", Value: "Bearer " + providerKey},
+				Header:       &corev3.HeaderValue{Key: "authorization", Value: "Bearer " + loadrig.ProviderKey},
 				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 			}},
 		}},

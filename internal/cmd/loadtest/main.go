@@ -37,6 +37,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/keyward/keyward/internal/loadrig"
 )
 
 // Exit statuses.
@@ -89,7 +90,7 @@ func mainStatus(args []string, stdout, stderr io.Writer) int {
 // options are the command-line settings.
 type options struct {
 	keyward string
-	fixture fixtureSpec
+	fixture loadrig.Spec
 	sample  int
 	load    loadSpec
 	rounds  int
@@ -109,9 +110,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.keyward, "keyward", "", "keyward `binary`; default: keyward next to this program, else on $PATH")
-	fs.IntVar(&o.fixture.tokens, "tokens", 100_000, "tokens in the generated store")
-	fs.IntVar(&o.fixture.groups, "groups", 1_000, "groups the tokens are spread over")
-	fs.IntVar(&o.fixture.users, "users", 1_000, "users owning the tokens (each a member of several groups)")
+	fs.IntVar(&o.fixture.Tokens, "tokens", 100_000, "tokens in the generated store")
+	fs.IntVar(&o.fixture.Groups, "groups", 1_000, "groups the tokens are spread over")
+	fs.IntVar(&o.fixture.Users, "users", 1_000, "users owning the tokens (each a member of several groups)")
 	fs.IntVar(&o.sample, "sample", 10_000, "distinct tokens the load cycles through, drawn at random from the store")
 	fs.IntVar(&o.load.concurrency, "concurrency", 32, "goroutines calling Check in a loop")
 	fs.IntVar(&o.load.conns, "conns", 1, "gRPC connections the goroutines share")
@@ -128,7 +129,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	switch {
-	case o.fixture.tokens < 1 || o.fixture.groups < 1 || o.fixture.users < 1:
+	case o.fixture.Tokens < 1 || o.fixture.Groups < 1 || o.fixture.Users < 1:
 		return nil, errors.New("-tokens, -groups and -users must be at least 1")
 	case o.sample < 1:
 		return nil, errors.New("-sample must be at least 1")
@@ -137,7 +138,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	case o.load.duration <= 0 || o.load.warmup < 0 || o.startTimeout <= 0:
 		return nil, errors.New("-duration and -start-timeout must be positive and -warmup not negative")
 	}
-	o.sample = min(o.sample, o.fixture.tokens)
+	o.sample = min(o.sample, o.fixture.Tokens)
 	return o, nil
 }
 
@@ -193,13 +194,13 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 
 	t0 := time.Now()
-	fix, err := writeFixture(ctx, dir, o.fixture)
+	fix, err := loadrig.WriteFixture(ctx, dir, o.fixture)
 	if err != nil {
 		return err
 	}
 	progress("store: %d tokens, %d groups, %d users, %.1f MiB, written in %s",
-		o.fixture.tokens, o.fixture.groups, o.fixture.users, mib(uint64(fix.storeBytes)), time.Since(t0).Round(time.Millisecond))
-	reqs := checkRequests(fix.tokens[:o.sample])
+		o.fixture.Tokens, o.fixture.Groups, o.fixture.Users, mib(uint64(fix.StoreBytes)), time.Since(t0).Round(time.Millisecond))
+	reqs := loadrig.CheckRequests(fix.Tokens[:o.sample])
 
 	t0 = time.Now()
 	floor, kw, err := startServers(ctx, o, fix, kwPath, self)
@@ -211,10 +212,10 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	// Both started together; keyward is the slow one.
 	startup := time.Since(t0)
 	progress("servers ready: keyward %s (pid %d) after %s, floor %s (pid %d)",
-		kw.addr, kw.pid(), startup.Round(time.Millisecond), floor.addr, floor.pid())
-	idle, err := readMem(kw.pid())
+		kw.addr, kw.PID(), startup.Round(time.Millisecond), floor.addr, floor.PID())
+	idle, err := loadrig.ReadMem(kw.PID())
 	if err != nil {
-		return kw.failure(err)
+		return kw.Failure(err)
 	}
 
 	m := &measurement{opts: o, fix: fix, idle: idle, startup: startup, order: runOrder(o.rounds), runs: map[string][]*result{}}
@@ -225,24 +226,24 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 // startServers starts the floor and keyward on fix and waits until both
 // listen. The servers it returns, nil when not started, are the caller's
 // to stop, whatever the error.
-func startServers(ctx context.Context, o *options, fix *fixture, kwPath, self string) (floor, kw *server, err error) {
-	env := childEnv()
-	fc, err := startChild("floor", self, []string{allowServerCmd, "-listen", "127.0.0.1:0"}, env)
+func startServers(ctx context.Context, o *options, fix *loadrig.Fixture, kwPath, self string) (floor, kw *server, err error) {
+	env := loadrig.ChildEnv()
+	fc, err := loadrig.StartChild("floor", self, []string{allowServerCmd, "-listen", "127.0.0.1:0"}, env)
 	if err != nil {
 		return nil, nil, err
 	}
-	floor = &server{child: fc}
-	kc, err := startChild("keyward", kwPath, []string{"serve", "-config", fix.configPath}, env)
+	floor = &server{Child: fc}
+	kc, err := loadrig.StartChild("keyward", kwPath, []string{"serve", "-config", fix.ConfigPath}, env)
 	if err != nil {
 		return floor, nil, err
 	}
-	kw = &server{child: kc}
-	if floor.addr, err = fc.waitReady(ctx, floorStartTimeout); err != nil {
+	kw = &server{Child: kc}
+	if floor.addr, err = fc.WaitReady(ctx, floorStartTimeout, ""); err != nil {
 		return floor, kw, err
 	}
-	kw.addr, err = kc.waitReady(ctx, o.startTimeout)
-	if errors.Is(err, errNotReady) {
-		err = fmt.Errorf("%w\n(keyward loads and validates the whole store, %d tokens, before it listens; -start-timeout waits longer)", err, o.fixture.tokens)
+	kw.addr, err = kc.WaitReady(ctx, o.startTimeout, "")
+	if errors.Is(err, loadrig.ErrNotReady) {
+		err = fmt.Errorf("%w\n(keyward loads and validates the whole store, %d tokens, before it listens; -start-timeout waits longer)", err, o.fixture.Tokens)
 	}
 	return floor, kw, err
 }
@@ -278,26 +279,26 @@ func (m *measurement) run(ctx context.Context, progress func(string, ...any), re
 
 // server is a ready child and its address.
 type server struct {
-	*child
+	*loadrig.Child
 	addr string
 }
 
 // stop stops the server's process; a nil server has none.
 func (s *server) stop(grace time.Duration) {
 	if s != nil {
-		s.child.stop(grace)
+		s.Child.Stop(grace)
 	}
 }
 
 // measurement collects the phases of one run.
 type measurement struct {
 	opts  *options
-	fix   *fixture
-	idle  memStatus
+	fix   *loadrig.Fixture
+	idle  loadrig.MemStatus
 	order []string
 	// runs holds each server's measured runs, in order.
 	runs    map[string][]*result
-	kwMem   memStatus
+	kwMem   loadrig.MemStatus
 	memErr  error
 	startup time.Duration
 }
@@ -323,15 +324,15 @@ func (m *measurement) measure(ctx context.Context, progress func(string, ...any)
 			i+1, len(m.order), name, m.opts.load.concurrency, m.opts.load.conns, m.opts.load.warmup, m.opts.load.duration)
 		l, err := newLoader(srv.addr, m.opts.load, reqs)
 		if err != nil {
-			return srv.failure(err)
+			return srv.Failure(err)
 		}
 		var onMeasure func() func()
 		if name == "keyward" {
 			onMeasure = func() func() {
-				s := sampleMem(ctx, srv.pid(), memSampleInterval)
+				s := loadrig.SampleMem(ctx, srv.PID(), memSampleInterval)
 				return func() {
-					mem, err := s.stop()
-					m.kwMem.rss, m.kwMem.hwm = max(m.kwMem.rss, mem.rss), max(m.kwMem.hwm, mem.hwm)
+					mem, err := s.Stop()
+					m.kwMem.RSS, m.kwMem.HWM = max(m.kwMem.RSS, mem.RSS), max(m.kwMem.HWM, mem.HWM)
 					m.memErr = cmp.Or(m.memErr, err)
 				}
 			}
@@ -342,19 +343,19 @@ func (m *measurement) measure(ctx context.Context, progress func(string, ...any)
 			return fmt.Errorf("interrupted: %w", ctx.Err())
 		}
 		select {
-		case <-srv.exited:
-			return srv.failure(errors.New("exited during the load"))
+		case <-srv.Exited():
+			return srv.Failure(errors.New("exited during the load"))
 		default:
 		}
 		if err != nil {
-			return srv.failure(err)
+			return srv.Failure(err)
 		}
 		progress("  %s: %.0f checks/s, p50 %s, p99 %s, %d denied, %d errors", name, r.throughput(),
 			r.hist.quantile(0.5).Round(time.Microsecond), r.hist.quantile(0.99).Round(time.Microsecond), r.denied, r.errors)
 		m.runs[name] = append(m.runs[name], r)
 	}
 	if m.memErr != nil {
-		return servers["keyward"].failure(fmt.Errorf("memory sampling: %w", m.memErr))
+		return servers["keyward"].Failure(fmt.Errorf("memory sampling: %w", m.memErr))
 	}
 	return nil
 }

@@ -98,12 +98,12 @@ type report struct {
 func (m *measurement) report() *report {
 	o := m.opts
 	r := &report{
-		Tokens: o.fixture.tokens, Groups: o.fixture.groups, Users: o.fixture.users,
-		StoreBytes: m.fix.storeBytes, Sample: o.sample,
+		Tokens: o.fixture.Tokens, Groups: o.fixture.Groups, Users: o.fixture.Users,
+		StoreBytes: m.fix.StoreBytes, Sample: o.sample,
 		Concurrency: o.load.concurrency, Conns: o.load.conns,
 		WarmupS: o.load.warmup.Seconds(), DurationS: o.load.duration.Seconds(),
 		CPUs: runtime.NumCPU(), Order: m.order,
-		MaxRSSBytes: m.kwMem.rss, HWMBytes: m.kwMem.hwm, IdleRSSBytes: m.idle.rss,
+		MaxRSSBytes: m.kwMem.RSS, HWMBytes: m.kwMem.HWM, IdleRSSBytes: m.idle.RSS,
 		StartS: m.startup.Seconds(),
 	}
 	r.Floor, r.FloorRuns = merged(m.runs["floor"])

@@ -1,4 +1,4 @@
-package main
+package loadrig
 
 import (
 	"bufio"
@@ -20,11 +20,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// errNotReady means a child did not report SERVING in time.
-var errNotReady = errors.New("not ready in time")
+// ErrNotReady means a child did not report SERVING in time.
+var ErrNotReady = errors.New("not ready in time")
 
-// child is a server process under test. Its owner must call stop.
-type child struct {
+// Child is a server process under test. Its owner must call Stop.
+type Child struct {
 	name   string
 	cmd    *exec.Cmd
 	output *tailBuffer
@@ -34,11 +34,11 @@ type child struct {
 	waitErr error
 }
 
-// startChild starts path with args and env. The child gets its own process
-// group, so that a terminal's ^C reaches only the load test, which then
-// stops the child itself; and it is killed if the load test dies.
-func startChild(name, path string, args, env []string) (*child, error) {
-	c := &child{name: name, output: &tailBuffer{max: 8 << 10}, exited: make(chan struct{})}
+// StartChild starts path with args and env. The child gets its own process
+// group, so that a terminal's ^C reaches only the test program, which then
+// stops the child itself; and it is killed if the test program dies.
+func StartChild(name, path string, args, env []string) (*Child, error) {
+	c := &Child{name: name, output: &tailBuffer{max: 8 << 10}, exited: make(chan struct{})}
 	c.cmd = exec.Command(path, args...)
 	c.cmd.Env = env
 	c.cmd.Stdout = c.output
@@ -54,11 +54,12 @@ func startChild(name, path string, args, env []string) (*child, error) {
 	return c, nil
 }
 
-func (c *child) pid() int { return c.cmd.Process.Pid }
+// PID is the child's process id.
+func (c *Child) PID() int { return c.cmd.Process.Pid }
 
-// stop ends the child: SIGTERM, then SIGKILL if it has not exited within
+// Stop ends the child: SIGTERM, then SIGKILL if it has not exited within
 // grace. It is safe to call more than once.
-func (c *child) stop(grace time.Duration) {
+func (c *Child) Stop(grace time.Duration) {
 	select {
 	case <-c.exited:
 		return
@@ -73,9 +74,9 @@ func (c *child) stop(grace time.Duration) {
 	}
 }
 
-// failure describes why the child is not usable, with the end of its
+// Failure describes why the child is not usable, with the end of its
 // output.
-func (c *child) failure(err error) error {
+func (c *Child) Failure(err error) error {
 	select {
 	case <-c.exited:
 		err = fmt.Errorf("%w (exited: %v)", err, c.waitErr)
@@ -87,9 +88,13 @@ func (c *child) failure(err error) error {
 	return fmt.Errorf("%s: %w", c.name, err)
 }
 
-// waitReady waits until the child listens on a TCP port and its gRPC
-// health service reports SERVING for service "", and returns the address.
-func (c *child) waitReady(ctx context.Context, timeout time.Duration) (string, error) {
+// Exited is closed once the child's process has ended.
+func (c *Child) Exited() <-chan struct{} { return c.exited }
+
+// WaitReady waits until the child listens on a TCP port and its gRPC
+// health service reports SERVING for service (the whole server for ""),
+// and returns the address.
+func (c *Child) WaitReady(ctx context.Context, timeout time.Duration, service string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -107,16 +112,16 @@ func (c *child) waitReady(ctx context.Context, timeout time.Duration) (string, e
 	for {
 		select {
 		case <-c.exited:
-			return "", c.failure(errors.New("exited before it was ready"))
+			return "", c.Failure(errors.New("exited before it was ready"))
 		case <-ctx.Done():
 			if err := ctx.Err(); !errors.Is(err, context.DeadlineExceeded) {
 				return "", err // interrupted
 			}
-			return "", c.failure(fmt.Errorf("%w (%s): %w", errNotReady, timeout, lastErr))
+			return "", c.Failure(fmt.Errorf("%w (%s): %w", ErrNotReady, timeout, lastErr))
 		case <-tick.C:
 		}
 		if addr == "" {
-			port, err := listenPort(c.pid())
+			port, err := listenPort(c.PID())
 			if err != nil {
 				lastErr = err
 				continue
@@ -124,19 +129,19 @@ func (c *child) waitReady(ctx context.Context, timeout time.Duration) (string, e
 			addr = "127.0.0.1:" + strconv.Itoa(port)
 			conn, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
-				return "", c.failure(fmt.Errorf("dial %s: %w", addr, err))
+				return "", c.Failure(fmt.Errorf("dial %s: %w", addr, err))
 			}
 		}
-		if lastErr = checkHealth(ctx, conn); lastErr == nil {
+		if lastErr = checkHealth(ctx, conn, service); lastErr == nil {
 			return addr, nil
 		}
 	}
 }
 
-func checkHealth(ctx context.Context, conn *grpc.ClientConn) error {
+func checkHealth(ctx context.Context, conn *grpc.ClientConn, service string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: ""})
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 	if err != nil {
 		return fmt.Errorf("health check: %w", err)
 	}
@@ -196,18 +201,18 @@ func findListener(table []byte, inodes map[string]bool) (int, bool) {
 	return 0, false
 }
 
-// memStatus is a process's resident memory, in bytes.
-type memStatus struct {
-	rss, hwm uint64
+// MemStatus is a process's resident memory, in bytes.
+type MemStatus struct {
+	RSS, HWM uint64
 }
 
-// readMem reads VmRSS and VmHWM from /proc/pid/status.
-func readMem(pid int) (memStatus, error) {
+// ReadMem reads VmRSS and VmHWM from /proc/pid/status.
+func ReadMem(pid int) (MemStatus, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return memStatus{}, fmt.Errorf("read process status: %w", err)
+		return MemStatus{}, fmt.Errorf("read process status: %w", err)
 	}
-	var m memStatus
+	var m MemStatus
 	for line := range strings.Lines(string(raw)) {
 		key, val, ok := strings.Cut(line, ":")
 		if !ok || (key != "VmRSS" && key != "VmHWM") {
@@ -215,45 +220,71 @@ func readMem(pid int) (memStatus, error) {
 		}
 		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 10, 64)
 		if err != nil {
-			return memStatus{}, fmt.Errorf("parse %s %q: %w", key, strings.TrimSpace(val), err)
+			return MemStatus{}, fmt.Errorf("parse %s %q: %w", key, strings.TrimSpace(val), err)
 		}
 		if key == "VmRSS" {
-			m.rss = kb << 10
+			m.RSS = kb << 10
 		} else {
-			m.hwm = kb << 10
+			m.HWM = kb << 10
 		}
 	}
-	if m.rss == 0 {
-		return memStatus{}, errors.New("no VmRSS in process status")
+	if m.RSS == 0 {
+		return MemStatus{}, errors.New("no VmRSS in process status")
 	}
 	return m, nil
 }
 
-// memSampler polls a process's memory until stopped and keeps the largest
+// ReadCPU reads the CPU time process pid has used, user and system, from
+// /proc/pid/stat.
+func ReadCPU(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read process stat: %w", err)
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is the first, utime and stime the 12th and 13th.
+	i := bytes.LastIndexByte(raw, ')')
+	f := strings.Fields(string(raw[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, errors.New("short process stat")
+	}
+	var ticks uint64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse process stat: %w", err)
+		}
+		ticks += n
+	}
+	// USER_HZ: 100 on every Linux the kernel exposes to user space.
+	return time.Duration(ticks) * (time.Second / 100), nil
+}
+
+// MemSampler polls a process's memory until stopped and keeps the largest
 // figures seen.
-type memSampler struct {
+type MemSampler struct {
 	cancel context.CancelFunc
 	done   chan struct{}
-	max    memStatus
+	max    MemStatus
 	err    error
 }
 
-// sampleMem starts polling pid every interval. The caller must call stop.
-func sampleMem(ctx context.Context, pid int, interval time.Duration) *memSampler {
+// SampleMem starts polling pid every interval. The caller must call Stop.
+func SampleMem(ctx context.Context, pid int, interval time.Duration) *MemSampler {
 	ctx, cancel := context.WithCancel(ctx)
-	s := &memSampler{cancel: cancel, done: make(chan struct{})}
+	s := &MemSampler{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			m, err := readMem(pid)
+			m, err := ReadMem(pid)
 			if err != nil {
 				s.err = err
 				return
 			}
-			s.max.rss = max(s.max.rss, m.rss)
-			s.max.hwm = max(s.max.hwm, m.hwm)
+			s.max.RSS = max(s.max.RSS, m.RSS)
+			s.max.HWM = max(s.max.HWM, m.HWM)
 			select {
 			case <-ctx.Done():
 				return
@@ -264,8 +295,8 @@ func sampleMem(ctx context.Context, pid int, interval time.Duration) *memSampler
 	return s
 }
 
-// stop ends sampling and returns the largest figures seen.
-func (s *memSampler) stop() (memStatus, error) {
+// Stop ends sampling and returns the largest figures seen.
+func (s *MemSampler) Stop() (MemStatus, error) {
 	s.cancel()
 	<-s.done
 	return s.max, s.err
@@ -295,16 +326,16 @@ func (b *tailBuffer) String() string {
 	return string(b.buf)
 }
 
-// childEnv is the load test's environment for a child: KEYWARD_* variables
+// ChildEnv is the load test's environment for a child: KEYWARD_* variables
 // are dropped so that the caller's settings cannot change the run, and the
 // provider key is a placeholder.
-func childEnv() []string {
+func ChildEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "KEYWARD_") || strings.HasPrefix(kv, providerEnv+"=") {
+		if strings.HasPrefix(kv, "KEYWARD_") || strings.HasPrefix(kv, ProviderEnv+"=") {
 			continue
 		}
 		env = append(env, kv)
 	}
-	return append(env, providerEnv+"="+providerKey)
+	return append(env, ProviderEnv+"="+ProviderKey)
 }

@@ -1,4 +1,4 @@
-package main
+package loadrig
 
 import (
 	"context"
@@ -13,36 +13,39 @@ import (
 	"github.com/keyward/keyward/token"
 )
 
-// providerName is the one provider of the fixture; its key is read from
-// providerEnv in keyward's environment.
+// The one provider of the fixture: ProviderName, its key read from
+// ProviderEnv in keyward's environment.
 const (
-	providerName = "openai"
-	providerEnv  = "OPENAI_API_KEY"
-	// providerKey is a placeholder: the load test never calls a provider,
+	// ProviderName is the provider every group allows.
+	ProviderName = "openai"
+	// ProviderEnv names the provider key's environment variable.
+	ProviderEnv = "OPENAI_API_KEY"
+	// ProviderKey is a placeholder: the load test never calls a provider,
 	// and a real key from the caller's environment must not be handed on.
-	providerKey = "sk-loadtest-not-a-real-key"
+	ProviderKey = "sk-loadtest-not-a-real-key"
 )
 
-// fixture is a generated keyward configuration and store.
-type fixture struct {
-	configPath string
-	storePath  string
-	storeBytes int64
-	// tokens are the minted token strings, shuffled: any prefix is a
+// Fixture is a generated keyward configuration and store.
+type Fixture struct {
+	// ConfigPath is keyward.yaml, StorePath the store file it names.
+	ConfigPath, StorePath string
+	// StoreBytes is the size of the store file and the token file.
+	StoreBytes int64
+	// Tokens are the minted token strings, shuffled: any prefix is a
 	// random sample of the store.
-	tokens []string
+	Tokens []string
 }
 
-// fixtureSpec sizes a fixture.
-type fixtureSpec struct {
-	tokens, groups, users int
+// Spec sizes a fixture.
+type Spec struct {
+	Tokens, Groups, Users int
 }
 
-// writeFixture writes keyward.yaml and its store into dir: spec.groups
-// groups that each allow the provider, spec.users users each a member of
-// the groups given to them, and spec.tokens tokens spread evenly over the
+// WriteFixture writes keyward.yaml and its store into dir: spec.Groups
+// groups that each allow the provider, spec.Users users each a member of
+// the groups given to them, and spec.Tokens tokens spread evenly over the
 // groups, each owned by a member of its group.
-func writeFixture(ctx context.Context, dir string, spec fixtureSpec) (*fixture, error) {
+func WriteFixture(ctx context.Context, dir string, spec Spec) (*Fixture, error) {
 	key, err := token.NewSigningKey(1)
 	if err != nil {
 		return nil, err
@@ -51,19 +54,19 @@ func writeFixture(ctx context.Context, dir string, spec fixtureSpec) (*fixture, 
 	if err != nil {
 		return nil, fmt.Errorf("keyring: %w", err)
 	}
-	f := &fixture{
-		configPath: filepath.Join(dir, "keyward.yaml"),
-		storePath:  filepath.Join(dir, "store.yaml"),
-		tokens:     make([]string, 0, spec.tokens),
+	f := &Fixture{
+		ConfigPath: filepath.Join(dir, "keyward.yaml"),
+		StorePath:  filepath.Join(dir, "store.yaml"),
+		Tokens:     make([]string, 0, spec.Tokens),
 	}
 	// Listen on port 0: the kernel picks a free port, and the parent finds
 	// it from /proc, so no port is guessed and no other process can take
 	// it between a probe and keyward's bind.
 	cfg := "listen: 127.0.0.1:0\nlog_level: warn\nshutdown_grace: 1s\nstore:\n  file: store.yaml\n"
-	if err := os.WriteFile(f.configPath, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(f.ConfigPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
-	st, err := filestore.Open(filestore.Options{Path: f.storePath, Getenv: func(string) string { return "" }})
+	st, err := filestore.Open(filestore.Options{Path: f.StorePath, Getenv: func(string) string { return "" }})
 	if err != nil {
 		return nil, err
 	}
@@ -74,22 +77,22 @@ func writeFixture(ctx context.Context, dir string, spec fixtureSpec) (*fixture, 
 	if err != nil {
 		return nil, fmt.Errorf("write store: %w", err)
 	}
-	for _, p := range []string{f.storePath, filestore.DefaultTokensPath(f.storePath)} {
+	for _, p := range []string{f.StorePath, filestore.DefaultTokensPath(f.StorePath)} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			return nil, fmt.Errorf("store size: %w", err)
 		}
-		f.storeBytes += fi.Size()
+		f.StoreBytes += fi.Size()
 	}
-	rand.Shuffle(len(f.tokens), func(i, j int) { f.tokens[i], f.tokens[j] = f.tokens[j], f.tokens[i] })
+	rand.Shuffle(len(f.Tokens), func(i, j int) { f.Tokens[i], f.Tokens[j] = f.Tokens[j], f.Tokens[i] })
 	return f, nil
 }
 
 // mintTokens adds spec's tokens to d, spread over its groups and their
 // members, and keeps each token string.
-func (f *fixture) mintTokens(ctx context.Context, d *filestore.Data, spec fixtureSpec, ring *token.Keyring) error {
+func (f *Fixture) mintTokens(ctx context.Context, d *filestore.Data, spec Spec, ring *token.Keyring) error {
 	now := time.Now().UTC()
-	for i := range spec.tokens {
+	for i := range spec.Tokens {
 		if i%10_000 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -97,34 +100,34 @@ func (f *fixture) mintTokens(ctx context.Context, d *filestore.Data, spec fixtur
 		if err != nil {
 			return err
 		}
-		g := i % spec.groups
+		g := i % spec.Groups
 		d.Tokens.Set(m.ID, filestore.TokenData{
-			User:    groupMember(g, i/spec.groups, spec.users),
+			User:    groupMember(g, i/spec.Groups, spec.Users),
 			Group:   groupName(g),
 			Name:    fmt.Sprintf("load-%d", i),
 			Hash:    filestore.HashString(m.Hash),
 			Created: now,
 		})
-		f.tokens = append(f.tokens, m.Token)
+		f.Tokens = append(f.Tokens, m.Token)
 	}
 	return nil
 }
 
 // fill sets the provider, groups, users and signing key of d.
-func fill(d *filestore.Data, spec fixtureSpec, key token.SigningKey) {
+func fill(d *filestore.Data, spec Spec, key token.SigningKey) {
 	d.Providers = map[string]*filestore.ProviderData{
-		providerName: {Kind: "openai", Keys: []filestore.KeyData{{ID: "k1", Env: providerEnv}}},
+		ProviderName: {Kind: "openai", Keys: []filestore.KeyData{{ID: "k1", Env: ProviderEnv}}},
 	}
-	d.Groups = make(map[string]*filestore.GroupData, spec.groups)
-	d.Users = make(map[string]*filestore.UserData, spec.users)
+	d.Groups = make(map[string]*filestore.GroupData, spec.Groups)
+	d.Users = make(map[string]*filestore.UserData, spec.Users)
 	d.SigningKeys = []filestore.SigningKeyData{{ID: key.ID, Secret: base64.StdEncoding.EncodeToString(key.Secret)}}
-	for u := range spec.users {
+	for u := range spec.Users {
 		d.Users[userName(u)] = &filestore.UserData{Role: "user"}
 	}
-	for g := range spec.groups {
-		d.Groups[groupName(g)] = &filestore.GroupData{Providers: []string{providerName}}
+	for g := range spec.Groups {
+		d.Groups[groupName(g)] = &filestore.GroupData{Providers: []string{ProviderName}}
 		for k := range membersPerGroup {
-			u := d.Users[groupMember(g, k, spec.users)]
+			u := d.Users[groupMember(g, k, spec.Users)]
 			if len(u.Groups) == 0 || u.Groups[len(u.Groups)-1] != groupName(g) {
 				u.Groups = append(u.Groups, groupName(g))
 			}
