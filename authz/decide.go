@@ -246,7 +246,7 @@ func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 	case f.badScheme:
 		d.Reason = ReasonMalformedToken
 	case f.tokenAt >= 0:
-		d.Reason = a.decideAs(&l, req, &d, a.liveToken)
+		d.Reason = a.decideAs(&l, req, &d, a.liveToken(&l, req, &d))
 	case req.Principal != "":
 		d.Reason = a.decidePrincipal(&l, req, &d)
 	case !f.customKey:
@@ -278,7 +278,7 @@ func (a *Authorizer) decidePrincipal(l *lookups, req *Request, d *Decision) Reas
 		return r
 	}
 	if d.Identity = ids.Lookup(req.Principal); d.Identity != nil {
-		return a.decideAs(l, req, d, a.liveIdentity)
+		return a.decideAs(l, req, d, a.liveIdentity(l, d))
 	}
 	if d.found.customKey && !a.opts.DisableCustomKeys {
 		return ReasonCustomKey
@@ -294,7 +294,7 @@ func (a *Authorizer) identities(ctx context.Context, _ string) (*record.Identiti
 // liveIdentity is a mapping's liveness: the mapping enabled, then its
 // user and group live, as liveToken checks a token's. It sets d.User and
 // d.Group as far as it gets.
-func (a *Authorizer) liveIdentity(l *lookups, _ *Request, d *Decision) Reason {
+func (a *Authorizer) liveIdentity(l *lookups, d *Decision) Reason {
 	id := d.Identity
 	if id.Disabled {
 		return ReasonPrincipalDisabled
@@ -303,13 +303,16 @@ func (a *Authorizer) liveIdentity(l *lookups, _ *Request, d *Decision) Reason {
 	return a.liveMember(l, d, id.User, id.Group)
 }
 
-// decideAs decides a request whose identity live establishes (a token's,
-// a mapped principal's; it sets d.User and d.Group): every check of
-// checkPolicy, then, for a request those allow, the group's rate limit,
-// which all of the user's requests in the group share. Only allowed
-// requests count against it.
-func (a *Authorizer) decideAs(l *lookups, req *Request, d *Decision, live func(*lookups, *Request, *Decision) Reason) Reason {
-	r := live(l, req, d)
+// decideAs decides a request whose identity a liveness check has
+// established — a token's (liveToken), a mapped principal's
+// (liveIdentity); live is its outcome, "" when d.User and d.Group are
+// set and live: every check of checkPolicy, then, for a request those
+// allow, the group's rate limit, which all of the user's requests in the
+// group share. Only allowed requests count against it. (The outcome, not
+// the check as a func value: passing the decision's pointers through a
+// func value would move them to the heap.)
+func (a *Authorizer) decideAs(l *lookups, req *Request, d *Decision, live Reason) Reason {
+	r := live
 	if r == "" {
 		r = a.checkPolicy(l, req, d)
 	}

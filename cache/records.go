@@ -137,7 +137,7 @@ func (r *Records) Identities(ctx context.Context) (*record.Identities, error) {
 }
 
 // Stats yields each cache's kind (token, user, group, provider,
-// private_keys) with its cumulative counters. The counters are the ones a
+// private_keys, identities) with its cumulative counters. The counters are the ones a
 // Get keeps anyway, so a metrics scrape reads them at no cost to the hot
 // path.
 func (r *Records) Stats() iter.Seq2[string, Stats] {
