@@ -30,7 +30,9 @@ type memRecords struct {
 	// privateKeys are users' own credentials by user; a user not in it
 	// has none.
 	privateKeys map[string]*record.PrivateKeys
-	fail        error
+	// identities index the principal mappings (see meshIdentities).
+	identities *record.Identities
+	fail       error
 	// privateFail fails PrivateKeys alone.
 	privateFail error
 	// privateAsked counts the lookups of users' credentials, by user.
@@ -60,6 +62,13 @@ func (m *memRecords) Group(_ context.Context, n string) (*record.Group, error) {
 }
 func (m *memRecords) Provider(_ context.Context, n string) (*record.Provider, error) {
 	return get(m, m.providers, n)
+}
+func (m *memRecords) Identities(context.Context) (*record.Identities, error) {
+	m.lookups++
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	return m.identities, nil
 }
 
 // PrivateKeys does not allocate, so that the benchmarks measure the
@@ -132,6 +141,7 @@ func newFixture(t testing.TB) *fixture {
 		tokens:       map[string]*record.Token{},
 		privateKeys:  map[string]*record.PrivateKeys{"ann": record.NewPrivateKeys(annCredentials())},
 		privateAsked: map[string]int{},
+		identities:   record.NewIdentities(meshIdentities()),
 		users: map[string]*record.User{
 			"alice": {Name: "alice", Groups: []string{"eng", "gone", "off", "byok", "nobyok", "gpt", "narrow"}},
 			"bob":   {Name: "bob", Disabled: true, Groups: []string{"eng"}},

@@ -40,6 +40,9 @@ type Records interface {
 	// none gets an empty (or nil) index; record.ErrNotFound counts as
 	// none too.
 	PrivateKeys(ctx context.Context, user string) (*record.PrivateKeys, error)
+	// Identities is the index of the principal mappings (empty, not an
+	// error, when there are none).
+	Identities(ctx context.Context) (*record.Identities, error)
 }
 
 // Verifier checks a token's format and signature without I/O, returning its
@@ -159,6 +162,11 @@ type Request struct {
 	// provider, and how the route rewrites the path (see
 	// PathPrefixExtension).
 	ContextExtensions map[string]string
+	// Principal is the peer's identity as Envoy verified it
+	// (attributes.source.principal: the URI SAN of the downstream
+	// client certificate, a SPIFFE ID in a mesh); "" without mTLS. It
+	// never comes from a header.
+	Principal string
 	// Body is the request body when Envoy forwards it (with_request_body),
 	// possibly truncated; "" when it does not. It is read only when policy
 	// needs the model: see Decision.Model.
@@ -185,7 +193,15 @@ type Decision struct {
 	Err     error
 	TokenID string
 	Token   *record.Token
-	Group   *record.Group
+	// Identity is the principal mapping a request without a keyward
+	// token is decided under (mesh identity); nil for a token's request.
+	Identity *record.Identity
+	// Principal is the peer's verified identity (Request.Principal).
+	Principal string
+	// User is the name of the user the request is decided as: the
+	// token's or the mapping's, once known.
+	User  string
+	Group *record.Group
 	// ProviderName is the route's provider; Provider its record, when
 	// keyward sends the key (a server-held one or the user's own).
 	ProviderName string
@@ -221,7 +237,7 @@ func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 	l := lookups{parent: ctx, fromMemory: a.fromMemory, deadline: a.opts.CheckDeadline}
 	defer l.end()
 	f := findCredentials(a.opts.Sources, req.Headers, req.Path)
-	d := Decision{found: f, Model: req.Headers[a.opts.ModelHeader]}
+	d := Decision{found: f, Model: req.Headers[a.opts.ModelHeader], Principal: req.Principal}
 	switch {
 	case f.management:
 		d.Reason = ReasonManagementToken
@@ -230,7 +246,9 @@ func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 	case f.badScheme:
 		d.Reason = ReasonMalformedToken
 	case f.tokenAt >= 0:
-		d.Reason = a.decideToken(&l, req, &d)
+		d.Reason = a.decideAs(&l, req, &d, a.liveToken(&l, req, &d))
+	case req.Principal != "":
+		d.Reason = a.decidePrincipal(&l, req, &d)
 	case !f.customKey:
 		d.Reason = ReasonMissingCredential
 	case a.opts.DisableCustomKeys:
@@ -247,12 +265,58 @@ func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 	return d
 }
 
-// decideToken decides a request that carries a keyward token: every check
-// of checkToken, then, for a request those allow, the group's rate limit,
-// which the user's tokens share. Only allowed requests count against it.
-func (a *Authorizer) decideToken(l *lookups, req *Request, d *Decision) Reason {
-	r := a.checkToken(l, req, d)
-	if r.Allowed() && d.Group.RequestsPerMinute > 0 && !a.limits.allow(d.Token.User, d.Group.Name, d.Group.RequestsPerMinute, a.opts.Now()) {
+// decidePrincipal decides a request without a keyward token from a peer
+// whose identity Envoy verified. A mapped principal is decided as the
+// mapping's user and group (decideAs), whatever the client put in the
+// credential places: that is removed, never forwarded (the SDKs insist
+// on sending some API key). An unmapped one is refused, except that a
+// client's own provider key still goes through where custom keys are
+// allowed, as it would without mTLS.
+func (a *Authorizer) decidePrincipal(l *lookups, req *Request, d *Decision) Reason {
+	ids, r := lookup(l, d, a.identities, "", "")
+	if r != "" {
+		return r
+	}
+	if d.Identity = ids.Lookup(req.Principal); d.Identity != nil {
+		return a.decideAs(l, req, d, a.liveIdentity(l, d))
+	}
+	if d.found.customKey && !a.opts.DisableCustomKeys {
+		return ReasonCustomKey
+	}
+	return ReasonPrincipalNotMapped
+}
+
+// identities adapts Records.Identities to lookup.
+func (a *Authorizer) identities(ctx context.Context, _ string) (*record.Identities, error) {
+	return a.records.Identities(ctx)
+}
+
+// liveIdentity is a mapping's liveness: the mapping enabled, then its
+// user and group live, as liveToken checks a token's. It sets d.User and
+// d.Group as far as it gets.
+func (a *Authorizer) liveIdentity(l *lookups, d *Decision) Reason {
+	id := d.Identity
+	if id.Disabled {
+		return ReasonPrincipalDisabled
+	}
+	d.User = id.User
+	return a.liveMember(l, d, id.User, id.Group)
+}
+
+// decideAs decides a request whose identity a liveness check has
+// established — a token's (liveToken), a mapped principal's
+// (liveIdentity); live is its outcome, "" when d.User and d.Group are
+// set and live: every check of checkPolicy, then, for a request those
+// allow, the group's rate limit, which all of the user's requests in the
+// group share. Only allowed requests count against it. (The outcome, not
+// the check as a func value: passing the decision's pointers through a
+// func value would move them to the heap.)
+func (a *Authorizer) decideAs(l *lookups, req *Request, d *Decision, live Reason) Reason {
+	r := live
+	if r == "" {
+		r = a.checkPolicy(l, req, d)
+	}
+	if r.Allowed() && d.Group.RequestsPerMinute > 0 && !a.limits.allow(d.User, d.Group.Name, d.Group.RequestsPerMinute, a.opts.Now()) {
 		// A denial names no key.
 		d.Key, d.Credential = nil, nil
 		return ReasonRateLimited
@@ -260,12 +324,10 @@ func (a *Authorizer) decideToken(l *lookups, req *Request, d *Decision) Reason {
 	return r
 }
 
-// checkToken applies every check to a token request but the rate limit.
-// An allowed answer has d.Token and d.Group set.
-func (a *Authorizer) checkToken(l *lookups, req *Request, d *Decision) Reason {
-	if r := a.liveToken(l, d); r != "" {
-		return r
-	}
+// checkPolicy applies the group's policy to a request whose identity is
+// live (d.User and d.Group set): the group enabled, provider, models, the
+// client's own key, and picks the key.
+func (a *Authorizer) checkPolicy(l *lookups, req *Request, d *Decision) Reason {
 	g := d.Group
 	if g.Disabled {
 		return ReasonGroupDisabled
@@ -292,7 +354,10 @@ func (a *Authorizer) checkToken(l *lookups, req *Request, d *Decision) Reason {
 			return r
 		}
 	}
-	if d.found.customKey {
+	if d.found.customKey && d.Identity == nil {
+		// Beside a token, the client's own key goes through where
+		// allowed. Under a mesh identity it is never forwarded: the
+		// answer removes it and sends keyward's key.
 		if a.opts.DisableCustomKeys || g.DisableCustomKeys {
 			return ReasonCustomKeyForbidden
 		}
@@ -308,10 +373,10 @@ func (a *Authorizer) checkToken(l *lookups, req *Request, d *Decision) Reason {
 }
 
 // liveToken is stage one and two of a token's check: the token itself
-// (signature, then its record: secret, revocation, expiry), then whether
-// its user and group are still live. It sets d.TokenID, d.Token and
-// d.Group as far as it gets.
-func (a *Authorizer) liveToken(l *lookups, d *Decision) Reason {
+// (signature, then its record: secret, revocation, expiry, the workload
+// it is bound to), then whether its user and group are still live. It
+// sets d.TokenID, d.Token, d.User and d.Group as far as it gets.
+func (a *Authorizer) liveToken(l *lookups, req *Request, d *Decision) Reason {
 	id, hash, err := a.verifier.Verify(d.found.token)
 	switch {
 	case errors.Is(err, token.ErrMalformed):
@@ -338,18 +403,27 @@ func (a *Authorizer) liveToken(l *lookups, d *Decision) Reason {
 		return ReasonTokenRevoked
 	case t.Expired(a.opts.Now()):
 		return ReasonTokenExpired
+	case t.Principal != "" && !record.MatchPrincipal(t.Principal, req.Principal):
+		return ReasonTokenBoundElsewhere
 	}
-	u, r := lookup(l, d, a.records.User, t.User, ReasonUserDeleted)
+	d.User = t.User
+	return a.liveMember(l, d, t.User, t.Group)
+}
+
+// liveMember checks that user is live and may use group, and that group
+// is live; it sets d.Group.
+func (a *Authorizer) liveMember(l *lookups, d *Decision, user, group string) Reason {
+	u, r := lookup(l, d, a.records.User, user, ReasonUserDeleted)
 	if u == nil {
 		return r
 	}
 	switch {
 	case u.Disabled:
 		return ReasonUserDisabled
-	case !u.MayUse(t.Group):
+	case !u.MayUse(group):
 		return ReasonGroupNotPermitted
 	}
-	g, r := lookup(l, d, a.records.Group, t.Group, ReasonGroupDeleted)
+	g, r := lookup(l, d, a.records.Group, group, ReasonGroupDeleted)
 	if g == nil {
 		return r
 	}
@@ -362,7 +436,7 @@ func (a *Authorizer) liveToken(l *lookups, d *Decision) Reason {
 func (a *Authorizer) pickKey(l *lookups, req *Request, d *Decision, p *record.Provider) Reason {
 	d.Provider = p
 	if !a.opts.DisableCustomKeys && !d.Group.DisableCustomKeys {
-		k, r := a.privateKey(l, req, d, d.Token.User, d.ProviderName)
+		k, r := a.privateKey(l, req, d, d.User, d.ProviderName)
 		if r != "" {
 			return r
 		}

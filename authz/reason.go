@@ -22,16 +22,25 @@ const (
 	ReasonTokenExpired      Reason = "token_expired"
 	ReasonTokenRevoked      Reason = "token_revoked"
 	ReasonManagementToken   Reason = "management_token"
+	// ReasonPrincipalNotMapped: no keyward token, and the peer's verified
+	// identity (a SPIFFE ID from mTLS) matches no principal mapping.
+	ReasonPrincipalNotMapped Reason = "principal_not_mapped"
 
 	// 403: a valid token that policy refuses.
-	ReasonUserDeleted        Reason = "user_deleted"
-	ReasonUserDisabled       Reason = "user_disabled"
-	ReasonGroupDeleted       Reason = "group_deleted"
-	ReasonGroupDisabled      Reason = "group_disabled"
-	ReasonGroupNotPermitted  Reason = "group_not_permitted"
-	ReasonUnknownProvider    Reason = "unknown_provider"
-	ReasonProviderNotAllowed Reason = "provider_not_allowed"
-	ReasonModelNotAllowed    Reason = "model_not_allowed"
+	ReasonUserDeleted       Reason = "user_deleted"
+	ReasonUserDisabled      Reason = "user_disabled"
+	ReasonGroupDeleted      Reason = "group_deleted"
+	ReasonGroupDisabled     Reason = "group_disabled"
+	ReasonGroupNotPermitted Reason = "group_not_permitted"
+	// ReasonPrincipalDisabled: the principal mapping that matches the
+	// peer is disabled.
+	ReasonPrincipalDisabled Reason = "principal_disabled"
+	// ReasonTokenBoundElsewhere: a token bound to a workload, presented
+	// by a peer that is not it (or without mTLS).
+	ReasonTokenBoundElsewhere Reason = "token_bound_elsewhere"
+	ReasonUnknownProvider     Reason = "unknown_provider"
+	ReasonProviderNotAllowed  Reason = "provider_not_allowed"
+	ReasonModelNotAllowed     Reason = "model_not_allowed"
 	// ReasonModelUnknown: the group restricts models and the request's
 	// body, path or query names a model keyward cannot read (a body cut
 	// at Envoy's limit, not one valid JSON object, a "model" that is not a
@@ -64,6 +73,7 @@ func Reasons() []Reason {
 		ReasonManagementToken, ReasonUserDeleted, ReasonUserDisabled, ReasonGroupDeleted, ReasonGroupDisabled, ReasonGroupNotPermitted,
 		ReasonUnknownProvider, ReasonProviderNotAllowed, ReasonModelNotAllowed, ReasonModelUnknown, ReasonEndpointNotAllowed,
 		ReasonBodyNotForwarded, ReasonCustomKeyForbidden,
+		ReasonPrincipalNotMapped, ReasonPrincipalDisabled, ReasonTokenBoundElsewhere,
 		ReasonRateLimited,
 		ReasonNoProviderKey, ReasonStoreUnavailable, ReasonInternal,
 	}
@@ -79,7 +89,7 @@ func (r Reason) HTTPStatus() int {
 		return 200
 	case ReasonAmbiguousCredential:
 		return 400
-	case ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked, ReasonManagementToken:
+	case ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked, ReasonManagementToken, ReasonPrincipalNotMapped:
 		return 401
 	case ReasonRateLimited:
 		return 429
@@ -124,6 +134,9 @@ var reasonMessages = map[Reason]string{
 	ReasonTokenExpired:        "The keyward token has expired.",
 	ReasonTokenRevoked:        "The keyward token has been revoked.",
 	ReasonManagementToken:     "A management token cannot call an LLM; use a keyward token.",
+	ReasonPrincipalNotMapped:  "No keyward token, and this workload's identity (its mTLS SPIFFE ID) is not mapped to a keyward user and group.",
+	ReasonPrincipalDisabled:   "This workload's identity mapping is disabled.",
+	ReasonTokenBoundElsewhere: "The keyward token is bound to another workload.",
 	ReasonUserDeleted:         "The token's user no longer exists.",
 	ReasonUserDisabled:        "The token's user is disabled.",
 	ReasonGroupDeleted:        "The token's group no longer exists.",

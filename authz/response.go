@@ -53,7 +53,13 @@ type responder struct {
 }
 
 type allowKey struct {
-	token *record.Token
+	// token or identity is who the answer is for: records are
+	// immutable, so a changed one is a new key.
+	token    *record.Token
+	identity *record.Identity
+	// principal is the peer's, in a mesh identity's metadata: a prefix
+	// mapping answers many.
+	principal string
 	// key is nil when the client's own key goes through. A user's own
 	// key is a pointer into their cached record.PrivateKeys, so it too
 	// changes whenever their credentials do.
@@ -142,10 +148,10 @@ func (r *responder) respond(d *Decision, requestHeaders map[string]string) *auth
 	if d.found.foreignIdentity {
 		return r.build(d, requestHeaders, clientVersion, inMetadata)
 	}
-	if d.Token == nil {
+	if d.Token == nil && d.Identity == nil {
 		return r.passthrough
 	}
-	k := allowKey{token: d.Token, key: d.Key, provider: d.ProviderName, tokenAt: d.found.tokenAt, clientVersion: clientVersion, inMetadata: inMetadata}
+	k := allowKey{token: d.Token, identity: d.Identity, principal: d.Principal, key: d.Key, provider: d.ProviderName, tokenAt: d.found.tokenAt, clientVersion: clientVersion, inMetadata: inMetadata}
 	if resp, ok := r.allowed.Get(k); ok {
 		return resp
 	}
@@ -202,8 +208,20 @@ func isForeignIdentityHeader(name string) bool {
 // KeyInMetadata).
 func (r *responder) build(d *Decision, requestHeaders map[string]string, clientVersion, inMetadata bool) *authv3.CheckResponse {
 	ok := &authv3.OkHttpResponse{}
-	meta := make(map[string]*structpb.Value, 7)
-	if d.Token != nil {
+	meta := make(map[string]*structpb.Value, 8)
+	switch {
+	case d.Identity != nil:
+		// A mesh identity: the mapping stands where a token's id would,
+		// and the verified principal goes in metadata (never a secret).
+		ok.Headers = []*corev3.HeaderValueOption{
+			setHeader(HeaderUser, d.Identity.User),
+			setHeader(HeaderGroup, d.Identity.Group),
+		}
+		meta["user"] = structpb.NewStringValue(d.Identity.User)
+		meta["group"] = structpb.NewStringValue(d.Identity.Group)
+		meta["identity"] = structpb.NewStringValue(d.Identity.Name)
+		meta["principal"] = structpb.NewStringValue(d.Principal)
+	case d.Token != nil:
 		ok.Headers = []*corev3.HeaderValueOption{
 			setHeader(HeaderUser, d.Token.User),
 			setHeader(HeaderGroup, d.Token.Group),
@@ -212,7 +230,7 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string, clientV
 		meta["user"] = structpb.NewStringValue(d.Token.User)
 		meta["group"] = structpb.NewStringValue(d.Token.Group)
 		meta["token_id"] = structpb.NewStringValue(d.TokenID)
-	} else {
+	default:
 		ok.HeadersToRemove = []string{HeaderUser, HeaderGroup, HeaderTokenID}
 	}
 	switch {
@@ -240,6 +258,10 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string, clientV
 		}
 	default:
 		meta["custom_key"] = structpb.NewBoolValue(true)
+	}
+	if d.Identity != nil {
+		// No token id to set: a client's copy goes.
+		ok.HeadersToRemove = append(ok.HeadersToRemove, HeaderTokenID)
 	}
 	for name := range requestHeaders {
 		if isForeignIdentityHeader(name) {

@@ -141,6 +141,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		Path:              http.GetPath(),
 		Host:              http.GetHost(),
 		ContextExtensions: attrs.GetContextExtensions(),
+		Principal:         attrs.GetSource().GetPrincipal(),
 		Body:              requestBody(http),
 	}
 	d := s.authorizer.Decide(ctx, &r)
@@ -198,6 +199,13 @@ func (s *Server) audit(req *authv3.CheckRequest, d *Decision) {
 	}
 	if d.Token != nil {
 		attrs = append(attrs, slog.String("user", d.Token.User), slog.String("group", d.Token.Group))
+	}
+	if d.Principal != "" {
+		// A SPIFFE ID Envoy verified: an identity, never a secret.
+		attrs = append(attrs, slog.String("principal", d.Principal))
+	}
+	if d.Identity != nil {
+		attrs = append(attrs, slog.String("identity", d.Identity.Name), slog.String("user", d.Identity.User), slog.String("group", d.Identity.Group))
 	}
 	if d.ProviderName != "" {
 		attrs = append(attrs, slog.String("provider", d.ProviderName))

@@ -20,6 +20,16 @@ type Source interface {
 	Credentials(ctx context.Context, user string) ([]*record.Credential, error)
 }
 
+// IdentitySource is a Source that keeps principal mappings. A Source
+// without them maps no principal.
+type IdentitySource interface {
+	Identities(ctx context.Context) ([]*record.Identity, error)
+}
+
+// identitiesKey is the one key of the identities cache: the mappings are
+// indexed together, since a lookup by principal must see every prefix.
+const identitiesKey = "all"
+
 // Records caches each kind of live record of a Source in its own Cache,
 // with records the store reports gone (record.ErrNotFound) cached as
 // negative entries. It serves authz.Records.
@@ -31,6 +41,9 @@ type Records struct {
 	// privateKeys are each user's own credentials, indexed for the
 	// decision, by user name.
 	privateKeys *Cache[*record.PrivateKeys]
+	// identities is the index of every principal mapping, one entry,
+	// reloaded whole when a mapping changes.
+	identities *Cache[*record.Identities]
 }
 
 // NewRecords returns record caches over src, each sized and timed by opts.
@@ -74,6 +87,20 @@ func NewRecords(src Source, opts Options) (*Records, error) {
 	if r.privateKeys, err = New(loadPrivateKeys, opts); err != nil {
 		return nil, err
 	}
+	loadIdentities := func(ctx context.Context, _ string) (*record.Identities, error) {
+		is, ok := src.(IdentitySource)
+		if !ok {
+			return record.NewIdentities(nil), nil
+		}
+		ids, err := is.Identities(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return record.NewIdentities(ids), nil
+	}
+	if r.identities, err = New(loadIdentities, opts); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -103,8 +130,14 @@ func (r *Records) PrivateKeys(ctx context.Context, user string) (*record.Private
 	return r.privateKeys.Get(ctx, user)
 }
 
+// Identities returns the index of the principal mappings: one cached
+// entry, so a warm lookup does no store I/O.
+func (r *Records) Identities(ctx context.Context) (*record.Identities, error) {
+	return r.identities.Get(ctx, identitiesKey)
+}
+
 // Stats yields each cache's kind (token, user, group, provider,
-// private_keys) with its cumulative counters. The counters are the ones a
+// private_keys, identities) with its cumulative counters. The counters are the ones a
 // Get keeps anyway, so a metrics scrape reads them at no cost to the hot
 // path.
 func (r *Records) Stats() iter.Seq2[string, Stats] {
@@ -113,7 +146,8 @@ func (r *Records) Stats() iter.Seq2[string, Stats] {
 			yield("user", r.users.Stats()) &&
 			yield("group", r.groups.Stats()) &&
 			yield("provider", r.providers.Stats()) &&
-			yield("private_keys", r.privateKeys.Stats())
+			yield("private_keys", r.privateKeys.Stats()) &&
+			yield("identities", r.identities.Stats())
 	}
 }
 
@@ -124,6 +158,7 @@ func (r *Records) Purge() {
 	r.groups.Purge()
 	r.providers.Purge()
 	r.privateKeys.Purge()
+	r.identities.Purge()
 }
 
 // Invalidate drops one cached record. t is token, user, group or
@@ -144,6 +179,9 @@ func (r *Records) Invalidate(t record.Type, name string) {
 	case record.TypeCredential:
 		user, _, _ := strings.Cut(name, "/")
 		r.privateKeys.Invalidate(user)
+	case record.TypeIdentity:
+		// Any mapping's change can change what a principal maps to.
+		r.identities.Invalidate(identitiesKey)
 	case record.TypeAPIToken:
 		// Not cached here either: nothing to drop.
 	default:

@@ -241,6 +241,11 @@ type Envoy struct {
 	// certificate, the CA keyward's certificate chains to, and keyward's
 	// identities. Paths are Envoy's, absolute. Off by default.
 	AuthzTLS envoy.AuthzTLS `yaml:"authz_tls"`
+	// DownstreamTLS serves Envoy's LLM listener over TLS, and with a
+	// client CA verifies client certificates, whose URI SAN (a SPIFFE
+	// ID) principal mappings match. Paths are Envoy's, absolute. Off by
+	// default.
+	DownstreamTLS envoy.DownstreamTLS `yaml:"downstream_tls"`
 	// AuthzTimeout bounds each check. Default 500ms.
 	AuthzTimeout time.Duration `yaml:"authz_timeout"`
 	// MaxRequestBytes is how much of a request body envoy-config

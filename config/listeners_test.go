@@ -55,6 +55,13 @@ func TestListenerSettings(t *testing.T) {
 		"envoy tracing without address": {
 			yaml: "envoy: {tracing: {sampling: 101}}\n", fields: []string{"envoy.tracing.otlp_address", "envoy.tracing.sampling"},
 		},
+		"envoy downstream mtls": {
+			yaml: "envoy: {downstream_tls: {cert_file: /e/llm.crt, key_file: /e/llm.key, client_ca_file: /e/mesh-ca.crt, require_client_cert: true}}\n",
+		},
+		"envoy downstream mtls without ca": {
+			yaml:   "envoy: {downstream_tls: {cert_file: /e/llm.crt, key_file: e/llm.key, require_client_cert: true}}\n",
+			fields: []string{"envoy.downstream_tls.key_file", "envoy.downstream_tls.require_client_cert"},
+		},
 		"envoy authz tls incomplete": {
 			yaml:   "envoy: {authz_tls: {cert_file: e/tls.crt, key_file: /e/tls.key, ca_file: /e/ca.crt}}\n",
 			fields: []string{"envoy.authz_tls.cert_file", "envoy.authz_tls.server_identities"},

@@ -145,6 +145,9 @@ func (e Envoy) validate() error {
 	if e.AuthzTLS.Enabled() {
 		l.Merge("", e.AuthzTLS.Validate("authz_tls"))
 	}
+	if e.DownstreamTLS.Enabled() {
+		l.Merge("", e.DownstreamTLS.Validate("downstream_tls"))
+	}
 	if e.Tracing.Enabled() {
 		l.Merge("", e.Tracing.Validate("tracing"))
 	}

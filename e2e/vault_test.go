@@ -471,10 +471,13 @@ func checkRequest(tok string) *authv3.CheckRequest {
 }
 
 // check asks keyward over gRPC, as Envoy would.
-func (r *replica) check(tok string) (verdict, error) {
+func (r *replica) check(tok string) (verdict, error) { return r.ask(checkRequest(tok)) }
+
+// ask sends req to keyward over gRPC.
+func (r *replica) ask(req *authv3.CheckRequest) (verdict, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := r.authz.Check(ctx, checkRequest(tok))
+	resp, err := r.authz.Check(ctx, req)
 	if err != nil {
 		return verdict{}, err
 	}
@@ -510,6 +513,12 @@ func (r *replica) mustCheck(tok string, status int, code string) verdict {
 // test failed, if one did not within limit).
 func untilAll(t *testing.T, replicas []*replica, tok string, status int, code string, limit time.Duration) time.Time {
 	t.Helper()
+	return untilAllAsk(t, replicas, checkRequest(tok), status, code, limit)
+}
+
+// untilAllAsk is untilAll for any check request.
+func untilAllAsk(t *testing.T, replicas []*replica, req *authv3.CheckRequest, status int, code string, limit time.Duration) time.Time {
+	t.Helper()
 	start := time.Now()
 	times := make([]time.Time, len(replicas))
 	lasts := make([]string, len(replicas))
@@ -517,7 +526,7 @@ func untilAll(t *testing.T, replicas []*replica, tok string, status int, code st
 	for i, r := range replicas {
 		wg.Go(func() {
 			for time.Since(start) <= limit {
-				vd, err := r.check(tok)
+				vd, err := r.ask(req)
 				if err == nil && vd.status == status && vd.code == code {
 					times[i] = time.Now()
 					return

@@ -199,15 +199,21 @@ func listener(o Options, routes []*routev3.Route, trace *hcmv3.HttpConnectionMan
 	if err != nil {
 		return nil, fmt.Errorf("listen address: %w", err)
 	}
-	return &listenerv3.Listener{
-		Name:    listenerName,
-		Address: addr,
-		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{{
-				Name:       hcmFilter,
-				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
-			}},
+	chain := &listenerv3.FilterChain{
+		Filters: []*listenerv3.Filter{{
+			Name:       hcmFilter,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
 		}},
+	}
+	if o.DownstreamTLS.Enabled() {
+		if chain.TransportSocket, err = downstreamTLSSocket(o.DownstreamTLS); err != nil {
+			return nil, err
+		}
+	}
+	return &listenerv3.Listener{
+		Name:         listenerName,
+		Address:      addr,
+		FilterChains: []*listenerv3.FilterChain{chain},
 	}, nil
 }
 

@@ -82,6 +82,17 @@ var goldenCases = map[string]envoy.Options{
 		},
 		Routes: []envoy.Route{{Provider: "openai", PathPrefix: "/openai/", Upstream: "https://api.openai.com"}},
 	},
+	// downstream-mtls: the LLM listener over TLS, requiring client
+	// certificates of the mesh CA, whose URI SANs keyward maps.
+	"downstream-mtls": {
+		ListenAddress: "0.0.0.0:10443",
+		AuthzAddress:  "127.0.0.1:9191",
+		DownstreamTLS: envoy.DownstreamTLS{
+			CertFile: "/etc/envoy/llm/tls.crt", KeyFile: "/etc/envoy/llm/tls.key",
+			ClientCAFile: "/etc/envoy/llm/mesh-ca.crt", RequireClientCert: true,
+		},
+		Routes: []envoy.Route{{Provider: "openai", PathPrefix: "/openai/", Upstream: "https://api.openai.com"}},
+	},
 	// tracing: Envoy's OpenTelemetry tracer, to a collector by name,
 	// sampling a quarter of the requests that come without a trace.
 	"tracing": {
@@ -146,6 +157,10 @@ func TestEnvoyAcceptsConfig(t *testing.T) {
 			o.TrustedCAFile = writeCA(t)
 			if o.AuthzTLS.Enabled() {
 				o.AuthzTLS = writeAuthzTLS(t, o.AuthzTLS.ServerIdentities)
+			}
+			if o.DownstreamTLS.Enabled() {
+				tls := writeAuthzTLS(t, nil)
+				o.DownstreamTLS.CertFile, o.DownstreamTLS.KeyFile, o.DownstreamTLS.ClientCAFile = tls.CertFile, tls.KeyFile, tls.CAFile
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -337,7 +352,23 @@ func TestValidate(t *testing.T) {
 		"tls no identity":  {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.ServerIdentities = nil }, want: []string{"authz_tls.server_identities"}},
 		"tls bad identity": {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.ServerIdentities = []string{"*.svc"} }, want: []string{"authz_tls.server_identities[0]"}},
 		"tls no ca":        {mod: func(o *envoy.Options) { o.AuthzTLS = validTLS(); o.AuthzTLS.CAFile = "" }, want: []string{"authz_tls.ca_file"}},
-		"valid tracing":    {mod: func(o *envoy.Options) { o.Tracing = envoy.Tracing{OTLPAddress: "127.0.0.1:4317"} }},
+		"downstream tls no cert": {
+			mod:  func(o *envoy.Options) { o.DownstreamTLS = envoy.DownstreamTLS{ClientCAFile: "/ca.crt"} },
+			want: []string{"downstream_tls.cert_file", "downstream_tls.key_file"},
+		},
+		"downstream tls relative ca": {
+			mod: func(o *envoy.Options) {
+				o.DownstreamTLS = envoy.DownstreamTLS{CertFile: "/c", KeyFile: "/k", ClientCAFile: "ca.crt"}
+			},
+			want: []string{"downstream_tls.client_ca_file"},
+		},
+		"downstream tls require without ca": {
+			mod: func(o *envoy.Options) {
+				o.DownstreamTLS = envoy.DownstreamTLS{CertFile: "/c", KeyFile: "/k", RequireClientCert: true}
+			},
+			want: []string{"downstream_tls.require_client_cert"},
+		},
+		"valid tracing": {mod: func(o *envoy.Options) { o.Tracing = envoy.Tracing{OTLPAddress: "127.0.0.1:4317"} }},
 		"valid tracing sampling 0": {mod: func(o *envoy.Options) {
 			o.Tracing = envoy.Tracing{OTLPAddress: "collector:4317", ServiceName: "envoy-eu", Sampling: ptr(0.0)}
 		}},

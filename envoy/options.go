@@ -87,6 +87,10 @@ type Options struct {
 	// AuthzTLS, when any field is set, makes Envoy speak mutual TLS to
 	// keyward.
 	AuthzTLS AuthzTLS
+	// DownstreamTLS, when any field is set, serves the LLM listener over
+	// TLS, verifying client certificates when it names a client CA (mesh
+	// identity: see DownstreamTLS). Off by default.
+	DownstreamTLS DownstreamTLS
 	// AuthzTimeout bounds each ext_authz call. Defaults to
 	// DefaultAuthzTimeout (500ms).
 	AuthzTimeout time.Duration
@@ -129,6 +133,9 @@ func (o Options) Validate() error {
 		}
 	}
 	errs = append(errs, o.validateAuthz(add)...)
+	if o.DownstreamTLS.Enabled() {
+		errs = append(errs, o.DownstreamTLS.problems("downstream_tls")...)
+	}
 	if o.AuthzTimeout < 0 {
 		add("authz_timeout", "must not be negative, got %s", o.AuthzTimeout)
 	}

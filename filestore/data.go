@@ -21,9 +21,11 @@ import (
 // groups, users, signing keys), the token file, the credentials file and
 // the API token file. Together they mirror the Vault layout.
 type Data struct {
-	Providers   map[string]*ProviderData `yaml:"providers,omitempty"`
-	Groups      map[string]*GroupData    `yaml:"groups,omitempty"`
-	Users       map[string]*UserData     `yaml:"users,omitempty"`
+	Providers map[string]*ProviderData `yaml:"providers,omitempty"`
+	Groups    map[string]*GroupData    `yaml:"groups,omitempty"`
+	Users     map[string]*UserData     `yaml:"users,omitempty"`
+	// Identities are principal mappings, by name.
+	Identities  map[string]*IdentityData `yaml:"identities,omitempty"`
 	SigningKeys []SigningKeyData         `yaml:"signing_keys,omitempty"`
 	// Tokens live in the token file, by token id.
 	Tokens Tokens `yaml:"-"`
@@ -86,6 +88,19 @@ type TokenData struct {
 	Last4 string `json:"last4,omitempty"`
 	// ReplacedBy is the id of the token that replaced this one.
 	ReplacedBy string `json:"replaced_by,omitempty"`
+	// Principal binds the token to a workload (record.Token.Principal);
+	// absent on unbound tokens and on tokens written before it existed.
+	Principal string `json:"principal,omitempty"`
+}
+
+// IdentityData is a principal mapping (record.Identity).
+type IdentityData struct {
+	Principal string    `yaml:"principal"`
+	User      string    `yaml:"user"`
+	Group     string    `yaml:"group"`
+	Disabled  bool      `yaml:"disabled,omitempty"`
+	Created   time.Time `yaml:"created,omitempty"`
+	Updated   time.Time `yaml:"updated,omitempty"`
 }
 
 // credentialData is a user's provider credential, key included: it lives
@@ -375,6 +390,7 @@ type policy struct {
 	providers   map[string]*record.Provider
 	groups      map[string]*record.Group
 	users       map[string]*record.User
+	identities  map[string]*record.Identity
 	signingKeys []token.SigningKey
 	// missingEnv lists environment variables that provider keys name but
 	// that are not set, for a warning (names only).
@@ -446,9 +462,10 @@ func (e *nameProblem) Unwrap() []error { return []error{e.at, e.err} }
 func (d *Data) buildPolicy(getenv func(string) string) (*policy, error) {
 	var bad problems
 	s := &policy{
-		providers: make(map[string]*record.Provider, len(d.Providers)),
-		groups:    make(map[string]*record.Group, len(d.Groups)),
-		users:     make(map[string]*record.User, len(d.Users)),
+		providers:  make(map[string]*record.Provider, len(d.Providers)),
+		groups:     make(map[string]*record.Group, len(d.Groups)),
+		users:      make(map[string]*record.User, len(d.Users)),
+		identities: make(map[string]*record.Identity, len(d.Identities)),
 	}
 	for name, p := range d.Providers {
 		if rp := p.build(name, getenv, &bad, &s.missingEnv); rp != nil {
@@ -460,6 +477,11 @@ func (d *Data) buildPolicy(getenv func(string) string) (*policy, error) {
 	}
 	for name, u := range d.Users {
 		s.users[name] = u.build(name, &bad)
+	}
+	for name, id := range d.Identities {
+		if rid := id.build(name, &bad); rid != nil {
+			s.identities[name] = rid
+		}
 	}
 	for i, k := range d.SigningKeys {
 		secret, err := base64.StdEncoding.DecodeString(k.Secret)
@@ -525,6 +547,22 @@ func (u *UserData) build(name string, bad *problems) *record.User {
 	return ru
 }
 
+func (i *IdentityData) build(name string, bad *problems) *record.Identity {
+	path := "identities." + name
+	bad.name(path, identityName, name)
+	if i == nil {
+		bad.add(path, "empty record")
+		return nil
+	}
+	rid := i.record(name)
+	if err := record.ValidatePrincipal(rid.Principal, true); err != nil {
+		bad.add(path+".principal", "%v", err)
+	}
+	bad.required(path+".user", userName, rid.User)
+	bad.required(path+".group", groupName, rid.Group)
+	return rid
+}
+
 // knownNames says which of a token's names were found valid already.
 type knownNames struct{ user, group bool }
 
@@ -540,6 +578,11 @@ func checkToken(id string, t *TokenData, known knownNames) error {
 	}
 	if t.ReplacedBy != "" {
 		bad.name(path+".replaced_by", tokenID, t.ReplacedBy)
+	}
+	if t.Principal != "" {
+		if err := record.ValidatePrincipal(t.Principal, true); err != nil {
+			bad.add(path+".principal", "%v", err)
+		}
 	}
 	bad.hash(path+".hash", t.Hash)
 	if !known.user {

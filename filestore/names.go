@@ -24,6 +24,7 @@ const (
 	credentialName
 	tokenID
 	credentialID
+	identityName
 )
 
 // check returns an error wrapping record.ErrInvalidName for the first of
@@ -67,6 +68,8 @@ func (k nameKind) String() string {
 		return "credential"
 	case tokenID:
 		return "token id"
+	case identityName:
+		return "identity"
 	}
 	return "credential id"
 }
@@ -94,6 +97,9 @@ func checkTokenNames(t *record.Token) error {
 	if err == nil && t.ReplacedBy != "" {
 		err = tokenID.check(t.ReplacedBy)
 	}
+	if err == nil && t.Principal != "" {
+		err = record.ValidatePrincipal(t.Principal, true)
+	}
 	return err
 }
 
@@ -105,4 +111,12 @@ func checkAPIToken(t *record.APIToken) error {
 // checkCredential checks the names and ids c holds.
 func checkCredential(c *record.Credential) error {
 	return cmp.Or(credentialID.check(c.ID), userName.check(c.User), credentialName.check(c.Name), providerName.check(c.Provider))
+}
+
+// checkIdentity checks the names and the principal id holds.
+func checkIdentity(id *record.Identity) error {
+	if err := cmp.Or(identityName.check(id.Name), userName.check(id.User), groupName.check(id.Group)); err != nil {
+		return err
+	}
+	return record.ValidatePrincipal(id.Principal, true)
 }

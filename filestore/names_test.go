@@ -150,8 +150,31 @@ func nameOps(f *fullStore, n string) []nameOp {
 		}),
 		read("Credentials", user, func(ctx context.Context, st *filestore.Store) error { _, err := st.Credentials(ctx, n); return err }),
 		read("APIToken", tok, func(ctx context.Context, st *filestore.Store) error { _, err := st.APIToken(ctx, n); return err }),
+		read("Identity", valid("identity"), func(ctx context.Context, st *filestore.Store) error { _, err := st.Identity(ctx, n); return err }),
+		write("CreateIdentity name", valid("identity"), keyIs("identity/"+n), func(ctx context.Context, st *filestore.Store) error {
+			return st.CreateIdentity(ctx, ident(n, "ann", "team"), anyIdentity)
+		}),
+		write("CreateIdentity user", user, keyIs("identity/new-identity"), func(ctx context.Context, st *filestore.Store) error {
+			return st.CreateIdentity(ctx, ident("new-identity", n, "team"), anyIdentity)
+		}),
+		write("CreateIdentity group", group, keyIs("identity/new-identity"), func(ctx context.Context, st *filestore.Store) error {
+			return st.CreateIdentity(ctx, ident("new-identity", "ann", n), anyIdentity)
+		}),
+		update("UpdateIdentity", valid("identity"), keyIs("identity/"+n), func(ctx context.Context, st *filestore.Store) error {
+			_, err := st.UpdateIdentity(ctx, n, func(*record.Identity) error { return nil })
+			return err
+		}),
+		write("DeleteIdentity", valid("identity"), keyIs("identity/"+n), func(ctx context.Context, st *filestore.Store) error { return st.DeleteIdentity(ctx, n) }),
 	}
 }
+
+// ident is a principal mapping of user in group named name.
+func ident(name, user, group string) *record.Identity {
+	return &record.Identity{Name: name, Principal: "spiffe://td/ns/x/sa/w", User: user, Group: group}
+}
+
+// anyIdentity is a CreateIdentity check that accepts everything.
+func anyIdentity(*record.User, []*record.Identity) error { return nil }
 
 // storedRecord is one record as the files hold it.
 type storedRecord struct {
@@ -189,6 +212,9 @@ func storedRecords(t *testing.T, f *fullStore) map[string]storedRecord {
 	}
 	for n, u := range d.Users {
 		add("user/"+n, "", u)
+	}
+	for n, i := range d.Identities {
+		add("identity/"+n, i.User, i)
 	}
 	add("signing keys", "", d.SigningKeys)
 	for id, td := range d.Tokens.All() {

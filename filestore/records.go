@@ -37,7 +37,7 @@ func (g *GroupData) record(name string) *record.Group {
 }
 
 func tokenData(t *record.Token) *TokenData {
-	td := &TokenData{User: t.User, Group: t.Group, Name: t.Name, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy}
+	td := &TokenData{User: t.User, Group: t.Group, Name: t.Name, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy, Principal: t.Principal}
 	if !t.Expires.IsZero() {
 		e := t.Expires.UTC()
 		td.Expires = &e
@@ -46,7 +46,7 @@ func tokenData(t *record.Token) *TokenData {
 }
 
 func (t *TokenData) record(id string) (*record.Token, error) {
-	rt := &record.Token{ID: id, User: t.User, Group: t.Group, Name: t.Name, Created: t.Created, Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy}
+	rt := &record.Token{ID: id, User: t.User, Group: t.Group, Name: t.Name, Created: t.Created, Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy, Principal: t.Principal}
 	if t.Expires != nil {
 		rt.Expires = *t.Expires
 	}
@@ -55,6 +55,17 @@ func (t *TokenData) record(id string) (*record.Token, error) {
 		return nil, fmt.Errorf("token %s: hash: must be 64 hex digits (SHA-256)", id)
 	}
 	return rt, nil
+}
+
+func identityData(i *record.Identity) *IdentityData {
+	return &IdentityData{Principal: i.Principal, User: i.User, Group: i.Group, Disabled: i.Disabled, Created: i.Created.UTC(), Updated: i.Updated.UTC()}
+}
+
+func (i *IdentityData) record(name string) *record.Identity {
+	if i == nil {
+		i = &IdentityData{}
+	}
+	return &record.Identity{Name: name, Principal: i.Principal, User: i.User, Group: i.Group, Disabled: i.Disabled, Created: i.Created, Updated: i.Updated}
 }
 
 func apiTokenDataOf(t *record.APIToken) *apiTokenData {

@@ -12,8 +12,9 @@ import (
 )
 
 // The store file is decoded in two steps: its top level by the YAML
-// library, with the mappings of records (providers, groups, users) kept
-// as nodes, then those mappings one record at a time here. The library
+// library, with the mappings of records (providers, groups, users,
+// identities) kept as nodes, then those mappings one record at a time
+// here. The library
 // decodes a mapping into a Go map after comparing every key with every
 // other, to refuse a key given twice: time quadratic in the number of
 // groups and users (5.75 s at 20,000, minutes at 10^5, most of a large
@@ -32,6 +33,7 @@ type storeFile struct {
 	Providers   yaml.Node        `yaml:"providers"`
 	Groups      yaml.Node        `yaml:"groups"`
 	Users       yaml.Node        `yaml:"users"`
+	Identities  yaml.Node        `yaml:"identities"`
 	SigningKeys []SigningKeyData `yaml:"signing_keys"`
 }
 
@@ -94,6 +96,9 @@ func decodeStoreFile(raw []byte) (*Data, error) {
 	if d.Users, err = decodeRecords[UserData](&top.Users, types, &errs); err != nil {
 		return nil, err
 	}
+	if d.Identities, err = decodeRecords[IdentityData](&top.Identities, types, &errs); err != nil {
+		return nil, err
+	}
 	if len(errs) > 0 {
 		return nil, &yaml.TypeError{Errors: errs}
 	}
@@ -101,7 +106,7 @@ func decodeStoreFile(raw []byte) (*Data, error) {
 }
 
 // decodeSections decodes a store file laid out as keyward writes it, one
-// top-level section (providers, groups, users, signing_keys) after the
+// top-level section (providers, groups, users, identities, signing_keys) after the
 // other, each as a document of its own: the library holds a whole
 // document's nodes at once, some 200 MiB for 10^5 groups and as many
 // users, and one section's are half that. It reports false for any other
@@ -123,6 +128,7 @@ func decodeSections(raw []byte) (*Data, bool) {
 		d.Providers = firstSet(d.Providers, part.Providers)
 		d.Groups = firstSet(d.Groups, part.Groups)
 		d.Users = firstSet(d.Users, part.Users)
+		d.Identities = firstSet(d.Identities, part.Identities)
 		if part.SigningKeys != nil {
 			d.SigningKeys = part.SigningKeys
 		}
@@ -139,7 +145,7 @@ func firstSet[M ~map[string]V, V any](a, b M) M {
 }
 
 // topLevel are the store file's top-level keys.
-var topLevel = []string{"providers", "groups", "users", "signing_keys"}
+var topLevel = []string{"providers", "groups", "users", "identities", "signing_keys"}
 
 // splitSections cuts raw before each line that starts a top-level key, if
 // every line that starts in the first column does (or continues a block

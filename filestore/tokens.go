@@ -77,6 +77,9 @@ type tokenEntry struct {
 	replaced   bool
 	// hasExpires tells an expiry apart from none.
 	hasExpires bool
+	// principal is Token.Principal's index in names plus one; 0 for a
+	// token bound to no workload.
+	principal uint32
 }
 
 // last4Len is the length of Token.Last4.
@@ -166,6 +169,9 @@ func (x *tokenIndex) record(id token.RawID, e tokenEntry) *record.Token {
 	if e.replaced {
 		r.ReplacedBy = e.replacedBy.String()
 	}
+	if e.principal > 0 {
+		r.Principal = x.names[e.principal-1]
+	}
 	return r
 }
 
@@ -174,7 +180,7 @@ func (x *tokenIndex) data(id token.RawID, e tokenEntry) TokenData {
 	r := x.record(id, e)
 	td := TokenData{
 		User: r.User, Group: r.Group, Name: r.Name, Hash: HashString(r.Hash), Created: r.Created,
-		Revoked: r.Revoked, Last4: r.Last4, ReplacedBy: r.ReplacedBy,
+		Revoked: r.Revoked, Last4: r.Last4, ReplacedBy: r.ReplacedBy, Principal: r.Principal,
 	}
 	if e.hasExpires {
 		td.Expires = &r.Expires
@@ -314,6 +320,10 @@ func (b *indexBuilder) setNamed(id token.RawID, td *TokenData, user, group uint3
 		e.hasExpires = true
 	}
 	copy(e.last4[:], td.Last4)
+	if td.Principal != "" {
+		// Interned: bindings are few, shared by many tokens.
+		e.principal = b.name(td.Principal) + 1
+	}
 	if raw, ok := token.ParseID(td.ReplacedBy); ok {
 		e.replacedBy, e.replaced = raw, true
 	}

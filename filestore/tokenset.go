@@ -142,7 +142,7 @@ func sameToken(a, b *TokenData) bool {
 	}
 	return a.User == b.User && a.Group == b.Group && a.Name == b.Name && strings.EqualFold(a.Hash, b.Hash) &&
 		a.Created.Equal(b.Created) && sameExpiry(a.Expires, b.Expires) && a.Revoked == b.Revoked &&
-		a.Last4 == b.Last4 && a.ReplacedBy == b.ReplacedBy
+		a.Last4 == b.Last4 && a.ReplacedBy == b.ReplacedBy && a.Principal == b.Principal
 }
 
 func sameExpiry(a, b *time.Time) bool {

@@ -60,6 +60,7 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 			d.Tokens.Delete(id)
 		}
 		delete(d.credentials, name)
+		maps.DeleteFunc(d.Identities, func(_ string, i *IdentityData) bool { return i != nil && i.User == name })
 		maps.DeleteFunc(d.apiTokens, func(_ string, t *apiTokenData) bool { return t != nil && t.User == name })
 		return nil
 	})
@@ -71,12 +72,7 @@ func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
 		return err
 	}
 	return s.Update(ctx, func(d *Data) error {
-		td := TokenData{User: t.User, Group: t.Group, Name: t.Name, Hash: HashString(t.Hash), Created: t.Created.UTC(), Revoked: t.Revoked, Last4: t.Last4, ReplacedBy: t.ReplacedBy}
-		if !t.Expires.IsZero() {
-			e := t.Expires.UTC()
-			td.Expires = &e
-		}
-		d.Tokens.Set(t.ID, td)
+		d.Tokens.Set(t.ID, *tokenData(t))
 		return nil
 	})
 }

@@ -21,6 +21,7 @@ var raceSuite = map[string]func(t *testing.T, w *world){
 	"DeletedUserLeavesNothing":   testDeletedUserLeavesNothing,
 	"CapHoldsUnderConcurrency":   testCapHolds,
 	"NameUniqueUnderConcurrency": testNameUnique,
+	"OneMappingPerPrincipal":     testOneMappingPerPrincipal,
 }
 
 func TestRacesOnFileStore(t *testing.T) {
@@ -102,10 +103,14 @@ func testOneSuccessor(t *testing.T, w *world) {
 func testDeletedUserLeavesNothing(t *testing.T, w *world) {
 	ctx := context.Background()
 	str := func(s string) *string { return &s }
+	// One mapping surely there before the deletion: the sweep must take it.
+	must(t, second(w.m.CreateIdentity(ctx, manage.IdentityRequest{Name: "bob-first", Principal: "spiffe://mesh.test/ns/bob/sa/first", User: "bob", Group: "ops"})))
 	errs := together(func(i int) error {
 		switch {
 		case i == callers/2:
 			return w.m.DeleteUser(ctx, "bob")
+		case i%4 == 3:
+			return second(w.m.CreateIdentity(ctx, manage.IdentityRequest{Name: fmt.Sprint("m", i), Principal: fmt.Sprint("spiffe://mesh.test/ns/bob/sa/w", i), User: "bob", Group: "ops"}))
 		case i%3 == 0:
 			_, _, err := w.m.IssueAPIToken(ctx, "bob")
 			return err
@@ -133,6 +138,30 @@ func testDeletedUserLeavesNothing(t *testing.T, w *world) {
 		t.Errorf("%d credentials of the deleted bob survived", len(creds))
 	}
 	assertNoAPITokens(t, w, "bob")
+	ids, err := w.m.Identities(ctx)
+	must(t, err)
+	for _, id := range ids {
+		if id.User == "bob" {
+			t.Errorf("identity %s of the deleted bob survived", id.Name)
+		}
+	}
+}
+
+// testOneMappingPerPrincipal: of many mappings of one principal created at
+// once, exactly one is stored.
+func testOneMappingPerPrincipal(t *testing.T, w *world) {
+	ctx := context.Background()
+	errs := together(func(i int) error {
+		return second(w.m.CreateIdentity(ctx, manage.IdentityRequest{Name: fmt.Sprint("m", i), Principal: "spiffe://mesh.test/ns/pay/*", User: "alice", Group: "eng"}))
+	})
+	if got := count(errs, record.ErrExists); got["ok"] != 1 || got[record.ErrExists.Error()] != callers-1 {
+		t.Fatalf("%d mappings of one principal at once: %v, want one stored", callers, got)
+	}
+	ids, err := w.m.Identities(ctx)
+	must(t, err)
+	if len(ids) != 1 {
+		t.Fatalf("%d mappings stored", len(ids))
+	}
 }
 
 // assertNoAPITokens checks that user holds no management token, by trying

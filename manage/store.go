@@ -26,6 +26,7 @@ type Store interface {
 	TokenStore
 	APITokenStore
 	CredentialStore
+	IdentityStore
 	// Provider returns a provider record, with its keys.
 	Provider(ctx context.Context, name string) (*record.Provider, error)
 	// Providers lists the provider records, with their keys.
@@ -102,4 +103,21 @@ type CredentialStore interface {
 	// credential writes and with the owner's deletion.
 	SaveCredential(ctx context.Context, c *record.Credential, check func(owner *record.User, owned []*record.Credential) error) error
 	DeleteCredential(ctx context.Context, user, id string) error
+}
+
+// IdentityStore keeps principal mappings (record.Identity).
+type IdentityStore interface {
+	Identity(ctx context.Context, name string) (*record.Identity, error)
+	Identities(ctx context.Context) ([]*record.Identity, error)
+	// CreateIdentity stores the new mapping id once check has accepted
+	// its user and every stored mapping, atomically with the user's
+	// other owned writes and with the user's deletion (which removes
+	// the user's mappings).
+	CreateIdentity(ctx context.Context, id *record.Identity, check func(user *record.User, all []*record.Identity) error) error
+	// UpdateIdentity applies change to the stored mapping and stores
+	// the result; change may not alter its name, principal, user or
+	// group.
+	UpdateIdentity(ctx context.Context, name string, change func(*record.Identity) error) (*record.Identity, error)
+	// DeleteIdentity removes a mapping.
+	DeleteIdentity(ctx context.Context, name string) error
 }

@@ -20,6 +20,10 @@ type TokenRequest struct {
 	Name string
 	// TTL is the token's lifetime; zero for a token that does not expire.
 	TTL time.Duration
+	// Principal binds the token to a workload: a SPIFFE ID or prefix
+	// (record.ValidatePrincipal) the presenting peer must match. Empty
+	// for a token usable from anywhere.
+	Principal string
 }
 
 // Issued is a token just made: Token is shown to its owner once and is not
@@ -67,6 +71,11 @@ func (m *Manager) mint(ctx context.Context, req TokenRequest) (*Issued, error) {
 	if err := record.ValidateName("user", req.User); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	if req.Principal != "" {
+		if err := record.ValidatePrincipal(req.Principal, true); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
 	g, err := m.st.Group(ctx, req.Group)
 	switch {
 	case errors.Is(err, record.ErrNotFound):
@@ -85,7 +94,7 @@ func (m *Manager) mint(ctx context.Context, req TokenRequest) (*Issued, error) {
 		return nil, err
 	}
 	now := m.opts.Now().UTC()
-	rec := &record.Token{ID: tok.ID, Hash: tok.Hash, User: req.User, Group: req.Group, Name: req.Name, Created: now, Last4: tok.Token[len(tok.Token)-4:]}
+	rec := &record.Token{ID: tok.ID, Hash: tok.Hash, User: req.User, Group: req.Group, Name: req.Name, Created: now, Last4: tok.Token[len(tok.Token)-4:], Principal: req.Principal}
 	if req.TTL > 0 {
 		rec.Expires = now.Add(req.TTL)
 	}
@@ -160,7 +169,7 @@ func (m *Manager) RotateToken(ctx context.Context, owner, id string, grace *time
 	if err := rotatable(old, m.opts.Now()); err != nil {
 		return nil, err
 	}
-	req := TokenRequest{User: old.User, Group: old.Group, Name: old.Name}
+	req := TokenRequest{User: old.User, Group: old.Group, Name: old.Name, Principal: old.Principal}
 	if !old.Expires.IsZero() {
 		req.TTL = old.Expires.Sub(old.Created)
 	}

@@ -178,6 +178,10 @@ type Token struct {
 	// ReplacedBy is the id of the token that replaced this one when it was
 	// rotated; empty if it was not.
 	ReplacedBy string
+	// Principal binds the token to a workload: a SPIFFE ID or prefix
+	// (see ValidatePrincipal) that the peer presenting the token must
+	// match. Empty for a token usable from anywhere.
+	Principal string
 }
 
 // MaxTokenName bounds Token.Name, in bytes.

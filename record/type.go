@@ -14,6 +14,8 @@ const (
 	TypeProvider   Type = "provider"
 	TypeCredential Type = "credential"
 	TypeAPIToken   Type = "api-token"
+	// TypeIdentity is a principal mapping (Identity).
+	TypeIdentity Type = "identity"
 	// TypeSystem is keyward's own records: the token signing keys.
 	TypeSystem Type = "system"
 )

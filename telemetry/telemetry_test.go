@@ -227,7 +227,7 @@ func TestCachesAndStoreErrors(t *testing.T) {
 	m := newMetrics(t, telemetry.Options{Store: "vault", CacheStats: records.Stats})
 	got, _ := scrape(t, m)
 	want := map[string]float64{}
-	for _, kind := range []string{"token", "user", "group", "provider", "private_keys"} {
+	for _, kind := range []string{"token", "user", "group", "provider", "private_keys", "identities"} {
 		for _, result := range []string{"hit", "miss", "stale", "negative"} {
 			want[fmt.Sprintf(`keyward_cache_requests_total{kind=%q,result=%q}`, kind, result)] = 0
 		}
@@ -320,7 +320,7 @@ func TestLabelsAreCodes(t *testing.T) {
 		"reason":     oneOf(reasons...),
 		"key_source": oneOf("", "server", "user", "client"),
 		"le":         matches(`^([0-9.e+-]+|\+Inf)$`),
-		"kind":       oneOf("token", "user", "group", "provider", "private_keys"),
+		"kind":       oneOf("token", "user", "group", "provider", "private_keys", "identities"),
 		"result":     oneOf("hit", "miss", "stale", "negative"),
 		"store":      oneOf("file", "vault"),
 		"route":      matches(`^(unmatched|(GET|POST|PUT|DELETE) /v1(/(users|groups|providers|me|tokens|credentials|management-tokens|rotate|\{name\}|\{id\}))+)$`),

@@ -244,6 +244,8 @@ func decodeToken(id string, m map[string]any) (*record.Token, error) {
 		Last4:   f.str("last4"),
 		// Written by rotation; absent on tokens never rotated.
 		ReplacedBy: f.str("replaced_by"),
+		// Absent on unbound tokens and on tokens older than bindings.
+		Principal: f.str("principal"),
 	}
 	t.Hash = f.hash("hash")
 	if t.User == "" || t.Group == "" {
@@ -251,6 +253,11 @@ func decodeToken(id string, m map[string]any) (*record.Token, error) {
 	}
 	if t.ReplacedBy != "" && !token.ValidID(t.ReplacedBy) {
 		f.bad("replaced_by", "want a token id")
+	}
+	if t.Principal != "" {
+		if err := record.ValidatePrincipal(t.Principal, true); err != nil {
+			f.bad("principal", err.Error())
+		}
 	}
 	return t, f.err()
 }
@@ -273,7 +280,41 @@ func encodeToken(t *record.Token) map[string]any {
 	if t.ReplacedBy != "" {
 		m["replaced_by"] = t.ReplacedBy
 	}
+	if t.Principal != "" {
+		m["principal"] = t.Principal
+	}
 	return m
+}
+
+func decodeIdentity(name string, m map[string]any) (*record.Identity, error) {
+	f := &fields{path: identitiesDir + name, m: m}
+	id := &record.Identity{
+		Name:      name,
+		Principal: f.str("principal"),
+		User:      f.str("user"),
+		Group:     f.str("group"),
+		Disabled:  f.boolean("disabled"),
+		Created:   f.time("created"),
+		Updated:   f.time("updated"),
+	}
+	if err := record.ValidatePrincipal(id.Principal, true); err != nil {
+		f.bad("principal", err.Error())
+	}
+	if record.CheckName("user", id.User) != nil || record.CheckName("group", id.Group) != nil {
+		f.bad("user/group", "want user and group names")
+	}
+	return id, f.err()
+}
+
+func encodeIdentity(id *record.Identity) map[string]any {
+	return map[string]any{
+		"principal": id.Principal,
+		"user":      id.User,
+		"group":     id.Group,
+		"disabled":  id.Disabled,
+		"created":   id.Created.UTC().Format(time.RFC3339Nano),
+		"updated":   id.Updated.UTC().Format(time.RFC3339Nano),
+	}
 }
 
 func decodeSigningKeys(m map[string]any) ([]token.SigningKey, error) {

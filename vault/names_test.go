@@ -175,11 +175,34 @@ func nameOps() map[string]nameOp {
 		"PutToken user (index)": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
 			return st.PutToken(ctx, &record.Token{ID: newToken, User: n, Group: fixGroup})
 		}, paths("tokens/"+newToken, "users/{}/tokens/"+newToken)),
+		"Identity": read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Identity(ctx, n)) }),
+		"CreateIdentity name": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.CreateIdentity(ctx, identity(n, fixUser, fixGroup), anyIdentity)
+		}, paths("identities/{}", "users/"+fixUser)),
+		"CreateIdentity user": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.CreateIdentity(ctx, identity("new-identity", n, fixGroup), anyIdentity)
+		}, paths("identities/new-identity", "users/{}")),
+		"CreateIdentity group": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return st.CreateIdentity(ctx, identity("new-identity", fixUser, n), anyIdentity)
+		}, paths("identities/new-identity", "users/"+fixUser)),
+		"UpdateIdentity": update(validName, func(ctx context.Context, st *vault.Store, n string) error {
+			return second(st.UpdateIdentity(ctx, n, func(*record.Identity) error { return nil }))
+		}, paths("identities/{}")),
+		"DeleteIdentity": write(validName, func(ctx context.Context, st *vault.Store, n string) error { return st.DeleteIdentity(ctx, n) },
+			paths("identities/{}")),
 		"PutToken group": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
 			return st.PutToken(ctx, &record.Token{ID: newToken, User: fixUser, Group: n})
 		}, paths("tokens/"+newToken, "users/"+fixUser+"/tokens/"+newToken)),
 	}
 }
+
+// identity is a principal mapping of user in group named name.
+func identity(name, user, group string) *record.Identity {
+	return &record.Identity{Name: name, Principal: "spiffe://td/ns/x/sa/" + name, User: user, Group: group}
+}
+
+// anyIdentity is a CreateIdentity check that accepts everything.
+func anyIdentity(*record.User, []*record.Identity) error { return nil }
 
 // trickNames are names and ids that no rule accepts: the reported path
 // tricks, their encodings, separators, and a whole token where an id

@@ -200,6 +200,7 @@ const (
 	groupsDir      = "groups/"
 	usersDir       = "users/"
 	tokensDir      = "tokens/"
+	identitiesDir  = "identities/"
 	signingKeyPath = "system/signing-keys"
 	markerPath     = "system/changes"
 )

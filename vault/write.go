@@ -100,7 +100,7 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 		return err
 	}
 	changes := []change{{kind: record.TypeUser, name: name}}
-	for _, sweep := range []func(context.Context, string) ([]change, error){s.sweepTokens, s.sweepAPITokens, s.sweepCredentials} {
+	for _, sweep := range []func(context.Context, string) ([]change, error){s.sweepTokens, s.sweepAPITokens, s.sweepCredentials, s.sweepIdentities} {
 		swept, err := sweep(ctx, name)
 		if err != nil {
 			return fmt.Errorf("delete the records of user %q: %w", name, err)

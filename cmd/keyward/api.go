@@ -126,6 +126,11 @@ func apiCommands() []apiVerb {
 		{resource: "groups", verb: "create", route: "groups.create", bodyArgs: []string{"name"}, fields: group},
 		{resource: "groups", verb: "update", route: "groups.update", fields: group},
 		{resource: "groups", verb: "delete", route: "groups.delete"},
+		{resource: "identities", verb: "list", route: "identities.list"},
+		{resource: "identities", verb: "get", route: "identities.get"},
+		{resource: "identities", verb: "create", route: "identities.create", bodyArgs: []string{"name"}, fields: identityFields, required: []string{"principal", "user", "group"}},
+		{resource: "identities", verb: "update", route: "identities.update", fields: identityFields[3:]},
+		{resource: "identities", verb: "delete", route: "identities.delete"},
 		{resource: "providers", verb: "list", route: "providers.list"},
 		{resource: "providers", verb: "get", route: "providers.get"},
 		{resource: "tokens", verb: "list", route: "tokens.list", onBehalf: true},
@@ -141,6 +146,15 @@ func apiCommands() []apiVerb {
 		{resource: "mgmt-tokens", verb: "create", route: "management-tokens.create", once: true},
 		{resource: "mgmt-tokens", verb: "revoke", route: "management-tokens.revoke"},
 	}
+}
+
+// identityFields are the body fields of a principal mapping; update
+// takes the last one only.
+var identityFields = []apiField{
+	{"principal", fieldString, "SPIFFE_ID", "the workload's SPIFFE ID, or a prefix ending in /*"},
+	{"user", fieldString, "U", "the user the workload acts as"},
+	{"group", fieldString, "G", "the group it calls in; one the user may use"},
+	{"disabled", fieldBool, "", "disable the mapping: the workload is refused"},
 }
 
 // apiFieldSets are the body fields the verbs take, by resource.
@@ -168,6 +182,7 @@ func apiFieldSets() (user, group, cred, tok, grace []apiField) {
 		{"group", fieldString, "G", "a group the user may use"},
 		{"name", fieldString, "N", "what the token is for"},
 		{"ttl", fieldDuration, "D", "lifetime such as 720h (none: no expiry)"},
+		{"principal", fieldString, "SPIFFE_ID", "bind the token to the workload with this SPIFFE ID (or prefix ending in /*)"},
 	}
 	grace = []apiField{{"grace", fieldDuration, "D", "how long the old token keeps working (none: the server's default)"}}
 	return user, group, cred, tok, grace

@@ -42,6 +42,7 @@ func (e *env) envoyConfig(args []string) error {
 		AuthzAddress:    cfg.Envoy.AuthzAddress,
 		AuthzAddresses:  cfg.Envoy.AuthzAddresses,
 		AuthzTLS:        cfg.Envoy.AuthzTLS,
+		DownstreamTLS:   cfg.Envoy.DownstreamTLS,
 		AuthzTimeout:    cfg.Envoy.AuthzTimeout,
 		ForwardBody:     *forwardBody,
 		MaxRequestBytes: cfg.Envoy.MaxRequestBytes,

@@ -27,7 +27,7 @@ const usage = `keyward swaps keyward tokens for LLM provider keys behind Envoy (
 
 Usage:
   keyward serve        [-config FILE]
-  keyward token create -user U -group G [-name N] [-expires 720h]
+  keyward token create -user U -group G [-name N] [-expires 720h] [-principal SPIFFE_ID]
   keyward token list   [-user U]
   keyward token revoke ID
   keyward user  add|set NAME [-groups g1,g2] [-role user|admin] [-disabled=true|false]
@@ -36,6 +36,8 @@ Usage:
   keyward group delete NAME | group list
   keyward provider set NAME -kind openai|anthropic|azure|gemini|custom -key ID=ENV_VAR ...
   keyward provider delete NAME | provider list
+  keyward identity add NAME -principal spiffe://TD/PATH[/*] -user U -group G   mesh identity, no token
+  keyward identity enable|disable|delete NAME | identity list
   keyward mgmt-token create -user U      a token for the management API (serve with management.listen)
   keyward api RESOURCE VERB ...         call the management API as $KEYWARD_MGMT_TOKEN (keyward api help)
   keyward envoy-config [-forward-body] [-authz-address HOST:PORT|unix:/PATH ...]
@@ -85,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return e.groupCmd(ctx, rest)
 	case "provider":
 		return e.providerCmd(ctx, rest)
+	case "identity":
+		return e.identityCmd(ctx, rest)
 	case "mgmt-token":
 		return e.mgmtTokenCmd(ctx, rest)
 	case "api":

@@ -68,6 +68,7 @@ func (e *env) tokenCreate(ctx context.Context, c *command, args []string) error 
 	group := c.String("group", "", "group the token belongs to (required); one the user may use")
 	name := c.String("name", "", "what the token is for, e.g. the application (required; unique among the user's active tokens)")
 	expires := c.Duration("expires", 0, "lifetime, e.g. 720h; 0 for no expiry")
+	principal := c.String("principal", "", "bind the token to a workload: the SPIFFE ID (or prefix ending in /*) of the only peer that may present it")
 	if pos, err := c.parse(args); err != nil {
 		return err
 	} else if len(pos) > 0 || *user == "" || *group == "" {
@@ -80,7 +81,7 @@ func (e *env) tokenCreate(ctx context.Context, c *command, args []string) error 
 	if err := m.EnsureSigningKey(ctx); err != nil {
 		return err
 	}
-	iss, err := m.CreateToken(ctx, manage.TokenRequest{User: *user, Group: *group, Name: *name, TTL: *expires})
+	iss, err := m.CreateToken(ctx, manage.TokenRequest{User: *user, Group: *group, Name: *name, TTL: *expires, Principal: *principal})
 	if err != nil {
 		return fmt.Errorf("token create: %w", err)
 	}
@@ -105,9 +106,9 @@ func (e *env) tokenList(ctx context.Context, c *command, args []string) error {
 	rows := make([][]string, 0, len(tokens))
 	now := m.Now()
 	for _, t := range tokens {
-		rows = append(rows, []string{t.ID, t.User, t.Group, t.Name, t.Created.Format(time.RFC3339), expiry(t), t.State(now)})
+		rows = append(rows, []string{t.ID, t.User, t.Group, t.Name, t.Created.Format(time.RFC3339), expiry(t), t.State(now), orAny(t.Principal)})
 	}
-	e.table("ID\tUSER\tGROUP\tNAME\tCREATED\tEXPIRES\tSTATE", rows)
+	e.table("ID\tUSER\tGROUP\tNAME\tCREATED\tEXPIRES\tSTATE\tBOUND TO", rows)
 	return nil
 }
 
@@ -128,6 +129,14 @@ func (e *env) tokenRotate(ctx context.Context, c *command, args []string) error 
 	fmt.Fprintf(e.stderr, "token %s replaces %s, which works until %s; the new token is shown once, keep it now:\n", rot.New.ID, rot.Old.ID, rot.Old.Expires.Format(time.RFC3339))
 	fmt.Fprintln(e.stdout, rot.Token)
 	return nil
+}
+
+// orAny shows a token's binding: "-" for a token any peer may present.
+func orAny(principal string) string {
+	if principal == "" {
+		return "-"
+	}
+	return principal
 }
 
 func expiry(t *record.Token) string {

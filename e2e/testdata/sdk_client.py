@@ -6,6 +6,9 @@ With KW_HOST set, the SDK calls http://KW_HOST as an application in a mesh
 does (base_url http://api.openai.com/v1), and its connections go to KW_BASE
 instead, as a sidecar or ztunnel takes them to the egress gateway: the
 request keeps the provider's Host.
+With KW_CERT, KW_KEY and KW_CA set, the SDK calls over TLS (KW_BASE is
+https://), trusting KW_CA and presenting the client certificate KW_CERT
+with its key KW_KEY, as a workload with a mesh identity does.
 The output says what the SDK returned or which exception it raised; the Go
 test asserts on it. Retries are off so a denial surfaces at once.
 """
@@ -37,6 +40,16 @@ if host:
 
     openai_base, anthropic_base = "http://" + host + "/v1", "http://" + host
     http_client = httpx.Client(transport=ToGateway())
+if os.environ.get("KW_CERT"):
+    import ssl
+
+    try:
+        import httpx2 as httpx  # the HTTP client these SDK builds use
+    except ImportError:
+        import httpx
+    tls = ssl.create_default_context(cafile=os.environ["KW_CA"])
+    tls.load_cert_chain(os.environ["KW_CERT"], os.environ["KW_KEY"])
+    http_client = httpx.Client(verify=tls)
 out = {"mode": mode}
 try:
     if mode.startswith("openai"):

@@ -32,6 +32,9 @@ path "keyward/data/tokens/*" {
 path "keyward/data/api-tokens/*" {
   capabilities = ["create", "read", "update"]
 }
+path "keyward/data/identities/*" {
+  capabilities = ["create", "read", "update"]
+}
 
 # The change marker every replica polls: each change is announced here.
 path "keyward/data/system/changes" {
@@ -51,6 +54,9 @@ path "keyward/metadata/tokens/*" {
   capabilities = ["list", "delete"]
 }
 path "keyward/metadata/api-tokens/*" {
+  capabilities = ["list", "delete"]
+}
+path "keyward/metadata/identities/*" {
   capabilities = ["list", "delete"]
 }
 

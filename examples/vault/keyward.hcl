@@ -32,3 +32,10 @@ path "keyward/metadata/providers/*" {
 path "keyward/metadata/users/+/credentials/" {
   capabilities = ["list"]
 }
+
+# Principal mappings (mesh identity): a request without a token is matched
+# against every mapping, so keyward lists them all (names only; each is
+# read under keyward/data/ above) when a mapping changes.
+path "keyward/metadata/identities/" {
+  capabilities = ["list"]
+}

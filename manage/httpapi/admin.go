@@ -3,6 +3,8 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/keyward/keyward/manage"
 	"github.com/keyward/keyward/record"
@@ -35,7 +37,7 @@ func (rs *resource[R, J, P]) list(w http.ResponseWriter, r *http.Request, _ call
 	for _, rec := range recs {
 		out = append(out, rs.show(rec))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{rs.kind + "s": out})
+	writeJSON(w, http.StatusOK, map[string]any{plural(rs.kind): out})
 }
 
 func (rs *resource[R, J, P]) get(w http.ResponseWriter, r *http.Request, _ caller) {
@@ -174,4 +176,52 @@ func nonNil(v []string) []string {
 		return []string{}
 	}
 	return v
+}
+
+// identityJSON is a principal mapping on the wire.
+type identityJSON struct {
+	Name      string    `json:"name"`
+	Principal string    `json:"principal"`
+	User      string    `json:"user"`
+	Group     string    `json:"group"`
+	Disabled  bool      `json:"disabled"`
+	Created   time.Time `json:"created"`
+	Updated   time.Time `json:"updated"`
+}
+
+func identityOut(id *record.Identity) identityJSON {
+	return identityJSON{Name: id.Name, Principal: id.Principal, User: id.User, Group: id.Group, Disabled: id.Disabled, Created: id.Created, Updated: id.Updated}
+}
+
+// identityPatch is the body of PUT /v1/identities/{name}: a mapping is
+// only enabled or disabled; to map another principal, user or group,
+// delete it and create another.
+type identityPatch struct {
+	Disabled *bool `json:"disabled"`
+}
+
+func (s *Server) identities() *resource[record.Identity, identityJSON, identityPatch] {
+	return &resource[record.Identity, identityJSON, identityPatch]{
+		s: s, kind: "identity", all: s.m.Identities, one: s.m.Identity, show: identityOut,
+		add: func(ctx context.Context, in identityJSON) (*record.Identity, error) {
+			return s.m.CreateIdentity(ctx, manage.IdentityRequest{Name: in.Name, Principal: in.Principal, User: in.User, Group: in.Group, Disabled: in.Disabled})
+		},
+		name: func(in identityJSON) string { return in.Name },
+		change: func(ctx context.Context, name string, in identityPatch) (*record.Identity, error) {
+			if in.Disabled == nil {
+				return s.m.Identity(ctx, name)
+			}
+			return s.m.SetIdentityDisabled(ctx, name, *in.Disabled)
+		},
+		remove: s.m.DeleteIdentity,
+	}
+}
+
+// plural names a list of kind in a listing's answer ("users",
+// "identities").
+func plural(kind string) string {
+	if stem, ok := strings.CutSuffix(kind, "y"); ok {
+		return stem + "ies"
+	}
+	return kind + "s"
 }

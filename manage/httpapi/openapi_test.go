@@ -77,6 +77,7 @@ func TestOpenAPISchemasMatchWire(t *testing.T) {
 		"TokenRequest": tokenRequest{}, "Token": tokenJSON{}, "RotateRequest": rotateRequest{},
 		"CredentialRequest": credentialRequest{}, "Credential": credentialJSON{},
 		"Provider": providerJSON{}, "ManagementToken": apiTokenJSON{}, "Me": meJSON{},
+		"Identity": identityJSON{}, "IdentityPatch": identityPatch{},
 	} {
 		var documented []string
 		for p := range doc.Components.Schemas[name].Properties {

@@ -146,7 +146,7 @@ func Routes() []Route {
 }
 
 func (s *Server) routes() []Route {
-	users, groups, providers := s.users(), s.groups(), s.providers()
+	users, groups, providers, identities := s.users(), s.groups(), s.providers(), s.identities()
 	return []Route{
 		{"users.list", "GET", "/v1/users", AdminOnly, users.list},
 		{"users.create", "POST", "/v1/users", AdminOnly, users.create},
@@ -160,6 +160,11 @@ func (s *Server) routes() []Route {
 		{"groups.get", "GET", "/v1/groups/{name}", AdminOnly, groups.get},
 		{"groups.update", "PUT", "/v1/groups/{name}", AdminOnly, groups.update},
 		{"groups.delete", "DELETE", "/v1/groups/{name}", AdminOnly, groups.delete},
+		{"identities.list", "GET", "/v1/identities", AdminOnly, identities.list},
+		{"identities.create", "POST", "/v1/identities", AdminOnly, identities.create},
+		{"identities.get", "GET", "/v1/identities/{name}", AdminOnly, identities.get},
+		{"identities.update", "PUT", "/v1/identities/{name}", AdminOnly, identities.update},
+		{"identities.delete", "DELETE", "/v1/identities/{name}", AdminOnly, identities.delete},
 		{"providers.list", "GET", "/v1/providers", AdminOnly, providers.list},
 		{"providers.get", "GET", "/v1/providers/{name}", AdminOnly, providers.get},
 		{"me", "GET", "/v1/me", Own, s.me},

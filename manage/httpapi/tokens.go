@@ -22,10 +22,13 @@ type tokenJSON struct {
 	State      string     `json:"state"`
 	Masked     string     `json:"masked"`
 	ReplacedBy string     `json:"replaced_by,omitempty"`
+	// Principal is the workload the token is bound to; absent for a
+	// token any peer may present.
+	Principal string `json:"principal,omitempty"`
 }
 
 func (s *Server) tokenOut(t *record.Token) tokenJSON {
-	out := tokenJSON{ID: t.ID, Name: t.Name, Group: t.Group, Created: t.Created, State: t.State(s.m.Now()), Masked: maskToken(t), ReplacedBy: t.ReplacedBy}
+	out := tokenJSON{ID: t.ID, Name: t.Name, Group: t.Group, Created: t.Created, State: t.State(s.m.Now()), Masked: maskToken(t), ReplacedBy: t.ReplacedBy, Principal: t.Principal}
 	if !t.Expires.IsZero() {
 		e := t.Expires
 		out.Expires = &e
@@ -50,6 +53,9 @@ type tokenRequest struct {
 	Name  string `json:"name"`
 	// TTL is a Go duration ("720h"); empty for a token that does not expire.
 	TTL string `json:"ttl"`
+	// Principal binds the token to a workload: a SPIFFE ID, or a prefix
+	// ending in "/*"; empty for none.
+	Principal string `json:"principal"`
 }
 
 // rotateRequest is the body of POST /v1/tokens/{id}/rotate; it may be
@@ -102,7 +108,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c caller) {
 		s.fail(w, r, c, "token.create", tgt, e)
 		return
 	}
-	iss, err := s.m.CreateToken(r.Context(), manage.TokenRequest{User: c.name, Group: in.Group, Name: in.Name, TTL: ttl})
+	iss, err := s.m.CreateToken(r.Context(), manage.TokenRequest{User: c.name, Group: in.Group, Name: in.Name, TTL: ttl, Principal: in.Principal})
 	if err == nil {
 		tgt = target("token", iss.Record.ID)
 	}
