@@ -254,6 +254,11 @@ type Cache struct {
 	// Size is the number of entries per record kind. Default
 	// cache.DefaultSize (100000).
 	Size int `yaml:"size"`
+	// Answers is how many ready-made allowed answers are kept, one per
+	// active (token, key): past it, the least recently used are built
+	// again when next needed. Default: Size, so that every token whose
+	// records are cached has its answer cached too.
+	Answers int `yaml:"answers"`
 	// TTL is how long a loaded record is trusted. Default 30s.
 	TTL time.Duration `yaml:"ttl"`
 	// CheckDeadline is how long one check may wait for the store, all its
@@ -404,6 +409,9 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Envoy.AuthzTimeout, 500*time.Millisecond)
 	setDefault(&c.Envoy.MaxRequestBytes, envoy.DefaultMaxRequestBytes)
 	setDefault(&c.Cache.Size, cache.DefaultSize)
+	if c.Cache.Size > 0 {
+		setDefault(&c.Cache.Answers, c.Cache.Size)
+	}
 	setDefault(&c.Cache.TTL, 30*time.Second)
 	if c.Envoy.AuthzTimeout > 0 {
 		setDefault(&c.Cache.CheckDeadline, c.Envoy.AuthzTimeout/2)

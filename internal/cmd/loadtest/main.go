@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -95,6 +96,10 @@ type options struct {
 	rounds  int
 	strict  bool
 	keepDir bool
+	// sweep, samples and callers: see sweep.go.
+	sweep   bool
+	samples []int
+	callers []int
 	// startTimeout bounds keyward's start-up: it loads and validates the
 	// whole store before it listens.
 	startTimeout time.Duration
@@ -121,8 +126,21 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.strict, "strict", false, fmt.Sprintf("exit %d when a target is missed", exitMissed))
 	fs.DurationVar(&o.startTimeout, "start-timeout", 30*time.Second, "how long keyward may take to load the store and report SERVING")
 	fs.BoolVar(&o.keepDir, "keep", false, "keep the generated config and store (the folder is printed)")
+	fs.BoolVar(&o.sweep, "sweep", false, "measure the sweep instead: keyward over each of -samples distinct tokens, and keyward and the floor at each of -callers (-sample and -concurrency are then unused)")
+	samples := fs.String("samples", "10000,30000,100000", "with -sweep: distinct tokens in the traffic, the first the baseline the others are compared with")
+	callers := fs.String("callers", "32,4", "with -sweep: concurrent callers, each compared with the floor")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	var err error
+	if o.samples, err = parseInts(*samples); err != nil {
+		return nil, fmt.Errorf("-samples: %w", err)
+	}
+	if o.callers, err = parseInts(*callers); err != nil {
+		return nil, fmt.Errorf("-callers: %w", err)
+	}
+	for i := range o.samples {
+		o.samples[i] = min(o.samples[i], o.fixture.tokens)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -199,7 +217,11 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	progress("store: %d tokens, %d groups, %d users, %.1f MiB, written in %s",
 		o.fixture.tokens, o.fixture.groups, o.fixture.users, mib(uint64(fix.storeBytes)), time.Since(t0).Round(time.Millisecond))
-	reqs := checkRequests(fix.tokens[:o.sample])
+	sample := o.sample
+	if o.sweep {
+		sample = slices.Max(o.samples)
+	}
+	reqs := checkRequests(fix.tokens[:sample])
 
 	t0 = time.Now()
 	floor, kw, err := startServers(ctx, o, fix, kwPath, self)
@@ -217,9 +239,15 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return kw.failure(err)
 	}
 
+	if o.sweep {
+		return sweep(ctx, o, progress, reqs, servers(floor, kw), stdout)
+	}
 	m := &measurement{opts: o, fix: fix, idle: idle, startup: startup, order: runOrder(o.rounds), runs: map[string][]*result{}}
-	servers := map[string]*server{"floor": floor, "keyward": kw}
-	return m.run(ctx, progress, reqs, servers, stdout)
+	return m.run(ctx, progress, reqs, servers(floor, kw), stdout)
+}
+
+func servers(floor, kw *server) map[string]*server {
+	return map[string]*server{"floor": floor, "keyward": kw}
 }
 
 // startServers starts the floor and keyward on fix and waits until both
