@@ -100,6 +100,9 @@ type options struct {
 	sweep   bool
 	samples []int
 	callers []int
+	// envoy, when set, is the Envoy binary of the Envoy comparison (see
+	// envoyload.go), which then runs instead.
+	envoy string
 	// startTimeout bounds keyward's start-up: it loads and validates the
 	// whole store before it listens.
 	startTimeout time.Duration
@@ -127,6 +130,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.startTimeout, "start-timeout", 30*time.Second, "how long keyward may take to load the store and report SERVING")
 	fs.BoolVar(&o.keepDir, "keep", false, "keep the generated config and store (the folder is printed)")
 	fs.BoolVar(&o.sweep, "sweep", false, "measure the sweep instead: keyward over each of -samples distinct tokens, and keyward and the floor at each of -callers (-sample and -concurrency are then unused)")
+	fs.StringVar(&o.envoy, "envoy", "", "Envoy `binary`: compare instead Envoy without ext_authz, with the floor and with keyward, driven by wrk over the first of -samples tokens with the first of -callers connections")
 	samples := fs.String("samples", "10000,30000,100000", "with -sweep: distinct tokens in the traffic, the first the baseline the others are compared with")
 	callers := fs.String("callers", "32,4", "with -sweep: concurrent callers, each compared with the floor")
 	if err := fs.Parse(args); err != nil {
@@ -239,6 +243,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return kw.failure(err)
 	}
 
+	if o.envoy != "" {
+		return envoyLoad(ctx, o, progress, dir, fix.tokens[:o.samples[0]], servers(floor, kw), stdout)
+	}
 	if o.sweep {
 		return sweep(ctx, o, progress, reqs, servers(floor, kw), stdout)
 	}

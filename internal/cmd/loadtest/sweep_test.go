@@ -1,0 +1,91 @@
+package main
+
+import (
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestParseStatCPU(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		stat string
+		want time.Duration
+		ok   bool
+	}{
+		// utime 250 and stime 50 ticks: 3s.
+		"plain":                  {"4242 (keyward) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 9 0 100 0 0", 3 * time.Second, true},
+		"name with ) and spaces": {"7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 1 0 0", 30 * time.Millisecond, true},
+		"truncated":              {"7 (x) R 1 7", 0, false},
+		"no name":                {"7 x R", 0, false},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseStatCPU(c.stat)
+			if (err == nil) != c.ok || got != c.want {
+				t.Fatalf("parseStatCPU = %v, %v; want %v, ok %v", got, err, c.want, c.ok)
+			}
+		})
+	}
+}
+
+func TestSweepScenarios(t *testing.T) {
+	t.Parallel()
+	got := sweepScenarios([]int{10, 30}, []int{32, 4})
+	want := []scenario{{"keyward", 10, 32}, {"keyward", 30, 32}, {"floor", 10, 32}, {"floor", 10, 4}, {"keyward", 10, 4}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("scenarios %v, want %v", got, want)
+	}
+	for r := range len(got) {
+		rot := rotated(got, r)
+		if rot[0] != got[r] || len(rot) != len(got) {
+			t.Fatalf("round %d starts with %v, want %v", r, rot[0], got[r])
+		}
+	}
+}
+
+func TestParseWrk(t *testing.T) {
+	t.Parallel()
+	out := "Running 1s test @ http://127.0.0.1:1\n  1 threads and 4 connections\nKW requests=2000 non2xx=3 errors=1 p50=250 p99=1200\n"
+	r, err := parseWrk(out, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r != (wrkResult{Requests: 2000, Non2xx: 3, Errors: 1, P50: 250, P99: 1200, RPS: 1000}) {
+		t.Fatalf("parseWrk = %+v", r)
+	}
+	if _, err := parseWrk("no line", time.Second); err == nil {
+		t.Fatal("no error without the result line")
+	}
+}
+
+func TestUpstreamSees(t *testing.T) {
+	t.Parallel()
+	identity := map[string]string{"X-Keyward-User": "u", "X-Keyward-Group": "g", "X-Keyward-Token-Id": "t"}
+	cases := map[string]struct {
+		path    string
+		headers map[string]string
+		want    bool
+	}{
+		"keyward complete":    {"/keyward/chat/completions", map[string]string{"Authorization": "Bearer " + providerKey, "X-Keyward-User": "u", "X-Keyward-Group": "g", "X-Keyward-Token-Id": "t"}, true},
+		"keyward no identity": {"/keyward/chat/completions", map[string]string{"Authorization": "Bearer " + providerKey}, false},
+		"keyward token left":  {"/keyward/chat/completions", identity, false},
+		"floor key":           {"/floor/chat/completions", map[string]string{"Authorization": "Bearer " + providerKey}, true},
+		"floor no key":        {"/floor/chat/completions", nil, false},
+		"none":                {"/none/chat/completions", nil, true},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := httptest.NewRequest("POST", c.path, nil)
+			for k, v := range c.headers {
+				r.Header.Set(k, v)
+			}
+			if got := upstreamSees(r); got != c.want {
+				t.Fatalf("upstreamSees = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
