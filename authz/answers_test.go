@@ -112,3 +112,32 @@ func sortHeaders(resp *authv3.CheckResponse) {
 	slices.SortFunc(ok.Headers, func(a, b *corev3.HeaderValueOption) int { return strings.Compare(a.Header.Key, b.Header.Key) })
 	slices.Sort(ok.HeadersToRemove)
 }
+
+// BenchmarkCheckAllowedUncached is an allowed check whose answer is not in
+// the cache (two tokens alternate over a cache of one): what each check
+// costs a replica with more active tokens than cache.answers.
+func BenchmarkCheckAllowedUncached(b *testing.B) {
+	f := newFixture(b)
+	s := f.server(b, Options{})
+	var err error
+	if s.responder, err = newResponder(s.authorizer.opts.Sources, nil, 1); err != nil {
+		b.Fatal(err)
+	}
+	reqs := []*authv3.CheckRequest{
+		checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"),
+		checkRequest(bearerHeader(f.tokens["future"]), "", "openai"),
+	}
+	for _, req := range reqs {
+		if resp, _ := check(b, s, req); resp.GetOkResponse() == nil {
+			b.Fatalf("denied: %v", resp)
+		}
+	}
+	f.records.privateAsked = nil
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		s.Check(ctx, reqs[i&1])
+		i++
+	}
+}

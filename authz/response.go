@@ -185,27 +185,13 @@ func (r *responder) respond(d *Decision, requestHeaders map[string]string) *auth
 
 // compact builds the answer for d, which sends a key, as a cachedAnswer: the
 // key's shared parts and the token's own identity. It returns nil if the
-// identity cannot be encoded, and build serves.
+// key's parts could not be encoded, and build serves.
 func (r *responder) compact(d *Decision, clientVersion, inMetadata bool) *authv3.CheckResponse {
 	p := r.keyParts(d.Provider, d.Key, d.Credential != nil, clientVersion, inMetadata)
 	if p.ok == nil {
 		return nil
 	}
-	own, err := proto.Marshal(&authv3.CheckResponse{
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{
-			setHeader(HeaderUser, d.Token.User),
-			setHeader(HeaderGroup, d.Token.Group),
-			setHeader(HeaderTokenID, d.TokenID),
-		}}},
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"user":     structpb.NewStringValue(d.Token.User),
-			"group":    structpb.NewStringValue(d.Token.Group),
-			"token_id": structpb.NewStringValue(d.TokenID),
-		}},
-	})
-	if err != nil {
-		return nil
-	}
+	own := identityWire(d.Token.User, d.Token.Group, d.TokenID)
 	a := &cachedAnswer{}
 	a.resp.Status, a.resp.HttpResponse, a.resp.DynamicMetadata = okStatus, p.ok, p.meta
 	a.resp.ProtoReflect().SetUnknown(protoreflect.RawFields(own))
