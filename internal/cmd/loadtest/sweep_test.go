@@ -89,3 +89,27 @@ func TestUpstreamSees(t *testing.T) {
 		})
 	}
 }
+
+func TestEnvoyReport(t *testing.T) {
+	t.Parallel()
+	run := func(p50, p99 float64) []wrkResult { return []wrkResult{{P50: p50, P99: p99}} }
+	o := &options{rounds: 1, callers: []int{32}}
+	cases := map[string]struct {
+		res          map[string][]wrkResult
+		ratio        float64
+		pass, inconc bool
+	}{
+		"within":       {map[string][]wrkResult{"none": run(100, 1000), "floor": run(200, 2000), "keyward": run(210, 2100)}, 1.1, true, false},
+		"over":         {map[string][]wrkResult{"none": run(100, 1000), "floor": run(200, 2000), "keyward": run(300, 2500)}, 1.5, false, false},
+		"floor faster": {map[string][]wrkResult{"none": run(100, 3000), "floor": run(200, 2000), "keyward": run(300, 2500)}, 0.5, false, true},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := envoyReportOf(o, 10, c.res)
+			if r.Pass != c.pass || r.Inconclusive != c.inconc || r.Ratio != c.ratio {
+				t.Fatalf("ratio %v pass %v inconclusive %v; want %v %v %v", r.Ratio, r.Pass, r.Inconclusive, c.ratio, c.pass, c.inconc)
+			}
+		})
+	}
+}
