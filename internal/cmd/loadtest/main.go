@@ -11,7 +11,11 @@
 //	go build -o bin/keyward ./cmd/keyward
 //	go run ./internal/cmd/loadtest -keyward bin/keyward [-duration 10s] [-strict]
 //
-// or scripts/load.sh, which does both. Exit status: 0 when the run worked,
+// or scripts/load.sh, which does both. With -sweep it measures instead
+// keyward over several sizes of active token set and keyward against the
+// floor at several concurrencies, with each server's CPU per check (see
+// sweep.go); with -envoy, the three ways through a real Envoy that
+// scripts/envoyload.sh runs (see envoyload.go). Exit status: 0 when the run worked,
 // whether or not the targets were met (a miss is a figure to report); 3
 // instead with -strict when a target was missed; 1 when the run did not
 // work (a server failed to start or crashed, a call failed, or keyward
