@@ -264,6 +264,12 @@ type Cache struct {
 	// Size is the number of entries per record kind. Default
 	// cache.DefaultSize (100000).
 	Size int `yaml:"size"`
+	// Answers is how many ready-made allowed answers are kept, one per
+	// active (token, key), about 350 bytes each: past it, arbitrary ones
+	// make room, and are built again when next needed, which costs a
+	// check about 1µs and 256 bytes (BenchmarkCheckAllowedUncached), not
+	// a cliff. Default: a tenth of Size.
+	Answers int `yaml:"answers"`
 	// TTL is how long a loaded record is trusted. Default 30s.
 	TTL time.Duration `yaml:"ttl"`
 	// CheckDeadline is how long one check may wait for the store, all its
@@ -416,6 +422,9 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Envoy.AuthzTimeout, 500*time.Millisecond)
 	setDefault(&c.Envoy.MaxRequestBytes, envoy.DefaultMaxRequestBytes)
 	setDefault(&c.Cache.Size, cache.DefaultSize)
+	if c.Cache.Size > 0 {
+		setDefault(&c.Cache.Answers, max(1, c.Cache.Size/10))
+	}
 	setDefault(&c.Cache.TTL, 30*time.Second)
 	if c.Envoy.AuthzTimeout > 0 {
 		setDefault(&c.Cache.CheckDeadline, c.Envoy.AuthzTimeout/2)

@@ -182,6 +182,9 @@ func (c Cache) validate(authzTimeout time.Duration) error {
 	if c.Size < 1 {
 		l.Add("size", "must be at least 1")
 	}
+	if c.Answers < 0 {
+		l.Add("answers", "must not be negative")
+	}
 	if c.TTL <= 0 {
 		l.Add("ttl", "must be positive")
 	}

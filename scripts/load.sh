@@ -5,6 +5,7 @@
 #
 #   bash scripts/load.sh -duration 5s
 #   bash scripts/load.sh -concurrency 64 -conns 2 -strict
+#   bash scripts/load.sh -sweep    # 10k/30k/100k active tokens; 32 and 4 callers vs the floor; CPU and RSS
 #
 # Exit status is the load test's: 0 run worked (targets met or not), 3 a
 # target missed under -strict, 1 the run failed, 2 bad flags.

@@ -37,3 +37,12 @@ if [[ ! -x "$tools/bin/egctl" || "$(cat "$tools/bin/.egctl" 2>/dev/null)" != "$e
   GOBIN="$tools/bin" go install "github.com/envoyproxy/gateway/cmd/egctl@$egctl_version"
   echo "$egctl_version" >"$tools/bin/.egctl"
 fi
+
+# wrk drives Envoy in scripts/envoyload.sh (a Debian package; we run as
+# root in CI). A missing wrk only skips that comparison.
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "setup: installing wrk (apt-get)" >&2
+  apt-get install -y --no-install-recommends wrk >/dev/null 2>&1 ||
+    { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends wrk >/dev/null 2>&1; } ||
+    echo "setup: could not install wrk; scripts/envoyload.sh needs it" >&2
+fi

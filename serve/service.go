@@ -83,7 +83,7 @@ func newService(cfg *config.Config, st *Store, log *slog.Logger, tracer trace.Tr
 	if err != nil {
 		return nil, err
 	}
-	if s.authz, err = authz.NewServer(a, authz.ServerOptions{Log: log, DenyLogRate: rate.Limit(cfg.Audit.DenyLogPerSecond), Observe: s.observeCheck(), Tracer: tracer}); err != nil {
+	if s.authz, err = authz.NewServer(a, authz.ServerOptions{ResponseCacheSize: cfg.Cache.Answers, Log: log, DenyLogRate: rate.Limit(cfg.Audit.DenyLogPerSecond), Observe: s.observeCheck(), Tracer: tracer}); err != nil {
 		return nil, err
 	}
 	s.health = health.NewServer()

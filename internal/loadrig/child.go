@@ -241,23 +241,34 @@ func ReadCPU(pid int) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read process stat: %w", err)
 	}
-	// The fields after the command name, which is in parentheses and may
-	// hold spaces: state is the first, utime and stime the 12th and 13th.
-	i := bytes.LastIndexByte(raw, ')')
-	f := strings.Fields(string(raw[i+1:]))
-	if i < 0 || len(f) < 13 {
-		return 0, errors.New("short process stat")
+	return parseStatCPU(string(raw))
+}
+
+// clockTicks is the unit of utime and stime in /proc/PID/stat: USER_HZ,
+// which is 100 on every Linux the kernel ABI allows user space to see.
+const clockTicks = 100
+
+// parseStatCPU reads utime and stime (fields 14 and 15) from a
+// /proc/PID/stat line. The command name (field 2) may hold spaces and
+// parentheses, so fields are counted from its last ')'.
+func parseStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("process stat: no command name")
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is field 3, the state
+	if len(f) < 13 {
+		return 0, fmt.Errorf("process stat: %d fields after the name, want at least 13", len(f))
 	}
 	var ticks uint64
-	for _, v := range f[11:13] {
-		n, err := strconv.ParseUint(v, 10, 64)
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse process stat: %w", err)
+			return 0, fmt.Errorf("process stat: %w", err)
 		}
 		ticks += n
 	}
-	// USER_HZ: 100 on every Linux the kernel exposes to user space.
-	return time.Duration(ticks) * (time.Second / 100), nil
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
 // MemSampler polls a process's memory until stopped and keeps the largest

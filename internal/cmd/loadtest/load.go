@@ -121,6 +121,25 @@ func (l *loader) run(ctx context.Context, onMeasure func() func()) (*result, err
 	return r, nil
 }
 
+// once sends every request once, spread over the workers, unmeasured.
+func (l *loader) once(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, l.spec.concurrency)
+	for w := range l.spec.concurrency {
+		client := l.clients[w%len(l.clients)]
+		wg.Go(func() {
+			for i := w; i < len(l.reqs); i += l.spec.concurrency {
+				if _, err := client.Check(ctx, l.reqs[i]); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // hangGrace is how long calls may still run after a phase ends before they
 // are cut off and counted as errors: only a stuck server needs it.
 const hangGrace = 5 * time.Second

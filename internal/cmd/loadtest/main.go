@@ -11,7 +11,11 @@
 //	go build -o bin/keyward ./cmd/keyward
 //	go run ./internal/cmd/loadtest -keyward bin/keyward [-duration 10s] [-strict]
 //
-// or scripts/load.sh, which does both. Exit status: 0 when the run worked,
+// or scripts/load.sh, which does both. With -sweep it measures instead
+// keyward over several sizes of active token set and keyward against the
+// floor at several concurrencies, with each server's CPU per check (see
+// sweep.go); with -envoy, the three ways through a real Envoy that
+// scripts/envoyload.sh runs (see envoyload.go). Exit status: 0 when the run worked,
 // whether or not the targets were met (a miss is a figure to report); 3
 // instead with -strict when a target was missed; 1 when the run did not
 // work (a server failed to start or crashed, a call failed, or keyward
@@ -33,6 +37,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -96,6 +101,13 @@ type options struct {
 	rounds  int
 	strict  bool
 	keepDir bool
+	// sweep, samples and callers: see sweep.go.
+	sweep   bool
+	samples []int
+	callers []int
+	// envoy, when set, is the Envoy binary of the Envoy comparison (see
+	// envoyload.go), which then runs instead.
+	envoy string
 	// startTimeout bounds keyward's start-up: it loads and validates the
 	// whole store before it listens.
 	startTimeout time.Duration
@@ -122,8 +134,22 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.strict, "strict", false, fmt.Sprintf("exit %d when a target is missed", exitMissed))
 	fs.DurationVar(&o.startTimeout, "start-timeout", 30*time.Second, "how long keyward may take to load the store and report SERVING")
 	fs.BoolVar(&o.keepDir, "keep", false, "keep the generated config and store (the folder is printed)")
+	fs.BoolVar(&o.sweep, "sweep", false, "measure the sweep instead: keyward over each of -samples distinct tokens, and keyward and the floor at each of -callers (-sample and -concurrency are then unused)")
+	fs.StringVar(&o.envoy, "envoy", "", "Envoy `binary`: compare instead Envoy without ext_authz, with the floor and with keyward, driven by wrk over the first of -samples tokens with the first of -callers connections")
+	samples := fs.String("samples", "10000,30000,100000", "with -sweep: distinct tokens in the traffic, the first the baseline the others are compared with")
+	callers := fs.String("callers", "32,4", "with -sweep: concurrent callers, each compared with the floor")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	var err error
+	if o.samples, err = parseInts(*samples); err != nil {
+		return nil, fmt.Errorf("-samples: %w", err)
+	}
+	if o.callers, err = parseInts(*callers); err != nil {
+		return nil, fmt.Errorf("-callers: %w", err)
+	}
+	for i := range o.samples {
+		o.samples[i] = min(o.samples[i], o.fixture.Tokens)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -200,7 +226,11 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	progress("store: %d tokens, %d groups, %d users, %.1f MiB, written in %s",
 		o.fixture.Tokens, o.fixture.Groups, o.fixture.Users, mib(uint64(fix.StoreBytes)), time.Since(t0).Round(time.Millisecond))
-	reqs := loadrig.CheckRequests(fix.Tokens[:o.sample])
+	sample := o.sample
+	if o.sweep {
+		sample = slices.Max(o.samples)
+	}
+	reqs := loadrig.CheckRequests(fix.Tokens[:sample])
 
 	t0 = time.Now()
 	floor, kw, err := startServers(ctx, o, fix, kwPath, self)
@@ -218,9 +248,18 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return kw.Failure(err)
 	}
 
+	if o.envoy != "" {
+		return envoyLoad(ctx, o, progress, dir, fix.Tokens[:o.samples[0]], servers(floor, kw), stdout)
+	}
+	if o.sweep {
+		return sweep(ctx, o, progress, reqs, servers(floor, kw), stdout)
+	}
 	m := &measurement{opts: o, fix: fix, idle: idle, startup: startup, order: runOrder(o.rounds), runs: map[string][]*result{}}
-	servers := map[string]*server{"floor": floor, "keyward": kw}
-	return m.run(ctx, progress, reqs, servers, stdout)
+	return m.run(ctx, progress, reqs, servers(floor, kw), stdout)
+}
+
+func servers(floor, kw *server) map[string]*server {
+	return map[string]*server{"floor": floor, "keyward": kw}
 }
 
 // startServers starts the floor and keyward on fix and waits until both

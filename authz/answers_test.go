@@ -1,0 +1,143 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keyward/keyward/record"
+)
+
+// TestAnswersBounded: the cache never holds more than its size (rounded up
+// to a multiple of its shards, each bounded on its own), keeps what it was
+// given while there is room (in a cache of one shard), and, cycling through three times more
+// keys than it holds, still hits (an LRU would miss every time: issue 13's
+// cliff).
+func TestAnswersBounded(t *testing.T) {
+	for _, size := range []int{1, 10, 5000} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			a := newAnswers(size)
+			keys := make([]allowKey, 3*size)
+			for i := range keys {
+				keys[i] = allowKey{token: &record.Token{ID: fmt.Sprint(i)}, key: &record.Key{}, provider: "openai"}
+			}
+			resp := &authv3.CheckResponse{}
+			for _, k := range keys[:size] {
+				a.add(k, resp)
+			}
+			for _, k := range keys[:size] {
+				if _, ok := a.get(k); !ok && len(a.shards) == 1 {
+					t.Fatalf("key %s evicted with room to spare", k.token.ID)
+				}
+			}
+			bound := a.perShard * len(a.shards)
+			if bound-size >= len(a.shards) {
+				t.Fatalf("bound %d for size %d", bound, size)
+			}
+			hits := 0
+			for range 3 {
+				for _, k := range keys {
+					if _, ok := a.get(k); ok {
+						hits++
+					} else {
+						a.add(k, resp)
+					}
+					if n := a.len(); n > bound {
+						t.Fatalf("holds %d answers, size %d", n, size)
+					}
+				}
+			}
+			if size > 1 && hits == 0 {
+				t.Fatal("no hit while cycling through 3x size keys")
+			}
+		})
+	}
+}
+
+// TestCachedAnswerIsBuilt: a cached answer, the key's shared parts and the
+// token's own merged on the wire, reads as build's answer for every key
+// convention, the user's own key and key delivery in metadata included.
+func TestCachedAnswerIsBuilt(t *testing.T) {
+	f := newFixture(t)
+	cases := map[string]struct {
+		headers  map[string]string
+		provider string
+		opts     Options
+	}{
+		"openai":      {headers: bearerHeader(f.tokens["ok"]), provider: "openai"},
+		"anthropic":   {headers: map[string]string{"x-api-key": f.tokens["ok"]}, provider: "anthropic"},
+		"gemini":      {headers: map[string]string{"x-goog-api-key": f.tokens["ok"]}, provider: "gemini"},
+		"azure":       {headers: map[string]string{"api-key": f.tokens["ok"]}, provider: "azure"},
+		"in metadata": {headers: bearerHeader(f.tokens["ok"]), provider: "openai", opts: Options{KeyDelivery: map[string]KeyDelivery{"openai": KeyInMetadata}}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := f.server(t, tc.opts)
+			req := checkRequest(tc.headers, "", tc.provider)
+			got, err := check(t, s, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.GetOkResponse() == nil {
+				t.Fatalf("denied: %v", got)
+			}
+			http := req.Attributes.Request.Http
+			d := s.authorizer.Decide(context.Background(), &Request{Method: http.Method, Headers: http.Headers, Path: http.Path, Host: http.Host, ContextExtensions: req.Attributes.ContextExtensions})
+			if d.Key == nil {
+				t.Fatal("no key: the case does not reach the cached form")
+			}
+			cached, ok := s.responder.allowed.get(allowKey{token: d.Token, key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt),
+				inMetadata: tc.opts.KeyDelivery[tc.provider] == KeyInMetadata})
+			if !ok || len(cached.ProtoReflect().GetUnknown()) == 0 || cached.GetOkResponse() == nil {
+				t.Fatal("the answer is not cached in its compact form")
+			}
+			want := s.responder.build(&d, nil, false, tc.opts.KeyDelivery[tc.provider] == KeyInMetadata)
+			sortHeaders(got)
+			sortHeaders(want)
+			if !proto.Equal(got, want) {
+				t.Fatalf("cached answer reads\n%v\nwant build's\n%v", got, want)
+			}
+		})
+	}
+}
+
+func sortHeaders(resp *authv3.CheckResponse) {
+	ok := resp.GetOkResponse()
+	slices.SortFunc(ok.Headers, func(a, b *corev3.HeaderValueOption) int { return strings.Compare(a.Header.Key, b.Header.Key) })
+	slices.Sort(ok.HeadersToRemove)
+}
+
+// BenchmarkCheckAllowedUncached is an allowed check whose answer is not in
+// the cache (two tokens alternate over a cache of one): what each check
+// costs a replica with more active tokens than cache.answers.
+func BenchmarkCheckAllowedUncached(b *testing.B) {
+	f := newFixture(b)
+	s := f.server(b, Options{})
+	var err error
+	if s.responder, err = newResponder(s.authorizer.opts.Sources, nil, 1); err != nil {
+		b.Fatal(err)
+	}
+	reqs := []*authv3.CheckRequest{
+		checkRequest(bearerHeader(f.tokens["ok"]), "", "openai"),
+		checkRequest(bearerHeader(f.tokens["future"]), "", "openai"),
+	}
+	for _, req := range reqs {
+		if resp, _ := check(b, s, req); resp.GetOkResponse() == nil {
+			b.Fatalf("denied: %v", resp)
+		}
+	}
+	f.records.privateAsked = nil
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		s.Check(ctx, reqs[i&1])
+		i++
+	}
+}
