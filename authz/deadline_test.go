@@ -11,15 +11,17 @@ import (
 )
 
 // slowRecords are memRecords behind a store that hangs for the kinds in
-// slow, as a cache whose records of that kind have expired: under a
-// context that is already done they have nothing in memory; under a live
-// one they wait for its end, then answer with the last-known-good record
-// if stale says one is at hand, else with the context's error. Every
-// lookup's context is recorded, in order.
+// slow, as a cache whose records of that kind have expired: asked from
+// memory (the Authorizer's fromMemory context) they have nothing; asked
+// under the check's deadline they wait for its end (which may already
+// have passed on a busy machine), then answer with the last-known-good
+// record if stale holds the kind, else with the context's error.
+// Every lookup's context is recorded, in order.
 type slowRecords struct {
 	*memRecords
-	slow  map[string]bool
-	stale bool
+	slow, stale map[string]bool
+	// fromMemory is the Authorizer's context for asking from memory.
+	fromMemory context.Context
 
 	mu    sync.Mutex
 	calls []slowCall
@@ -36,11 +38,11 @@ func lookupAs[V any](s *slowRecords, ctx context.Context, kind string, mem func(
 	s.mu.Unlock()
 	var zero V
 	if s.slow[kind] {
-		if ctx.Err() != nil {
+		if ctx == s.fromMemory {
 			return zero, fmt.Errorf("%s: %w", kind, context.Cause(ctx))
 		}
 		<-ctx.Done()
-		if !s.stale {
+		if !s.stale[kind] {
 			return zero, fmt.Errorf("%s: %w", kind, context.Cause(ctx))
 		}
 	}
@@ -70,25 +72,28 @@ func (s *slowRecords) PrivateKeys(ctx context.Context, u string) (*record.Privat
 func TestCheckDeadline(t *testing.T) {
 	tests := map[string]struct {
 		slow  []string
-		stale bool
+		stale []string // the slow kinds with a last-known-good record
 		want  Reason
 		// calls are the lookups' kinds in order, "+" marking those asked
 		// under the check's deadline rather than from memory.
 		calls []string
 	}{
 		"warm":                  {want: ReasonAllowed, calls: []string{"token", "user", "group", "provider", "private_keys"}},
-		"token stale":           {slow: []string{"token"}, stale: true, want: ReasonAllowed, calls: []string{"token", "+token", "+user", "+group", "+provider", "+private_keys"}},
-		"group stale":           {slow: []string{"group"}, stale: true, want: ReasonAllowed, calls: []string{"token", "user", "group", "+group", "+provider", "+private_keys"}},
+		"token stale":           {slow: []string{"token"}, stale: []string{"token"}, want: ReasonAllowed, calls: []string{"token", "+token", "+user", "+group", "+provider", "+private_keys"}},
+		"group stale":           {slow: []string{"group"}, stale: []string{"group"}, want: ReasonAllowed, calls: []string{"token", "user", "group", "+group", "+provider", "+private_keys"}},
 		"group cold":            {slow: []string{"group"}, want: ReasonStoreUnavailable, calls: []string{"token", "user", "group", "+group"}},
-		"user stale, then cold": {slow: []string{"user", "private_keys"}, stale: true, want: ReasonStoreUnavailable, calls: []string{"token", "user", "+user", "+group", "+provider", "+private_keys"}},
+		"user stale, then cold": {slow: []string{"user", "private_keys"}, stale: []string{"user"}, want: ReasonStoreUnavailable, calls: []string{"token", "user", "+user", "+group", "+provider", "+private_keys"}},
 		"provider cold":         {slow: []string{"provider"}, want: ReasonStoreUnavailable, calls: []string{"token", "user", "group", "provider", "+provider"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t)
-			recs := &slowRecords{memRecords: f.records, slow: map[string]bool{}, stale: tc.stale}
+			recs := &slowRecords{memRecords: f.records, slow: map[string]bool{}, stale: map[string]bool{}}
 			for _, k := range tc.slow {
 				recs.slow[k] = true
+			}
+			for _, k := range tc.stale {
+				recs.stale[k] = true
 			}
 			a, err := NewAuthorizer(recs, f.ring, Options{
 				Sources: []Source{{Header: "authorization"}}, Now: func() time.Time { return testNow },
@@ -97,6 +102,7 @@ func TestCheckDeadline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			recs.fromMemory = a.fromMemory
 			d := a.Decide(t.Context(), &Request{Headers: bearerHeader(f.tokens["ok"]), ContextExtensions: map[string]string{"provider": "openai"}})
 			if d.Reason != tc.want {
 				t.Errorf("reason %s (%v), want %s", d.Reason, d.Err, tc.want)
@@ -136,11 +142,12 @@ func TestCheckDeadlineBounds(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t)
-			recs := &slowRecords{memRecords: f.records, slow: map[string]bool{"token": true}, stale: true}
+			recs := &slowRecords{memRecords: f.records, slow: map[string]bool{"token": true}, stale: map[string]bool{"token": true}}
 			a, err := NewAuthorizer(recs, f.ring, Options{Sources: []Source{{Header: "authorization"}}, Now: func() time.Time { return testNow }, CheckDeadline: tc.checkDeadline})
 			if err != nil {
 				t.Fatal(err)
 			}
+			recs.fromMemory = a.fromMemory
 			ctx := context.Background()
 			before := time.Now()
 			parent := before.Add(tc.parentLeft)
