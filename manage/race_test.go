@@ -22,6 +22,7 @@ var raceSuite = map[string]func(t *testing.T, w *world){
 	"CapHoldsUnderConcurrency":   testCapHolds,
 	"NameUniqueUnderConcurrency": testNameUnique,
 	"OneMappingPerPrincipal":     testOneMappingPerPrincipal,
+	"OneMappingAcrossUsers":      testOneMappingAcrossUsers,
 }
 
 func TestRacesOnFileStore(t *testing.T) {
@@ -161,6 +162,24 @@ func testOneMappingPerPrincipal(t *testing.T, w *world) {
 	must(t, err)
 	if len(ids) != 1 {
 		t.Fatalf("%d mappings stored", len(ids))
+	}
+}
+
+// testOneMappingAcrossUsers: of many mappings of one principal created at
+// once, each to another user (so that no one user's owned write orders
+// them), exactly one is stored.
+func testOneMappingAcrossUsers(t *testing.T, w *world) {
+	ctx := context.Background()
+	for i := range callers {
+		must(t, second(w.m.CreateUser(ctx, record.User{Name: fmt.Sprint("u", i), Groups: []string{"eng"}})))
+	}
+	errs := together(func(i int) error {
+		return second(w.m.CreateIdentity(ctx, manage.IdentityRequest{Name: fmt.Sprint("m", i), Principal: "spiffe://mesh.test/ns/pay/sa/api", User: fmt.Sprint("u", i), Group: "eng"}))
+	})
+	ids, err := w.m.Identities(ctx)
+	must(t, err)
+	if got := count(errs, record.ErrExists); got["ok"] != 1 || got[record.ErrExists.Error()] != callers-1 || len(ids) != 1 {
+		t.Fatalf("%d mappings of one principal to %d users at once: %v, %d stored; want one", callers, callers, got, len(ids))
 	}
 }
 

@@ -1,9 +1,13 @@
 package vault_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"testing"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/vault"
@@ -78,5 +82,84 @@ func TestIdentities(t *testing.T) {
 	}
 	if err := writer.DeleteIdentity(ctx, "payments"); !errors.Is(err, record.ErrNotFound) {
 		t.Errorf("delete of a swept mapping: %v", err)
+	}
+}
+
+// TestPrincipalClaims checks the claim that keeps one mapping per
+// principal across users: a claim naming a live mapping refuses a second
+// one, a claim left over (its mapping missing) is taken over, and a
+// delete or the user's sweep gives the claim up. It runs with the
+// management API's policy as shipped, which must allow the claims.
+func TestPrincipalClaims(t *testing.T) {
+	srv := vaulttest.Start(t, "keyward")
+	ctx := t.Context()
+	policy, err := os.ReadFile("../examples/vault/keyward-management.hcl")
+	must(t, err)
+	srv.WritePolicy(t, "keyward-management", string(policy))
+	st := newStore(t, srv, vault.Config{}, "keyward-management")
+	kv := srv.Client(t, srv.RootToken).KVv2("keyward")
+	must(t, st.PutGroup(ctx, &record.Group{Name: "mesh"}))
+	for _, u := range []string{"svc", "other"} {
+		must(t, st.PutUser(ctx, &record.User{Name: u, Groups: []string{"mesh"}}))
+	}
+	const principal = "spiffe://td/ns/pay/sa/api"
+	sum := sha256.Sum256([]byte(principal))
+	claimPath := "identity-principals/" + hex.EncodeToString(sum[:])
+	accept := func(*record.User, []*record.Identity) error { return nil }
+	// claimed reads the claim: the mapping it names, "" when given up.
+	claimed := func() string {
+		t.Helper()
+		sec, err := kv.Get(ctx, claimPath)
+		if errors.Is(err, api.ErrSecretNotFound) {
+			return ""
+		}
+		must(t, err)
+		if sec.Data == nil || sec.Data["deleted"] == true {
+			return ""
+		}
+		if sec.Data["principal"] != principal {
+			t.Errorf("claim holds principal %v", sec.Data["principal"])
+		}
+		name, _ := sec.Data["identity"].(string)
+		return name
+	}
+
+	// Left over by a create that stopped before its mapping: taken over.
+	_, err = kv.Put(ctx, claimPath, map[string]any{"identity": "gone", "user": "other", "principal": principal})
+	must(t, err)
+	must(t, st.CreateIdentity(ctx, &record.Identity{Name: "pay", Principal: principal, User: "svc", Group: "mesh"}, accept))
+	if got := claimed(); got != "pay" {
+		t.Fatalf("after taking over a stale claim, the claim names %q", got)
+	}
+	// The store refuses a second mapping even when the check lets it by.
+	err = st.CreateIdentity(ctx, &record.Identity{Name: "pay2", Principal: principal, User: "other", Group: "mesh"}, accept)
+	if !errors.Is(err, record.ErrExists) {
+		t.Fatalf("second mapping of the principal for another user: %v, want ErrExists", err)
+	}
+	if _, err := st.Identity(ctx, "pay2"); !errors.Is(err, record.ErrNotFound) {
+		t.Fatalf("the refused mapping was stored: %v", err)
+	}
+
+	must(t, st.DeleteIdentity(ctx, "pay"))
+	if got := claimed(); got != "" {
+		t.Fatalf("after the delete, the claim names %q", got)
+	}
+	// A claim given up is taken again; the user's deletion gives it up.
+	must(t, st.CreateIdentity(ctx, &record.Identity{Name: "pay2", Principal: principal, User: "other", Group: "mesh"}, accept))
+	if got := claimed(); got != "pay2" {
+		t.Fatalf("after a create over a given-up claim, the claim names %q", got)
+	}
+	must(t, st.DeleteUser(ctx, "other"))
+	if got := claimed(); got != "" {
+		t.Fatalf("after the user's deletion, the claim names %q", got)
+	}
+
+	// A delete that stopped between the mapping and the claim: the next
+	// create takes the claim over.
+	must(t, st.CreateIdentity(ctx, &record.Identity{Name: "pay3", Principal: principal, User: "svc", Group: "mesh"}, accept))
+	must(t, kv.DeleteMetadata(ctx, "identities/pay3"))
+	must(t, st.CreateIdentity(ctx, &record.Identity{Name: "pay4", Principal: principal, User: "svc", Group: "mesh"}, accept))
+	if got := claimed(); got != "pay4" {
+		t.Fatalf("after a half-done delete and a create, the claim names %q", got)
 	}
 }

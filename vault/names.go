@@ -19,6 +19,10 @@ import (
 // a delete of one is record.ErrInvalidName only: the caller made a
 // mistake, and must not be told the record is merely missing.
 //
+// A principal's claim (identity-principals/<hash>) is named by the hex
+// SHA-256 of the principal, which checkIdentity has checked first: no
+// principal's '/', ':' or '*' reaches a path.
+//
 // Errors never quote an invalid name or id: it may be a secret pasted
 // into the wrong place (a whole token for a token id).
 

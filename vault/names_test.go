@@ -178,13 +178,13 @@ func nameOps() map[string]nameOp {
 		"Identity": read(validName, func(ctx context.Context, st *vault.Store, n string) error { return second(st.Identity(ctx, n)) }),
 		"CreateIdentity name": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
 			return st.CreateIdentity(ctx, identity(n, fixUser, fixGroup), anyIdentity)
-		}, paths("identities/{}", "users/"+fixUser)),
+		}, paths("identities/{}", "identity-principals/", "users/"+fixUser)),
 		"CreateIdentity user": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
 			return st.CreateIdentity(ctx, identity("new-identity", n, fixGroup), anyIdentity)
-		}, paths("identities/new-identity", "users/{}")),
+		}, paths("identities/new-identity", "identity-principals/", "users/{}")),
 		"CreateIdentity group": write(validName, func(ctx context.Context, st *vault.Store, n string) error {
 			return st.CreateIdentity(ctx, identity("new-identity", fixUser, n), anyIdentity)
-		}, paths("identities/new-identity", "users/"+fixUser)),
+		}, paths("identities/new-identity", "identity-principals/", "users/"+fixUser)),
 		"UpdateIdentity": update(validName, func(ctx context.Context, st *vault.Store, n string) error {
 			return second(st.UpdateIdentity(ctx, n, func(*record.Identity) error { return nil }))
 		}, paths("identities/{}")),

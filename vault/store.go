@@ -201,6 +201,7 @@ const (
 	usersDir       = "users/"
 	tokensDir      = "tokens/"
 	identitiesDir  = "identities/"
+	principalsDir  = "identity-principals/"
 	signingKeyPath = "system/signing-keys"
 	markerPath     = "system/changes"
 )

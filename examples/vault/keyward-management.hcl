@@ -18,8 +18,10 @@ path "keyward/data/*" {
 }
 
 # Write the records the management API manages: groups, users with their
-# private credentials (users/<user>/credentials/<id>), LLM tokens and
-# management tokens.
+# private credentials (users/<user>/credentials/<id>), LLM tokens,
+# management tokens, principal mappings and the claims that keep one
+# mapping per principal (identity-principals/<hex SHA-256 of the
+# principal>).
 path "keyward/data/groups/*" {
   capabilities = ["create", "read", "update"]
 }
@@ -33,6 +35,9 @@ path "keyward/data/api-tokens/*" {
   capabilities = ["create", "read", "update"]
 }
 path "keyward/data/identities/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "keyward/data/identity-principals/*" {
   capabilities = ["create", "read", "update"]
 }
 
@@ -57,6 +62,9 @@ path "keyward/metadata/api-tokens/*" {
   capabilities = ["list", "delete"]
 }
 path "keyward/metadata/identities/*" {
+  capabilities = ["list", "delete"]
+}
+path "keyward/metadata/identity-principals/*" {
   capabilities = ["list", "delete"]
 }
 
