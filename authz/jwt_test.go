@@ -57,8 +57,10 @@ func TestDecideJWT(t *testing.T) {
 		headers   map[string]string
 		md        *corev3.Metadata
 		provider  string
+		principal string
 		want      Reason
 		wantGroup string
+		wantUser  string
 	}{
 		"valid":                        {headers: bearerHeader(testJWT), md: valid, want: ReasonAllowed, wantGroup: "eng"},
 		"valid in x-api-key":           {headers: map[string]string{"x-api-key": testJWT}, md: valid, provider: "anthropic", want: ReasonAllowed, wantGroup: "eng"},
@@ -87,6 +89,8 @@ func TestDecideJWT(t *testing.T) {
 		"jwt, no issuers configured":   {opts: &Options{}, headers: bearerHeader(testJWT), md: valid, want: ReasonCustomKey},
 		"payload, placeholder":         {headers: bearerHeader("sk-placeholder"), md: valid, want: ReasonAllowed, wantGroup: "eng"},
 		"management token":             {headers: bearerHeader("kwm_x"), md: valid, want: ReasonManagementToken},
+		"jwt wins over a mapped peer":  {headers: bearerHeader(testJWT), md: valid, principal: spiffePay, want: ReasonAllowed, wantGroup: "eng", wantUser: "alice"},
+		"bad jwt from a mapped peer":   {headers: bearerHeader(testJWT), principal: spiffePay, want: ReasonJWTInvalid},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -99,15 +103,22 @@ func TestDecideJWT(t *testing.T) {
 				provider = "openai"
 			}
 			s := f.server(t, opts)
-			resp, err := check(t, s, jwtCheck(tc.headers, provider, tc.md))
+			creq := jwtCheck(tc.headers, provider, tc.md)
+			if tc.principal != "" {
+				creq.Attributes.Source = sourcePeer(tc.principal)
+			}
+			resp, err := check(t, s, creq)
 			if err != nil {
 				t.Fatal(err)
 			}
 			req := jwtCheck(tc.headers, provider, tc.md)
 			d := s.authorizer.Decide(context.Background(), &Request{Method: "POST", Headers: tc.headers, Path: "/v1/chat/completions",
-				ContextExtensions: req.Attributes.ContextExtensions, JWTPayloads: jwtPayloads(tc.md.GetFilterMetadata())})
+				ContextExtensions: req.Attributes.ContextExtensions, JWTPayloads: jwtPayloads(tc.md.GetFilterMetadata()), Principal: tc.principal})
 			if d.Reason != tc.want {
 				t.Fatalf("reason %q, want %q (err %v)", d.Reason, tc.want, d.Err)
+			}
+			if tc.wantUser != "" && (d.User != tc.wantUser || d.Identity != nil) {
+				t.Errorf("user %q (identity %v), want %s", d.User, d.Identity, tc.wantUser)
 			}
 			if tc.wantGroup != "" && (d.Group == nil || d.Group.Name != tc.wantGroup) {
 				t.Errorf("group %v, want %s", d.Group, tc.wantGroup)
