@@ -76,6 +76,10 @@ type found struct {
 	// foreignIdentity: the client sent an x-keyward-* header that keyward
 	// does not overwrite, so the answer must remove it (see responder).
 	foreignIdentity bool
+	// jwt: a credential place holds a JWT (see looksLikeJWT). It also
+	// counts as the client's own key, which it is when keyward is given
+	// no JWT issuers.
+	jwt bool
 }
 
 // findCredentials looks through sources in order. Values are never copied
@@ -141,6 +145,9 @@ func (f *found) add(i int, v string) {
 		f.token, f.tokenAt = v, i
 	case f.customAt < 0:
 		f.customKey, f.customAt = true, i
+		f.jwt = f.jwt || looksLikeJWT(v)
+	default:
+		f.jwt = f.jwt || looksLikeJWT(v)
 	}
 }
 

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
@@ -84,6 +86,11 @@ type Options struct {
 	// timeout), so that the answer is back before Envoy gives up. Default
 	// DefaultCheckDeadline.
 	CheckDeadline time.Duration
+	// JWT are the issuers whose JWTs Envoy verifies (jwt_authn) and
+	// passes to keyward in metadata (see JWTIssuer). With any, a
+	// request whose credential place holds a JWT is decided by its
+	// verified payload alone (decideJWT).
+	JWT []JWTIssuer
 }
 
 // DefaultCheckDeadline is the default Options.CheckDeadline: half of the
@@ -133,6 +140,11 @@ func NewAuthorizer(records Records, verifier Verifier, opts Options) (*Authorize
 	if err != nil {
 		return nil, fmt.Errorf("authz: rate limiters: %w", err)
 	}
+	for i, j := range opts.JWT {
+		if err := j.validate(); err != nil {
+			return nil, fmt.Errorf("authz: jwt[%d]: %w", i, err)
+		}
+	}
 	for provider, kd := range opts.KeyDelivery {
 		if err := kd.Validate(); err != nil {
 			return nil, fmt.Errorf("authz: key delivery of %q: %w", provider, err)
@@ -167,6 +179,10 @@ type Request struct {
 	// client certificate, a SPIFFE ID in a mesh); "" without mTLS. It
 	// never comes from a header.
 	Principal string
+	// JWTPayloads are the payloads of the JWTs Envoy's jwt_authn
+	// verified, by issuer (the JWTMetadataNamespace metadata: never
+	// from a header); nil without any.
+	JWTPayloads map[string]*structpb.Value
 	// Body is the request body when Envoy forwards it (with_request_body),
 	// possibly truncated; "" when it does not. It is read only when policy
 	// needs the model: see Decision.Model.
@@ -198,8 +214,11 @@ type Decision struct {
 	Identity *record.Identity
 	// Principal is the peer's verified identity (Request.Principal).
 	Principal string
+	// JWTIssuer and JWTSubject are the issuer and "sub" of the verified
+	// JWT a request is decided under; "" for other requests.
+	JWTIssuer, JWTSubject string
 	// User is the name of the user the request is decided as: the
-	// token's or the mapping's, once known.
+	// token's, the mapping's or the JWT's, once known.
 	User  string
 	Group *record.Group
 	// ProviderName is the route's provider; Provider its record, when
@@ -245,8 +264,14 @@ func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
 		d.Reason = ReasonAmbiguousCredential
 	case f.badScheme:
 		d.Reason = ReasonMalformedToken
+	case f.tokenAt >= 0 && f.jwt && len(a.opts.JWT) > 0:
+		// A JWT beside a keyward token would pass as the client's
+		// own provider key.
+		d.Reason = ReasonAmbiguousCredential
 	case f.tokenAt >= 0:
 		d.Reason = a.decideAs(&l, req, &d, a.liveToken(&l, req, &d))
+	case len(a.opts.JWT) > 0 && (f.jwt || len(req.JWTPayloads) > 0):
+		d.Reason = a.decideJWT(&l, req, &d)
 	case req.Principal != "":
 		d.Reason = a.decidePrincipal(&l, req, &d)
 	case !f.customKey:
@@ -354,7 +379,7 @@ func (a *Authorizer) checkPolicy(l *lookups, req *Request, d *Decision) Reason {
 			return r
 		}
 	}
-	if d.found.customKey && d.Identity == nil {
+	if d.found.customKey && d.Identity == nil && d.JWTIssuer == "" {
 		// Beside a token, the client's own key goes through where
 		// allowed. Under a mesh identity it is never forwarded: the
 		// answer removes it and sends keyward's key.

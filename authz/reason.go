@@ -25,6 +25,11 @@ const (
 	// ReasonPrincipalNotMapped: no keyward token, and the peer's verified
 	// identity (a SPIFFE ID from mTLS) matches no principal mapping.
 	ReasonPrincipalNotMapped Reason = "principal_not_mapped"
+	// ReasonJWTInvalid: JWT issuers are configured and a credential
+	// place holds a JWT that Envoy's jwt_authn did not verify for one of
+	// them (expired, not yet valid, badly signed, another issuer's, a
+	// wrong audience), or the verified payload's iss is not its issuer.
+	ReasonJWTInvalid Reason = "jwt_invalid"
 
 	// 403: a valid token that policy refuses.
 	ReasonUserDeleted       Reason = "user_deleted"
@@ -35,6 +40,10 @@ const (
 	// ReasonPrincipalDisabled: the principal mapping that matches the
 	// peer is disabled.
 	ReasonPrincipalDisabled Reason = "principal_disabled"
+	// ReasonJWTNotMapped: a verified JWT whose user claim is missing or
+	// names no keyward user, or whose group claim names no group, or
+	// several, that the user may use.
+	ReasonJWTNotMapped Reason = "jwt_not_mapped"
 	// ReasonTokenBoundElsewhere: a token bound to a workload, presented
 	// by a peer that is not it (or without mTLS).
 	ReasonTokenBoundElsewhere Reason = "token_bound_elsewhere"
@@ -74,6 +83,7 @@ func Reasons() []Reason {
 		ReasonUnknownProvider, ReasonProviderNotAllowed, ReasonModelNotAllowed, ReasonModelUnknown, ReasonEndpointNotAllowed,
 		ReasonBodyNotForwarded, ReasonCustomKeyForbidden,
 		ReasonPrincipalNotMapped, ReasonPrincipalDisabled, ReasonTokenBoundElsewhere,
+		ReasonJWTInvalid, ReasonJWTNotMapped,
 		ReasonRateLimited,
 		ReasonNoProviderKey, ReasonStoreUnavailable, ReasonInternal,
 	}
@@ -89,7 +99,7 @@ func (r Reason) HTTPStatus() int {
 		return 200
 	case ReasonAmbiguousCredential:
 		return 400
-	case ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked, ReasonManagementToken, ReasonPrincipalNotMapped:
+	case ReasonMissingCredential, ReasonMalformedToken, ReasonInvalidToken, ReasonTokenExpired, ReasonTokenRevoked, ReasonManagementToken, ReasonPrincipalNotMapped, ReasonJWTInvalid:
 		return 401
 	case ReasonRateLimited:
 		return 429
@@ -136,6 +146,8 @@ var reasonMessages = map[Reason]string{
 	ReasonManagementToken:     "A management token cannot call an LLM; use a keyward token.",
 	ReasonPrincipalNotMapped:  "No keyward token, and this workload's identity (its mTLS SPIFFE ID) is not mapped to a keyward user and group.",
 	ReasonPrincipalDisabled:   "This workload's identity mapping is disabled.",
+	ReasonJWTInvalid:          "The JWT is not valid here: expired, not yet valid, not signed by a configured issuer's keys, or for another audience.",
+	ReasonJWTNotMapped:        "The JWT is valid, but its claims do not map to a keyward user and exactly one group that user may use.",
 	ReasonTokenBoundElsewhere: "The keyward token is bound to another workload.",
 	ReasonUserDeleted:         "The user this request runs as (its token's, or its workload mapping's) no longer exists.",
 	ReasonUserDisabled:        "The user this request runs as is disabled.",

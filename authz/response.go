@@ -60,6 +60,8 @@ type allowKey struct {
 	// principal is the peer's, in a mesh identity's metadata: a prefix
 	// mapping answers many.
 	principal string
+	// jwt is who a JWT's answer is for.
+	jwt jwtKey
 	// key is nil when the client's own key goes through. A user's own
 	// key is a pointer into their cached record.PrivateKeys, so it too
 	// changes whenever their credentials do.
@@ -72,6 +74,12 @@ type allowKey struct {
 	// Fixed per provider for the process's life, it is in the key all
 	// the same so that no answer of one mode can ever serve the other.
 	inMetadata bool
+}
+
+// jwtKey is what a JWT's answer says: its user and group, and the
+// verified issuer and subject.
+type jwtKey struct {
+	user, group, issuer, subject string
 }
 
 type keyPartsKey struct {
@@ -168,10 +176,14 @@ func (r *responder) respond(d *Decision, requestHeaders map[string]string) *auth
 	if d.found.foreignIdentity {
 		return r.build(d, requestHeaders, clientVersion, inMetadata)
 	}
-	if d.Token == nil && d.Identity == nil {
+	if d.Token == nil && d.Identity == nil && d.JWTIssuer == "" {
 		return r.passthrough
 	}
-	k := allowKey{token: d.Token, identity: d.Identity, principal: d.Principal, key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt), clientVersion: clientVersion, inMetadata: inMetadata}
+	var jk jwtKey
+	if d.JWTIssuer != "" {
+		jk = jwtKey{user: d.User, group: d.Group.Name, issuer: d.JWTIssuer, subject: d.JWTSubject}
+	}
+	k := allowKey{token: d.Token, identity: d.Identity, principal: d.Principal, jwt: jk, key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt), clientVersion: clientVersion, inMetadata: inMetadata}
 	if resp, ok := r.allowed.get(k); ok {
 		return resp
 	}
@@ -265,6 +277,17 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string, clientV
 		meta["group"] = structpb.NewStringValue(d.Identity.Group)
 		meta["identity"] = structpb.NewStringValue(d.Identity.Name)
 		meta["principal"] = structpb.NewStringValue(d.Principal)
+	case d.JWTIssuer != "":
+		// A verified JWT: its mapped user and group, and its issuer
+		// and subject in metadata (never the JWT).
+		ok.Headers = []*corev3.HeaderValueOption{
+			setHeader(HeaderUser, d.User),
+			setHeader(HeaderGroup, d.Group.Name),
+		}
+		meta["user"] = structpb.NewStringValue(d.User)
+		meta["group"] = structpb.NewStringValue(d.Group.Name)
+		meta["jwt_issuer"] = structpb.NewStringValue(d.JWTIssuer)
+		meta["jwt_subject"] = structpb.NewStringValue(d.JWTSubject)
 	case d.Token != nil:
 		ok.Headers = []*corev3.HeaderValueOption{
 			setHeader(HeaderUser, d.Token.User),
@@ -303,7 +326,7 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string, clientV
 	default:
 		meta["custom_key"] = structpb.NewBoolValue(true)
 	}
-	if d.Identity != nil {
+	if d.Identity != nil || d.JWTIssuer != "" {
 		// No token id to set: a client's copy goes.
 		ok.HeadersToRemove = append(ok.HeadersToRemove, HeaderTokenID)
 	}

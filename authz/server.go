@@ -142,6 +142,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		Host:              http.GetHost(),
 		ContextExtensions: attrs.GetContextExtensions(),
 		Principal:         attrs.GetSource().GetPrincipal(),
+		JWTPayloads:       jwtPayloads(attrs.GetMetadataContext().GetFilterMetadata()),
 		Body:              requestBody(http),
 	}
 	d := s.authorizer.Decide(ctx, &r)
@@ -206,6 +207,13 @@ func (s *Server) audit(req *authv3.CheckRequest, d *Decision) {
 	}
 	if d.Identity != nil {
 		attrs = append(attrs, slog.String("identity", d.Identity.Name), slog.String("user", d.Identity.User), slog.String("group", d.Identity.Group))
+	}
+	if d.JWTIssuer != "" {
+		// The verified issuer and subject, never the JWT.
+		attrs = append(attrs, slog.String("jwt_issuer", d.JWTIssuer), slog.String("jwt_subject", d.JWTSubject), slog.String("user", d.User))
+		if d.Group != nil {
+			attrs = append(attrs, slog.String("group", d.Group.Name))
+		}
 	}
 	if d.ProviderName != "" {
 		attrs = append(attrs, slog.String("provider", d.ProviderName))

@@ -75,6 +75,15 @@ type Config struct {
 	// where each keeps its models. An entry replaces the built-in ones a
 	// request could match both. Default: none added.
 	Endpoints map[string][]Endpoint `yaml:"endpoints"`
+	// JWT are the issuers whose JWTs Envoy's jwt_authn verifies (keyward
+	// envoy-config emits the filter) and whose verified claims keyward
+	// maps to a user and group: issuer (the exact iss), audiences,
+	// local_jwks (a file, Envoy's absolute path) or remote_jwks {uri,
+	// timeout, cache_duration}, from_headers (default authorization
+	// "Bearer " and x-api-key, where the SDKs put their api key; each a
+	// credentials header), user_claim (default sub), group_claim
+	// (default groups). Default: none.
+	JWT []envoy.JWTIssuer `yaml:"jwt"`
 	// Vault configures the Vault/OpenBao store (store.kind: vault).
 	Vault vault.Config `yaml:"vault"`
 	// Management configures the management API.
@@ -407,6 +416,9 @@ func (c *Config) applyDefaults() {
 	}
 	for i := range c.Credentials {
 		c.Credentials[i].Header = strings.ToLower(c.Credentials[i].Header)
+	}
+	for i := range c.JWT {
+		c.JWT[i] = c.JWT[i].WithDefaults()
 	}
 	setDefault(&c.ModelHeader, "x-ai-eg-model")
 	c.ModelHeader = strings.ToLower(c.ModelHeader)

@@ -247,6 +247,10 @@ func TestValidationErrors(t *testing.T) {
 		"cache.check_deadline":    {yaml: "cache: {check_deadline: -5ms}\n", fields: []string{"cache.check_deadline"}},
 		"check_deadline too long": {yaml: "envoy: {authz_timeout: 200ms}\ncache: {check_deadline: 200ms}\n", fields: []string{"cache.check_deadline"}},
 		"shutdown_grace":          {yaml: "shutdown_grace: -1s\n", fields: []string{"shutdown_grace"}},
+		"jwt": {
+			yaml:   "jwt: [{issuer: 'https://idp', local_jwks: jwks.json, from_headers: [{name: x-jwt}]}, {issuer: 'https://idp', remote_jwks: {uri: 'https://idp/jwks', timeout: -1s}}]\n",
+			fields: []string{"jwt[0].local_jwks", "jwt[1].issuer", "jwt[1].remote_jwks.timeout", "jwt[0].from_headers[0].name"},
+		},
 		"rotation_grace":          {yaml: "management: {rotation_grace: 721h}\n", fields: []string{"management.rotation_grace"}},
 		"management.oidc without listen": {
 			yaml: "management: {oidc: {issuer: 'https://idp.example.com', audience: kw}}\n", fields: []string{"management.oidc"},

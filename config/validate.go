@@ -45,6 +45,7 @@ func (c *Config) Validate() error {
 	l.Merge("endpoints", c.validateEndpoints())
 	l.Merge("key_delivery", validateKeyDelivery(c.KeyDelivery))
 	l.Merge("routes", validateRoutes(c.Routes))
+	l.Merge("jwt", c.validateJWT())
 	return l.Err()
 }
 
@@ -218,6 +219,22 @@ func (c *Config) validateProcess(l *field.List) {
 	if !authz.ValidHeaderName(c.ModelHeader) {
 		l.Add("model_header", "%q is not a lower-case header name", c.ModelHeader)
 	}
+}
+
+// validateJWT checks the JWT issuers, and that Envoy looks for JWTs only
+// in headers keyward reads credentials from: keyward removes those from
+// every request it lets through, so no JWT reaches a provider.
+func (c *Config) validateJWT() error {
+	var l field.List
+	l.Merge("", envoy.ValidateJWT(c.JWT))
+	for i, j := range c.JWT {
+		for k, h := range j.FromHeaders {
+			if !slices.ContainsFunc(c.Credentials, func(s Source) bool { return s.Header == h.Name }) {
+				l.Add(fmt.Sprintf("[%d].from_headers[%d].name", i, k), "%q is not one of credentials: keyward would not remove the JWT from it", h.Name)
+			}
+		}
+	}
+	return l.Err()
 }
 
 // validateEndpoints checks Endpoints; paths are relative to the endpoints

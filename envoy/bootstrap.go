@@ -16,6 +16,7 @@ import (
 	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	downstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
@@ -79,7 +80,15 @@ func Bootstrap(o Options) (*bootstrapv3.Bootstrap, error) {
 	if collector != nil {
 		clusters = append(clusters, collector)
 	}
-	l, err := listener(o, vhRoutes, trace)
+	var jwt *jwtv3.JwtAuthentication
+	if len(o.JWT) > 0 {
+		var jwks []*clusterv3.Cluster
+		if jwt, jwks, err = jwtAuthn(o); err != nil {
+			return nil, err
+		}
+		clusters = append(clusters, jwks...)
+	}
+	l, err := listener(o, vhRoutes, trace, jwt)
 	if err != nil {
 		return nil, err
 	}
@@ -158,8 +167,8 @@ func overloadManager(maxConns int64) (*overloadv3.OverloadManager, error) {
 }
 
 // listener is the LLM listener; trace, when not nil, is its tracing.
-func listener(o Options, routes []*routev3.Route, trace *hcmv3.HttpConnectionManager_Tracing) (*listenerv3.Listener, error) {
-	filters, err := httpFilters(o)
+func listener(o Options, routes []*routev3.Route, trace *hcmv3.HttpConnectionManager_Tracing, jwt *jwtv3.JwtAuthentication) (*listenerv3.Listener, error) {
+	filters, err := httpFilters(o, jwt)
 	if err != nil {
 		return nil, err
 	}
@@ -217,8 +226,9 @@ func listener(o Options, routes []*routev3.Route, trace *hcmv3.HttpConnectionMan
 	}, nil
 }
 
-// httpFilters are the listener's HTTP filters: ext_authz, then the router.
-func httpFilters(o Options) ([]*hcmv3.HttpFilter, error) {
+// httpFilters are the listener's HTTP filters: jwt_authn when jwt is
+// not nil, ext_authz, then the router.
+func httpFilters(o Options, jwt *jwtv3.JwtAuthentication) ([]*hcmv3.HttpFilter, error) {
 	filter, err := extAuthz(o)
 	if err != nil {
 		return nil, err
@@ -234,10 +244,18 @@ func httpFilters(o Options) ([]*hcmv3.HttpFilter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []*hcmv3.HttpFilter{
+	filters := []*hcmv3.HttpFilter{
 		{Name: ExtAuthzFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: authz}},
 		{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
-	}, nil
+	}
+	if jwt != nil {
+		j, err := anyOf(jwt)
+		if err != nil {
+			return nil, err
+		}
+		filters = append([]*hcmv3.HttpFilter{{Name: JWTFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: j}}}, filters...)
+	}
+	return filters, nil
 }
 
 // extAuthz is the filter config. It deliberately sets no allowed_headers,
@@ -261,6 +279,10 @@ func extAuthz(o Options) (*extauthzv3.ExtAuthz, error) {
 		FailureModeAllow:       false, // fail closed: no keyward, no provider key
 		StatusOnError:          &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		IncludePeerCertificate: true, // mesh identity (SPIFFE) from mTLS
+	}
+	if len(o.JWT) > 0 {
+		// The verified JWT payloads, for keyward to map to a user.
+		a.MetadataContextNamespaces = []string{JWTFilter}
 	}
 	if o.ForwardBody {
 		a.WithRequestBody = &extauthzv3.BufferSettings{
@@ -327,9 +349,15 @@ func noRoute() (*routev3.Route, error) {
 }
 
 func providerCluster(provider string, up upstream, caFile string) (*clusterv3.Cluster, error) {
+	return upstreamCluster(ProviderClusterPrefix+provider, up, caFile)
+}
+
+// upstreamCluster is the cluster name of an http or https upstream,
+// verified against caFile.
+func upstreamCluster(name string, up upstream, caFile string) (*clusterv3.Cluster, error) {
 	// LOGICAL_DNS: one connection target at a time, re-resolved as DNS
 	// changes — what a large provider behind a CDN wants.
-	c := cluster(ProviderClusterPrefix+provider, up.host, up.port, up.isIP, clusterv3.Cluster_LOGICAL_DNS, upstreamConnectTimeout)
+	c := cluster(name, up.host, up.port, up.isIP, clusterv3.Cluster_LOGICAL_DNS, upstreamConnectTimeout)
 	if !up.tls {
 		return c, nil
 	}

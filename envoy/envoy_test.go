@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -101,6 +102,22 @@ var goldenCases = map[string]envoy.Options{
 		Tracing:       envoy.Tracing{OTLPAddress: "otel-collector.observability:4317", ServiceName: "mesh-envoy", Sampling: ptr(25.0)},
 		Routes:        []envoy.Route{{Provider: "openai", PathPrefix: "/openai/", Upstream: "https://api.openai.com"}},
 	},
+	// jwt: jwt_authn before ext_authz, one issuer with a local JWKS
+	// file and the default headers, one with a remote JWKS over https
+	// (its own cluster) and a custom header.
+	"jwt": {
+		ListenAddress: "127.0.0.1:10000",
+		AuthzAddress:  "127.0.0.1:9191",
+		JWT: []envoy.JWTIssuer{
+			{Issuer: "https://idp.example.com", Audiences: []string{"llm-gateway"}, LocalJWKS: "/etc/envoy/jwks/idp.json"},
+			{
+				Issuer:      "https://login.corp.example",
+				RemoteJWKS:  envoy.RemoteJWKS{URI: "https://login.corp.example/.well-known/jwks.json", CacheDuration: 5 * time.Minute},
+				FromHeaders: []envoy.JWTHeader{{Name: "x-corp-jwt"}},
+			},
+		},
+		Routes: []envoy.Route{{Provider: "openai", PathPrefix: "/openai/", Upstream: "https://api.openai.com"}},
+	},
 	// unix: keyward as a sidecar on a unix socket (a pipe address).
 	"unix": {
 		ListenAddress: "127.0.0.1:10000",
@@ -162,6 +179,12 @@ func TestEnvoyAcceptsConfig(t *testing.T) {
 				tls := writeAuthzTLS(t, nil)
 				o.DownstreamTLS.CertFile, o.DownstreamTLS.KeyFile, o.DownstreamTLS.ClientCAFile = tls.CertFile, tls.KeyFile, tls.CAFile
 			}
+			o.JWT = slices.Clone(o.JWT)
+			for i := range o.JWT {
+				if o.JWT[i].LocalJWKS != "" {
+					o.JWT[i].LocalJWKS = writeJWKS(t)
+				}
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			out, err := envoytest.Validate(ctx, bin, render(t, o))
@@ -182,6 +205,26 @@ func writeAuthzTLS(t *testing.T, identities []string) envoy.AuthzTLS {
 	caFile := filepath.Join(dir, "ca.crt")
 	testpki.WriteAtomic(t, caFile, ca.PEM)
 	return envoy.AuthzTLS{CertFile: cert, KeyFile: key, CAFile: caFile, ServerIdentities: identities}
+}
+
+// writeJWKS writes a JWKS of one throwaway EC key, for validation (Envoy
+// reads a local JWKS when it loads the config).
+func writeJWKS(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := func(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+	x, y := make([]byte, 32), make([]byte, 32)
+	key.PublicKey.X.FillBytes(x)
+	key.PublicKey.Y.FillBytes(y)
+	jwks := fmt.Sprintf(`{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","alg":"ES256","use":"sig","x":%q,"y":%q}]}`, b64(x), b64(y))
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(path, []byte(jwks), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // writeCA writes a throwaway self-signed CA certificate (never used to trust
@@ -319,6 +362,22 @@ func TestValidate(t *testing.T) {
 		"valid ipv6 listener":    {mod: func(o *envoy.Options) { o.ListenAddress = "[::1]:10000" }},
 		"valid dns authz":        {mod: func(o *envoy.Options) { o.AuthzAddress = "keyward:9000" }},
 		"valid root prefix":      {mod: route(func(r *envoy.Route) { r.PathPrefix = "/" })},
+		"valid jwt": {mod: func(o *envoy.Options) {
+			o.JWT = []envoy.JWTIssuer{{Issuer: "https://idp", LocalJWKS: "/j.json"}, {Issuer: "https://b", RemoteJWKS: envoy.RemoteJWKS{URI: "http://idp:8080/jwks?x=1"}}}
+		}},
+		"jwt problems": {mod: func(o *envoy.Options) {
+			o.JWT = []envoy.JWTIssuer{
+				{Issuer: "https://idp", LocalJWKS: "j.json", Audiences: []string{""}, FromHeaders: []envoy.JWTHeader{{Name: "X-Api-Key"}}},
+				{Issuer: "https://idp", RemoteJWKS: envoy.RemoteJWKS{URI: "ftp://idp/jwks", Timeout: -1}, UserClaim: "a.b"},
+				{LocalJWKS: "/j.json", RemoteJWKS: envoy.RemoteJWKS{URI: "https://idp/jwks"}, UserClaim: "g", GroupClaim: "g"},
+				{Issuer: "https://c"},
+			}
+		}, want: []string{
+			"jwt[0].audiences[0]", "jwt[0].local_jwks", "jwt[0].from_headers[0].name",
+			"jwt[1].issuer", "jwt[1].remote_jwks.uri", "jwt[1].remote_jwks.timeout", "jwt[1].user_claim",
+			"jwt[2].issuer", "jwt[2].local_jwks", "jwt[2].group_claim",
+			"jwt[3].remote_jwks.uri",
+		}},
 		"valid http ip upstream": {mod: route(func(r *envoy.Route) { r.Upstream = "http://127.0.0.1:8080/v1" })},
 		"listen missing":         {mod: func(o *envoy.Options) { o.ListenAddress = "" }, want: []string{"listen_address"}},
 		"listen no port":         {mod: func(o *envoy.Options) { o.ListenAddress = "127.0.0.1" }, want: []string{"listen_address"}},

@@ -114,6 +114,10 @@ type Options struct {
 	// Tracing, when any field is set, turns on Envoy's OpenTelemetry
 	// tracing, joined by keyward's Check spans. Off by default.
 	Tracing Tracing
+	// JWT are the issuers whose JWTs Envoy's jwt_authn verifies before
+	// ext_authz, passing the verified payloads to keyward (see
+	// JWTIssuer). None by default: no jwt_authn filter.
+	JWT []JWTIssuer
 }
 
 // Validate reports every problem in o, each as a *field.Error naming its
@@ -152,6 +156,9 @@ func (o Options) Validate() error {
 		add("trusted_ca_file", "must be an absolute path, got %q", o.TrustedCAFile)
 	}
 
+	if err := ValidateJWT(o.JWT); err != nil {
+		errs = append(errs, field.Prefix("jwt", err))
+	}
 	if len(o.Routes) == 0 {
 		add("routes", "at least one route is required")
 	}

@@ -71,6 +71,10 @@ func newService(cfg *config.Config, st *Store, log *slog.Logger, tracer trace.Tr
 	for i, src := range cfg.Credentials {
 		sources[i] = authz.Source{Header: src.Header, Query: src.Query}
 	}
+	jwt := make([]authz.JWTIssuer, len(cfg.JWT))
+	for i, j := range cfg.JWT {
+		jwt[i] = authz.JWTIssuer{Issuer: j.Issuer, UserClaim: j.UserClaim, GroupClaim: j.GroupClaim}
+	}
 	a, err := authz.NewAuthorizer(records, s.verifier, authz.Options{
 		Sources:           sources,
 		ModelHeader:       cfg.ModelHeader,
@@ -79,6 +83,7 @@ func newService(cfg *config.Config, st *Store, log *slog.Logger, tracer trace.Tr
 		CheckDeadline:     cfg.Cache.CheckDeadline,
 		Endpoints:         cfg.EndpointSpecs(),
 		KeyDelivery:       cfg.KeyDelivery,
+		JWT:               jwt,
 	})
 	if err != nil {
 		return nil, err

@@ -47,6 +47,7 @@ func (e *env) envoyConfig(args []string) error {
 		ForwardBody:     *forwardBody,
 		MaxRequestBytes: cfg.Envoy.MaxRequestBytes,
 		Tracing:         cfg.Envoy.Tracing,
+		JWT:             cfg.JWT,
 	}
 	if len(authzAddrs) > 0 {
 		opts.AuthzAddress, opts.AuthzAddresses = "", authzAddrs

@@ -27,7 +27,12 @@ func TestEnvoyConfigReplicas(t *testing.T) {
 		"tracing": {envoy: "  tracing: {otlp_address: '10.0.0.9:4317', service_name: mesh}\n", want: []string{
 			"name: envoy.tracers.opentelemetry", "cluster_name: opentelemetry_collector", "service_name: mesh", "address: 10.0.0.9", "value: 100",
 		}},
-		"bad flag address": {flags: []string{"-authz-address", "keyward"}, err: "authz_addresses[0]"},
+		"jwt issuers": {extra: "jwt: [{issuer: 'https://idp', local_jwks: /e/jwks.json}, {issuer: 'https://b', remote_jwks: {uri: 'https://b/keys'}}]\n", want: []string{
+			"name: envoy.filters.http.jwt_authn", "payload_in_metadata: https://idp", "filename: /e/jwks.json", "allow_missing_or_failed", "cluster: jwks_1",
+			"name: jwks_1", "- envoy.filters.http.jwt_authn", "value_prefix: 'Bearer '",
+		}},
+		"jwt header keyward does not read": {extra: "jwt: [{issuer: 'https://idp', local_jwks: /e/j.json, from_headers: [{name: x-jwt}]}]\n", err: "jwt[0].from_headers[0].name"},
+		"bad flag address":                 {flags: []string{"-authz-address", "keyward"}, err: "authz_addresses[0]"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

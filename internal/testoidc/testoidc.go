@@ -110,8 +110,14 @@ func writeJSON(w http.ResponseWriter, v any) {
 func (i *Issuer) JWKS() []byte {
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	return JWKS(i.published...)
+}
+
+// JWKS is the key set that publishes keys (their public halves): what a
+// local JWKS file holds.
+func JWKS(keys ...Key) []byte {
 	set := jose.JSONWebKeySet{}
-	for _, k := range i.published {
+	for _, k := range keys {
 		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.Signer.Public(), KeyID: k.ID, Algorithm: string(k.Alg), Use: "sig"})
 	}
 	raw, err := json.Marshal(set)
