@@ -251,7 +251,7 @@ func TestValidationErrors(t *testing.T) {
 			yaml:   "jwt: [{issuer: 'https://idp', local_jwks: jwks.json, from_headers: [{name: x-jwt}]}, {issuer: 'https://idp', remote_jwks: {uri: 'https://idp/jwks', timeout: -1s}}]\n",
 			fields: []string{"jwt[0].local_jwks", "jwt[1].issuer", "jwt[1].remote_jwks.timeout", "jwt[0].from_headers[0].name"},
 		},
-		"rotation_grace":          {yaml: "management: {rotation_grace: 721h}\n", fields: []string{"management.rotation_grace"}},
+		"rotation_grace": {yaml: "management: {rotation_grace: 721h}\n", fields: []string{"management.rotation_grace"}},
 		"management.oidc without listen": {
 			yaml: "management: {oidc: {issuer: 'https://idp.example.com', audience: kw}}\n", fields: []string{"management.oidc"},
 		},

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -30,10 +29,12 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
+	jose "github.com/go-jose/go-jose/v4"
 	kwauthz "github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/envoy"
 	"github.com/keyward/keyward/envoy/envoytest"
 	"github.com/keyward/keyward/field"
+	"github.com/keyward/keyward/internal/testoidc"
 	"github.com/keyward/keyward/internal/testpki"
 )
 
@@ -211,17 +212,8 @@ func writeAuthzTLS(t *testing.T, identities []string) envoy.AuthzTLS {
 // reads a local JWKS when it loads the config).
 func writeJWKS(t *testing.T) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b64 := func(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-	x, y := make([]byte, 32), make([]byte, 32)
-	key.PublicKey.X.FillBytes(x)
-	key.PublicKey.Y.FillBytes(y)
-	jwks := fmt.Sprintf(`{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","alg":"ES256","use":"sig","x":%q,"y":%q}]}`, b64(x), b64(y))
 	path := filepath.Join(t.TempDir(), "jwks.json")
-	if err := os.WriteFile(path, []byte(jwks), 0o600); err != nil {
+	if err := os.WriteFile(path, testoidc.JWKS(testoidc.NewKey(t, "k1", jose.ES256)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -357,11 +349,11 @@ func TestValidate(t *testing.T) {
 		mod  func(*envoy.Options)
 		want []string // fields named by the error, in order; nil = valid
 	}{
-		"valid":                  {mod: func(*envoy.Options) {}},
-		"valid with admin":       {mod: func(o *envoy.Options) { o.AdminAddress = "127.0.0.1:9901" }},
-		"valid ipv6 listener":    {mod: func(o *envoy.Options) { o.ListenAddress = "[::1]:10000" }},
-		"valid dns authz":        {mod: func(o *envoy.Options) { o.AuthzAddress = "keyward:9000" }},
-		"valid root prefix":      {mod: route(func(r *envoy.Route) { r.PathPrefix = "/" })},
+		"valid":               {mod: func(*envoy.Options) {}},
+		"valid with admin":    {mod: func(o *envoy.Options) { o.AdminAddress = "127.0.0.1:9901" }},
+		"valid ipv6 listener": {mod: func(o *envoy.Options) { o.ListenAddress = "[::1]:10000" }},
+		"valid dns authz":     {mod: func(o *envoy.Options) { o.AuthzAddress = "keyward:9000" }},
+		"valid root prefix":   {mod: route(func(r *envoy.Route) { r.PathPrefix = "/" })},
 		"valid jwt": {mod: func(o *envoy.Options) {
 			o.JWT = []envoy.JWTIssuer{{Issuer: "https://idp", LocalJWKS: "/j.json"}, {Issuer: "https://b", RemoteJWKS: envoy.RemoteJWKS{URI: "http://idp:8080/jwks?x=1"}}}
 		}},
