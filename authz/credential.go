@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/keyward/keyward/field"
+	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
 )
 
@@ -16,33 +17,19 @@ type Source struct {
 }
 
 // Validate checks s: exactly one of Header or Query, and a Header that is a
-// lower-case header name (see ValidHeaderName) and not one of keyward's own
+// lower-case header name (see record.ValidHeaderName) and not one of keyward's own
 // x-keyward-* headers. A problem is a *field.Error at "header", or at ""
 // when the source as a whole is wrong.
 func (s Source) Validate() error {
 	switch {
 	case (s.Header == "") == (s.Query == ""):
 		return field.Errorf("", "set exactly one of header or query")
-	case s.Header != "" && !ValidHeaderName(s.Header):
+	case s.Header != "" && !record.ValidHeaderName(s.Header):
 		return field.Errorf("header", "%q is not a lower-case header name", s.Header)
 	case strings.HasPrefix(s.Header, headerPrefix):
 		return field.Errorf("header", "%s* headers are keyward's own", headerPrefix)
 	}
 	return nil
-}
-
-// ValidHeaderName reports whether h is a header name as Envoy presents it
-// to ext_authz: lower-case HTTP token characters.
-func ValidHeaderName(h string) bool {
-	if h == "" {
-		return false
-	}
-	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.!#$%&'*+^`|~", r)) {
-			return false
-		}
-	}
-	return true
 }
 
 // Every place keyward reads a credential from must be a place the answer

@@ -216,7 +216,7 @@ func (c *Config) validateProcess(l *field.List) {
 	if !slices.Contains(logLevels, c.LogLevel) {
 		l.Add("log_level", "%q is not debug, info, warn or error", c.LogLevel)
 	}
-	if !authz.ValidHeaderName(c.ModelHeader) {
+	if !record.ValidHeaderName(c.ModelHeader) {
 		l.Add("model_header", "%q is not a lower-case header name", c.ModelHeader)
 	}
 }

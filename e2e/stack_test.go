@@ -357,25 +357,6 @@ func (r response) errorCode() string {
 
 const chatBody = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
 
-// python returns the interpreter of the test venv with the official SDKs.
-func python(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("KEYWARD_PYTHON"); p != "" {
-		return p
-	}
-	p, err := filepath.Abs("../.tools/venv/bin/python")
-	if err == nil {
-		if _, err = os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if testbin.Required() {
-		t.Fatalf("no Python with the openai and anthropic SDKs at %s: run scripts/test.sh, which installs them", p)
-	}
-	t.Skip("no Python venv with the SDKs (run scripts/test.sh)")
-	return ""
-}
-
 // sdkResult is what testdata/sdk_client.py printed.
 type sdkResult struct {
 	OK      bool   `json:"ok"`
@@ -400,7 +381,7 @@ func (s *stack) pythonSDKAt(t *testing.T, base, mode, key string, env ...string)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python(t), "testdata/sdk_client.py", mode)
+	cmd := exec.CommandContext(ctx, testbin.Python(t), "testdata/sdk_client.py", mode)
 	cmd.Env = append(append(os.Environ(), "KW_BASE="+base, "KW_TOKEN="+key), env...)
 	out, err := cmd.Output()
 	if err != nil {

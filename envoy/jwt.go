@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/keyward/keyward/field"
+	"github.com/keyward/keyward/record"
 )
 
 // JWTFilter is the jwt_authn HTTP filter's name, which is also the
@@ -144,7 +145,7 @@ func ValidateJWT(issuers []JWTIssuer) error {
 			l.Add(p+".remote_jwks.cache_duration", "must not be negative")
 		}
 		for k, h := range j.FromHeaders {
-			if !validHeaderName(h.Name) {
+			if !record.ValidHeaderName(h.Name) {
 				l.Add(fmt.Sprintf("%s.from_headers[%d].name", p, k), "%q is not a lower-case header name", h.Name)
 			}
 		}
@@ -158,20 +159,6 @@ func ValidateJWT(issuers []JWTIssuer) error {
 		}
 	}
 	return l.Err()
-}
-
-// validHeaderName: lower-case HTTP token characters (authz.ValidHeaderName,
-// which this package does not import).
-func validHeaderName(h string) bool {
-	if h == "" {
-		return false
-	}
-	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.!#$%&'*+^`|~", r)) {
-			return false
-		}
-	}
-	return true
 }
 
 func parseJWKSURI(raw string) (upstream, error) {

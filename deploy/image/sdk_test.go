@@ -6,9 +6,10 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/keyward/keyward/internal/testbin"
 )
 
 // sdkResult is what e2e/testdata/sdk_client.py printed.
@@ -27,7 +28,7 @@ func sdkChat(t *testing.T, base, token string) sdkResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python(t), "../../e2e/testdata/sdk_client.py", "openai")
+	cmd := exec.CommandContext(ctx, testbin.Python(t), "../../e2e/testdata/sdk_client.py", "openai")
 	cmd.Env = append(os.Environ(), "KW_BASE="+base, "KW_TOKEN="+token)
 	out, err := cmd.Output()
 	if err != nil {
@@ -42,24 +43,4 @@ func sdkChat(t *testing.T, base, token string) sdkResult {
 		t.Fatalf("sdk_client.py printed %q: %v", out, err)
 	}
 	return r
-}
-
-// python is the test venv's interpreter with the SDKs: $KEYWARD_PYTHON, or
-// the repository's .tools venv that scripts/setup.sh installs.
-func python(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("KEYWARD_PYTHON"); p != "" {
-		return p
-	}
-	p, err := filepath.Abs("../../.tools/venv/bin/python")
-	if err == nil {
-		if _, err = os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if os.Getenv(requireEnv) == "1" {
-		t.Fatalf("no Python with the official SDKs at %s: run scripts/setup.sh", p)
-	}
-	t.Skip("no Python venv with the SDKs (run scripts/setup.sh)")
-	return ""
 }

@@ -33,8 +33,9 @@ func Required() bool {
 }
 
 // Find returns the program's path: $EnvVar, else Name on PATH, else
-// <module root>/.tools/venv/bin/Name (the Python wheels' programs), else
-// <module root>/.tools/bin/Name (Go programs). When none is found the test is
+// .tools/venv/bin/Name (the Python wheels' programs), else .tools/bin/Name
+// (Go programs), in the working directory or the nearest directory above
+// it that has one. When none is found the test is
 // skipped, or fails with the install hint when Required. An EnvVar that
 // does not point at an executable always fails the test: it is a mistake,
 // not an absence.
@@ -51,14 +52,60 @@ func Find(t testing.TB, p Program) string {
 	}
 	venv := filepath.Join(".tools", "venv", "bin", p.Name)
 	gobin := filepath.Join(".tools", "bin", p.Name)
-	if root, err := ModuleRoot(); err == nil {
-		for _, rel := range []string{venv, gobin} {
-			if path := filepath.Join(root, rel); executable(path) == nil {
-				return path
+	if path, ok := inTools(venv, gobin); ok {
+		return path
+	}
+	return missing(t, fmt.Sprintf("%s binary not found (%s, PATH, <repository>/%s, <repository>/%s); %s", p.Name, p.EnvVar, venv, gobin, p.Install))
+}
+
+// EnvPython names the Python interpreter that has the official SDKs.
+const EnvPython = "KEYWARD_PYTHON"
+
+// Python returns the interpreter of the test venv, which has the official
+// openai and anthropic SDKs: $KEYWARD_PYTHON, else .tools/venv/bin/python
+// of the repository (never a python on PATH, which may lack the SDKs).
+// Missing, the test skips, or fails when Required.
+func Python(t testing.TB) string {
+	t.Helper()
+	if path := os.Getenv(EnvPython); path != "" {
+		if err := executable(path); err != nil {
+			t.Fatalf("%s=%q: %v", EnvPython, path, err)
+		}
+		return path
+	}
+	rel := filepath.Join(".tools", "venv", "bin", "python")
+	if path, ok := inTools(rel); ok {
+		return path
+	}
+	return missing(t, fmt.Sprintf("no Python with the official SDKs (%s, <repository>/%s): run scripts/setup.sh, which installs them", EnvPython, rel))
+}
+
+// inTools returns the first of rels (paths under the repository) that is
+// an executable in the working directory or a directory above it: the
+// repository's test modules (deploy/image, examples/istio) sit below the
+// .tools that scripts/setup.sh fills at its root.
+func inTools(rels ...string) (string, bool) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", false
+	}
+	for {
+		for _, rel := range rels {
+			if path := filepath.Join(dir, rel); executable(path) == nil {
+				return path, true
 			}
 		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", false
+		}
+		dir = parent
 	}
-	msg := fmt.Sprintf("%s binary not found (%s, PATH, <module root>/%s, <module root>/%s); %s", p.Name, p.EnvVar, venv, gobin, p.Install)
+}
+
+// missing fails the test with msg when Required, else skips it.
+func missing(t testing.TB, msg string) string {
+	t.Helper()
 	if Required() {
 		t.Fatal(msg)
 	}
@@ -75,25 +122,6 @@ func executable(p string) error {
 		return errors.New("not an executable file")
 	}
 	return nil
-}
-
-// ModuleRoot is the first directory at or above the working directory that
-// holds go.mod.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod at or above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // EgctlVersion is the Envoy Gateway release whose egctl scripts/setup.sh

@@ -31,16 +31,52 @@ func (f *fakeTB) Skip(args ...any) {
 }
 
 // egctl runs Egctl against fakeTB on its own goroutine, as Goexit needs.
-func egctl() (string, *fakeTB) {
+func egctl() (string, *fakeTB) { return run(testbin.Egctl) }
+
+// run runs find against fakeTB on its own goroutine, as Goexit needs.
+func run(find func(testing.TB) string) (string, *fakeTB) {
 	f := &fakeTB{}
 	var path string
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		path = testbin.Egctl(f)
+		path = find(f)
 	}()
 	<-done
 	return path, f
+}
+
+// TestPython: $KEYWARD_PYTHON first (a wrong one is a mistake, never a
+// skip), then the repository's .tools/venv from a module below it, never a
+// python on PATH.
+func TestPython(t *testing.T) {
+	root := t.TempDir()
+	sub := filepath.Join(root, "deploy", "image")
+	venv := filepath.Join(root, ".tools", "venv", "bin")
+	for _, dir := range []string{sub, venv} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(sub)
+	t.Setenv("PATH", venv) // a python on PATH does not count
+	t.Setenv("CI", "")
+	t.Setenv(testbin.EnvRequire, "1")
+	t.Setenv(testbin.EnvPython, "")
+	if path, f := run(testbin.Python); path != "" || !f.fatal || !strings.Contains(f.msg, "scripts/setup.sh") {
+		t.Errorf("no venv: %q fatal=%v (%q), want a failure saying how to install", path, f.fatal, f.msg)
+	}
+	python := filepath.Join(venv, "python")
+	if err := os.WriteFile(python, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if path, f := run(testbin.Python); path != python || f.fatal || f.skipped {
+		t.Errorf("venv at the repository root: %q (%+v), want %q", path, f, python)
+	}
+	t.Setenv(testbin.EnvPython, filepath.Join(root, "nothing"))
+	if _, f := run(testbin.Python); !f.fatal {
+		t.Errorf("%s pointing at nothing: %+v, want a failure", testbin.EnvPython, f)
+	}
 }
 
 // TestEgctl checks where Egctl looks: the module's .tools/bin (where
