@@ -341,7 +341,9 @@ const tokenLineSize = 200
 func readLog(f *os.File, fi os.FileInfo, path string) (*tokenLog, error) {
 	l := &tokenLog{exists: true, f: f, fi: fi}
 	b := sizedIndexBuilder(int(fi.Size() / tokenLineSize))
-	blank, err := l.read(f, b, readChunk)
+	// A small file is read in one buffer of its size: a 1 MiB buffer
+	// for every load of a small store is most of what the load costs.
+	blank, err := l.read(f, b, int(min(readChunk, max(fi.Size()+1, 4096))))
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w", path, err)
