@@ -90,7 +90,7 @@ func TestSpine(t *testing.T) {
 		}
 	})
 
-	for _, mode := range []string{"openai", "openai-stream", "anthropic", "anthropic-stream"} {
+	for _, mode := range sdkModes {
 		t.Run("python-"+mode, func(t *testing.T) {
 			r := s.pythonSDK(t, mode, tok)
 			if !r.OK || r.Text == "" {

@@ -124,7 +124,7 @@ func TestIstioGateway(t *testing.T) {
 		return req
 	}
 
-	for _, mode := range []string{"openai", "openai-stream", "anthropic", "anthropic-stream"} {
+	for _, mode := range sdkModes {
 		t.Run("python-"+mode, func(t *testing.T) {
 			host, header, want := openaiHost, "authorization", "Bearer "+openaiKey
 			if strings.HasPrefix(mode, "anthropic") {

@@ -398,6 +398,50 @@ func (s *stack) pythonSDKAt(t *testing.T, base, mode, key string, env ...string)
 	return r
 }
 
+// sdkModes are the official SDKs' calls sdk_client.py makes.
+var sdkModes = []string{"openai", "openai-stream", "anthropic", "anthropic-stream"}
+
+// sdkAsIdentity makes every SDK call with apiKey as the SDK's API key
+// (env adds to the client's environment) and checks each reached the
+// provider on keyward's key, decided as user in group (identity headers,
+// no token id), with none of hidden in any header: for identities that
+// need no keyward token, whatever the client sent must stay behind.
+func (s *stack) sdkAsIdentity(t *testing.T, apiKey, user, group string, env []string, hidden ...string) {
+	t.Helper()
+	for _, mode := range sdkModes {
+		t.Run("sdk "+mode, func(t *testing.T) {
+			s.provider.Reset()
+			r := s.pythonSDK(t, mode, apiKey, env...)
+			if !r.OK || r.Text == "" {
+				t.Fatalf("%s as %s in %s: %+v", mode, user, group, r)
+			}
+			req, ok := s.provider.Last()
+			if !ok {
+				t.Fatal("the provider received nothing")
+			}
+			header, want := "authorization", "Bearer "+openaiKey
+			if strings.HasPrefix(mode, "anthropic") {
+				header, want = "x-api-key", anthropicKey
+			}
+			if got := req.Header.Get(header); got != want {
+				t.Errorf("provider saw %s %q, want keyward's key", header, got)
+			}
+			if req.Header.Get("x-keyward-user") != user || req.Header.Get("x-keyward-group") != group || req.Header.Get("x-keyward-token-id") != "" {
+				t.Errorf("identity headers: %v", req.Header)
+			}
+			for name, values := range req.Header {
+				for _, v := range values {
+					for i, h := range hidden {
+						if strings.Contains(v, h) {
+							t.Errorf("what the client sent (hidden[%d]) reached the provider in %s", i, name)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
 // assertNoSecrets fails if any of secrets appears in text.
 func assertNoSecrets(t *testing.T, what, text string, secrets ...string) {
 	t.Helper()
