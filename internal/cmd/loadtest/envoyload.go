@@ -166,7 +166,7 @@ func envoyLoad(ctx context.Context, o *options, progress func(string, ...any), d
 	rep := envoyReportOf(o, len(tokens), res)
 	rep.print(stdout)
 	if o.strict && !rep.Pass {
-		return errMissed
+		return loadrig.ErrMissed
 	}
 	return nil
 }

@@ -45,18 +45,6 @@ import (
 	"github.com/keyward/keyward/internal/loadrig"
 )
 
-// Exit statuses.
-const (
-	exitOK     = 0
-	exitFailed = 1
-	exitUsage  = 2
-	// exitMissed means a target was missed and -strict was given.
-	exitMissed = 3
-)
-
-// errMissed is returned by run when a target was missed under -strict.
-var errMissed = errors.New("targets missed")
-
 func main() {
 	os.Exit(mainStatus(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -67,28 +55,28 @@ func mainStatus(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == allowServerCmd {
 		if err := serveAllow(ctx, args[1:], stderr); err != nil {
 			fmt.Fprintln(stderr, "loadtest allow-server:", err)
-			return exitFailed
+			return loadrig.ExitFailed
 		}
-		return exitOK
+		return loadrig.ExitOK
 	}
 	opts, err := parseOptions(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
+		return loadrig.ExitOK
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "loadtest:", err)
-		return exitUsage
+		return loadrig.ExitUsage
 	}
 	err = run(ctx, opts, stdout, stderr)
 	switch {
 	case err == nil:
-		return exitOK
-	case errors.Is(err, errMissed):
+		return loadrig.ExitOK
+	case errors.Is(err, loadrig.ErrMissed):
 		fmt.Fprintln(stderr, "loadtest:", err)
-		return exitMissed
+		return loadrig.ExitMissed
 	default:
 		fmt.Fprintln(stderr, "loadtest: FAILED:", err)
-		return exitFailed
+		return loadrig.ExitFailed
 	}
 }
 
@@ -131,7 +119,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.load.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each measured phase")
 	fs.DurationVar(&o.load.duration, "duration", 10*time.Second, "measured phase per server run")
 	fs.IntVar(&o.rounds, "rounds", 1, "keyward runs, each between two floor runs (floor, keyward, floor, ...)")
-	fs.BoolVar(&o.strict, "strict", false, fmt.Sprintf("exit %d when a target is missed", exitMissed))
+	fs.BoolVar(&o.strict, "strict", false, fmt.Sprintf("exit %d when a target is missed", loadrig.ExitMissed))
 	fs.DurationVar(&o.startTimeout, "start-timeout", 30*time.Second, "how long keyward may take to load the store and report SERVING")
 	fs.BoolVar(&o.keepDir, "keep", false, "keep the generated config and store (the folder is printed)")
 	fs.BoolVar(&o.sweep, "sweep", false, "measure the sweep instead: keyward over each of -samples distinct tokens, and keyward and the floor at each of -callers (-sample and -concurrency are then unused)")
@@ -311,7 +299,7 @@ func (m *measurement) run(ctx context.Context, progress func(string, ...any), re
 		return err
 	}
 	if m.opts.strict && !rep.AllPass {
-		return errMissed
+		return loadrig.ErrMissed
 	}
 	return nil
 }

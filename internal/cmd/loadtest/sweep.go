@@ -119,7 +119,7 @@ func sweep(ctx context.Context, o *options, progress func(string, ...any), reqs 
 		return err
 	}
 	if o.strict && !rep.AllPass {
-		return errMissed
+		return loadrig.ErrMissed
 	}
 	return nil
 }

@@ -40,18 +40,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-// Exit statuses, as the load test's.
-const (
-	exitOK     = 0
-	exitFailed = 1
-	exitUsage  = 2
-	exitMissed = 3
+	"github.com/keyward/keyward/internal/loadrig"
 )
-
-// errMissed is returned by run when a target was missed under -strict.
-var errMissed = errors.New("targets missed")
 
 func main() {
 	os.Exit(mainStatus(os.Args[1:], os.Stdout, os.Stderr))
@@ -62,21 +53,21 @@ func mainStatus(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	opts, err := parseOptions(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
+		return loadrig.ExitOK
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "scaletest:", err)
-		return exitUsage
+		return loadrig.ExitUsage
 	}
 	switch err := run(ctx, opts, stdout, stderr); {
 	case err == nil:
-		return exitOK
-	case errors.Is(err, errMissed):
+		return loadrig.ExitOK
+	case errors.Is(err, loadrig.ErrMissed):
 		fmt.Fprintln(stderr, "scaletest:", err)
-		return exitMissed
+		return loadrig.ExitMissed
 	default:
 		fmt.Fprintln(stderr, "scaletest: FAILED:", err)
-		return exitFailed
+		return loadrig.ExitFailed
 	}
 }
 
@@ -102,7 +93,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	sizes := fs.String("sizes", "10000,100000,1000000", "comma-separated token counts, each with a tenth as many groups and users")
 	fs.StringVar(&o.keyward, "keyward", "", "keyward `binary` (scripts/scale.sh builds one)")
 	fs.IntVar(&o.checks, "checks", 100, "allowed Check calls made after start-up, before the steady memory is read")
-	fs.BoolVar(&o.strict, "strict", false, fmt.Sprintf("exit %d when a target is missed", exitMissed))
+	fs.BoolVar(&o.strict, "strict", false, fmt.Sprintf("exit %d when a target is missed", loadrig.ExitMissed))
 	fs.DurationVar(&o.startTimeout, "start-timeout", 15*time.Minute, "how long keyward may take to report SERVING before the run fails")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -153,7 +144,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	rep.print(stdout)
 	if o.strict && !rep.pass() {
-		return errMissed
+		return loadrig.ErrMissed
 	}
 	return nil
 }
