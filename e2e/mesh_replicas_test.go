@@ -52,9 +52,10 @@ func mgmtCall(t *testing.T, addr, bearer, method, path string, body any) int {
 }
 
 // meshPropagation maps payments to svc-payments in mesh through the
-// management API at mgmt, waits until both replicas serve it, deletes it
-// through the API and measures, from the API's answer, until both refuse
-// the workload: within 2 s.
+// management API at mgmt and waits until both replicas serve it; then it
+// disables and enables the mapping, its user and its group, and last
+// deletes the mapping, all through the API, measuring from each answer
+// until both replicas refuse (or serve) the workload: within 2 s.
 func meshPropagation(t *testing.T, replicas []*replica, mgmt, admin, store string) {
 	t.Helper()
 	req := principalRequest(payments)
@@ -69,6 +70,30 @@ func meshPropagation(t *testing.T, replicas []*replica, mgmt, admin, store strin
 		t.Fatalf("create the mapping through the API: %d", code)
 	}
 	untilAllAsk(t, replicas, req, 200, "", 10*time.Second)
+	// Disabling the mapping, its user or its group refuses the workload
+	// on both replicas within 2 s; enabling it again lets it back.
+	for _, step := range []struct {
+		path, code string
+	}{
+		{"/v1/identities/payments", "principal_disabled"},
+		{"/v1/users/svc-payments", "user_disabled"},
+		{"/v1/groups/mesh", "group_disabled"},
+	} {
+		for _, disabled := range []bool{true, false} {
+			if code := mgmtCall(t, mgmt, admin, "PUT", step.path, map[string]any{"disabled": disabled}); code != 200 {
+				t.Fatalf("PUT %s disabled=%v through the API: %d", step.path, disabled, code)
+			}
+			start := time.Now()
+			status, want, answer := 403, step.code, "403 "+step.code
+			if !disabled {
+				status, want, answer = 200, "", "200"
+			}
+			if at := untilAllAsk(t, replicas, req, status, want, 10*time.Second); !at.IsZero() {
+				took := within2s(t, start, at)
+				t.Logf("propagation (%s): %s disabled=%v, both replicas answer %s %v after the API answered", store, step.path, disabled, answer, took.Round(time.Millisecond))
+			}
+		}
+	}
 	if code := mgmtCall(t, mgmt, admin, "DELETE", "/v1/identities/payments", nil); code != 204 {
 		t.Fatalf("delete the mapping through the API: %d", code)
 	}
