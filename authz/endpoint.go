@@ -270,7 +270,11 @@ func (e *endpoint) overlaps(o *endpoint) bool {
 			if b.model {
 				a, b = b, a
 			}
-			if name, ok := strings.CutSuffix(b.lit, a.lit); !ok || !validModel(name) {
+			// The model slot takes any segment with its suffix: a
+			// readable model matches, anything else matches as
+			// badModel, which is a match all the same (refused in
+			// groups that restrict models, served elsewhere).
+			if !strings.HasSuffix(b.lit, a.lit) {
 				return false
 			}
 		case a.lit != b.lit:
