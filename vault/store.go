@@ -111,6 +111,10 @@ func New(cfg Config, log *slog.Logger, getenv func(string) string) (*Store, erro
 	}, nil
 }
 
+// maxIdleConnsPerHost is how many idle connections to each Vault node are
+// kept for reuse.
+const maxIdleConnsPerHost = 64
+
 // newClient returns a Vault client whose requests go to the active node
 // among cfg's addresses, without retries or redirects, counted.
 func newClient(cfg Config) (*api.Client, *activeNode, *atomic.Uint64, error) {
@@ -134,6 +138,14 @@ func newClient(cfg Config) (*api.Client, *activeNode, *atomic.Uint64, error) {
 	// requests go to the active node, the health probes to each address.
 	requests := &atomic.Uint64{}
 	base := vc.HttpClient.Transport
+	if t, ok := base.(*http.Transport); ok {
+		// A burst of cache misses (a cold start behind busy Envoys)
+		// opens many connections at once; with the default of
+		// GOMAXPROCS+1 idle ones kept, all but those few were closed
+		// after each request, and 32 concurrent writers left 14,000
+		// sockets in TIME_WAIT.
+		t.MaxIdleConnsPerHost = maxIdleConnsPerHost
+	}
 	probe := &http.Client{Timeout: cfg.Timeout, Transport: &countingTransport{n: requests, next: refuseRedirects{next: base}}}
 	nodes, err := newActiveNode(addrs, probe, base)
 	if err != nil {

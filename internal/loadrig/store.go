@@ -39,6 +39,20 @@ type Fixture struct {
 // Spec sizes a fixture.
 type Spec struct {
 	Tokens, Groups, Users int
+	// CacheTTL is keyward's cache.ttl; zero keeps its default.
+	CacheTTL time.Duration
+}
+
+// config is the start of keyward.yaml, before its store section. keyward
+// listens on port 0: the kernel picks a free port, and the parent finds it
+// from /proc, so no port is guessed and no other process can take it
+// between a probe and keyward's bind.
+func (s Spec) config() string {
+	cfg := "listen: 127.0.0.1:0\nlog_level: warn\nshutdown_grace: 1s\n"
+	if s.CacheTTL > 0 {
+		cfg += fmt.Sprintf("cache:\n  ttl: %s\n", s.CacheTTL)
+	}
+	return cfg
 }
 
 // WriteFixture writes keyward.yaml and its store into dir: spec.Groups
@@ -59,10 +73,7 @@ func WriteFixture(ctx context.Context, dir string, spec Spec) (*Fixture, error) 
 		StorePath:  filepath.Join(dir, "store.yaml"),
 		Tokens:     make([]string, 0, spec.Tokens),
 	}
-	// Listen on port 0: the kernel picks a free port, and the parent finds
-	// it from /proc, so no port is guessed and no other process can take
-	// it between a probe and keyward's bind.
-	cfg := "listen: 127.0.0.1:0\nlog_level: warn\nshutdown_grace: 1s\nstore:\n  file: store.yaml\n"
+	cfg := spec.config() + "store:\n  file: store.yaml\n"
 	if err := os.WriteFile(f.ConfigPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
@@ -84,14 +95,28 @@ func WriteFixture(ctx context.Context, dir string, spec Spec) (*Fixture, error) 
 		}
 		f.StoreBytes += fi.Size()
 	}
-	rand.Shuffle(len(f.Tokens), func(i, j int) { f.Tokens[i], f.Tokens[j] = f.Tokens[j], f.Tokens[i] })
+	f.shuffle()
 	return f, nil
 }
 
-// mintTokens adds spec's tokens to d, spread over its groups and their
-// members, and keeps each token string.
+// shuffle puts the tokens in random order: any prefix is then a random
+// sample of the store.
+func (f *Fixture) shuffle() {
+	rand.Shuffle(len(f.Tokens), func(i, j int) { f.Tokens[i], f.Tokens[j] = f.Tokens[j], f.Tokens[i] })
+}
+
+// mintTokens adds spec's tokens to d (see mint).
 func (f *Fixture) mintTokens(ctx context.Context, d *filestore.Data, spec Spec, ring *token.Keyring) error {
 	now := time.Now().UTC()
+	return f.mint(ctx, spec, ring, func(m token.Minted, user, group, name string) {
+		d.Tokens.Set(m.ID, filestore.TokenData{User: user, Group: group, Name: name, Hash: filestore.HashString(m.Hash), Created: now})
+	})
+}
+
+// mint makes spec's tokens, spread over its groups and their members,
+// keeps each token string and hands each to add with its owner, group
+// and name.
+func (f *Fixture) mint(ctx context.Context, spec Spec, ring *token.Keyring, add func(m token.Minted, user, group, name string)) error {
 	for i := range spec.Tokens {
 		if i%10_000 == 0 && ctx.Err() != nil {
 			return ctx.Err()
@@ -101,13 +126,7 @@ func (f *Fixture) mintTokens(ctx context.Context, d *filestore.Data, spec Spec, 
 			return err
 		}
 		g := i % spec.Groups
-		d.Tokens.Set(m.ID, filestore.TokenData{
-			User:    groupMember(g, i/spec.Groups, spec.Users),
-			Group:   groupName(g),
-			Name:    fmt.Sprintf("load-%d", i),
-			Hash:    filestore.HashString(m.Hash),
-			Created: now,
-		})
+		add(m, groupMember(g, i/spec.Groups, spec.Users), groupName(g), fmt.Sprintf("load-%d", i))
 		f.Tokens = append(f.Tokens, m.Token)
 	}
 	return nil
@@ -121,28 +140,38 @@ func fill(d *filestore.Data, spec Spec, key token.SigningKey) {
 	d.Groups = make(map[string]*filestore.GroupData, spec.Groups)
 	d.Users = make(map[string]*filestore.UserData, spec.Users)
 	d.SigningKeys = []filestore.SigningKeyData{{ID: key.ID, Secret: base64.StdEncoding.EncodeToString(key.Secret)}}
-	for u := range spec.Users {
-		d.Users[userName(u)] = &filestore.UserData{Role: "user"}
-	}
 	for g := range spec.Groups {
 		d.Groups[groupName(g)] = &filestore.GroupData{Providers: []string{ProviderName}}
+	}
+	for u, groups := range userGroups(spec) {
+		d.Users[userName(u)] = &filestore.UserData{Role: "user", Groups: groups}
+	}
+}
+
+// userGroups are the groups of each user, by user number: every group
+// has membersPerGroup members.
+func userGroups(spec Spec) [][]string {
+	out := make([][]string, spec.Users)
+	for g := range spec.Groups {
 		for k := range membersPerGroup {
-			u := d.Users[groupMember(g, k, spec.Users)]
-			if len(u.Groups) == 0 || u.Groups[len(u.Groups)-1] != groupName(g) {
-				u.Groups = append(u.Groups, groupName(g))
+			u := memberOf(g, k, spec.Users)
+			if n := len(out[u]); n == 0 || out[u][n-1] != groupName(g) {
+				out[u] = append(out[u], groupName(g))
 			}
 		}
 	}
+	return out
 }
 
 // membersPerGroup is how many users share each group, so that users belong
 // to several groups as in a real deployment.
 const membersPerGroup = 2
 
-// groupMember returns the name of group g's k-th member (k wraps).
-func groupMember(g, k, users int) string {
-	return userName((g + k%membersPerGroup) % users)
-}
+// memberOf is the number of group g's k-th member (k wraps).
+func memberOf(g, k, users int) int { return (g + k%membersPerGroup) % users }
+
+// groupMember returns the name of group g's k-th member.
+func groupMember(g, k, users int) string { return userName(memberOf(g, k, users)) }
 
 func userName(u int) string  { return fmt.Sprintf("user-%05d", u) }
 func groupName(g int) string { return fmt.Sprintf("group-%04d", g) }

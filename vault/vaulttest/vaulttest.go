@@ -112,7 +112,7 @@ func Start(t testing.TB, mount string) *Server {
 	var err error
 	for range 3 {
 		var hostport string
-		if hostport, err = freeHostPort(); err != nil {
+		if hostport, err = FreeHostPort(); err != nil {
 			break
 		}
 		if err = s.start(hostport); err == nil {
@@ -127,9 +127,10 @@ func Start(t testing.TB, mount string) *Server {
 	return s
 }
 
-// freeHostPort returns 127.0.0.1:PORT with PORT and PORT+1 free a moment
-// ago: the dev server also listens for cluster traffic on the next port.
-func freeHostPort() (string, error) {
+// FreeHostPort returns 127.0.0.1:PORT with PORT and PORT+1 free a moment
+// ago, for `bao server -dev -dev-listen-address`: the dev server also
+// listens for cluster traffic on the next port.
+func FreeHostPort() (string, error) {
 	for range 20 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

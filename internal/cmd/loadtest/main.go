@@ -96,6 +96,9 @@ type options struct {
 	// envoy, when set, is the Envoy binary of the Envoy comparison (see
 	// envoyload.go), which then runs instead.
 	envoy string
+	// vault, when set, is the bao binary of the OpenBao dev server that
+	// holds keyward's store instead of a file.
+	vault string
 	// startTimeout bounds keyward's start-up: it loads and validates the
 	// whole store before it listens.
 	startTimeout time.Duration
@@ -123,6 +126,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.startTimeout, "start-timeout", 30*time.Second, "how long keyward may take to load the store and report SERVING")
 	fs.BoolVar(&o.keepDir, "keep", false, "keep the generated config and store (the folder is printed)")
 	fs.BoolVar(&o.sweep, "sweep", false, "measure the sweep instead: keyward over each of -samples distinct tokens, and keyward and the floor at each of -callers (-sample and -concurrency are then unused)")
+	fs.DurationVar(&o.fixture.CacheTTL, "cache-ttl", 0, "keyward's cache.ttl (how long a record loaded from the store is trusted); 0 keeps its default")
+	fs.StringVar(&o.vault, "vault", "", "bao `binary`: keyward serves from an OpenBao dev server filled like the file store (records loaded lazily, as in production), instead of the file store")
 	fs.StringVar(&o.envoy, "envoy", "", "Envoy `binary`: compare instead Envoy without ext_authz, with the floor and with keyward, driven by wrk over the first of -samples tokens with the first of -callers connections")
 	samples := fs.String("samples", "10000,30000,100000", "with -sweep: distinct tokens in the traffic, the first the baseline the others are compared with")
 	callers := fs.String("callers", "32,4", "with -sweep: concurrent callers, each compared with the floor")
@@ -149,6 +154,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-sample must be at least 1")
 	case o.load.concurrency < 1 || o.load.conns < 1 || o.rounds < 1:
 		return nil, errors.New("-concurrency, -conns and -rounds must be at least 1")
+	case o.fixture.CacheTTL < 0:
+		return nil, errors.New("-cache-ttl must not be negative")
 	case o.load.duration <= 0 || o.load.warmup < 0 || o.startTimeout <= 0:
 		return nil, errors.New("-duration and -start-timeout must be positive and -warmup not negative")
 	}
@@ -208,12 +215,18 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 
 	t0 := time.Now()
-	fix, err := loadrig.WriteFixture(ctx, dir, o.fixture)
+	fix, stopStore, err := writeStore(ctx, o, dir)
 	if err != nil {
 		return err
 	}
-	progress("store: %d tokens, %d groups, %d users, %.1f MiB, written in %s",
-		o.fixture.Tokens, o.fixture.Groups, o.fixture.Users, mib(uint64(fix.StoreBytes)), time.Since(t0).Round(time.Millisecond))
+	defer stopStore()
+	if o.vault != "" {
+		progress("store: OpenBao dev server, %d tokens, %d groups, %d users, written in %s",
+			o.fixture.Tokens, o.fixture.Groups, o.fixture.Users, time.Since(t0).Round(time.Millisecond))
+	} else {
+		progress("store: %d tokens, %d groups, %d users, %.1f MiB, written in %s",
+			o.fixture.Tokens, o.fixture.Groups, o.fixture.Users, mib(uint64(fix.StoreBytes)), time.Since(t0).Round(time.Millisecond))
+	}
 	sample := o.sample
 	if o.sweep {
 		sample = slices.Max(o.samples)
@@ -244,6 +257,26 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	m := &measurement{opts: o, fix: fix, idle: idle, startup: startup, order: runOrder(o.rounds), runs: map[string][]*result{}}
 	return m.run(ctx, progress, reqs, servers(floor, kw), stdout)
+}
+
+// writeStore writes keyward's configuration and fills its store: a file,
+// or with -vault an OpenBao dev server that the returned func stops.
+func writeStore(ctx context.Context, o *options, dir string) (*loadrig.Fixture, func(), error) {
+	if o.vault == "" {
+		fix, err := loadrig.WriteFixture(ctx, dir, o.fixture)
+		return fix, func() {}, err
+	}
+	bao, err := loadrig.StartBao(ctx, o.vault)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := func() { bao.Stop(stopGrace) }
+	fix, err := loadrig.WriteVaultFixture(ctx, dir, bao, o.fixture)
+	if err != nil {
+		stop()
+		return nil, nil, bao.Failure(err)
+	}
+	return fix, stop, nil
 }
 
 func servers(floor, kw *server) map[string]*server {

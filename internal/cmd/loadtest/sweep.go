@@ -189,6 +189,9 @@ type sweepRatio struct {
 
 // sweepReport is everything a sweep found.
 type sweepReport struct {
+	// Store is where keyward's records are: file, or vault (an OpenBao
+	// dev server).
+	Store       string       `json:"store"`
 	Tokens      int          `json:"tokens"`
 	Rounds      int          `json:"rounds"`
 	WarmupS     float64      `json:"warmup_s"`
@@ -201,7 +204,7 @@ type sweepReport struct {
 }
 
 func sweepReportOf(o *options, scs []scenario, runs map[scenario][]*phaseResult) *sweepReport {
-	rep := &sweepReport{Tokens: o.fixture.Tokens, Rounds: o.rounds, WarmupS: o.load.warmup.Seconds(), DurationS: o.load.duration.Seconds(), AllPass: true}
+	rep := &sweepReport{Store: storeKind(o), Tokens: o.fixture.Tokens, Rounds: o.rounds, WarmupS: o.load.warmup.Seconds(), DurationS: o.load.duration.Seconds(), AllPass: true}
 	if raw, err := os.ReadFile("/proc/loadavg"); err == nil {
 		rep.Load = strings.Join(strings.Fields(string(raw))[:3], " ")
 	}
@@ -271,9 +274,17 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// storeKind is the Store of a report: vault with -vault, else file.
+func storeKind(o *options) string {
+	if o.vault != "" {
+		return "vault"
+	}
+	return "file"
+}
+
 func (r *sweepReport) print(w io.Writer) {
-	fmt.Fprintf(w, "\nkeyward sweep: %d tokens in the store; %d rounds, each scenario warm-up %gs, measured %gs, rounds in rotated order; load average %s\n\n",
-		r.Tokens, r.Rounds, r.WarmupS, r.DurationS, r.Load)
+	fmt.Fprintf(w, "\nkeyward sweep: %d tokens in the %s store; %d rounds, each scenario warm-up %gs, measured %gs, rounds in rotated order; load average %s\n\n",
+		r.Tokens, r.Store, r.Rounds, r.WarmupS, r.DurationS, r.Load)
 	fmt.Fprintf(w, "%-8s %7s %7s %10s %9s %9s %10s %9s %9s %7s  %s\n", "server", "tokens", "callers", "checks/s", "p50 µs", "p99 µs", "CPU ms/1k", "RSS MiB", "HWM MiB", "denied", "rounds checks/s")
 	for _, row := range r.Rows {
 		rss, hwm := "-", "-"
