@@ -605,6 +605,9 @@ func (c *Cache[V]) Len() int {
 	return n
 }
 
+// stats is Stats, for Records.
+func (c *Cache[V]) stats() (Stats, bool) { return c.Stats(), true }
+
 // Stats returns the counters accumulated since New.
 func (c *Cache[V]) Stats() Stats {
 	s := Stats{

@@ -30,14 +30,25 @@ type IdentitySource interface {
 // indexed together, since a lookup by principal must see every prefix.
 const identitiesKey = "all"
 
+// ResidentSource is a Source that holds its users, groups and providers in
+// memory, returns them without I/O or allocation, and reports every change
+// of them (the file store). Records reads those straight from it: caching
+// copies would only add memory, a lock and a clock read to each lookup.
+type ResidentSource interface {
+	Source
+	// ResidentRecords marks the source; it does nothing.
+	ResidentRecords()
+}
+
 // Records caches each kind of live record of a Source in its own Cache,
 // with records the store reports gone (record.ErrNotFound) cached as
-// negative entries. It serves authz.Records.
+// negative entries; a ResidentSource's users, groups and providers are
+// read from it directly. It serves authz.Records.
 type Records struct {
 	tokens    *Cache[*record.Token]
-	users     *Cache[*record.User]
-	groups    *Cache[*record.Group]
-	providers *Cache[*record.Provider]
+	users     reader[*record.User]
+	groups    reader[*record.Group]
+	providers reader[*record.Provider]
 	// privateKeys are each user's own credentials, indexed for the
 	// decision, by user name.
 	privateKeys *Cache[*record.PrivateKeys]
@@ -61,14 +72,18 @@ func NewRecords(src Source, opts Options) (*Records, error) {
 	if r.tokens, err = New(src.Token, opts); err != nil {
 		return nil, err
 	}
-	if r.users, err = New(src.User, opts); err != nil {
-		return nil, err
-	}
-	if r.groups, err = New(src.Group, opts); err != nil {
-		return nil, err
-	}
-	if r.providers, err = New(src.Provider, opts); err != nil {
-		return nil, err
+	if _, ok := src.(ResidentSource); ok {
+		r.users, r.groups, r.providers = direct[*record.User](src.User), direct[*record.Group](src.Group), direct[*record.Provider](src.Provider)
+	} else {
+		if r.users, err = New(src.User, opts); err != nil {
+			return nil, err
+		}
+		if r.groups, err = New(src.Group, opts); err != nil {
+			return nil, err
+		}
+		if r.providers, err = New(src.Provider, opts); err != nil {
+			return nil, err
+		}
 	}
 	// One empty index serves every user without credentials.
 	none := record.NewPrivateKeys(nil)
@@ -137,19 +152,43 @@ func (r *Records) Identities(ctx context.Context) (*record.Identities, error) {
 }
 
 // Stats yields each cache's kind (token, user, group, provider,
-// private_keys, identities) with its cumulative counters. The counters are the ones a
-// Get keeps anyway, so a metrics scrape reads them at no cost to the hot
-// path.
+// private_keys, identities) with its cumulative counters; the kinds read
+// from a ResidentSource directly have no cache and are left out. The
+// counters are the ones a Get keeps anyway, so a metrics scrape reads them
+// at no cost to the hot path.
 func (r *Records) Stats() iter.Seq2[string, Stats] {
 	return func(yield func(string, Stats) bool) {
-		_ = yield("token", r.tokens.Stats()) &&
-			yield("user", r.users.Stats()) &&
-			yield("group", r.groups.Stats()) &&
-			yield("provider", r.providers.Stats()) &&
-			yield("private_keys", r.privateKeys.Stats()) &&
-			yield("identities", r.identities.Stats())
+		for _, k := range []struct {
+			name string
+			r    interface{ stats() (Stats, bool) }
+		}{
+			{"token", r.tokens}, {"user", r.users}, {"group", r.groups}, {"provider", r.providers},
+			{"private_keys", r.privateKeys}, {"identities", r.identities},
+		} {
+			if st, ok := k.r.stats(); ok && !yield(k.name, st) {
+				return
+			}
+		}
 	}
 }
+
+// reader is how Records reads one kind of record: through a Cache, or
+// straight from a ResidentSource (direct).
+type reader[V any] interface {
+	Get(ctx context.Context, key string) (V, error)
+	// stats are the cache's counters; false for no cache.
+	stats() (Stats, bool)
+	Purge()
+	Invalidate(key string)
+}
+
+// direct reads a ResidentSource: nothing to count or drop.
+type direct[V any] LoadFunc[V]
+
+func (d direct[V]) Get(ctx context.Context, key string) (V, error) { return d(ctx, key) }
+func (direct[V]) stats() (Stats, bool)                             { return Stats{}, false }
+func (direct[V]) Purge()                                           {}
+func (direct[V]) Invalidate(string)                                {}
 
 // Purge drops every cached record, e.g. after the store reported a change.
 func (r *Records) Purge() {

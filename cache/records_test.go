@@ -266,3 +266,88 @@ func TestRecordsShareHealth(t *testing.T) {
 		t.Fatalf("user while the store is down: %v, %v; want the stale record at once", u, err)
 	}
 }
+
+// residentSource is a credSource that says its users, groups and
+// providers are resident, and counts reads of them.
+type residentSource struct {
+	*credSource
+	reads map[string]int
+}
+
+func (s *residentSource) ResidentRecords() {}
+
+func (s *residentSource) User(ctx context.Context, name string) (*record.User, error) {
+	s.reads["user"]++
+	return s.credSource.User(ctx, name)
+}
+
+func (s *residentSource) Group(ctx context.Context, name string) (*record.Group, error) {
+	s.reads["group"]++
+	return s.credSource.Group(ctx, name)
+}
+
+func (s *residentSource) Provider(ctx context.Context, name string) (*record.Provider, error) {
+	s.reads["provider"]++
+	return s.credSource.Provider(ctx, name)
+}
+
+// TestResidentSource: a resident source's users, groups and providers are
+// read from it on every lookup, with no cache (and no counters) of their
+// own, while a plain source's are cached; tokens and credentials are
+// cached either way.
+func TestResidentSource(t *testing.T) {
+	ctx := t.Context()
+	for name, tc := range map[string]struct {
+		resident  bool
+		wantReads int
+		wantKinds []string
+	}{
+		"resident": {true, 3, []string{"token", "private_keys", "identities"}},
+		"plain":    {false, 0, []string{"token", "user", "group", "provider", "private_keys", "identities"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rs := &residentSource{credSource: newCredSource(), reads: map[string]int{}}
+			var src Source = rs.credSource
+			if tc.resident {
+				src = rs
+			}
+			r, err := NewRecords(src, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				if u, err := r.User(ctx, "ann"); err != nil || u.Name != "ann" {
+					t.Fatalf("user: %v, %v", u, err)
+				}
+				if g, err := r.Group(ctx, "eng"); err != nil || g.Name != "eng" {
+					t.Fatalf("group: %v, %v", g, err)
+				}
+				if p, err := r.Provider(ctx, "openai"); err != nil || p.Name != "openai" {
+					t.Fatalf("provider: %v, %v", p, err)
+				}
+				if _, err := r.PrivateKeys(ctx, "ann"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, kind := range []string{"user", "group", "provider"} {
+				if rs.reads[kind] != tc.wantReads {
+					t.Errorf("%s read from the source %d times, want %d", kind, rs.reads[kind], tc.wantReads)
+				}
+			}
+			if n := rs.loaded("ann"); n != 1 {
+				t.Errorf("credentials loaded %d times, want 1 (cached)", n)
+			}
+			var kinds []string
+			for kind := range r.Stats() {
+				kinds = append(kinds, kind)
+			}
+			if fmt.Sprint(kinds) != fmt.Sprint(tc.wantKinds) {
+				t.Errorf("stats kinds %v, want %v", kinds, tc.wantKinds)
+			}
+			// Dropping records works whatever reads them.
+			r.Invalidate(record.TypeUser, "ann")
+			r.Invalidate(record.TypeProvider, "openai")
+			r.Purge()
+		})
+	}
+}

@@ -78,10 +78,11 @@ func TestMetrics(t *testing.T) {
 		`keyward_check_duration_seconds_count{outcome="allowed"}`:                                 4,
 		`keyward_check_duration_seconds_count{outcome="denied"}`:                                  4,
 		`keyward_cache_requests_total{kind="token",result="hit"}`:                                 3,
-		`keyward_cache_requests_total{kind="user",result="hit"}`:                                  3,
-		`keyward_management_requests_total{route="GET /v1/users/{name}",status="200"}`:            1,
-		`keyward_management_requests_total{route="GET /v1/users",status="401"}`:                   1,
-		`keyward_management_requests_total{route="unmatched",status="404"}`:                       1,
+		// The file store's users, groups and providers have no cache.
+		`keyward_cache_requests_total{kind="private_keys",result="hit"}`:               2,
+		`keyward_management_requests_total{route="GET /v1/users/{name}",status="200"}`: 1,
+		`keyward_management_requests_total{route="GET /v1/users",status="401"}`:        1,
+		`keyward_management_requests_total{route="unmatched",status="404"}`:            1,
 	}
 	for series, min := range atLeast {
 		if v, ok := got[series]; !ok || v < min {

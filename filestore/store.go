@@ -173,6 +173,11 @@ func (s *Store) Token(_ context.Context, id string) (*record.Token, error) {
 	return nil, fmt.Errorf("token %q: %w", id, record.ErrNotFound)
 }
 
+// ResidentRecords marks the store as a cache.ResidentSource: users,
+// groups and providers are in memory, read without allocating, and every
+// change is reported (Watch).
+func (s *Store) ResidentRecords() {}
+
 // User returns the named user.
 func (s *Store) User(_ context.Context, name string) (*record.User, error) {
 	return find(s.snap.Load().users, userName, name)

@@ -29,8 +29,9 @@ type Records interface {
 }
 
 var (
-	_ Records = (*filestore.Store)(nil)
-	_ Records = (*vault.Store)(nil)
+	_ Records              = (*filestore.Store)(nil)
+	_ Records              = (*vault.Store)(nil)
+	_ cache.ResidentSource = (*filestore.Store)(nil)
 )
 
 // ErrNotFileStore is returned by Store.Files for a Vault store: provider
@@ -136,7 +137,17 @@ func (k fileKind) prepare(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
-func (fileKind) cacheOptions(o cache.Options) cache.Options { return o }
+// fileRecordTTL is how long the file store's cached records live: the
+// watcher drops them all on every change of the files (see watch), so
+// expiry would only reload them, each reload making a new record and, with
+// it, a new ready-made answer. It bounds how long a record could outlive
+// a change the watcher missed.
+const fileRecordTTL = time.Hour
+
+func (fileKind) cacheOptions(o cache.Options) cache.Options {
+	o.TTL = max(o.TTL, fileRecordTTL)
+	return o
+}
 
 func (k fileKind) watch(ctx context.Context, records *cache.Records, keysChanged func()) {
 	k.fs.Watch(ctx, k.poll, k.log, func() {
