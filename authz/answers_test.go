@@ -3,9 +3,11 @@ package authz
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -20,12 +22,13 @@ import (
 // keys than it holds, still hits (an LRU would miss every time: issue 13's
 // cliff).
 func TestAnswersBounded(t *testing.T) {
+	seed := maphash.MakeSeed()
 	for _, size := range []int{1, 10, 5000} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
-			a := newAnswers(size)
-			keys := make([]allowKey, 3*size)
+			a := newAnswers(size, func(k tokenAnswer) uint64 { return maphash.String(seed, k.id) })
+			keys := make([]tokenAnswer, 3*size)
 			for i := range keys {
-				keys[i] = allowKey{token: &record.Token{ID: fmt.Sprint(i)}, key: &record.Key{}, provider: "openai"}
+				keys[i] = tokenAnswer{answerKey: answerKey{key: &record.Key{}, provider: "openai"}, id: fmt.Sprint(i)}
 			}
 			resp := &authv3.CheckResponse{}
 			for _, k := range keys[:size] {
@@ -33,7 +36,7 @@ func TestAnswersBounded(t *testing.T) {
 			}
 			for _, k := range keys[:size] {
 				if _, ok := a.get(k); !ok && len(a.shards) == 1 {
-					t.Fatalf("key %s evicted with room to spare", k.token.ID)
+					t.Fatalf("key %s evicted with room to spare", k.id)
 				}
 			}
 			bound := a.perShard * len(a.shards)
@@ -92,8 +95,10 @@ func TestCachedAnswerIsBuilt(t *testing.T) {
 			if d.Key == nil {
 				t.Fatal("no key: the case does not reach the cached form")
 			}
-			cached, ok := s.responder.allowed.get(allowKey{token: d.Token, key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt),
-				inMetadata: tc.opts.KeyDelivery[tc.provider] == KeyInMetadata})
+			cached, ok := s.responder.byToken.get(tokenAnswer{
+				answerKey: answerKey{key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt), inMetadata: tc.opts.KeyDelivery[tc.provider] == KeyInMetadata},
+				id:        d.TokenID, user: d.Token.User, group: d.Token.Group,
+			})
 			if !ok || len(cached.ProtoReflect().GetUnknown()) == 0 || cached.GetOkResponse() == nil {
 				t.Fatal("the answer is not cached in its compact form")
 			}
@@ -139,5 +144,16 @@ func BenchmarkCheckAllowedUncached(b *testing.B) {
 	for b.Loop() {
 		s.Check(ctx, reqs[i&1])
 		i++
+	}
+}
+
+// TestAnswerKeySizes: Go's maps keep keys over 128 bytes apart, one
+// allocation per insert (which made a cached answer's miss allocate once
+// more when a key grew past it).
+func TestAnswerKeySizes(t *testing.T) {
+	for name, size := range map[string]uintptr{"tokenAnswer": unsafe.Sizeof(tokenAnswer{}), "otherAnswer": unsafe.Sizeof(otherAnswer{})} {
+		if size > 128 {
+			t.Errorf("%s is %d bytes, over 128", name, size)
+		}
 	}
 }

@@ -51,8 +51,12 @@ func get[V any](m *memRecords, recs map[string]*V, name string) (*V, error) {
 	return nil, fmt.Errorf("%q: %w", name, record.ErrNotFound)
 }
 
-func (m *memRecords) Token(_ context.Context, id string) (*record.Token, error) {
-	return get(m, m.tokens, id)
+func (m *memRecords) Token(_ context.Context, id string) (record.Token, error) {
+	t, err := get(m, m.tokens, id)
+	if err != nil {
+		return record.Token{}, err
+	}
+	return *t, nil
 }
 func (m *memRecords) User(_ context.Context, n string) (*record.User, error) {
 	return get(m, m.users, n)
@@ -810,7 +814,7 @@ func BenchmarkCheckAllowed(b *testing.B) {
 // panicRecords panics with a value that must not reach the log.
 type panicRecords struct{ memRecords }
 
-func (panicRecords) Token(context.Context, string) (*record.Token, error) {
+func (panicRecords) Token(context.Context, string) (record.Token, error) {
 	panic("secret-in-panic-value sk-live-0000")
 }
 

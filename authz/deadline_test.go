@@ -49,8 +49,8 @@ func lookupAs[V any](s *slowRecords, ctx context.Context, kind string, mem func(
 	return mem()
 }
 
-func (s *slowRecords) Token(ctx context.Context, id string) (*record.Token, error) {
-	return lookupAs(s, ctx, "token", func() (*record.Token, error) { return s.memRecords.Token(ctx, id) })
+func (s *slowRecords) Token(ctx context.Context, id string) (record.Token, error) {
+	return lookupAs(s, ctx, "token", func() (record.Token, error) { return s.memRecords.Token(ctx, id) })
 }
 func (s *slowRecords) User(ctx context.Context, n string) (*record.User, error) {
 	return lookupAs(s, ctx, "user", func() (*record.User, error) { return s.memRecords.User(ctx, n) })

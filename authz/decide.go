@@ -34,7 +34,9 @@ import (
 // record), and otherwise fails at once; the decision then asks again under
 // the check's deadline (see Options.CheckDeadline).
 type Records interface {
-	Token(ctx context.Context, id string) (*record.Token, error)
+	// Token is by value, so that a store holding its tokens in memory
+	// answers without allocating (see Decision.Token).
+	Token(ctx context.Context, id string) (record.Token, error)
 	User(ctx context.Context, name string) (*record.User, error)
 	Group(ctx context.Context, name string) (*record.Group, error)
 	Provider(ctx context.Context, name string) (*record.Provider, error)
@@ -208,7 +210,10 @@ type Decision struct {
 	// log; never shown to the client.
 	Err     error
 	TokenID string
-	Token   *record.Token
+	// Token is the token's record once read and its secret matched (by
+	// value, so that reading it allocates nothing); its ID is "" until
+	// then, and for requests without a token. See HasToken.
+	Token record.Token
 	// Identity is the principal mapping a request without a keyward
 	// token is decided under (mesh identity); nil for a token's request.
 	Identity *record.Identity
@@ -250,6 +255,10 @@ type Decision struct {
 	// needed), see readModel.
 	modelRead bool
 }
+
+// HasToken reports whether d.Token holds the record of the request's
+// token.
+func (d *Decision) HasToken() bool { return d.Token.ID != "" }
 
 // Decide checks the request and picks the key it goes out with.
 func (a *Authorizer) Decide(ctx context.Context, req *Request) Decision {
@@ -415,14 +424,16 @@ func (a *Authorizer) liveToken(l *lookups, req *Request, d *Decision) Reason {
 		return ReasonInvalidToken
 	}
 	d.TokenID = id
-	t, r := lookup(l, d, a.records.Token, id, ReasonInvalidToken)
-	if t == nil {
+	rec, r := lookup(l, d, a.records.Token, id, ReasonInvalidToken)
+	if r != "" {
 		return r
 	}
-	if !token.HashEqual(hash, t.Hash) {
+	if !token.HashEqual(hash, rec.Hash) {
 		return ReasonInvalidToken
 	}
-	d.Token = t
+	d.Token = rec
+	d.Token.ID = id // what HasToken reads, whatever the store put there
+	t := &d.Token
 	switch {
 	case t.Revoked:
 		return ReasonTokenRevoked
@@ -499,19 +510,20 @@ func (a *Authorizer) privateKey(l *lookups, req *Request, d *Decision, user, pro
 // lookup loads one record under the check's deadline (see lookups). A
 // record that is gone yields the reason notFound; any other failure is
 // store_unavailable (fail closed, 503).
-func lookup[V any](l *lookups, d *Decision, load func(context.Context, string) (*V, error), name string, notFound Reason) (*V, Reason) {
+func lookup[V any](l *lookups, d *Decision, load func(context.Context, string) (V, error), name string, notFound Reason) (V, Reason) {
 	v, err := load(l.next(), name)
 	if err != nil && l.again(err) {
 		v, err = load(l.ctx, name)
 	}
+	var zero V
 	switch {
 	case err == nil:
 		return v, ""
 	case errors.Is(err, record.ErrNotFound):
-		return nil, notFound
+		return zero, notFound
 	default:
 		d.Err = err
-		return nil, ReasonStoreUnavailable
+		return zero, ReasonStoreUnavailable
 	}
 }
 

@@ -3,8 +3,10 @@ package authz
 import (
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -46,39 +48,47 @@ type responder struct {
 	// (KeyInMetadata) rather than in their auth header.
 	inMetadata map[string]bool
 	denied     map[Reason]*authv3.CheckResponse
-	allowed    *answers
-	keys       *lru.Cache[keyPartsKey, *keyParts]
+	// byToken are tokens' answers, byOther the rest: each bounded by the
+	// cache size.
+	byToken *answers[tokenAnswer]
+	byOther *answers[otherAnswer]
+	keys    *lru.Cache[keyPartsKey, *keyParts]
 	// passthrough is the answer for a client's own key without a token.
 	passthrough *authv3.CheckResponse
 }
 
-type allowKey struct {
-	// token or identity is who the answer is for: records are
-	// immutable, so a changed one is a new key.
-	token    *record.Token
-	identity *record.Identity
-	// principal is the peer's, in a mesh identity's metadata: a prefix
-	// mapping answers many.
-	principal string
-	// jwt is who a JWT's answer is for.
-	jwt jwtKey
-	// key is nil when the client's own key goes through. A user's own
-	// key is a pointer into their cached record.PrivateKeys, so it too
-	// changes whenever their credentials do.
-	key      *record.Key
-	provider string
-	tokenAt  int32
-	// clientVersion: the client sent its own anthropic-version.
+// answerKey is what an allowed answer depends on besides whom it is for:
+// the key sent (nil when the client's own goes through; records are
+// immutable, so a changed key is a new pointer: a user's own key points
+// into their cached record.PrivateKeys), the provider, which credential
+// place held the token, whether the client sent its own
+// anthropic-version, and whether the key goes in dynamic metadata (fixed
+// per provider for the process's life, in the key all the same so that no
+// answer of one mode can ever serve the other).
+type answerKey struct {
+	key           *record.Key
+	provider      string
+	tokenAt       int32
 	clientVersion bool
-	// inMetadata: the key goes in dynamic metadata, not in a header.
-	// Fixed per provider for the process's life, it is in the key all
-	// the same so that no answer of one mode can ever serve the other.
-	inMetadata bool
+	inMetadata    bool
 }
 
-// jwtKey is what a JWT's answer says: its user and group, and the
-// verified issuer and subject.
-type jwtKey struct {
+// tokenAnswer keys a token's answer: its id, user and group are all the
+// answer holds of the token (whose record is read by value, so there is
+// no record pointer to key by). Token answers are the many: one per active
+// token, 80 bytes of key each.
+type tokenAnswer struct {
+	answerKey
+	id, user, group string
+}
+
+// otherAnswer keys the answers of mesh identities (the mapping, a record
+// pointer, and the peer's principal, which a prefix mapping answers many
+// of) and of JWTs (user, group, verified issuer and subject): few.
+type otherAnswer struct {
+	answerKey
+	identity                     *record.Identity
+	principal                    string
 	user, group, issuer, subject string
 }
 
@@ -135,7 +145,11 @@ func newResponder(sources []Source, delivery map[string]KeyDelivery, cacheSize i
 	if cacheSize < 1 {
 		return nil, fmt.Errorf("cache size %d: must be at least 1", cacheSize)
 	}
-	allowed := newAnswers(cacheSize)
+	seed := maphash.MakeSeed()
+	byToken := newAnswers(cacheSize, func(k tokenAnswer) uint64 {
+		return maphash.String(seed, k.id) ^ uint64(uintptr(unsafe.Pointer(k.key)))>>3
+	})
+	byOther := newAnswers(cacheSize, func(k otherAnswer) uint64 { return maphash.Comparable(seed, k) })
 	keys, err := lru.New[keyPartsKey, *keyParts](keyPartsCacheSize)
 	if err != nil {
 		return nil, err
@@ -146,7 +160,7 @@ func newResponder(sources []Source, delivery map[string]KeyDelivery, cacheSize i
 			inMetadata[provider] = true
 		}
 	}
-	r := &responder{sources: sources, inMetadata: inMetadata, allowed: allowed, keys: keys, denied: map[Reason]*authv3.CheckResponse{}}
+	r := &responder{sources: sources, inMetadata: inMetadata, byToken: byToken, byOther: byOther, keys: keys, denied: map[Reason]*authv3.CheckResponse{}}
 	for _, reason := range Reasons() {
 		if r.denied[reason], err = pack(deniedResponse(reason)); err != nil {
 			return nil, err
@@ -176,31 +190,48 @@ func (r *responder) respond(d *Decision, requestHeaders map[string]string) *auth
 	if d.found.foreignIdentity {
 		return r.build(d, requestHeaders, clientVersion, inMetadata)
 	}
-	if d.Token == nil && d.Identity == nil && d.JWTIssuer == "" {
+	if !d.HasToken() && d.Identity == nil && d.JWTIssuer == "" {
 		return r.passthrough
 	}
-	var jk jwtKey
-	if d.JWTIssuer != "" {
-		jk = jwtKey{user: d.User, group: d.Group.Name, issuer: d.JWTIssuer, subject: d.JWTSubject}
-	}
-	k := allowKey{token: d.Token, identity: d.Identity, principal: d.Principal, jwt: jk, key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt), clientVersion: clientVersion, inMetadata: inMetadata}
-	if resp, ok := r.allowed.get(k); ok {
+	ak := answerKey{key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt), clientVersion: clientVersion, inMetadata: inMetadata}
+	if d.HasToken() {
+		k := tokenAnswer{answerKey: ak, id: d.TokenID, user: d.Token.User, group: d.Token.Group}
+		if resp, ok := r.byToken.get(k); ok {
+			return resp
+		}
+		// The id is part of the client's header, which the cache must
+		// not keep alive.
+		k.id = strings.Clone(k.id)
+		resp := r.newAnswer(d, clientVersion, inMetadata)
+		r.byToken.add(k, resp)
 		return resp
 	}
-	var resp *authv3.CheckResponse
-	if d.Key != nil && d.Token != nil {
-		// A token's answer: its own part written compactly over the
-		// key's shared parts. A mesh identity's answer (few of them,
-		// with the principal in it) is built whole.
-		resp = r.compact(d, clientVersion, inMetadata)
+	k := otherAnswer{answerKey: ak, identity: d.Identity, principal: d.Principal}
+	if d.JWTIssuer != "" {
+		k.user, k.group, k.issuer, k.subject = d.User, d.Group.Name, d.JWTIssuer, d.JWTSubject
 	}
-	if resp == nil {
-		resp = r.build(d, nil, clientVersion, inMetadata)
-		if packed, err := pack(resp); err == nil {
-			resp = packed
+	if resp, ok := r.byOther.get(k); ok {
+		return resp
+	}
+	resp := r.newAnswer(d, clientVersion, inMetadata)
+	r.byOther.add(k, resp)
+	return resp
+}
+
+// newAnswer builds the answer respond caches for d: a token's that sends a
+// key, its own part written compactly over the key's shared parts; any
+// other (a mesh identity's, a JWT's: few, with more in them) built whole
+// and packed.
+func (r *responder) newAnswer(d *Decision, clientVersion, inMetadata bool) *authv3.CheckResponse {
+	if d.Key != nil && d.HasToken() {
+		if resp := r.compact(d, clientVersion, inMetadata); resp != nil {
+			return resp
 		}
 	}
-	r.allowed.add(k, resp)
+	resp := r.build(d, nil, clientVersion, inMetadata)
+	if packed, err := pack(resp); err == nil {
+		return packed
+	}
 	return resp
 }
 
@@ -288,7 +319,7 @@ func (r *responder) build(d *Decision, requestHeaders map[string]string, clientV
 		meta["group"] = structpb.NewStringValue(d.Group.Name)
 		meta["jwt_issuer"] = structpb.NewStringValue(d.JWTIssuer)
 		meta["jwt_subject"] = structpb.NewStringValue(d.JWTSubject)
-	case d.Token != nil:
+	case d.HasToken():
 		ok.Headers = []*corev3.HeaderValueOption{
 			setHeader(HeaderUser, d.Token.User),
 			setHeader(HeaderGroup, d.Token.Group),

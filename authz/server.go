@@ -17,8 +17,9 @@ import (
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
-	// ResponseCacheSize bounds the cache of built allowed responses.
-	// Default 10000.
+	// ResponseCacheSize bounds the cache of built allowed responses:
+	// tokens' answers, and apart from them the few of mesh identities
+	// and JWTs. Default 10000.
 	ResponseCacheSize int
 	// Log receives audit events (denials) and errors. Default: discard.
 	Log *slog.Logger
@@ -198,7 +199,7 @@ func (s *Server) audit(req *authv3.CheckRequest, d *Decision) {
 	if d.TokenID != "" {
 		attrs = append(attrs, slog.String("token_id", d.TokenID))
 	}
-	if d.Token != nil {
+	if d.HasToken() {
 		attrs = append(attrs, slog.String("user", d.Token.User), slog.String("group", d.Token.Group))
 	}
 	if d.Principal != "" {

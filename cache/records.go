@@ -30,22 +30,25 @@ type IdentitySource interface {
 // indexed together, since a lookup by principal must see every prefix.
 const identitiesKey = "all"
 
-// ResidentSource is a Source that holds its users, groups and providers in
-// memory, returns them without I/O or allocation, and reports every change
-// of them (the file store). Records reads those straight from it: caching
-// copies would only add memory, a lock and a clock read to each lookup.
+// ResidentSource is a Source that holds its records in memory, returns
+// tokens by value and users, groups and providers by pointer without I/O
+// or allocation, and reports every change (the file store). Records reads
+// those straight from it: caching copies would only add memory (a token's
+// record per active token), a lock and a clock read to each lookup.
 type ResidentSource interface {
 	Source
-	// ResidentRecords marks the source; it does nothing.
-	ResidentRecords()
+	// ResidentToken is Token by value, without allocating.
+	ResidentToken(ctx context.Context, id string) (record.Token, error)
 }
 
 // Records caches each kind of live record of a Source in its own Cache,
 // with records the store reports gone (record.ErrNotFound) cached as
-// negative entries; a ResidentSource's users, groups and providers are
-// read from it directly. It serves authz.Records.
+// negative entries; a ResidentSource's tokens, users, groups and
+// providers are read from it directly. It serves authz.Records.
 type Records struct {
-	tokens    *Cache[*record.Token]
+	// resident is the source when it is a ResidentSource.
+	resident  ResidentSource
+	tokens    reader[*record.Token]
 	users     reader[*record.User]
 	groups    reader[*record.Group]
 	providers reader[*record.Provider]
@@ -69,12 +72,14 @@ func NewRecords(src Source, opts Options) (*Records, error) {
 	}
 	r := &Records{}
 	var err error
-	if r.tokens, err = New(src.Token, opts); err != nil {
-		return nil, err
-	}
-	if _, ok := src.(ResidentSource); ok {
+	if rs, ok := src.(ResidentSource); ok {
+		r.resident = rs
+		r.tokens = direct[*record.Token](src.Token)
 		r.users, r.groups, r.providers = direct[*record.User](src.User), direct[*record.Group](src.Group), direct[*record.Provider](src.Provider)
 	} else {
+		if r.tokens, err = New(src.Token, opts); err != nil {
+			return nil, err
+		}
 		if r.users, err = New(src.User, opts); err != nil {
 			return nil, err
 		}
@@ -119,9 +124,17 @@ func NewRecords(src Source, opts Options) (*Records, error) {
 	return r, nil
 }
 
-// Token returns the live token record with the given id.
-func (r *Records) Token(ctx context.Context, id string) (*record.Token, error) {
-	return r.tokens.Get(ctx, id)
+// Token returns the live token record with the given id, by value: from
+// a ResidentSource, without allocating.
+func (r *Records) Token(ctx context.Context, id string) (record.Token, error) {
+	if r.resident != nil {
+		return r.resident.ResidentToken(ctx, id)
+	}
+	t, err := r.tokens.Get(ctx, id)
+	if err != nil {
+		return record.Token{}, err
+	}
+	return *t, nil
 }
 
 // User returns the live user record.

@@ -274,7 +274,10 @@ type residentSource struct {
 	reads map[string]int
 }
 
-func (s *residentSource) ResidentRecords() {}
+func (s *residentSource) ResidentToken(_ context.Context, id string) (record.Token, error) {
+	s.reads["token"]++
+	return record.Token{ID: id, User: "ann"}, nil
+}
 
 func (s *residentSource) User(ctx context.Context, name string) (*record.User, error) {
 	s.reads["user"]++
@@ -291,10 +294,10 @@ func (s *residentSource) Provider(ctx context.Context, name string) (*record.Pro
 	return s.credSource.Provider(ctx, name)
 }
 
-// TestResidentSource: a resident source's users, groups and providers are
-// read from it on every lookup, with no cache (and no counters) of their
-// own, while a plain source's are cached; tokens and credentials are
-// cached either way.
+// TestResidentSource: a resident source's tokens (by value), users, groups
+// and providers are read from it on every lookup, with no cache (and no
+// counters) of their own, while a plain source's are cached; credentials
+// are cached either way.
 func TestResidentSource(t *testing.T) {
 	ctx := t.Context()
 	for name, tc := range map[string]struct {
@@ -302,7 +305,7 @@ func TestResidentSource(t *testing.T) {
 		wantReads int
 		wantKinds []string
 	}{
-		"resident": {true, 3, []string{"token", "private_keys", "identities"}},
+		"resident": {true, 3, []string{"private_keys", "identities"}},
 		"plain":    {false, 0, []string{"token", "user", "group", "provider", "private_keys", "identities"}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -316,6 +319,9 @@ func TestResidentSource(t *testing.T) {
 				t.Fatal(err)
 			}
 			for range 3 {
+				if tk, err := r.Token(ctx, "AAAAAAAAAAAAAAAA"); tc.resident && (err != nil || tk.ID != "AAAAAAAAAAAAAAAA" || tk.User != "ann") {
+					t.Fatalf("token: %+v, %v", tk, err)
+				}
 				if u, err := r.User(ctx, "ann"); err != nil || u.Name != "ann" {
 					t.Fatalf("user: %v, %v", u, err)
 				}
@@ -329,7 +335,7 @@ func TestResidentSource(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for _, kind := range []string{"user", "group", "provider"} {
+			for _, kind := range []string{"token", "user", "group", "provider"} {
 				if rs.reads[kind] != tc.wantReads {
 					t.Errorf("%s read from the source %d times, want %d", kind, rs.reads[kind], tc.wantReads)
 				}
@@ -345,6 +351,7 @@ func TestResidentSource(t *testing.T) {
 				t.Errorf("stats kinds %v, want %v", kinds, tc.wantKinds)
 			}
 			// Dropping records works whatever reads them.
+			r.Invalidate(record.TypeToken, "AAAAAAAAAAAAAAAA")
 			r.Invalidate(record.TypeUser, "ann")
 			r.Invalidate(record.TypeProvider, "openai")
 			r.Purge()

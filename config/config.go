@@ -280,9 +280,10 @@ type Cache struct {
 	// a cliff. Default: a tenth of Size.
 	Answers int `yaml:"answers"`
 	// TTL is how long a record loaded from Vault is trusted. Default
-	// 30s. The file store's users, groups and providers are read from
-	// memory, and its tokens are cached until the files change (at most
-	// an hour, or TTL if longer).
+	// 30s. The file store's tokens, users, groups and providers are read
+	// from its memory, uncached, and what is cached of it (users' own
+	// credentials, the principal mappings, indexed) lives until the
+	// files change (at most an hour, or TTL if longer).
 	TTL time.Duration `yaml:"ttl"`
 	// CheckDeadline is how long one check may wait for the store, all its
 	// lookups together; past it the check answers from last-known-good

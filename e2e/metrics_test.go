@@ -77,8 +77,8 @@ func TestMetrics(t *testing.T) {
 		`keyward_checks_total{key_source="",outcome="denied",reason="invalid_token"}`:             2,
 		`keyward_check_duration_seconds_count{outcome="allowed"}`:                                 4,
 		`keyward_check_duration_seconds_count{outcome="denied"}`:                                  4,
-		`keyward_cache_requests_total{kind="token",result="hit"}`:                                 3,
-		// The file store's users, groups and providers have no cache.
+		// The file store's tokens, users, groups and providers are read
+		// from its memory, with no cache.
 		`keyward_cache_requests_total{kind="private_keys",result="hit"}`:               2,
 		`keyward_management_requests_total{route="GET /v1/users/{name}",status="200"}`: 1,
 		`keyward_management_requests_total{route="GET /v1/users",status="401"}`:        1,

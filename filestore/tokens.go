@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
@@ -28,7 +29,8 @@ type tokenIndex struct {
 	// indexes append to the same array past this one's length, which this
 	// one never reads.
 	names []string
-	// text holds the tokens' own names end to end, shared likewise.
+	// text holds each token's name, last four characters and successor
+	// end to end (see tokenEntry), shared likewise.
 	text []byte
 	// n is the number of records.
 	n int
@@ -68,13 +70,13 @@ type tokenEntry struct {
 	created, expires         int64
 	createdNsec, expiresNsec int32
 	user, group              uint32
-	nameOff, nameLen         uint32
-	revoked                  bool
-	// last4 holds Token.Last4 (zero bytes when unknown).
-	last4 [last4Len]byte
-	// replacedBy is Token.ReplacedBy when replaced is set.
-	replacedBy token.RawID
-	replaced   bool
+	// The token's name, Token.Last4 and Token.ReplacedBy are in the
+	// index's text, end to end from textOff: strings made of them are
+	// views, with nothing allocated (see view).
+	textOff                 uint32
+	nameLen                 uint32
+	last4Len, replacedByLen uint8
+	revoked                 bool
 	// hasExpires tells an expiry apart from none.
 	hasExpires bool
 	// principal is Token.Principal's index in names plus one; 0 for a
@@ -150,29 +152,60 @@ func (x *tokenIndex) owned(user string) []*record.Token {
 	return out
 }
 
+// record is the record of id, its strings its own: a record kept for
+// long (a listing, a cache) must not hold on to the index's text.
 func (x *tokenIndex) record(id token.RawID, e tokenEntry) *record.Token {
-	r := &record.Token{
-		ID:      id.String(),
+	r := x.view(id.String(), &e)
+	r.Name, r.Last4, r.ReplacedBy = strings.Clone(r.Name), strings.Clone(r.Last4), strings.Clone(r.ReplacedBy)
+	return &r
+}
+
+// view is e's record by value with id, the caller's spelling of its id,
+// as its ID, and every other string a view of the index's names and text:
+// nothing is allocated. The views stay valid for as long as they are
+// held: an index never changes, and the indexes built after it only
+// append past its end.
+func (x *tokenIndex) view(id string, e *tokenEntry) record.Token {
+	r := record.Token{
+		ID:      id,
 		Hash:    e.hash,
 		User:    x.names[e.user],
 		Group:   x.names[e.group],
-		Name:    strings.Clone(string(x.text[e.nameOff : e.nameOff+e.nameLen])),
 		Created: fromUnix(e.created, e.createdNsec),
 		Revoked: e.revoked,
 	}
+	off := e.textOff
+	r.Name, off = x.textAt(off, e.nameLen), off+e.nameLen
+	r.Last4, off = x.textAt(off, uint32(e.last4Len)), off+uint32(e.last4Len)
+	r.ReplacedBy = x.textAt(off, uint32(e.replacedByLen))
 	if e.hasExpires {
 		r.Expires = fromUnix(e.expires, e.expiresNsec)
-	}
-	if e.last4 != [last4Len]byte{} {
-		r.Last4 = string(e.last4[:])
-	}
-	if e.replaced {
-		r.ReplacedBy = e.replacedBy.String()
 	}
 	if e.principal > 0 {
 		r.Principal = x.names[e.principal-1]
 	}
 	return r
+}
+
+// textAt is n bytes of the index's text from off, viewed as a string.
+func (x *tokenIndex) textAt(off, n uint32) string {
+	if n == 0 {
+		return ""
+	}
+	return unsafe.String(&x.text[off], n)
+}
+
+// value is the record of id (see view), if the index holds it.
+func (x *tokenIndex) value(id string) (record.Token, bool) {
+	raw, ok := token.ParseID(id)
+	if !ok {
+		return record.Token{}, false
+	}
+	e, ok := x.lookup(raw)
+	if !ok {
+		return record.Token{}, false
+	}
+	return x.view(id, &e), true
 }
 
 // data returns the entry as the token file holds it.
@@ -307,27 +340,29 @@ func (b *indexBuilder) set(id token.RawID, td *TokenData) {
 func (b *indexBuilder) setNamed(id token.RawID, td *TokenData, user, group uint32) {
 	hash, _ := record.ParseHash(td.Hash)
 	e := tokenEntry{
-		hash:    hash,
-		user:    user,
-		group:   group,
-		nameOff: uint32(len(b.x.text)),
-		nameLen: uint32(len(td.Name)),
-		revoked: td.Revoked,
+		hash:     hash,
+		user:     user,
+		group:    group,
+		textOff:  uint32(len(b.x.text)),
+		nameLen:  uint32(len(td.Name)),
+		last4Len: uint8(len(td.Last4)),
+		revoked:  td.Revoked,
 	}
 	e.created, e.createdNsec = toUnix(td.Created)
 	if td.Expires != nil {
 		e.expires, e.expiresNsec = toUnix(*td.Expires)
 		e.hasExpires = true
 	}
-	copy(e.last4[:], td.Last4)
 	if td.Principal != "" {
 		// Interned: bindings are few, shared by many tokens.
 		e.principal = b.name(td.Principal) + 1
 	}
+	b.x.text = append(append(b.x.text, td.Name...), td.Last4...)
 	if raw, ok := token.ParseID(td.ReplacedBy); ok {
-		e.replacedBy, e.replaced = raw, true
+		by := raw.String()
+		e.replacedByLen = uint8(len(by))
+		b.x.text = append(b.x.text, by...)
 	}
-	b.x.text = append(b.x.text, td.Name...)
 	sh := b.shard(shardOf(id))
 	switch old, ok := sh[id]; {
 	case !ok:

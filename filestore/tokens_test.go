@@ -131,6 +131,14 @@ func TestTokenFileRoundTrip(t *testing.T) {
 			if got.User != w.User || got.Name != w.Name || got.Revoked != w.Revoked || filestore.HashString(got.Hash) != w.Hash || got.Last4 != w.Last4 || got.ReplacedBy != w.ReplacedBy {
 				t.Errorf("%s: Token(%s) = %+v, want %+v", name, id, got, w)
 			}
+			// The record by value is the same record, made without
+			// allocating.
+			if v, err := s.ResidentToken(ctx, id); err != nil || v != *got {
+				t.Errorf("%s: ResidentToken(%s) = %+v, %v; want %+v", name, id, v, err, *got)
+			}
+			if n := testing.AllocsPerRun(100, func() { _, _ = s.ResidentToken(ctx, id) }); n != 0 {
+				t.Errorf("%s: ResidentToken(%s): %v allocations, want 0", name, id, n)
+			}
 		}
 	}
 
@@ -167,6 +175,15 @@ func TestTokenFileRoundTrip(t *testing.T) {
 	check(t, &d.Tokens)
 	if got, err := st.Token(ctx, "BBBBBBBBBBBBBBBB"); err != nil || !got.Revoked {
 		t.Errorf("revoked token = %+v, %v", got, err)
+	}
+	if got, err := st.ResidentToken(ctx, "BBBBBBBBBBBBBBBB"); err != nil || !got.Revoked {
+		t.Errorf("revoked token by value = %+v, %v", got, err)
+	}
+	if _, err := st.ResidentToken(ctx, "CCCCCCCCCCCCCCCC"); !errors.Is(err, record.ErrNotFound) {
+		t.Errorf("deleted token by value: %v, want ErrNotFound", err)
+	}
+	if _, err := st.ResidentToken(ctx, "../x"); !errors.Is(err, record.ErrNotFound) || !errors.Is(err, record.ErrInvalidName) {
+		t.Errorf("a path as a token id: %v, want ErrNotFound and ErrInvalidName", err)
 	}
 
 	// Deleting every token leaves a token file that is an empty set, and

@@ -137,11 +137,12 @@ func (k fileKind) prepare(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
-// fileRecordTTL is how long the file store's cached records live: the
-// watcher drops them all on every change of the files (see watch), so
-// expiry would only reload them, each reload making a new record and, with
-// it, a new ready-made answer. It bounds how long a record could outlive
-// a change the watcher missed.
+// fileRecordTTL is how long what is cached of the file store lives (its
+// tokens, users, groups and providers are read from its memory; users'
+// own credentials and the principal mappings are cached, indexed): the
+// watcher drops it all on every change of the files (see watch), so
+// expiry would only rebuild the same indexes. It bounds how long an index
+// could outlive a change the watcher missed.
 const fileRecordTTL = time.Hour
 
 func (fileKind) cacheOptions(o cache.Options) cache.Options {
