@@ -179,10 +179,11 @@ func (s *Store) Token(_ context.Context, id string) (*record.Token, error) {
 // the store is a cache.ResidentSource: its tokens, users, groups and
 // providers are in memory, and Watch reports every change.
 func (s *Store) ResidentToken(_ context.Context, id string) (record.Token, error) {
-	if err := tokenID.check(id); err != nil {
-		return record.Token{}, unreadable(err)
+	raw, ok := token.ParseID(id)
+	if !ok {
+		return record.Token{}, unreadable(tokenID.check(id))
 	}
-	if t, ok := s.snap.Load().tokens.value(id); ok {
+	if t, ok := s.snap.Load().tokens.value(id, raw); ok {
 		return t, nil
 	}
 	return record.Token{}, fmt.Errorf("token %q: %w", id, record.ErrNotFound)

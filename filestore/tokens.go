@@ -195,12 +195,9 @@ func (x *tokenIndex) textAt(off, n uint32) string {
 	return unsafe.String(&x.text[off], n)
 }
 
-// value is the record of id (see view), if the index holds it.
-func (x *tokenIndex) value(id string) (record.Token, bool) {
-	raw, ok := token.ParseID(id)
-	if !ok {
-		return record.Token{}, false
-	}
+// value is the record of id, raw decoded (see view), if the index holds
+// it.
+func (x *tokenIndex) value(id string, raw token.RawID) (record.Token, bool) {
 	e, ok := x.lookup(raw)
 	if !ok {
 		return record.Token{}, false

@@ -7,17 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/keyward/keyward/internal/loadrig"
+	"github.com/keyward/keyward/serve"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 )
 
 // allowServerCmd is the hidden subcommand that runs the floor: the load
@@ -53,8 +52,8 @@ func (a *allowAll) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRe
 }
 
 // serveAllow runs the floor server until ctx is done: `loadtest
-// allow-server -listen ADDR`. Its gRPC settings are keyward's (see
-// cmd/keyward/serve.go), so that only the Check handler differs.
+// allow-server -listen ADDR`. Its gRPC settings are keyward's
+// (serve.GRPCOptions), so that only the Check handler differs.
 func serveAllow(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet(allowServerCmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -66,9 +65,7 @@ func serveAllow(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := grpc.NewServer(
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	srv := grpc.NewServer(serve.GRPCOptions()...)
 	authv3.RegisterAuthorizationServer(srv, newAllowAll())
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
