@@ -4,6 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
 )
 
 // Poller returns one poll of Watch, to call in place of a tick: when it
@@ -21,3 +24,17 @@ func (s *Store) WatchTicks(ctx context.Context, ticks <-chan time.Time, log *slo
 // SetCompactMin sets how many superseded lines the token file must hold
 // before a write rewrites it whole, so that tests reach it with a few.
 func (s *Store) SetCompactMin(n int) { s.compactMin = n }
+
+// get is the record of id, if the index holds it (Store.Token without the
+// store).
+func (x *tokenIndex) get(id string) (*record.Token, bool) {
+	raw, ok := token.ParseID(id)
+	if !ok {
+		return nil, false
+	}
+	t, ok := x.value(id, raw)
+	if !ok {
+		return nil, false
+	}
+	return detached(t), true
+}

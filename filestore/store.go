@@ -162,15 +162,14 @@ func (s *Store) WarnMissing(log *slog.Logger) {
 	}
 }
 
-// Token returns the token record with the given id.
-func (s *Store) Token(_ context.Context, id string) (*record.Token, error) {
-	if err := tokenID.check(id); err != nil {
-		return nil, unreadable(err)
+// Token returns the token record with the given id, its strings its own
+// (see ResidentToken for the record without a copy).
+func (s *Store) Token(ctx context.Context, id string) (*record.Token, error) {
+	t, err := s.ResidentToken(ctx, id)
+	if err != nil {
+		return nil, err
 	}
-	if t, ok := s.snap.Load().tokens.get(id); ok {
-		return t, nil
-	}
-	return nil, fmt.Errorf("token %q: %w", id, record.ErrNotFound)
+	return detached(t), nil
 }
 
 // ResidentToken returns the token record with the given id by value,

@@ -102,18 +102,6 @@ func (x *tokenIndex) lookup(id token.RawID) (tokenEntry, bool) {
 	return e, ok
 }
 
-func (x *tokenIndex) get(id string) (*record.Token, bool) {
-	raw, ok := token.ParseID(id)
-	if !ok {
-		return nil, false
-	}
-	e, ok := x.lookup(raw)
-	if !ok {
-		return nil, false
-	}
-	return x.record(raw, e), true
-}
-
 // each calls yield for every record until it returns false.
 func (x *tokenIndex) each(yield func(token.RawID, tokenEntry) bool) {
 	if x == nil {
@@ -155,8 +143,15 @@ func (x *tokenIndex) owned(user string) []*record.Token {
 // record is the record of id, its strings its own: a record kept for
 // long (a listing, a cache) must not hold on to the index's text.
 func (x *tokenIndex) record(id token.RawID, e tokenEntry) *record.Token {
-	r := x.view(id.String(), &e)
-	r.Name, r.Last4, r.ReplacedBy = strings.Clone(r.Name), strings.Clone(r.Last4), strings.Clone(r.ReplacedBy)
+	r := detached(x.view("", &e))
+	r.ID = id.String()
+	return r
+}
+
+// detached is r with strings of its own, none a view of an index's text
+// or of the caller's id (see view).
+func detached(r record.Token) *record.Token {
+	r.ID, r.Name, r.Last4, r.ReplacedBy = strings.Clone(r.ID), strings.Clone(r.Name), strings.Clone(r.Last4), strings.Clone(r.ReplacedBy)
 	return &r
 }
 

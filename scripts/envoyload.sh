@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# envoyload.sh builds keyward and its load test and compares, through the
+# envoyload.sh runs scripts/load.sh to compare, through the
 # real Envoy, three ways of serving one loopback upstream: Envoy without
 # ext_authz, with ext_authz to an allow-everything floor, and with
 # ext_authz to keyward. wrk drives each over 10,000 distinct tokens; the
@@ -22,11 +22,5 @@ if [[ -z "$envoy" ]]; then
 fi
 envoy="${envoy:-.tools/venv/bin/envoy}"
 
-bin="$(mktemp -d "${TMPDIR:-/tmp}/keyward-envoyload-bin.XXXXXX")"
-trap 'rm -rf "$bin"' EXIT
-
-go build -o "$bin/keyward" ./cmd/keyward
-go build -o "$bin/loadtest" ./internal/cmd/loadtest
-
-"$bin/loadtest" -keyward "$bin/keyward" -envoy "$envoy" -tokens 10000 -samples 10000 -callers 32 \
+exec bash scripts/load.sh -envoy "$envoy" -tokens 10000 -samples 10000 -callers 32 \
   -warmup 2s -duration 5s -rounds 3 "$@"

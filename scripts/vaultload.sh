@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# vaultload.sh builds keyward and its load test and runs the sweep of
-# scripts/load.sh with keyward on the Vault store: an OpenBao dev server
-# (in memory, loopback only) filled with 100,000 tokens, 1,000 groups and
-# 1,000 users, which keyward loads lazily into its caches as in
-# production; the sweep's pre-warm pass loads every token once, so the
-# figures are those of warm caches. Extra arguments go to the load test,
-# e.g.
+# vaultload.sh runs the sweep of scripts/load.sh with keyward on the Vault
+# store: an OpenBao dev server (in memory, loopback only) filled with
+# 100,000 tokens, 1,000 groups and 1,000 users, which keyward loads lazily
+# into its caches as in production; the sweep's pre-warm pass loads every
+# token once, so the figures are those of warm caches. Extra arguments go
+# to the load test, e.g.
 #
 #   bash scripts/vaultload.sh -rounds 3 -duration 10s
 #
@@ -22,10 +21,4 @@ if [[ -z "$bao" ]]; then
 fi
 bao="${bao:-.tools/venv/bin/bao}"
 
-bin="$(mktemp -d "${TMPDIR:-/tmp}/keyward-vaultload-bin.XXXXXX")"
-trap 'rm -rf "$bin"' EXIT
-
-go build -o "$bin/keyward" ./cmd/keyward
-go build -o "$bin/loadtest" ./internal/cmd/loadtest
-
-"$bin/loadtest" -keyward "$bin/keyward" -vault "$bao" -sweep "$@"
+exec bash scripts/load.sh -vault "$bao" -sweep "$@"

@@ -144,10 +144,19 @@ func (s *Store) PutToken(ctx context.Context, t *record.Token) error {
 	if err := checkToken(t); err != nil {
 		return err
 	}
+	if err := s.writeToken(ctx, t); err != nil {
+		return err
+	}
+	return s.announce(ctx, change{kind: record.TypeToken, name: t.ID})
+}
+
+// writeToken writes t and its owner's index entry, the entry first (see
+// PutToken), and announces nothing.
+func (s *Store) writeToken(ctx context.Context, t *record.Token) error {
 	if err := s.putIndex(ctx, t); err != nil {
 		return err
 	}
-	return s.put(ctx, record.TypeToken, t.ID, tokensDir+t.ID, encodeToken(t))
+	return s.write(ctx, tokensDir+t.ID, encodeToken(t))
 }
 
 // ImportTokens writes token records as PutToken does, workers of them at
@@ -166,15 +175,7 @@ func (s *Store) ImportTokens(ctx context.Context, tokens []*record.Token, worker
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(1, workers))
 	for _, t := range tokens {
-		g.Go(func() error {
-			if err := s.putIndex(gctx, t); err != nil {
-				return err
-			}
-			if _, err := s.kv.Put(gctx, tokensDir+t.ID, encodeToken(t)); err != nil {
-				return fmt.Errorf("vault write %s: %w", tokensDir+t.ID, err)
-			}
-			return nil
-		})
+		g.Go(func() error { return s.writeToken(gctx, t) })
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -192,10 +193,7 @@ func checkToken(t *record.Token) error {
 }
 
 func (s *Store) putIndex(ctx context.Context, t *record.Token) error {
-	if _, err := s.kv.Put(ctx, userTokensDir(t.User)+t.ID, map[string]any{"token": t.ID}); err != nil {
-		return fmt.Errorf("vault write %s: %w", userTokensDir(t.User)+t.ID, err)
-	}
-	return nil
+	return s.write(ctx, userTokensDir(t.User)+t.ID, map[string]any{"token": t.ID})
 }
 
 // CreateToken stores the new token t once check has accepted its owner and
@@ -293,10 +291,18 @@ func (s *Store) EnsureSigningKey(ctx context.Context) error {
 }
 
 func (s *Store) put(ctx context.Context, kind record.Type, name, path string, data map[string]any) error {
+	if err := s.write(ctx, path, data); err != nil {
+		return err
+	}
+	return s.announce(ctx, change{kind: kind, name: name})
+}
+
+// write writes data at path, announcing nothing.
+func (s *Store) write(ctx context.Context, path string, data map[string]any) error {
 	if _, err := s.kv.Put(ctx, path, data); err != nil {
 		return fmt.Errorf("vault write %s: %w", path, err)
 	}
-	return s.announce(ctx, change{kind: kind, name: name})
+	return nil
 }
 
 // change is one entry of the marker.
