@@ -46,9 +46,7 @@ type ResidentSource interface {
 // negative entries; a ResidentSource's tokens, users, groups and
 // providers are read from it directly. It serves authz.Records.
 type Records struct {
-	// resident is the source when it is a ResidentSource.
-	resident  ResidentSource
-	tokens    reader[*record.Token]
+	tokens    reader[record.Token]
 	users     reader[*record.User]
 	groups    reader[*record.Group]
 	providers reader[*record.Provider]
@@ -73,13 +71,14 @@ func NewRecords(src Source, opts Options) (*Records, error) {
 	r := &Records{}
 	var err error
 	if rs, ok := src.(ResidentSource); ok {
-		r.resident = rs
-		r.tokens = direct[*record.Token](src.Token)
+		r.tokens = direct[record.Token](rs.ResidentToken)
 		r.users, r.groups, r.providers = direct[*record.User](src.User), direct[*record.Group](src.Group), direct[*record.Provider](src.Provider)
 	} else {
-		if r.tokens, err = New(src.Token, opts); err != nil {
+		tokens, err := New(src.Token, opts)
+		if err != nil {
 			return nil, err
 		}
+		r.tokens = byValue[record.Token]{tokens}
 		if r.users, err = New(src.User, opts); err != nil {
 			return nil, err
 		}
@@ -127,14 +126,7 @@ func NewRecords(src Source, opts Options) (*Records, error) {
 // Token returns the live token record with the given id, by value: from
 // a ResidentSource, without allocating.
 func (r *Records) Token(ctx context.Context, id string) (record.Token, error) {
-	if r.resident != nil {
-		return r.resident.ResidentToken(ctx, id)
-	}
-	t, err := r.tokens.Get(ctx, id)
-	if err != nil {
-		return record.Token{}, err
-	}
-	return *t, nil
+	return r.tokens.Get(ctx, id)
 }
 
 // User returns the live user record.
@@ -193,6 +185,19 @@ type reader[V any] interface {
 	stats() (Stats, bool)
 	Purge()
 	Invalidate(key string)
+}
+
+// byValue reads a Cache of records as values: the cache keeps one
+// pointer per record, and each Get copies it out.
+type byValue[V any] struct{ *Cache[*V] }
+
+func (c byValue[V]) Get(ctx context.Context, key string) (V, error) {
+	p, err := c.Cache.Get(ctx, key)
+	if err != nil {
+		var zero V
+		return zero, err
+	}
+	return *p, nil
 }
 
 // direct reads a ResidentSource: nothing to count or drop.
