@@ -520,6 +520,12 @@ func FuzzParseStoreFile(f *testing.F) {
 		"groups: \"x\nusers: y\"\n",
 		"users: {}\nusers: {}\n",
 		"  # indented comment\ngroups:\n  g:\n    disabled: true\nproviders:\n",
+		// Line breaks the library knows and a reader of \n would not:
+		// a second users: must not pass.
+		"groups:\n\rusers: {a: {}}\nusers: {}\n",
+		"groups: {}\u2028users: {a: {}}\nusers: {}\n",
+		"groups: {}\u0085users: {a: {}}\r\nusers: {}\r\n",
+		"# c\r\ngroups:\r\n  g: {}\r\nusers: {}\r\n",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))

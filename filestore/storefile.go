@@ -151,6 +151,9 @@ var topLevel = []string{"providers", "groups", "users", "identities", "signing_k
 // every line that starts in the first column does (or continues a block
 // sequence, or is a comment), each key once.
 func splitSections(raw []byte) ([][]byte, bool) {
+	if otherBreaks(raw) {
+		return nil, false
+	}
 	var starts []int
 	seen := map[string]bool{}
 	for off := 0; off < len(raw); {
@@ -174,13 +177,15 @@ func splitSections(raw []byte) ([][]byte, bool) {
 	if len(starts) == 0 {
 		return nil, false
 	}
-	// Before the first key: comments and blank lines only, and no tab,
-	// which the library refuses in places this does not tell apart (a
-	// line of a tab and a space, found by FuzzParseStoreFile): the
-	// library, not this, decides such a file.
-	if head := raw[:starts[0]]; len(bytes.TrimSpace(stripComments(head))) > 0 || bytes.IndexByte(head, '	') >= 0 {
+	// Before the first key: comments and blank lines only. They stay in
+	// the first section, so that the library reads every byte of the
+	// file and refuses there what it refuses whole (a line of a tab and
+	// a space, a comment that is not UTF-8: both found by
+	// FuzzParseStoreFile when the head was dropped).
+	if len(bytes.TrimSpace(stripComments(raw[:starts[0]]))) > 0 {
 		return nil, false
 	}
+	starts[0] = 0
 	out := make([][]byte, len(starts))
 	for i, start := range starts {
 		end := len(raw)
@@ -190,6 +195,29 @@ func splitSections(raw []byte) ([][]byte, bool) {
 		out[i] = raw[start:end]
 	}
 	return out, true
+}
+
+// otherBreaks reports whether raw breaks a line other than with \n or
+// \r\n. The library also starts a line after a lone \r, NEL, LS or PS,
+// where a top-level key would hide from splitSections inside the line
+// before it (and a second users: pass unseen).
+func otherBreaks(raw []byte) bool {
+	for rest := raw; ; {
+		i := bytes.IndexByte(rest, '\r')
+		if i < 0 {
+			break
+		}
+		if i+1 == len(rest) || rest[i+1] != '\n' {
+			return true
+		}
+		rest = rest[i+2:]
+	}
+	for _, br := range []string{"\u0085", "\u2028", "\u2029"} {
+		if bytes.Contains(raw, []byte(br)) {
+			return true
+		}
+	}
+	return false
 }
 
 // topKey returns the top-level key line starts with, or "".
