@@ -31,20 +31,24 @@ type IdentitySource interface {
 const identitiesKey = "all"
 
 // ResidentSource is a Source that holds its records in memory, returns
-// tokens by value and users, groups and providers by pointer without I/O
-// or allocation, and reports every change (the file store). Records reads
-// those straight from it: caching copies would only add memory (a token's
-// record per active token), a lock and a clock read to each lookup.
+// tokens by value and users, groups, providers and users' indexed
+// credentials by pointer without I/O or allocation, and reports every
+// change (the file store). Records reads those straight from it: caching
+// copies would only add memory (a token's record per active token), a
+// lock and a clock read to each lookup.
 type ResidentSource interface {
 	Source
 	// ResidentToken is Token by value, without allocating.
 	ResidentToken(ctx context.Context, id string) (record.Token, error)
+	// PrivateKeys is Credentials indexed as Records.PrivateKeys returns
+	// them: an empty index for a user with none, never record.ErrNotFound.
+	PrivateKeys(ctx context.Context, user string) (*record.PrivateKeys, error)
 }
 
 // Records caches each kind of live record of a Source in its own Cache,
 // with records the store reports gone (record.ErrNotFound) cached as
-// negative entries; a ResidentSource's tokens, users, groups and
-// providers are read from it directly. It serves authz.Records.
+// negative entries; a ResidentSource's tokens, users, groups, providers
+// and private keys are read from it directly. It serves authz.Records.
 type Records struct {
 	tokens    reader[record.Token]
 	users     reader[*record.User]
@@ -52,7 +56,7 @@ type Records struct {
 	providers reader[*record.Provider]
 	// privateKeys are each user's own credentials, indexed for the
 	// decision, by user name.
-	privateKeys *Cache[*record.PrivateKeys]
+	privateKeys reader[*record.PrivateKeys]
 	// identities is the index of every principal mapping, one entry,
 	// reloaded whole when a mapping changes.
 	identities *Cache[*record.Identities]
@@ -73,6 +77,7 @@ func NewRecords(src Source, opts Options) (*Records, error) {
 	if rs, ok := src.(ResidentSource); ok {
 		r.tokens = direct[record.Token](rs.ResidentToken)
 		r.users, r.groups, r.providers = direct[*record.User](src.User), direct[*record.Group](src.Group), direct[*record.Provider](src.Provider)
+		r.privateKeys = direct[*record.PrivateKeys](rs.PrivateKeys)
 	} else {
 		tokens, err := New(src.Token, opts)
 		if err != nil {
@@ -88,23 +93,9 @@ func NewRecords(src Source, opts Options) (*Records, error) {
 		if r.providers, err = New(src.Provider, opts); err != nil {
 			return nil, err
 		}
-	}
-	// One empty index serves every user without credentials.
-	none := record.NewPrivateKeys(nil)
-	loadPrivateKeys := func(ctx context.Context, user string) (*record.PrivateKeys, error) {
-		creds, err := src.Credentials(ctx, user)
-		switch {
-		case errors.Is(err, record.ErrNotFound), err == nil && len(creds) == 0:
-			// Most users have none: a positive entry, so that their
-			// requests cost no store traffic.
-			return none, nil
-		case err != nil:
+		if r.privateKeys, err = New(privateKeysOf(src), opts); err != nil {
 			return nil, err
 		}
-		return record.NewPrivateKeys(creds), nil
-	}
-	if r.privateKeys, err = New(loadPrivateKeys, opts); err != nil {
-		return nil, err
 	}
 	loadIdentities := func(ctx context.Context, _ string) (*record.Identities, error) {
 		is, ok := src.(IdentitySource)
@@ -121,6 +112,24 @@ func NewRecords(src Source, opts Options) (*Records, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// privateKeysOf loads a user's credentials from src and indexes them.
+func privateKeysOf(src Source) LoadFunc[*record.PrivateKeys] {
+	// One empty index serves every user without credentials.
+	none := record.NewPrivateKeys(nil)
+	return func(ctx context.Context, user string) (*record.PrivateKeys, error) {
+		creds, err := src.Credentials(ctx, user)
+		switch {
+		case errors.Is(err, record.ErrNotFound), err == nil && len(creds) == 0:
+			// Most users have none: a positive entry, so that their
+			// requests cost no store traffic.
+			return none, nil
+		case err != nil:
+			return nil, err
+		}
+		return record.NewPrivateKeys(creds), nil
+	}
 }
 
 // Token returns the live token record with the given id, by value: from

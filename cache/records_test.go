@@ -267,8 +267,8 @@ func TestRecordsShareHealth(t *testing.T) {
 	}
 }
 
-// residentSource is a credSource that says its users, groups and
-// providers are resident, and counts reads of them.
+// residentSource is a credSource that says its tokens, users, groups,
+// providers and private keys are resident, and counts reads of them.
 type residentSource struct {
 	*credSource
 	reads map[string]int
@@ -277,6 +277,12 @@ type residentSource struct {
 func (s *residentSource) ResidentToken(_ context.Context, id string) (record.Token, error) {
 	s.reads["token"]++
 	return record.Token{ID: id, User: "ann"}, nil
+}
+
+func (s *residentSource) PrivateKeys(ctx context.Context, user string) (*record.PrivateKeys, error) {
+	s.reads["private_keys"]++
+	creds, err := s.credSource.Credentials(ctx, user)
+	return record.NewPrivateKeys(creds), err
 }
 
 func (s *residentSource) User(ctx context.Context, name string) (*record.User, error) {
@@ -294,10 +300,10 @@ func (s *residentSource) Provider(ctx context.Context, name string) (*record.Pro
 	return s.credSource.Provider(ctx, name)
 }
 
-// TestResidentSource: a resident source's tokens (by value), users, groups
-// and providers are read from it on every lookup, with no cache (and no
-// counters) of their own, while a plain source's are cached; credentials
-// are cached either way.
+// TestResidentSource: a resident source's tokens (by value), users,
+// groups, providers and private keys are read from it on every lookup,
+// with no cache (and no counters) of their own, while a plain source's are
+// cached; identities are cached either way.
 func TestResidentSource(t *testing.T) {
 	ctx := t.Context()
 	for name, tc := range map[string]struct {
@@ -305,7 +311,7 @@ func TestResidentSource(t *testing.T) {
 		wantReads int
 		wantKinds []string
 	}{
-		"resident": {true, 3, []string{"private_keys", "identities"}},
+		"resident": {true, 3, []string{"identities"}},
 		"plain":    {false, 0, []string{"token", "user", "group", "provider", "private_keys", "identities"}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -335,12 +341,12 @@ func TestResidentSource(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for _, kind := range []string{"token", "user", "group", "provider"} {
+			for _, kind := range []string{"token", "user", "group", "provider", "private_keys"} {
 				if rs.reads[kind] != tc.wantReads {
 					t.Errorf("%s read from the source %d times, want %d", kind, rs.reads[kind], tc.wantReads)
 				}
 			}
-			if n := rs.loaded("ann"); n != 1 {
+			if n := rs.loaded("ann"); !tc.resident && n != 1 {
 				t.Errorf("credentials loaded %d times, want 1 (cached)", n)
 			}
 			var kinds []string

@@ -26,7 +26,7 @@ func (s *Store) Credential(_ context.Context, user, id string) (*record.Credenti
 	if err := cmp.Or(userName.check(user), credentialID.check(id)); err != nil {
 		return nil, unreadable(err)
 	}
-	if c, ok := s.snap.Load().credentials[user][id]; ok {
+	if c, ok := s.snap.Load().credentials.byUser[user][id]; ok {
 		return c, nil
 	}
 	return nil, credentialNotFound(user, id)
@@ -38,11 +38,32 @@ func (s *Store) Credentials(_ context.Context, user string) ([]*record.Credentia
 	if err := userName.check(user); err != nil {
 		return nil, unreadable(err)
 	}
-	out := values(s.snap.Load().credentials[user])
+	return oldestFirst(s.snap.Load().credentials.byUser[user]), nil
+}
+
+// PrivateKeys returns user's credentials indexed for the decision, from
+// the loaded snapshot, where they were indexed as the credentials file
+// was read: nothing is built or allocated here. A user without
+// credentials, or unknown, gets an empty index. With it the store is a
+// cache.ResidentSource.
+func (s *Store) PrivateKeys(_ context.Context, user string) (*record.PrivateKeys, error) {
+	set := s.snap.Load().credentials
+	if k, ok := set.keys[user]; ok {
+		return k, nil
+	}
+	if err := userName.check(user); err != nil {
+		return nil, unreadable(err)
+	}
+	return set.none, nil
+}
+
+// oldestFirst lists one user's credentials, oldest first.
+func oldestFirst(byID map[string]*record.Credential) []*record.Credential {
+	out := values(byID)
 	slices.SortFunc(out, func(a, b *record.Credential) int {
 		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID))
 	})
-	return out, nil
+	return out
 }
 
 // DeleteCredential removes user's credential id. It is record.ErrNotFound

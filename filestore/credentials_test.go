@@ -294,3 +294,42 @@ func TestWatchReloadsCredentials(t *testing.T) {
 		t.Errorf("the deletion after a poll: %v", err)
 	}
 }
+
+// TestPrivateKeys: the store indexes each user's credentials as it reads
+// the credentials file, so that a check reads them without building
+// anything: the same index until that file changes, an empty one for a
+// user without any, and ErrInvalidName for a name that is not one.
+func TestPrivateKeys(t *testing.T) {
+	ctx := t.Context()
+	st, _ := withUsers(t)
+	c := newCredential("ann", "personal")
+	if err := st.PutCredential(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	ann, err := st.PrivateKeys(ctx, "ann")
+	if err != nil || !ann.Has("openai") || ann.For("openai", "gpt-4o") == nil || ann.For("openai", "gpt-4o").Key.Secret != c.Key {
+		t.Fatalf("PrivateKeys(ann) = %+v, %v; want ann's key for openai gpt-4o", ann, err)
+	}
+	for _, user := range []string{"bob", "nobody"} {
+		if k, err := st.PrivateKeys(ctx, user); err != nil || k == nil || k.Has("openai") {
+			t.Errorf("PrivateKeys(%s) = %+v, %v; want an empty index", user, k, err)
+		}
+	}
+	if _, err := st.PrivateKeys(ctx, "../ann"); !errors.Is(err, record.ErrInvalidName) {
+		t.Errorf("PrivateKeys(../ann): %v, want ErrInvalidName", err)
+	}
+
+	// Another file's change keeps the index; a credential's makes a new one.
+	if err := st.PutUser(ctx, &record.User{Name: "cy", Role: record.RoleUser}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := st.PrivateKeys(ctx, "ann"); again != ann {
+		t.Error("a user's change rebuilt ann's keys: every answer with them would be built again")
+	}
+	if err := st.DeleteCredential(ctx, "ann", c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := st.PrivateKeys(ctx, "ann"); err != nil || k.Has("openai") {
+		t.Errorf("after the delete: %+v, %v; want an empty index", k, err)
+	}
+}

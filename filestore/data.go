@@ -379,8 +379,7 @@ func (d *Data) marshal() ([]byte, error) {
 type snapshot struct {
 	*policy
 	tokens *tokenIndex
-	// credentials are by user, then by credential id.
-	credentials map[string]map[string]*record.Credential
+	credentials *credentialSet
 	// apiTokens are management token records by id.
 	apiTokens map[string]*record.APIToken
 }
@@ -601,8 +600,18 @@ func checkToken(id string, t *TokenData, known knownNames) error {
 	return bad.err()
 }
 
-// buildCredentials validates users' credentials.
-func buildCredentials(creds map[string]map[string]*credentialData) (map[string]map[string]*record.Credential, error) {
+// credentialSet is what the credentials file holds: each user's
+// credentials by id, and the same indexed for the decision
+// (Store.PrivateKeys), built and replaced together.
+type credentialSet struct {
+	byUser map[string]map[string]*record.Credential
+	keys   map[string]*record.PrivateKeys
+	// none is the index of every user without credentials.
+	none *record.PrivateKeys
+}
+
+// buildCredentials validates users' credentials and indexes them.
+func buildCredentials(creds map[string]map[string]*credentialData) (*credentialSet, error) {
 	var bad problems
 	out := make(map[string]map[string]*record.Credential, len(creds))
 	for user, m := range creds {
@@ -621,7 +630,14 @@ func buildCredentials(creds map[string]map[string]*credentialData) (map[string]m
 		}
 		out[user] = byID
 	}
-	return out, bad.err()
+	if err := bad.err(); err != nil {
+		return nil, err
+	}
+	set := &credentialSet{byUser: out, keys: make(map[string]*record.PrivateKeys, len(out)), none: record.NewPrivateKeys(nil)}
+	for user, byID := range out {
+		set.keys[user] = record.NewPrivateKeys(oldestFirst(byID))
+	}
+	return set, nil
 }
 
 // buildAPITokens validates management token records.

@@ -210,11 +210,12 @@ func (s *Store) SigningKeys(context.Context) ([]token.SigningKey, error) {
 
 // find returns the record m holds under the name of kind k.
 func find[V any](m map[string]*V, k nameKind, name string) (*V, error) {
+	if v, ok := m[name]; ok {
+		// Its name was checked as the store was read.
+		return v, nil
+	}
 	if err := k.check(name); err != nil {
 		return nil, unreadable(err)
-	}
-	if v, ok := m[name]; ok {
-		return v, nil
 	}
 	return nil, fmt.Errorf("%s %q: %w", k, name, record.ErrNotFound)
 }

@@ -138,11 +138,11 @@ func (k fileKind) prepare(ctx context.Context, log *slog.Logger) error {
 }
 
 // fileRecordTTL is how long what is cached of the file store lives (its
-// tokens, users, groups and providers are read from its memory; users'
-// own credentials and the principal mappings are cached, indexed): the
-// watcher drops it all on every change of the files (see watch), so
-// expiry would only rebuild the same indexes. It bounds how long an index
-// could outlive a change the watcher missed.
+// tokens, users, groups, providers and users' own keys are read from its
+// memory; the principal mappings are cached, indexed): the watcher drops
+// it all on every change of the files (see watch), so expiry would only
+// rebuild the same index. It bounds how long the index could outlive a
+// change the watcher missed.
 const fileRecordTTL = time.Hour
 
 func (fileKind) cacheOptions(o cache.Options) cache.Options {
@@ -152,8 +152,9 @@ func (fileKind) cacheOptions(o cache.Options) cache.Options {
 
 func (k fileKind) watch(ctx context.Context, records *cache.Records, keysChanged func()) {
 	k.fs.Watch(ctx, k.poll, k.log, func() {
-		// Every cache, users' own credentials included: a credential
-		// another process wrote is in use within poll_interval.
+		// The principal mappings' index, and the signing keys
+		// (keysChanged): a change another process wrote is in use
+		// within poll_interval.
 		records.Purge()
 		keysChanged()
 		debug.FreeOSMemory() // see Run
