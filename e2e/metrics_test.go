@@ -77,9 +77,9 @@ func TestMetrics(t *testing.T) {
 		`keyward_checks_total{key_source="",outcome="denied",reason="invalid_token"}`:             2,
 		`keyward_check_duration_seconds_count{outcome="allowed"}`:                                 4,
 		`keyward_check_duration_seconds_count{outcome="denied"}`:                                  4,
-		`keyward_management_requests_total{route="GET /v1/users/{name}",status="200"}`: 1,
-		`keyward_management_requests_total{route="GET /v1/users",status="401"}`:        1,
-		`keyward_management_requests_total{route="unmatched",status="404"}`:            1,
+		`keyward_management_requests_total{route="GET /v1/users/{name}",status="200"}`:            1,
+		`keyward_management_requests_total{route="GET /v1/users",status="401"}`:                   1,
+		`keyward_management_requests_total{route="unmatched",status="404"}`:                       1,
 	}
 	for series, min := range atLeast {
 		if v, ok := got[series]; !ok || v < min {

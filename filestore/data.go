@@ -378,7 +378,7 @@ func (d *Data) marshal() ([]byte, error) {
 // and are shared between snapshots while their files do not change.
 type snapshot struct {
 	*policy
-	tokens *tokenIndex
+	tokens      *tokenIndex
 	credentials *credentialSet
 	// apiTokens are management token records by id.
 	apiTokens map[string]*record.APIToken
