@@ -1,98 +1,91 @@
 package authz
 
 import (
-	"sync"
+	"math/bits"
+	"math/rand/v2"
+	"sync/atomic"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
 
-// answers caches allowed answers by a key K, at most size of them. It is
-// a map per shard under a read-write lock, so that a hit, the common case,
-// takes a read lock and writes nothing; an LRU would move its entry to the
-// front under an exclusive lock on every hit. When a shard is full, adding
-// evicts an arbitrary entry (Go randomizes where map iteration starts)
-// rather than the least recently used: when more tokens are active than
-// there is room for, cycling through them keeps a hit rate near
-// size/active, where an LRU would miss every time (the cliff of issue 13).
-//
-// Keep K at most 128 bytes: Go's maps store larger keys apart, one
-// allocation per insert.
+// answers caches allowed answers by a key K, at most size of them, in a
+// set-associative table: k's hash picks a set of up to answerWays slots,
+// one cache line, and k is in one of them or not held. Each slot points
+// to an immutable entry, so a hit, the common case, takes no lock and
+// writes nothing: a read lock's counter is a line that every core writes,
+// and a map under it hashed the whole key again and read more lines, which
+// at a few callers (each check between cold caches) was a microsecond of
+// the check. Adding takes a free slot of k's set, else replaces one of
+// them at random rather than the least recently used: when more tokens are
+// active than there is room for, cycling through them keeps a hit rate
+// near size/active, where an LRU would miss every time (the cliff of issue
+// 13).
 type answers[K comparable] struct {
-	shards   []answerShard[K]
-	shift    uint
-	perShard int
-	// hash spreads keys over the shards.
+	sets []answerSet[K]
+	// ways is how many slots of each set are used: answerWays, or fewer
+	// in a cache smaller than one set.
+	ways int
+	// hash spreads keys over the sets.
 	hash func(K) uint64
 }
 
-type answerShard[K comparable] struct {
-	mu sync.RWMutex
-	m  map[K]*authv3.CheckResponse
-	// Keeps shards off each other's cache lines: mu is written by every
-	// read lock.
-	_ [64 - 24 - 8]byte
+// answerWays is the slots of a set: 8 pointers, one cache line.
+const answerWays = 8
+
+type answerSet[K comparable] [answerWays]atomic.Pointer[answerEntry[K]]
+
+type answerEntry[K comparable] struct {
+	key  K
+	resp *authv3.CheckResponse
 }
 
-// answerShards caps the lock striping; minAnswersPerShard keeps small
-// caches in one shard, so that their bound is exact.
-const (
-	answerShards       = 16
-	minAnswersPerShard = 64
-)
-
+// newAnswers returns a cache of at most size answers (size ≥ 1): whole
+// sets, so that a size that is not a multiple of answerWays holds a
+// little less.
 func newAnswers[K comparable](size int, hash func(K) uint64) *answers[K] {
-	n := 1
-	for n < answerShards && size/(n*2) >= minAnswersPerShard {
-		n *= 2
-	}
-	a := &answers[K]{shards: make([]answerShard[K], n), perShard: (size + n - 1) / n, shift: 64, hash: hash}
-	for n > 1 {
-		a.shift--
-		n /= 2
-	}
-	for i := range a.shards {
-		a.shards[i].m = make(map[K]*authv3.CheckResponse)
-	}
-	return a
+	ways := min(size, answerWays)
+	return &answers[K]{sets: make([]answerSet[K], size/ways), ways: ways, hash: hash}
 }
 
-// shard picks k's shard (Fibonacci hashing over hash).
-func (a *answers[K]) shard(k *K) *answerShard[K] {
-	if a.shift == 64 {
-		return &a.shards[0]
-	}
-	return &a.shards[(a.hash(*k)*0x9E3779B97F4A7C15)>>a.shift]
+// set is k's set (Lemire's multiply-shift: the hash's high bits, uniform).
+func (a *answers[K]) set(k *K) *answerSet[K] {
+	hi, _ := bits.Mul64(a.hash(*k), uint64(len(a.sets)))
+	return &a.sets[hi]
 }
 
 func (a *answers[K]) get(k K) (*authv3.CheckResponse, bool) {
-	s := a.shard(&k)
-	s.mu.RLock()
-	resp, ok := s.m[k]
-	s.mu.RUnlock()
-	return resp, ok
+	s := a.set(&k)
+	for i := range a.ways {
+		if e := s[i].Load(); e != nil && e.key == k {
+			return e.resp, true
+		}
+	}
+	return nil, false
 }
 
 func (a *answers[K]) add(k K, resp *authv3.CheckResponse) {
-	s := a.shard(&k)
-	s.mu.Lock()
-	if _, ok := s.m[k]; !ok && len(s.m) >= a.perShard {
-		for old := range s.m {
-			delete(s.m, old)
-			break
+	s := a.set(&k)
+	e := &answerEntry[K]{key: k, resp: resp}
+	for i := range a.ways {
+		if s[i].CompareAndSwap(nil, e) {
+			return
 		}
 	}
-	s.m[k] = resp
-	s.mu.Unlock()
+	s[rand.IntN(a.ways)].Store(e)
 }
+
+// capacity is how many answers the cache can hold.
+func (a *answers[K]) capacity() int { return len(a.sets) * a.ways }
 
 // len is the number of answers held.
 func (a *answers[K]) len() int {
 	n := 0
-	for i := range a.shards {
-		s := &a.shards[i]
-		s.mu.RLock()
-		n += len(s.m)
-		s.mu.RUnlock()
+	for i := range a.sets {
+		for j := range a.ways {
+			if a.sets[i][j].Load() != nil {
+				n++
+			}
+		}
 	}
 	return n
 }

@@ -16,48 +16,55 @@ import (
 	"github.com/keyward/keyward/record"
 )
 
-// TestAnswersBounded: the cache never holds more than its size (rounded up
-// to a multiple of its shards, each bounded on its own), keeps what it was
-// given while there is room (in a cache of one shard), and, cycling through three times more
-// keys than it holds, still hits (an LRU would miss every time: issue 13's
+// TestAnswersBounded: the cache never holds more than its size (whole
+// sets of it), keeps what it was given while its set has room (all of it,
+// in a cache of one set), answers each key with its own answer, and,
+// cycling through three times more keys than it holds, still hits about
+// as often as it has room for (an LRU would miss every time: issue 13's
 // cliff).
 func TestAnswersBounded(t *testing.T) {
 	seed := maphash.MakeSeed()
-	for _, size := range []int{1, 10, 5000} {
+	for _, size := range []int{1, 8, 10, 5000} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
-			a := newAnswers(size, func(k tokenAnswer) uint64 { return maphash.String(seed, k.id) })
+			a := newAnswers(size, func(k tokenAnswer) uint64 { return maphash.Bytes(seed, k.id[:]) })
+			if c := a.capacity(); c > size || c < size-answerWays+1 {
+				t.Fatalf("capacity %d for size %d", c, size)
+			}
 			keys := make([]tokenAnswer, 3*size)
+			resps := make(map[tokenAnswer]*authv3.CheckResponse, len(keys))
 			for i := range keys {
-				keys[i] = tokenAnswer{answerKey: answerKey{key: &record.Key{}, provider: "openai"}, id: fmt.Sprint(i)}
+				keys[i] = tokenAnswer{answerKey: answerKey{key: &record.Key{}, provider: "openai"}}
+				copy(keys[i].id[:], fmt.Sprintf("%016d", i))
+				resps[keys[i]] = &authv3.CheckResponse{}
 			}
-			resp := &authv3.CheckResponse{}
-			for _, k := range keys[:size] {
-				a.add(k, resp)
+			for _, k := range keys[:a.capacity()] {
+				a.add(k, resps[k])
 			}
-			for _, k := range keys[:size] {
-				if _, ok := a.get(k); !ok && len(a.shards) == 1 {
+			for _, k := range keys[:a.capacity()] {
+				if _, ok := a.get(k); !ok && len(a.sets) == 1 {
 					t.Fatalf("key %s evicted with room to spare", k.id)
 				}
-			}
-			bound := a.perShard * len(a.shards)
-			if bound-size >= len(a.shards) {
-				t.Fatalf("bound %d for size %d", bound, size)
 			}
 			hits := 0
 			for range 3 {
 				for _, k := range keys {
-					if _, ok := a.get(k); ok {
+					if resp, ok := a.get(k); ok {
+						if resp != resps[k] {
+							t.Fatalf("key %s answered with another key's answer", k.id)
+						}
 						hits++
 					} else {
-						a.add(k, resp)
+						a.add(k, resps[k])
 					}
-					if n := a.len(); n > bound {
+					if n := a.len(); n > size {
 						t.Fatalf("holds %d answers, size %d", n, size)
 					}
 				}
 			}
-			if size > 1 && hits == 0 {
-				t.Fatal("no hit while cycling through 3x size keys")
+			// Random replacement keeps about capacity/active of the
+			// keys: a third here, half of that is ample.
+			if want := 3 * len(keys) / 3 / 6; hits < want {
+				t.Fatalf("%d hits while cycling 3 times through %d keys, want at least %d", hits, len(keys), want)
 			}
 		})
 	}
@@ -95,10 +102,11 @@ func TestCachedAnswerIsBuilt(t *testing.T) {
 			if d.Key == nil {
 				t.Fatal("no key: the case does not reach the cached form")
 			}
-			cached, ok := s.responder.byToken.get(tokenAnswer{
-				answerKey: answerKey{key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt), inMetadata: tc.opts.KeyDelivery[tc.provider] == KeyInMetadata},
-				id:        d.TokenID, user: d.Token.User, group: d.Token.Group,
-			})
+			k, ok := tokenAnswerOf(answerKey{key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt), inMetadata: tc.opts.KeyDelivery[tc.provider] == KeyInMetadata}, &d)
+			if !ok {
+				t.Fatalf("token id %q: no answer key", d.TokenID)
+			}
+			cached, ok := s.responder.byToken.get(k)
 			if !ok || len(cached.ProtoReflect().GetUnknown()) == 0 || cached.GetOkResponse() == nil {
 				t.Fatal("the answer is not cached in its compact form")
 			}
@@ -147,13 +155,17 @@ func BenchmarkCheckAllowedUncached(b *testing.B) {
 	}
 }
 
-// TestAnswerKeySizes: Go's maps keep keys over 128 bytes apart, one
-// allocation per insert (which made a cached answer's miss allocate once
-// more when a key grew past it).
+// TestAnswerKeySizes: an answer's entry is its key and a pointer, one
+// allocation per answer cached, in Go's size class of 96 bytes for the
+// many tokens' answers: a key that grew would move every one of them up
+// to the next.
 func TestAnswerKeySizes(t *testing.T) {
-	for name, size := range map[string]uintptr{"tokenAnswer": unsafe.Sizeof(tokenAnswer{}), "otherAnswer": unsafe.Sizeof(otherAnswer{})} {
-		if size > 128 {
-			t.Errorf("%s is %d bytes, over 128", name, size)
+	for name, tc := range map[string]struct{ size, max uintptr }{
+		"token": {unsafe.Sizeof(answerEntry[tokenAnswer]{}), 96},
+		"other": {unsafe.Sizeof(answerEntry[otherAnswer]{}), 128},
+	} {
+		if tc.size > tc.max {
+			t.Errorf("a %s answer's entry is %d bytes, over %d", name, tc.size, tc.max)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/keyward/keyward/record"
+	"github.com/keyward/keyward/token"
 )
 
 // Identity headers keyward sets on allowed requests. Client-supplied
@@ -76,10 +77,22 @@ type answerKey struct {
 // tokenAnswer keys a token's answer: its id, user and group are all the
 // answer holds of the token (whose record is read by value, so there is
 // no record pointer to key by). Token answers are the many: one per active
-// token, 80 bytes of key each.
+// token, 80 bytes of key each. The id is held as its characters, not a
+// string: nothing of the client's header is kept, nothing is copied apart,
+// and comparing it reads no other memory. The user and group are the
+// store's names, which a lookup's key shares, so that comparing them
+// mostly compares pointers.
 type tokenAnswer struct {
 	answerKey
-	id, user, group string
+	id          [token.IDLen]byte
+	user, group string
+}
+
+// tokenAnswerOf is the key of d's answer, a token's, over ak; false for
+// an id not of a token id's length, which no verified token has.
+func tokenAnswerOf(ak answerKey, d *Decision) (tokenAnswer, bool) {
+	k := tokenAnswer{answerKey: ak, user: d.Token.User, group: d.Token.Group}
+	return k, len(d.TokenID) == token.IDLen && copy(k.id[:], d.TokenID) == token.IDLen
 }
 
 // otherAnswer keys the answers of mesh identities (the mapping, a record
@@ -147,7 +160,9 @@ func newResponder(sources []Source, delivery map[string]KeyDelivery, cacheSize i
 	}
 	seed := maphash.MakeSeed()
 	byToken := newAnswers(cacheSize, func(k tokenAnswer) uint64 {
-		return maphash.String(seed, k.id) ^ uint64(uintptr(unsafe.Pointer(k.key)))>>3
+		// A token's answers with each of a provider's keys (they
+		// rotate) spread over sets too.
+		return maphash.Bytes(seed, k.id[:]) ^ uint64(uintptr(unsafe.Pointer(k.key)))*0x9E3779B97F4A7C15
 	})
 	byOther := newAnswers(cacheSize, func(k otherAnswer) uint64 { return maphash.Comparable(seed, k) })
 	keys, err := lru.New[keyPartsKey, *keyParts](keyPartsCacheSize)
@@ -195,13 +210,13 @@ func (r *responder) respond(d *Decision, requestHeaders map[string]string) *auth
 	}
 	ak := answerKey{key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt), clientVersion: clientVersion, inMetadata: inMetadata}
 	if d.HasToken() {
-		k := tokenAnswer{answerKey: ak, id: d.TokenID, user: d.Token.User, group: d.Token.Group}
+		k, ok := tokenAnswerOf(ak, d)
+		if !ok {
+			return r.newAnswer(d, clientVersion, inMetadata)
+		}
 		if resp, ok := r.byToken.get(k); ok {
 			return resp
 		}
-		// The id is part of the client's header, which the cache must
-		// not keep alive.
-		k.id = strings.Clone(k.id)
 		resp := r.newAnswer(d, clientVersion, inMetadata)
 		r.byToken.add(k, resp)
 		return resp

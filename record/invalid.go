@@ -18,7 +18,7 @@ var ErrInvalidName = errors.New("invalid name")
 // ErrInvalidName, which does not quote the name (it may be a secret
 // pasted into the wrong place).
 func CheckName(kind, name string) error {
-	if !namePattern.MatchString(name) {
+	if !validName(name) {
 		return fmt.Errorf("%s name: %w: want 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", kind, ErrInvalidName)
 	}
 	return nil
