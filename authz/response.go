@@ -208,7 +208,14 @@ func (r *responder) respond(d *Decision, requestHeaders map[string]string) *auth
 	if !d.HasToken() && d.Identity == nil && d.JWTIssuer == "" {
 		return r.passthrough
 	}
-	ak := answerKey{key: d.Key, provider: d.ProviderName, tokenAt: int32(d.found.tokenAt), clientVersion: clientVersion, inMetadata: inMetadata}
+	provider := d.ProviderName
+	if d.Provider != nil && d.Provider.Name == provider {
+		// The record's own string, the same for every check with the
+		// provider: comparing answers' keys then compares pointers and
+		// reads no more memory.
+		provider = d.Provider.Name
+	}
+	ak := answerKey{key: d.Key, provider: provider, tokenAt: int32(d.found.tokenAt), clientVersion: clientVersion, inMetadata: inMetadata}
 	if d.HasToken() {
 		k, ok := tokenAnswerOf(ak, d)
 		if !ok {

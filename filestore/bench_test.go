@@ -3,9 +3,9 @@ package filestore
 import (
 	"fmt"
 	"path/filepath"
-	"reflect"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/keyward/keyward/record"
 	"github.com/keyward/keyward/token"
@@ -143,7 +143,7 @@ func TestReloadCopiesOneShard(t *testing.T) {
 	after := bs.serving.snap.Load().tokens
 	copied := 0
 	for i := range after.shards {
-		if reflect.ValueOf(after.shards[i]).UnsafePointer() != reflect.ValueOf(before.shards[i]).UnsafePointer() {
+		if unsafe.SliceData(after.shards[i].slots) != unsafe.SliceData(before.shards[i].slots) {
 			copied++
 		}
 	}

@@ -2,6 +2,8 @@ package filestore
 
 import (
 	"encoding/binary"
+	"hash/maphash"
+	"math"
 	"maps"
 	"slices"
 	"strings"
@@ -19,12 +21,17 @@ import (
 // caches in front of the store keep the ones in use.
 //
 // An index is never changed once published. The records are spread over
-// tokenShards maps by id so that a reload that read a few new lines copies
-// the shards those lines fall in, not every record: a token appended to a
-// file of 100,000 costs what it costs in a file of 100.
+// tokenShards tables by id so that a reload that read a few new lines
+// copies the shards those lines fall in, not every record: a token
+// appended to a file of 100,000 costs what it costs in a file of 100.
 type tokenIndex struct {
-	// shards hold the records by id; a nil shard holds none.
-	shards []tokenShard
+	// shards hold the records by id.
+	shards []tokenTable
+	// seed hashes ids within a shard (see hash): a store file's ids are
+	// whatever its writer chose, and must not be able to pile up on one
+	// probe run. Every index derived from one keeps its seed, since they
+	// share tables.
+	seed maphash.Seed
 	// names are the distinct user and group names, few and shared. Later
 	// indexes append to the same array past this one's length, which this
 	// one never reads.
@@ -41,8 +48,6 @@ type tokenIndex struct {
 	// tokens.
 	owners []ownerShard
 }
-
-type tokenShard = map[token.RawID]tokenEntry
 
 type ownerShard = map[string][]token.RawID
 
@@ -61,6 +66,12 @@ const tokenShards = 1024
 
 func shardOf(id token.RawID) int {
 	return int(binary.BigEndian.Uint16(id[:2])) % tokenShards
+}
+
+// hash is id's hash within its shard's table: never 0, which marks a free
+// slot.
+func (x *tokenIndex) hash(id token.RawID) uint32 {
+	return uint32(maphash.Comparable(x.seed, id)) | 1
 }
 
 type tokenEntry struct {
@@ -94,12 +105,11 @@ func (x *tokenIndex) len() int {
 	return x.n
 }
 
-func (x *tokenIndex) lookup(id token.RawID) (tokenEntry, bool) {
+func (x *tokenIndex) lookup(id token.RawID) (*tokenEntry, bool) {
 	if x == nil || x.shards == nil {
-		return tokenEntry{}, false
+		return nil, false
 	}
-	e, ok := x.shards[shardOf(id)][id]
-	return e, ok
+	return x.shards[shardOf(id)].get(id, x.hash(id))
 }
 
 // each calls yield for every record until it returns false.
@@ -107,11 +117,9 @@ func (x *tokenIndex) each(yield func(token.RawID, tokenEntry) bool) {
 	if x == nil {
 		return
 	}
-	for _, sh := range x.shards {
-		for id, e := range sh {
-			if !yield(id, e) {
-				return
-			}
+	for i := range x.shards {
+		if !x.shards[i].each(yield) {
+			return
 		}
 	}
 }
@@ -134,7 +142,7 @@ func (x *tokenIndex) owned(user string) []*record.Token {
 	out := make([]*record.Token, 0, len(ids))
 	for _, id := range ids {
 		if e, ok := x.lookup(id); ok {
-			out = append(out, x.record(id, e))
+			out = append(out, x.record(id, *e))
 		}
 	}
 	return out
@@ -197,7 +205,7 @@ func (x *tokenIndex) value(id string, raw token.RawID) (record.Token, bool) {
 	if !ok {
 		return record.Token{}, false
 	}
-	return x.view(id, &e), true
+	return x.view(id, e), true
 }
 
 // data returns the entry as the token file holds it.
@@ -238,10 +246,13 @@ func newIndexBuilder() *indexBuilder { return sizedIndexBuilder(0) }
 // records made ahead: the shards of a large index are then not grown, and
 // copied, many times over while it is built.
 func sizedIndexBuilder(n int) *indexBuilder {
-	x := &tokenIndex{shards: make([]tokenShard, tokenShards), owners: make([]ownerShard, tokenShards)}
+	x := &tokenIndex{shards: make([]tokenTable, tokenShards), seed: maphash.MakeSeed(), owners: make([]ownerShard, tokenShards)}
 	if per := n / tokenShards; per > 8 {
+		// A shard holds per records give or take a few times their
+		// square root (ids are random): room for most without growing.
+		per += 2 * int(math.Sqrt(float64(per)))
 		for i := range x.shards {
-			x.shards[i] = make(tokenShard, per)
+			x.shards[i] = newTokenTable(per)
 		}
 	}
 	return &indexBuilder{x: x, intern: map[string]uint32{}}
@@ -295,15 +306,12 @@ func (b *indexBuilder) dropOwned(user string, id token.RawID) {
 }
 
 // shard returns shard i, copied first if the base index shares it.
-func (b *indexBuilder) shard(i int) tokenShard {
+func (b *indexBuilder) shard(i int) *tokenTable {
 	if b.owned != nil && !b.owned[i] {
-		b.x.shards[i] = maps.Clone(b.x.shards[i])
+		b.x.shards[i] = b.x.shards[i].clone()
 		b.owned[i] = true
 	}
-	if b.x.shards[i] == nil {
-		b.x.shards[i] = tokenShard{}
-	}
-	return b.x.shards[i]
+	return &b.x.shards[i]
 }
 
 // lookup returns the index of name s in x.names, if it is there.
@@ -355,8 +363,7 @@ func (b *indexBuilder) setNamed(id token.RawID, td *TokenData, user, group uint3
 		e.replacedByLen = uint8(len(by))
 		b.x.text = append(b.x.text, by...)
 	}
-	sh := b.shard(shardOf(id))
-	switch old, ok := sh[id]; {
+	switch old, ok := b.shard(shardOf(id)).set(id, b.x.hash(id), e); {
 	case !ok:
 		b.x.n++
 		b.addOwned(td.User, id)
@@ -364,13 +371,14 @@ func (b *indexBuilder) setNamed(id token.RawID, td *TokenData, user, group uint3
 		b.dropOwned(b.x.names[old.user], id)
 		b.addOwned(td.User, id)
 	}
-	sh[id] = e
 }
 
 // remove drops id's record, if there is one.
 func (b *indexBuilder) remove(id token.RawID) {
-	if e, ok := b.x.lookup(id); ok {
-		delete(b.shard(shardOf(id)), id)
+	if _, ok := b.x.lookup(id); !ok {
+		return // its shard not copied for nothing
+	}
+	if e, ok := b.shard(shardOf(id)).remove(id, b.x.hash(id)); ok {
 		b.x.n--
 		b.dropOwned(b.x.names[e.user], id)
 	}

@@ -44,7 +44,7 @@ func (t *Tokens) Get(id string) (TokenData, bool) {
 	if !ok {
 		return TokenData{}, false
 	}
-	return t.base.data(raw, e), true
+	return t.base.data(raw, *e), true
 }
 
 // Set creates or replaces token id's record with a copy of td. The record
@@ -117,7 +117,7 @@ func (t *Tokens) written() []tokenChange {
 		var old *TokenData
 		if raw, ok := token.ParseID(id); ok {
 			if e, ok := t.base.lookup(raw); ok {
-				old = new(t.base.data(raw, e))
+				old = new(t.base.data(raw, *e))
 			}
 		}
 		if !sameToken(old, td) {
