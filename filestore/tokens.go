@@ -3,8 +3,8 @@ package filestore
 import (
 	"encoding/binary"
 	"hash/maphash"
-	"math"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
