@@ -194,6 +194,8 @@ type Request struct {
 	// (measured): without it, a request has no body or one keyward did not
 	// see.
 	Body string
+	// SourceAddress is the downstream peer's address, for the audit log.
+	SourceAddress string
 }
 
 // PartialBodyHeader is the header Envoy adds to the check request when it

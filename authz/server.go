@@ -110,8 +110,33 @@ func NewServer(a *Authorizer, opts ServerOptions) (*Server, error) {
 	}, nil
 }
 
-// Check answers one ext_authz check.
-func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
+// Check answers one ext_authz check. (Served over gRPC with Register,
+// a check reads its request straight from the wire instead: see
+// decodeRequest.)
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	r := requestOf(req)
+	return s.check(ctx, &r), nil
+}
+
+// requestOf is the Request of a decoded CheckRequest.
+func requestOf(req *authv3.CheckRequest) Request {
+	attrs := req.GetAttributes()
+	http := attrs.GetRequest().GetHttp()
+	return Request{
+		Method:            http.GetMethod(),
+		Headers:           http.GetHeaders(),
+		Path:              http.GetPath(),
+		Host:              http.GetHost(),
+		ContextExtensions: attrs.GetContextExtensions(),
+		Principal:         attrs.GetSource().GetPrincipal(),
+		JWTPayloads:       jwtPayloads(attrs.GetMetadataContext().GetFilterMetadata()),
+		Body:              requestBody(http),
+		SourceAddress:     attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(),
+	}
+}
+
+// check answers the check of r. Client input never becomes an error.
+func (s *Server) check(ctx context.Context, r *Request) (resp *authv3.CheckResponse) {
 	var start time.Duration
 	if s.observe != nil {
 		start = time.Since(s.epoch)
@@ -125,7 +150,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		// request data; its type and the stack locate the bug.
 		if p := recover(); p != nil {
 			s.log.Error("panic in check", "panic_type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
-			resp, err = s.responder.denied[ReasonInternal], nil
+			resp = s.responder.denied[ReasonInternal]
 			if s.observe != nil {
 				s.observe(Observation{Reason: ReasonInternal, Took: time.Since(s.epoch) - start})
 			}
@@ -134,21 +159,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			}
 		}
 	}()
-	attrs := req.GetAttributes()
-	http := attrs.GetRequest().GetHttp()
-	r := Request{
-		Method:            http.GetMethod(),
-		Headers:           http.GetHeaders(),
-		Path:              http.GetPath(),
-		Host:              http.GetHost(),
-		ContextExtensions: attrs.GetContextExtensions(),
-		Principal:         attrs.GetSource().GetPrincipal(),
-		JWTPayloads:       jwtPayloads(attrs.GetMetadataContext().GetFilterMetadata()),
-		Body:              requestBody(http),
-	}
-	d := s.authorizer.Decide(ctx, &r)
+	d := s.authorizer.Decide(ctx, r)
 	if !d.Reason.Allowed() {
-		s.audit(req, &d)
+		s.audit(r, &d)
 	}
 	resp = s.responder.respond(&d, r.Headers)
 	if s.observe != nil {
@@ -158,7 +171,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	if span != nil {
 		endSpan(span, &d)
 	}
-	return resp, nil
+	return resp
 }
 
 // keySource is the Observation.KeySource of d.
@@ -177,23 +190,22 @@ func keySource(d *Decision) string {
 
 // audit logs a denial as a structured event: who, what, why; never a
 // credential or the query string (which may hold one).
-func (s *Server) audit(req *authv3.CheckRequest, d *Decision) {
+func (s *Server) audit(r *Request, d *Decision) {
 	if !s.denyLog.Allow() {
 		s.suppressed.Add(1)
 		return
 	}
-	http := req.GetAttributes().GetRequest().GetHttp()
-	path, _, _ := strings.Cut(http.GetPath(), "?")
+	path, _, _ := strings.Cut(r.Path, "?")
 	attrs := []slog.Attr{
 		slog.String("event", "authz.deny"),
 		slog.String("reason", string(d.Reason)),
 		slog.Int("status", d.Reason.HTTPStatus()),
-		slog.String("method", http.GetMethod()),
-		slog.String("host", http.GetHost()),
+		slog.String("method", r.Method),
+		slog.String("host", r.Host),
 		slog.String("path", path),
-		slog.String("source", req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()),
+		slog.String("source", r.SourceAddress),
 	}
-	if id := http.GetHeaders()["x-request-id"]; id != "" {
+	if id := r.Headers["x-request-id"]; id != "" {
 		attrs = append(attrs, slog.String("request_id", id))
 	}
 	if d.TokenID != "" {

@@ -12,12 +12,12 @@ import (
 	"sync"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/keyward/keyward/authz"
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/field"
 	"github.com/keyward/keyward/manage"
@@ -184,6 +184,10 @@ func GRPCOptions() []grpc.ServerOption {
 		// a worker's stack has grown already. Past this many at once,
 		// gRPC starts goroutines as before.
 		grpc.NumStreamWorkers(uint32(streamWorkersPerCPU * runtime.GOMAXPROCS(0))),
+		// The protobuf codec, but for check requests, which keyward's
+		// handler reads from the wire (authz.Register); the floor's
+		// typed handler gets them decoded as before.
+		authz.ServerCodec(),
 	}
 }
 
@@ -199,7 +203,7 @@ func (s *service) grpcServer(creds credentials.TransportCredentials, closing con
 		opts = append(opts, grpc.Creds(creds))
 	}
 	g := grpc.NewServer(opts...)
-	authv3.RegisterAuthorizationServer(g, s.authz)
+	authz.Register(g, s.authz)
 	healthpb.RegisterHealthServer(g, &drainingHealth{Server: s.health, closing: closing})
 	return g
 }
