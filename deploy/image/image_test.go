@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -35,6 +34,7 @@ import (
 
 	"github.com/keyward/keyward/envoy/envoytest"
 	"github.com/keyward/keyward/internal/fakeprovider"
+	"github.com/keyward/keyward/internal/freeport"
 )
 
 const (
@@ -523,12 +523,11 @@ func processUID(t *testing.T, pid int) string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func mustWrite(t *testing.T, name, data string, mode os.FileMode, uid, gid int) {

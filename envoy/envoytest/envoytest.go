@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,6 +23,8 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/testbin"
+
+	"github.com/keyward/keyward/internal/freeport"
 )
 
 // Environment variables read by Binary.
@@ -58,19 +59,14 @@ func Binary(t testing.TB) string {
 }
 
 // FreeAddr returns "127.0.0.1:PORT" of a TCP port that was free a moment
-// ago: it listens on 127.0.0.1:0 and closes the listener. Another process may
-// take the port before Envoy binds it; the window is short and the kernel
-// does not hand out the same ephemeral port again right away, so the race is
-// rare, and it shows up as Envoy failing to start with its log printed.
+// ago, below the kernel's ephemeral range (see internal/freeport): no
+// outgoing connection can take it before Envoy binds it. (One taken from
+// the range did, under load in CI.)
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr(1)
 	if err != nil {
-		t.Fatalf("envoytest: find a free port: %v", err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatalf("envoytest: release port %s: %v", addr, err)
+		t.Fatalf("envoytest: %v", err)
 	}
 	return addr
 }

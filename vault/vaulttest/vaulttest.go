@@ -13,15 +13,12 @@ package vaulttest
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +28,8 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/keyward/keyward/internal/testbin"
+
+	"github.com/keyward/keyward/internal/freeport"
 )
 
 // Environment variables read by Binary.
@@ -129,22 +128,10 @@ func Start(t testing.TB, mount string) *Server {
 
 // FreeHostPort returns 127.0.0.1:PORT with PORT and PORT+1 free a moment
 // ago, for `bao server -dev -dev-listen-address`: the dev server also
-// listens for cluster traffic on the next port.
+// listens for cluster traffic on the next port. Both are below the
+// kernel's ephemeral range (see internal/freeport).
 func FreeHostPort() (string, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", fmt.Errorf("find a free port: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		next, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+1)))
-		l.Close()
-		if err == nil {
-			next.Close()
-			return l.Addr().String(), nil
-		}
-	}
-	return "", errors.New("find a free port: no two consecutive free ports")
+	return freeport.Addr(2)
 }
 
 // start runs bao on hostport and waits until it is healthy.

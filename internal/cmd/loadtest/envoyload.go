@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/keyward/keyward/envoy"
+	"github.com/keyward/keyward/internal/freeport"
 	"github.com/keyward/keyward/internal/loadrig"
 )
 
@@ -373,11 +374,4 @@ func waitHTTP(ctx context.Context, c *loadrig.Child, url string) error {
 // freeAddr returns a loopback address whose port was free a moment ago.
 // Envoy is given a fixed port (it prints none it picked); another process
 // taking it in between makes Envoy fail to start, with its log shown.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+func freeAddr() (string, error) { return freeport.Addr(1) }
