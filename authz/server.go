@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.opentelemetry.io/otel/trace"
@@ -255,9 +254,5 @@ func requestBody(http *authv3.AttributeContext_HttpRequest) string {
 	if b := http.GetBody(); b != "" {
 		return b
 	}
-	raw := http.GetRawBody()
-	if len(raw) == 0 {
-		return ""
-	}
-	return unsafe.String(&raw[0], len(raw))
+	return view(http.GetRawBody())
 }

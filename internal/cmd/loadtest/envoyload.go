@@ -294,7 +294,7 @@ func upstreamSees(r *http.Request) bool {
 // ext_authz filter for "none", and returns its listener's address once it
 // answers.
 func startEnvoy(ctx context.Context, bin, dir, mode string, servers map[string]*server, upstream string) (string, *loadrig.Child, error) {
-	listen, err := freeAddr()
+	listen, err := freeport.Addr(1) // Envoy is given its port: it prints none it picked
 	if err != nil {
 		return "", nil, err
 	}
@@ -370,8 +370,3 @@ func waitHTTP(ctx context.Context, c *loadrig.Child, url string) error {
 		}
 	}
 }
-
-// freeAddr returns a loopback address whose port was free a moment ago.
-// Envoy is given a fixed port (it prints none it picked); another process
-// taking it in between makes Envoy fail to start, with its log shown.
-func freeAddr() (string, error) { return freeport.Addr(1) }
